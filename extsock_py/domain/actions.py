@@ -1,0 +1,63 @@
+"""What the failover machine asks the outside world to do, and what it tells it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LoadClone:
+    """Load the connection's clone whose only remote address is `gateway`."""
+
+    gateway: str
+
+
+@dataclass(frozen=True)
+class UnloadClone:
+    """Unload the clone towards `gateway`."""
+
+    gateway: str
+
+
+@dataclass(frozen=True)
+class Initiate:
+    """Initiate the clone towards `gateway` (without waiting for the result)."""
+
+    gateway: str
+
+
+@dataclass(frozen=True)
+class Terminate:
+    """Force-terminate the IKE_SA towards `gateway` (by id when known, else by clone name)."""
+
+    gateway: str
+    ike_id: int | None
+
+
+@dataclass(frozen=True)
+class StartProbe:
+    """Load a childless probe connection towards `gateway` and initiate it."""
+
+    gateway: str
+
+
+@dataclass(frozen=True)
+class StopProbe:
+    """Terminate and unload the probe towards `gateway`."""
+
+    gateway: str
+    ike_id: int | None
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Tell operators and subscribers something happened (no effect on charon)."""
+
+    kind: str  # tunnel-up, tunnel-down, failover-started, failover, gave-up, held, released
+    gateway: str | None = None
+    from_gateway: str | None = None
+    reason: str | None = None
+    duration: float | None = None
+
+
+Action = LoadClone | UnloadClone | Initiate | Terminate | StartProbe | StopProbe | Notify

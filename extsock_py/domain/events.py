@@ -1,0 +1,159 @@
+"""Domain events: what happened to one managed connection, as the failover machine sees it.
+
+Charon's events are decoded by the vici adapter and attributed to a connection and a
+gateway by the event usecase; operator requests arrive here as events too, so that
+every decision goes through one pure function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Start:
+    """Bring the connection up for the first time (or again after a reload)."""
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """charon already has this connection's tunnel up on `gateway`: keep it."""
+
+    gateway: str
+    ike_id: int
+
+
+@dataclass(frozen=True)
+class IkeConnecting:
+    """charon started an IKE_SA towards `gateway` (learned from its log)."""
+
+    gateway: str
+    ike_id: int
+
+
+@dataclass(frozen=True)
+class TunnelUp:
+    """The CHILD_SA is installed through `gateway`: traffic can pass."""
+
+    gateway: str
+    ike_id: int
+
+
+@dataclass(frozen=True)
+class IkeRekeyed:
+    """The IKE_SA towards `gateway` was rekeyed: it lives on under `new_id`."""
+
+    gateway: str
+    old_id: int
+    new_id: int
+
+
+@dataclass(frozen=True)
+class TunnelDown:
+    """The IKE_SA or its CHILD_SA towards `gateway` went away (ike-updown / child-updown)."""
+
+    gateway: str
+    ike_id: int
+    what: str = "ike-down"
+
+
+@dataclass(frozen=True)
+class InitiateFailed:
+    """charon refused or abandoned the initiation towards `gateway`."""
+
+    gateway: str
+    message: str
+    ike_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RetransmitSeen:
+    """charon retransmitted a request of the IKE_SA towards `gateway`: the peer is silent."""
+
+    gateway: str
+    ike_id: int
+
+
+@dataclass(frozen=True)
+class PeerAnswered:
+    """A response arrived after retransmits (alert retransmit-*-cleared): the peer lives."""
+
+    gateway: str
+    ike_id: int
+
+
+@dataclass(frozen=True)
+class MonitorDead:
+    """The tunnel monitor lost `misses` probes in a row through `gateway`."""
+
+    gateway: str
+
+
+@dataclass(frozen=True)
+class ProbeUp:
+    """A failback probe reached `gateway` and authenticated."""
+
+    gateway: str
+    ike_id: int
+
+
+@dataclass(frozen=True)
+class ProbeFailed:
+    """A failback probe towards `gateway` failed."""
+
+    gateway: str
+    ike_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed: deadlines may have expired."""
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Operator: move to `to` now (the next gateway when None)."""
+
+    to: str | None = None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Operator: pause automatic action; the current SA is kept."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """Operator: resume automatic action."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Operator: bring the tunnel down and keep it down (not a failure)."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Operator: try again now, starting from the primary, after a give-up or stop."""
+
+
+Event = (
+    Start
+    | Adopt
+    | IkeConnecting
+    | TunnelUp
+    | IkeRekeyed
+    | TunnelDown
+    | InitiateFailed
+    | RetransmitSeen
+    | PeerAnswered
+    | MonitorDead
+    | ProbeUp
+    | ProbeFailed
+    | Tick
+    | Switch
+    | Hold
+    | Release
+    | Stop
+    | Retry
+)

@@ -1,0 +1,78 @@
+"""Gateway addresses: which entries of `remote_addrs` extsock can initiate to, and in what order."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+# A DNS name as charon resolves it for remote_addrs: labels of letters, digits and hyphens.
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?$"
+)
+
+
+@dataclass(frozen=True)
+class AddressVerdict:
+    """Whether one remote_addrs entry can be initiated to, and why not."""
+
+    address: str
+    initiable: bool
+    reason: str = ""
+
+
+def classify_address(entry: str) -> AddressVerdict:
+    """Tell whether charon could initiate to this remote_addrs entry."""
+    text = entry.strip()
+    if not text:
+        return AddressVerdict(entry, False, "empty entry")
+    if text.startswith("%"):
+        return AddressVerdict(text, False, f"{text} matches any peer and names no gateway")
+    if "/" in text:
+        return AddressVerdict(text, False, "a subnet matches peers and names no single gateway")
+    if "-" in text and _is_range(text):
+        return AddressVerdict(text, False, "a range matches peers and names no single gateway")
+    try:
+        ipaddress.ip_address(text)
+        return AddressVerdict(text, True)
+    except ValueError:
+        pass
+    if _DNS_NAME.match(text) and not text.replace(".", "").isdigit():
+        return AddressVerdict(text, True)
+    return AddressVerdict(text, False, "not an IPv4 or IPv6 address or a DNS name")
+
+
+def _is_range(text: str) -> bool:
+    first, _, last = text.partition("-")
+    try:
+        ipaddress.ip_address(first.strip())
+        ipaddress.ip_address(last.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def initiable_gateways(
+    remote_addrs: list[str],
+) -> tuple[tuple[str, ...], tuple[AddressVerdict, ...]]:
+    """Split remote_addrs into the gateways in list order and the entries that are not gateways."""
+    gateways: list[str] = []
+    rejected: list[AddressVerdict] = []
+    for entry in remote_addrs:
+        verdict = classify_address(entry)
+        if verdict.initiable:
+            if verdict.address not in gateways:
+                gateways.append(verdict.address)
+        else:
+            rejected.append(verdict)
+    return tuple(gateways), tuple(rejected)
+
+
+def next_gateway(gateways: tuple[str, ...], current: str | None) -> str:
+    """The gateway after `current` in list order, cyclic; the primary when current is unknown."""
+    if not gateways:
+        raise ValueError("no gateways")
+    if current is None or current not in gateways:
+        return gateways[0]
+    return gateways[(gateways.index(current) + 1) % len(gateways)]

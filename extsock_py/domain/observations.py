@@ -1,0 +1,113 @@
+"""What charon reports, decoded from VICI but not yet attributed to a managed connection.
+
+The vici adapter turns raw event messages into these values; the event usecase decides
+which connection and gateway each concerns and what it means for failover.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ChildSaInfo:
+    name: str
+    unique_id: int
+    state: str  # INSTALLED, REKEYING, ...
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+
+
+@dataclass(frozen=True)
+class IkeSaInfo:
+    """One IKE_SA as list-sas and the ike-* events describe it."""
+
+    name: str  # the connection (config) name
+    unique_id: int
+    state: str  # CREATED, CONNECTING, ESTABLISHED, PASSIVE, REKEYING, REKEYED, DELETING, DESTROYING
+    remote_host: str | None = None
+    local_host: str | None = None
+    children: tuple[ChildSaInfo, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class IkeUpdown:
+    sa: IkeSaInfo
+    up: bool
+
+
+@dataclass(frozen=True)
+class IkeRekey:
+    old: IkeSaInfo
+    new: IkeSaInfo
+
+
+@dataclass(frozen=True)
+class IkeUpdate:
+    sa: IkeSaInfo
+    local_host: str | None
+    remote_host: str | None
+
+
+@dataclass(frozen=True)
+class ChildUpdown:
+    sa: IkeSaInfo  # the IKE_SA, with the child concerned in `children`
+    child: ChildSaInfo
+    up: bool
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """A `log` event; `ike_name`/`ike_id` are set when charon logged in an IKE_SA's context."""
+
+    group: str
+    level: int
+    message: str
+    ike_name: str | None = None
+    ike_id: int | None = None
+    thread: int | None = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An `alert` event (strongSwan >= 6.0.3): retransmit-send, peer-init-unreachable, ..."""
+
+    kind: str
+    ike_name: str | None = None
+    ike_id: int | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class CharonLost:
+    """The event session lost charon (socket closed or broken)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class CharonBack:
+    """The event session reached charon again."""
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A message that could not be decoded: logged and skipped, never fatal."""
+
+    event_name: str
+    reason: str
+
+
+Observation = (
+    IkeUpdown
+    | IkeRekey
+    | IkeUpdate
+    | ChildUpdown
+    | LogLine
+    | Alert
+    | CharonLost
+    | CharonBack
+    | Undecodable
+)

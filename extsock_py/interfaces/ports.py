@@ -1,0 +1,58 @@
+"""The ports the usecases speak through; adapters implement them, tests fake them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from extsock_py.domain.observations import IkeSaInfo
+
+
+class CharonPort(Protocol):
+    """Commands to charon (one VICI session, never shared with the event stream)."""
+
+    def load_conn(self, name: str, body: Mapping[str, Any]) -> None: ...
+
+    def unload_conn(self, name: str) -> None: ...
+
+    def list_conn_names(self) -> list[str]: ...
+
+    def initiate(self, ike: str, child: str | None) -> None:
+        """Start an initiation and return at once; the outcome arrives as events."""
+
+    def terminate(self, ike: str | None = None, ike_id: int | None = None) -> None:
+        """Force-terminate IKE_SAs by config name or unique id, without waiting."""
+
+    def list_sas(self) -> list[IkeSaInfo]: ...
+
+    def load_shared(self, message: Mapping[str, Any]) -> None: ...
+
+    def load_key(self, message: Mapping[str, Any]) -> None: ...
+
+    def version(self) -> dict[str, str]: ...
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+
+class EventPublisher(Protocol):
+    """Fan-out of extsock's own events (control socket subscribers, metrics, logs)."""
+
+    def publish(self, kind: str, fields: Mapping[str, Any]) -> None: ...
+
+
+class StateStore(Protocol):
+    """What survives a restart of extsock: per-connection state and the failover history."""
+
+    def save_connection(self, name: str, fields: Mapping[str, Any]) -> None: ...
+
+    def load_connections(self) -> dict[str, dict[str, Any]]: ...
+
+    def append_history(self, record: Mapping[str, Any]) -> None: ...
+
+    def history(
+        self, connection: str | None = None, since: float | None = None, limit: int = 100
+    ) -> Sequence[Mapping[str, Any]]: ...
