@@ -1,0 +1,228 @@
+"""The failover policy from the `extsock` section of swanctl.conf, validated with pydantic.
+
+swanctl itself ignores top-level sections it does not know, so the policy can live in
+the same file as the connections:
+
+    extsock {
+        connect_timeout = 5s          # defaults for every managed connection
+        failback { enabled = yes }
+        connections {
+            home { dead_after_retransmits = 2 }   # overrides for one connection
+        }
+    }
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Protocol
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from extsock_py.domain.errors import ConfigError
+from extsock_py.domain.policy import (
+    BackoffPolicy,
+    FailbackPolicy,
+    FailoverPolicy,
+    MonitorPolicy,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+DURATION_FORM = "a duration such as 500ms, 5s, 2m or 1h (a bare number means seconds)"
+BOOL_FORM = "yes or no"
+
+
+def parse_duration(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"invalid duration {str(value)!r}: expected {DURATION_FORM}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("yes", "true", "1", "on", "enabled"):
+        return True
+    if text in ("no", "false", "0", "off", "disabled"):
+        return False
+    raise ValueError(f"invalid boolean {str(value)!r}: expected {BOOL_FORM}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Flag = Annotated[bool, BeforeValidator(parse_bool)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackoffModel(_Strict):
+    initial: PositiveDuration = 1.0
+    maximum: PositiveDuration = 60.0
+    multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
+    jitter: float = Field(default=0.2, ge=0.0, le=1.0)
+
+
+class FailbackModel(_Strict):
+    enabled: Flag = False
+    probe_interval: PositiveDuration = 10.0
+    probe_timeout: PositiveDuration = 5.0
+    hold_down: Duration = 30.0
+
+
+class MonitorModel(_Strict):
+    enabled: Flag = False
+    local: str | None = None
+    remote: str | None = None
+    port: int = Field(default=33434, ge=1, le=65535)
+    interval: PositiveDuration = 0.5
+    misses: int = Field(default=3, ge=1, le=100)
+
+
+class PolicyModel(_Strict):
+    connect_timeout: PositiveDuration = 5.0
+    dead_after_retransmits: int = Field(default=1, ge=0, le=10)
+    attempts_per_gateway: int = Field(default=1, ge=1, le=100)
+    max_cycles: int = Field(default=10, ge=0)
+    backoff: BackoffModel = Field(default_factory=BackoffModel)
+    failback: FailbackModel = Field(default_factory=FailbackModel)
+    monitor: MonitorModel = Field(default_factory=MonitorModel)
+
+    def to_domain(self) -> FailoverPolicy:
+        return FailoverPolicy(
+            connect_timeout=self.connect_timeout,
+            dead_after_retransmits=self.dead_after_retransmits,
+            attempts_per_gateway=self.attempts_per_gateway,
+            max_cycles=self.max_cycles,
+            backoff=BackoffPolicy(**self.backoff.model_dump()),
+            failback=FailbackPolicy(**self.failback.model_dump()),
+            monitor=MonitorPolicy(**self.monitor.model_dump()),
+        )
+
+
+class ValueLike(Protocol):
+    text: str
+    line: int
+
+
+class SectionLike(Protocol):
+    @property
+    def entries(self) -> Mapping[str, Any]: ...
+
+    @property
+    def sections(self) -> Mapping[str, Any]: ...
+
+    @property
+    def file(self) -> str: ...
+
+    @property
+    def line(self) -> int: ...
+
+
+def _as_dict(section: SectionLike, skip: str | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {key: value.text for key, value in section.entries.items()}
+    for name, sub in section.sections.items():
+        if name != skip:
+            data[name] = _as_dict(sub)
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _locate(section: SectionLike, path: tuple[str | int, ...]) -> tuple[int, str]:
+    """The line of the deepest key of `path` found under `section`, and that key's file."""
+    line, file, node = section.line, section.file, section
+    for part in path:
+        key = str(part)
+        if key in node.entries:
+            value = node.entries[key]
+            return value.line, getattr(value, "file", file)
+        if key in node.sections:
+            node = node.sections[key]
+            line, file = node.line, node.file
+        else:
+            break
+    return line, file
+
+
+def _fields_of(model: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:
+    for part in path[:-1]:
+        annotation = model.model_fields.get(str(part))
+        if annotation is None or not isinstance(annotation.annotation, type):
+            break
+        if issubclass(annotation.annotation, BaseModel):
+            model = annotation.annotation
+    return list(model.model_fields)
+
+
+def _validate(
+    data: dict[str, Any], where: SectionLike, prefix: str, origin: SectionLike | None = None
+) -> PolicyModel:
+    try:
+        return PolicyModel.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        path = tuple(err["loc"])
+        line, file = _locate(origin or where, path)
+        key = ".".join([prefix, *map(str, path)])
+        if err["type"] == "extra_forbidden":
+            known = _fields_of(PolicyModel, path)
+            close = difflib.get_close_matches(str(path[-1]), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                file, line, key, f"unknown key{hint}", "one of " + ", ".join(known)
+            ) from None
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(file, line, key, message) from None
+
+
+def read_policies(
+    section: SectionLike | None, connections: list[str]
+) -> tuple[FailoverPolicy, dict[str, FailoverPolicy]]:
+    """The default policy and the effective policy of each named connection."""
+    if section is None:
+        default = FailoverPolicy()
+        return default, {name: default for name in connections}
+    defaults = _as_dict(section, skip="connections")
+    default_model = _validate(defaults, section, "extsock")
+    overrides = section.sections.get("connections")
+    policies: dict[str, FailoverPolicy] = {}
+    for name in connections:
+        own = overrides.sections.get(name) if overrides is not None else None
+        if own is None:
+            policies[name] = default_model.to_domain()
+            continue
+        merged = _merge(defaults, _as_dict(own))
+        policies[name] = _validate(merged, own, f"extsock.connections.{name}").to_domain()
+    if overrides is not None:
+        for name, own in overrides.sections.items():
+            if name not in connections:
+                close = difflib.get_close_matches(name, connections, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(
+                    own.file,
+                    own.line,
+                    f"extsock.connections.{name}",
+                    f"no connection of that name{hint}",
+                    "the name of a connection in the connections section",
+                )
+    return default_model.to_domain(), policies
+
+
+POLICY_KEYS_DOC = PolicyModel.model_json_schema()

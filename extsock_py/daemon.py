@@ -1,0 +1,258 @@
+"""The daemon's main loop: one thread owns every decision; others only post work to it.
+
+The event listener thread posts charon's observations, the control socket posts
+operator requests (as callables with a future), and signal handlers only set flags
+(ExaBGP's rule): the loop acts on all of them between iterations, then delivers due
+deadlines to the failover manager.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol, TypeVar
+
+from extsock_py.domain import events as ev
+from extsock_py.domain import observations as ob
+from extsock_py.domain.config import DesiredConfig
+from extsock_py.domain.errors import CharonError, CharonUnreachable, ConfigError
+from extsock_py.domain.failover import initial_state
+from extsock_py.interfaces.ports import CharonPort, Clock, EventPublisher
+from extsock_py.usecases.config_usecase import ConfigUsecase
+from extsock_py.usecases.event_usecase import EventUsecase
+from extsock_py.usecases.failover_manager import FailoverManager
+from extsock_py.usecases.resync import resync
+
+log = logging.getLogger("extsock.daemon")
+
+T = TypeVar("T")
+_POLL = 0.2  # longest sleep of the loop: bounds how late a signal flag is seen
+
+
+class ManagedCharon(CharonPort, Protocol):
+    def connect(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Listener(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    config_file: Path
+    down_on_exit: bool = False
+
+
+class Daemon:
+    """Wires the usecases to charon and runs them until asked to stop."""
+
+    def __init__(
+        self,
+        options: DaemonOptions,
+        charon: ManagedCharon,
+        make_listener: Callable[[Callable[[ob.Observation], None]], Listener],
+        read_config: Callable[[Path], DesiredConfig],
+        clock: Clock,
+        publisher: EventPublisher,
+        manager: FailoverManager,
+    ) -> None:
+        self.options = options
+        self.charon = charon
+        self.clock = clock
+        self.publisher = publisher
+        self.manager = manager
+        self.config = ConfigUsecase(charon, manager)
+        self.events = EventUsecase(manager.is_managed, manager.handle, publisher)
+        self._read_config = read_config
+        self._make_listener = make_listener
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.charon_reachable = False
+        self.ready = threading.Event()
+        self.on_ready: list[Callable[[], None]] = []
+        self.on_iteration: list[Callable[[], None]] = []
+
+    # --- what other threads may call ------------------------------------------------------
+
+    def submit(self, work: Callable[[], T]) -> Future[T]:
+        """Run `work` on the main loop; the future holds its result or exception."""
+        future: Future[T] = Future()
+        self._inbox.put((work, future))
+        return future
+
+    def post(self, observation: ob.Observation) -> None:
+        self._inbox.put(observation)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def install_signal_handlers(self) -> None:
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            self._stop.set()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self._reload.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Read the config (a ConfigError stops here, before charon is touched), then loop."""
+        desired = self._read_config(self.options.config_file)
+        listener = self._make_listener(self.post)
+        self.charon.connect()
+        self.charon_reachable = True
+        listener.start()
+        try:
+            self._bring_up(desired)
+            self.ready.set()
+            for callback in self.on_ready:
+                callback()
+            while not self._stop.is_set():
+                self._iterate()
+        finally:
+            self._shutdown(listener)
+
+    def _bring_up(self, desired: DesiredConfig) -> None:
+        report = self.config.apply(desired, start=False)
+        outcome = resync(self.charon, self.manager, report.managed)
+        log.info(
+            "loaded %d managed and %d plain connections from %s; adopted %d, started %d",
+            len(report.managed),
+            len(report.plain),
+            desired.source,
+            len(outcome.adopted),
+            len(outcome.started),
+        )
+
+    def _iterate(self) -> None:
+        if self._reload.is_set():
+            self._reload.clear()
+            self.reload()
+        wake = self.manager.next_wake()
+        timeout = _POLL
+        if wake is not None:
+            timeout = min(_POLL, max(0.0, wake - self.clock.monotonic()))
+        try:
+            item = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            item = None
+        budget = 1000  # bound the work per iteration so deadlines and flags stay timely
+        while item is not None and budget > 0:
+            self._guarded(self._dispatch, item)
+            budget -= 1
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                item = None
+        self._guarded(self.manager.tick)
+        for callback in self.on_iteration:
+            callback()
+
+    def _guarded(self, work: Callable[..., None], *args: Any) -> None:
+        try:
+            work(*args)
+        except CharonUnreachable as exc:
+            self._charon_lost(str(exc))
+        except Exception:
+            log.exception("unexpected error; the daemon keeps running")
+
+    def _dispatch(self, item: Any) -> None:
+        if isinstance(item, tuple):
+            work, future = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(work())
+                except BaseException as exc:
+                    future.set_exception(exc)
+                    if isinstance(exc, CharonUnreachable):
+                        raise
+            return
+        match item:
+            case ob.CharonLost(reason):
+                self._charon_lost(reason)
+            case ob.CharonBack():
+                self._charon_back()
+            case _:
+                self.events.observe(item)
+
+    # --- charon going and coming back -------------------------------------------------------
+
+    def _charon_lost(self, reason: str) -> None:
+        if self.charon_reachable:
+            log.warning("charon unreachable: %s; waiting for it to come back", reason)
+            self.publisher.publish("charon-lost", {"reason": reason})
+        self.charon_reachable = False
+
+    def _charon_back(self) -> None:
+        log.info("charon is back: reloading connections and credentials")
+        self.charon.close()
+        self.charon.connect()
+        self.charon_reachable = True
+        self.publisher.publish("charon-back", {})
+        for name in self.manager.names():
+            managed = self.manager.get(name)
+            if managed is not None:
+                fresh = initial_state(name, managed.profile.gateways, managed.profile.policy)
+                managed.state = replace(fresh, held=managed.state.held)
+        if self.config.current is not None:
+            self._bring_up(self.config.current)
+
+    # --- reload and shutdown ----------------------------------------------------------------
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config file; a bad file is reported and the running config kept."""
+        try:
+            desired = self._read_config(self.options.config_file)
+        except ConfigError as exc:
+            log.error("reload refused, running config kept: %s", exc)
+            self.publisher.publish("reload-failed", {"error": str(exc)})
+            return {"ok": False, "error": str(exc)}
+        report = self.config.apply(desired, start=True)
+        log.info(
+            "reloaded %s: %d managed, %d plain, %d removed",
+            desired.source,
+            len(report.managed),
+            len(report.plain),
+            len(report.removed),
+        )
+        self.publisher.publish("reloaded", {"managed": report.managed})
+        return {
+            "ok": True,
+            "managed": report.managed,
+            "plain": report.plain,
+            "removed": report.removed,
+            "notes": report.notes,
+        }
+
+    def _shutdown(self, listener: Listener) -> None:
+        if self.options.down_on_exit and self.charon_reachable:
+            for name in self.manager.names():
+                try:
+                    self.manager.handle(name, ev.Stop())
+                except CharonError as exc:
+                    log.warning("%s: could not bring down: %s", name, exc)
+        listener.stop()
+        self.charon.close()
+        log.info(
+            "stopped%s",
+            "; tunnels brought down" if self.options.down_on_exit else "; tunnels left up",
+        )

@@ -1,0 +1,49 @@
+"""The configuration extsock should bring charon to, whatever file or client it came from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from extsock_py.domain.gateways import initiable_gateways
+from extsock_py.domain.policy import FailoverPolicy
+from extsock_py.domain.profile import ConnectionProfile
+
+
+class Credential(Protocol):
+    """A secret or key; only the adapter that sends it to charon reveals its bytes."""
+
+    def vici_message(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class DesiredConfig:
+    source: str
+    connections: Mapping[str, Mapping[str, Any]]  # name -> load-conn body
+    policies: Mapping[str, FailoverPolicy] = field(default_factory=dict)
+    shared_secrets: Sequence[Credential] = ()
+    private_keys: Sequence[Credential] = ()
+
+
+def remote_addrs_of(body: Mapping[str, Any]) -> list[str]:
+    value = body.get("remote_addrs", [])
+    if isinstance(value, str | bytes):
+        value = [value]
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in value]
+
+
+def split_managed(
+    desired: DesiredConfig,
+) -> tuple[dict[str, ConnectionProfile], dict[str, Mapping[str, Any]]]:
+    """Managed profiles (two or more initiable gateways) and the connections left to charon."""
+    managed: dict[str, ConnectionProfile] = {}
+    plain: dict[str, Mapping[str, Any]] = {}
+    for name, body in desired.connections.items():
+        gateways, rejected = initiable_gateways(remote_addrs_of(body))
+        if len(gateways) >= 2:
+            policy = desired.policies.get(name, FailoverPolicy())
+            managed[name] = ConnectionProfile(name, gateways, body, policy, rejected)
+        else:
+            plain[name] = body
+    return managed, plain

@@ -1,0 +1,289 @@
+"""The failover manager: runs each managed connection's state machine and carries out its actions.
+
+It is the only place that turns the machine's actions into charon commands. A command
+that fails is fed back to the machine as an event (an `initiate` charon refuses is an
+`InitiateFailed`), so the machine stays the single decision-maker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from extsock_py.domain import events as ev
+from extsock_py.domain.actions import (
+    Action,
+    Initiate,
+    LoadClone,
+    Notify,
+    StartProbe,
+    StopProbe,
+    Terminate,
+    UnloadClone,
+)
+from extsock_py.domain.errors import CharonError, CharonUnreachable
+from extsock_py.domain.failover import ConnState, Phase, initial_state, step, wake_at
+from extsock_py.domain.profile import (
+    ConnectionProfile,
+    clone_body,
+    clone_name,
+    probe_body,
+    probe_name,
+)
+from extsock_py.interfaces.ports import CharonPort, Clock, EventPublisher, StateStore
+
+log = logging.getLogger("extsock.failover")
+
+# Events that one event may cause through failed commands, handled in the same call.
+_MAX_CASCADE = 64
+
+
+@dataclass
+class Managed:
+    profile: ConnectionProfile
+    state: ConnState
+
+
+class FailoverManager:
+    """Owns the managed connections' states; every change goes through `handle`."""
+
+    def __init__(
+        self,
+        charon: CharonPort,
+        clock: Clock,
+        publisher: EventPublisher,
+        store: StateStore | None = None,
+    ) -> None:
+        self._charon = charon
+        self._clock = clock
+        self._publisher = publisher
+        self._store = store
+        self._conns: dict[str, Managed] = {}
+        self.observers: list[Callable[[str, Action], None]] = []
+
+    # --- the set of managed connections -------------------------------------------------
+
+    def names(self) -> list[str]:
+        return list(self._conns)
+
+    def get(self, name: str) -> Managed | None:
+        return self._conns.get(name)
+
+    def is_managed(self, name: str) -> bool:
+        return name in self._conns
+
+    def manage(self, profile: ConnectionProfile) -> bool:
+        """Add or update a connection; True when it is new and must be started."""
+        current = self._conns.get(profile.name)
+        if current is None:
+            state = initial_state(profile.name, profile.gateways, profile.policy)
+            self._conns[profile.name] = Managed(profile, state)
+            return True
+        if current.profile.gateways == profile.gateways:
+            current.profile = profile
+            current.state = replace(current.state, policy=profile.policy)
+            return False
+        # The gateway list changed: bring the connection down and start over on the new list.
+        self.handle(profile.name, ev.Stop())
+        state = initial_state(profile.name, profile.gateways, profile.policy)
+        self._conns[profile.name] = Managed(profile, state)
+        return True
+
+    def forget(self, name: str) -> None:
+        """Stop managing `name`: its tunnel goes down and its clone is unloaded."""
+        if name in self._conns:
+            self.handle(name, ev.Stop())
+            del self._conns[name]
+
+    # --- events -------------------------------------------------------------------------
+
+    def handle(self, name: str, event: ev.Event) -> None:
+        """Feed one event to `name`'s machine and carry out what it decides."""
+        pending: deque[tuple[str, ev.Event]] = deque([(name, event)])
+        handled = 0
+        while pending and handled < _MAX_CASCADE:
+            conn, current = pending.popleft()
+            handled += 1
+            managed = self._conns.get(conn)
+            if managed is None:
+                continue
+            before = managed.state
+            now = self._clock.monotonic()
+            managed.state, actions = step(before, current, now)
+            if before.phase is not managed.state.phase or actions:
+                log.debug("%s: %s -> %s on %s", conn, before.phase, managed.state.phase, current)
+            for action in actions:
+                pending.extend((conn, e) for e in self._execute(managed, action))
+            if managed.state != before:
+                self._persist(managed)
+        if pending:
+            log.error("%s: stopped a cascade of %d events", name, _MAX_CASCADE)
+
+    def tick(self) -> None:
+        """Deliver a Tick to every connection whose deadline has come."""
+        now = self._clock.monotonic()
+        for name, managed in list(self._conns.items()):
+            due = wake_at(managed.state)
+            if due is not None and due <= now:
+                self.handle(name, ev.Tick())
+
+    def next_wake(self) -> float | None:
+        times = [wake_at(m.state) for m in self._conns.values()]
+        pending = [t for t in times if t is not None]
+        return min(pending) if pending else None
+
+    def start_all(self, names: Iterable[str] | None = None) -> None:
+        for name in list(names if names is not None else self._conns):
+            self.handle(name, ev.Start())
+
+    # --- actions ------------------------------------------------------------------------
+
+    def _execute(self, managed: Managed, action: Action) -> list[ev.Event]:
+        """Carry out one action; return the events its failure means to the machine."""
+        profile = managed.profile
+        for observer in self.observers:
+            observer(profile.name, action)
+        try:
+            match action:
+                case LoadClone(gateway):
+                    self._charon.load_conn(
+                        clone_name(profile.name, gateway), clone_body(profile, gateway)
+                    )
+                case UnloadClone(gateway):
+                    self._quietly(self._charon.unload_conn, clone_name(profile.name, gateway))
+                case Initiate(gateway):
+                    child = profile.children[0] if profile.children else None
+                    self._charon.initiate(clone_name(profile.name, gateway), child)
+                case Terminate(gateway, ike_id):
+                    if ike_id is not None:
+                        self._quietly_terminate(ike_id=ike_id)
+                    else:
+                        self._quietly_terminate(ike=clone_name(profile.name, gateway))
+                case StartProbe(gateway):
+                    self._charon.load_conn(
+                        probe_name(profile.name, gateway), probe_body(profile, gateway)
+                    )
+                    self._charon.initiate(probe_name(profile.name, gateway), None)
+                case StopProbe(gateway, ike_id):
+                    self._quietly_terminate(ike=probe_name(profile.name, gateway))
+                    self._quietly(self._charon.unload_conn, probe_name(profile.name, gateway))
+                case Notify():
+                    self._notify(profile.name, action)
+        except CharonUnreachable:
+            raise
+        except CharonError as exc:
+            log.warning("%s: %s", profile.name, exc)
+            match action:
+                case LoadClone(gateway) | Initiate(gateway):
+                    return [ev.InitiateFailed(gateway, str(exc))]
+                case StartProbe(gateway):
+                    return [ev.ProbeFailed(gateway)]
+        return []
+
+    def _quietly(self, command: Callable[[str], None], name: str) -> None:
+        try:
+            command(name)
+        except CharonUnreachable:
+            raise
+        except CharonError as exc:
+            log.debug("ignored: %s", exc)
+
+    def _quietly_terminate(self, **selector: Any) -> None:
+        try:
+            self._charon.terminate(**selector)
+        except CharonUnreachable:
+            raise
+        except CharonError as exc:
+            log.debug("ignored: %s", exc)
+
+    def _notify(self, name: str, notice: Notify) -> None:
+        fields: dict[str, Any] = {"connection": name}
+        for key in ("gateway", "from_gateway", "reason", "duration"):
+            value = getattr(notice, key)
+            if value is not None:
+                fields[key] = round(value, 6) if isinstance(value, float) else value
+        if notice.kind in ("failover", "failover-started"):
+            arrow = f"{notice.from_gateway} -> {notice.gateway}"
+            took = f" in {notice.duration:.3f}s" if notice.duration is not None else ""
+            log.info("%s: %s %s (reason %s)%s", name, notice.kind, arrow, notice.reason, took)
+        else:
+            log.info("%s: %s %s", name, notice.kind, notice.gateway or "")
+        self._publisher.publish(notice.kind, fields)
+        if self._store is not None and notice.kind in ("failover", "gave-up", "switch-failed"):
+            self._store.append_history(
+                {
+                    "time": self._clock.wall(),
+                    "connection": name,
+                    "from": notice.from_gateway,
+                    "to": notice.gateway,
+                    "reason": notice.reason,
+                    "result": {"failover": "up"}.get(notice.kind, notice.kind),
+                    "duration": notice.duration,
+                }
+            )
+
+    def _persist(self, managed: Managed) -> None:
+        if self._store is None:
+            return
+        s = managed.state
+        self._store.save_connection(
+            s.name,
+            {
+                "gateway": s.gateway,
+                "phase": str(s.phase),
+                "held": s.held,
+                "failures_total": s.failures_total,
+                "cycles_failed": s.cycles_failed,
+                "attempts_on_gateway": s.attempts_on_gateway,
+            },
+        )
+
+    # --- views --------------------------------------------------------------------------
+
+    def status(self, name: str | None = None) -> list[dict[str, Any]]:
+        now = self._clock.monotonic()
+        out = []
+        for conn, managed in self._conns.items():
+            if name is not None and conn != name:
+                continue
+            s = managed.state
+            due = wake_at(s)
+            out.append(
+                {
+                    "connection": conn,
+                    "gateways": list(s.gateways),
+                    "active_gateway": s.gateway if s.phase is Phase.UP else None,
+                    "target_gateway": s.gateway,
+                    "phase": str(s.phase),
+                    "ike_id": s.ike_id,
+                    "held": s.held,
+                    "failures_total": s.failures_total,
+                    "failures_in_cycle": s.failed_in_cycle,
+                    "cycles_failed": s.cycles_failed,
+                    "next_action": _next_action(s),
+                    "next_action_in": None if due is None else round(max(0.0, due - now), 3),
+                    "standby_gateway": s.standby.gateway if s.standby else None,
+                }
+            )
+        return out
+
+
+def _next_action(s: ConnState) -> str | None:
+    if s.held:
+        return "held by operator"
+    if s.standby is not None:
+        return f"switching to {s.standby.gateway} ({s.standby.reason})"
+    if s.probe is not None:
+        return f"probing {s.probe.gateway}"
+    if s.phase is Phase.CONNECTING:
+        return f"connect timeout on {s.gateway}"
+    if s.phase is Phase.BACKOFF:
+        return "next cycle after backoff"
+    if s.next_probe_at is not None:
+        return f"probe primary {s.primary}"
+    if s.phase is Phase.GAVE_UP:
+        return "waiting for retry or reload"
+    return None

@@ -1,0 +1,75 @@
+"""Resynchronisation with charon: adopt tunnels that are up, clear stale clones, start the rest.
+
+Used when extsock starts next to a charon that already runs its tunnels (an extsock
+restart must not cost a tunnel) and when charon comes back after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from extsock_py.domain import events as ev
+from extsock_py.domain.observations import IkeSaInfo
+from extsock_py.domain.profile import parse_clone_name
+from extsock_py.interfaces.ports import CharonPort
+from extsock_py.usecases.failover_manager import FailoverManager
+
+log = logging.getLogger("extsock.resync")
+
+
+@dataclass
+class ResyncReport:
+    adopted: dict[str, str] = field(default_factory=dict)  # connection -> gateway
+    started: list[str] = field(default_factory=list)
+    unloaded: list[str] = field(default_factory=list)
+
+
+def _tunnel_up(sa: IkeSaInfo) -> bool:
+    return sa.state == "ESTABLISHED" and any(c.state == "INSTALLED" for c in sa.children)
+
+
+def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> ResyncReport:
+    """For each managed connection in `names` (all of them in IDLE): adopt or start."""
+    report = ResyncReport()
+    sas = charon.list_sas()
+    up: dict[str, IkeSaInfo] = {}
+    for sa in sas:
+        owner = parse_clone_name(sa.name)
+        if owner is None or owner.probe or owner.connection not in names:
+            continue
+        if _tunnel_up(sa) and owner.connection not in up:
+            up[owner.connection] = sa
+    keep: set[str] = {sa.name for sa in up.values()}
+    for conn_name in charon.list_conn_names():
+        owner = parse_clone_name(conn_name)
+        if owner is None or owner.connection not in names or conn_name in keep:
+            continue
+        managed = manager.get(owner.connection)
+        if managed is None:
+            continue
+        try:
+            charon.unload_conn(conn_name)
+            report.unloaded.append(conn_name)
+        except Exception as exc:  # a stale clone that will not go is not fatal
+            log.warning("could not unload stale clone %s: %s", conn_name, exc)
+    for sa in sas:  # SAs of stale clones (half-open, or duplicates) go too
+        owner = parse_clone_name(sa.name)
+        if owner is None or owner.connection not in names:
+            continue
+        if up.get(owner.connection) is not sa:
+            charon.terminate(ike_id=sa.unique_id)
+    for name in names:
+        sa = up.get(name)
+        if sa is not None:
+            owner = parse_clone_name(sa.name)
+            assert owner is not None
+            manager.handle(name, ev.Adopt(owner.gateway, sa.unique_id))
+            report.adopted[name] = owner.gateway
+            log.info(
+                "%s: adopted the tunnel up on %s (IKE_SA #%d)", name, owner.gateway, sa.unique_id
+            )
+        else:
+            manager.handle(name, ev.Start())
+            report.started.append(name)
+    return report
