@@ -60,14 +60,14 @@ def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> Re
         if up.get(owner.connection) is not sa:
             charon.terminate(ike_id=sa.unique_id)
     for name in names:
-        sa = up.get(name)
-        if sa is not None:
-            owner = parse_clone_name(sa.name)
+        found = up.get(name)
+        if found is not None:
+            owner = parse_clone_name(found.name)
             assert owner is not None
-            manager.handle(name, ev.Adopt(owner.gateway, sa.unique_id))
+            manager.handle(name, ev.Adopt(owner.gateway, found.unique_id))
             report.adopted[name] = owner.gateway
             log.info(
-                "%s: adopted the tunnel up on %s (IKE_SA #%d)", name, owner.gateway, sa.unique_id
+                "%s: adopted the tunnel up on %s (IKE_SA #%d)", name, owner.gateway, found.unique_id
             )
         else:
             manager.handle(name, ev.Start())
