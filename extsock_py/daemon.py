@@ -45,6 +45,8 @@ class ManagedCharon(CharonPort, Protocol):
 class Listener(Protocol):
     def start(self) -> None: ...
 
+    def wait_ready(self, timeout: float) -> bool: ...
+
     def stop(self) -> None: ...
 
 
@@ -83,6 +85,8 @@ class Daemon:
         self.ready = threading.Event()
         self.on_ready: list[Callable[[], None]] = []
         self.on_iteration: list[Callable[[], None]] = []
+        self.on_reload: list[Callable[[bool], None]] = []  # False before, True after
+        self.on_stopping: list[Callable[[], None]] = []
 
     # --- what other threads may call ------------------------------------------------------
 
@@ -121,6 +125,8 @@ class Daemon:
         self.charon.connect()
         self.charon_reachable = True
         listener.start()
+        if not listener.wait_ready(5.0):  # subscribed before anything is initiated
+            log.warning("the event stream is not subscribed yet; going on")
         try:
             self._bring_up(desired)
             self.ready.set()
@@ -146,7 +152,11 @@ class Daemon:
     def _iterate(self) -> None:
         if self._reload.is_set():
             self._reload.clear()
+            for notify in self.on_reload:
+                notify(False)
             self.reload()
+            for notify in self.on_reload:
+                notify(True)
         wake = self.manager.next_wake()
         timeout = _POLL
         if wake is not None:
@@ -244,6 +254,8 @@ class Daemon:
         }
 
     def _shutdown(self, listener: Listener) -> None:
+        for callback in self.on_stopping:
+            callback()
         if self.options.down_on_exit and self.charon_reachable:
             for name in self.manager.names():
                 try:

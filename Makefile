@@ -1,0 +1,44 @@
+# extsock_py: `make demo` and `make test` install everything they need first.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PYTEST_ARGS ?=
+
+.PHONY: install test unit integration lint format demo bench soak lab-docker clean
+
+install:
+	VENV=$(VENV) bash scripts/install-deps.sh
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+unit: install
+	$(PY) -m pytest -q -m "not integration" tests
+
+integration: install
+	$(PY) -m pytest -q -m integration tests
+
+lint: install
+	$(BIN)/ruff check extsock_py tests
+	$(BIN)/ruff format --check extsock_py tests
+	$(BIN)/mypy --strict extsock_py tests
+
+format: install
+	$(BIN)/ruff format extsock_py tests
+	$(BIN)/ruff check --fix extsock_py tests
+
+demo: install
+	$(PY) -m extsock_py.demo
+
+bench: install
+	$(PY) -m extsock_py.bench $(if $(QUICK),--quick) $(if $(SMOKE),--smoke)
+
+soak: install
+	$(PY) -m pytest -q -m soak tests --soak-cycles=$(or $(CYCLES),1000)
+
+lab-docker:
+	docker compose -f docker/compose.yaml up --build
+
+clean:
+	-$(BIN)/extsock lab down
+	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache

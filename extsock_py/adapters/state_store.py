@@ -1,0 +1,377 @@
+"""The StateStore on SQLite: per-connection state and the failover history, across restarts.
+
+Durability: the database runs in WAL mode with ``synchronous=NORMAL``. A transaction is
+committed once its frames are written (``write()``) to ``state.db-wal``; the data is then
+in the kernel's page cache, so a killed process (SIGKILL, OOM kill, a crash of extsock
+itself) loses nothing it has committed, and the next open replays the WAL. Only an OS
+crash or a power loss before the next checkpoint's fsync can lose the last transactions,
+and even then the file is not corrupted (WAL frames are checksummed). That is the right
+trade here: the state is advisory (charon is the truth and resync adopts what runs), and
+``synchronous=FULL`` would put an fsync on the daemon's main loop for every state change.
+
+Secrets never reach the disk: only the known field names are stored (`CONNECTION_FIELDS`,
+`HISTORY_FIELDS`), and only scalar values (str, int, float, bool, None; strings capped at
+`MAX_TEXT`). Unknown keys are dropped and logged by name, never by value; a value of the
+wrong type is stored as NULL. The store never raises into the daemon on a write: a failed
+write is logged and dropped (persistence is best effort, the tunnels matter more).
+
+A database file that is corrupt or unreadable is moved aside (``state.db.corrupt-<time>``,
+with its -wal and -shm files), a warning is logged and a fresh database is started; if even
+that fails, the store keeps its state in memory for this run.
+
+Thread safety: one connection (``check_same_thread=False``) behind one lock; the daemon's
+main loop writes, the control socket thread reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+log = logging.getLogger("extsock.state")
+
+DEFAULT_DIRECTORY: Final = Path("/var/lib/extsock")
+DB_NAME: Final = "state.db"
+SCHEMA_VERSION: Final = 1
+DEFAULT_MAX_HISTORY: Final = 10_000
+MAX_TEXT: Final = 256
+
+#: The only keys `save_connection` stores (what the failover manager persists).
+CONNECTION_FIELDS: Final = frozenset(
+    {"gateway", "phase", "held", "failures_total", "cycles_failed", "attempts_on_gateway"}
+)
+#: The only keys `append_history` stores; "from" and "to" are gateways.
+HISTORY_FIELDS: Final = frozenset(
+    {"time", "connection", "from", "to", "reason", "result", "duration"}
+)
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS connections (
+        name TEXT PRIMARY KEY NOT NULL,
+        fields TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS history (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        connection TEXT NOT NULL,
+        from_gw TEXT,
+        to_gw TEXT,
+        reason TEXT,
+        result TEXT,
+        duration REAL
+    )""",
+    "CREATE INDEX IF NOT EXISTS history_connection_time ON history (connection, time)",
+    "CREATE INDEX IF NOT EXISTS history_time ON history (time)",
+)
+
+Scalar = str | int | float | bool | None
+
+
+class SqliteStateStore:
+    """StateStore in ``<directory>/state.db``; call `open` before use and `close` after."""
+
+    def __init__(
+        self, directory: Path = DEFAULT_DIRECTORY, *, max_history: int = DEFAULT_MAX_HISTORY
+    ) -> None:
+        if max_history < 1:
+            raise ValueError("max_history must be at least 1")
+        self.directory = Path(directory)
+        self.path = self.directory / DB_NAME
+        self.max_history = max_history
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        #: True when the disk could not be used and the state lives in memory only.
+        self.in_memory = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the directory (0700) and the schema if missing; never raises on a bad file."""
+        with self._lock:
+            if self._db is not None:
+                return
+            try:
+                self._ensure_directory()
+                self._db = self._connect_file()
+            except (sqlite3.DatabaseError, OSError) as exc:
+                log.warning("state database %s unusable (%s); moving it aside", self.path, exc)
+                self._move_aside()
+                try:
+                    self._db = self._connect_file()
+                except (sqlite3.DatabaseError, OSError) as again:
+                    log.error(
+                        "cannot keep state in %s (%s); state is kept in memory for this run",
+                        self.directory,
+                        again,
+                    )
+                    self._db = self._connect(":memory:")
+                    self.in_memory = True
+
+    def close(self) -> None:
+        with self._lock:
+            db, self._db = self._db, None
+            if db is None:
+                return
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
+
+    def __enter__(self) -> SqliteStateStore:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- StateStore -----------------------------------------------------------------------
+
+    def save_connection(self, name: str, fields: Mapping[str, Any]) -> None:
+        """Replace `name`'s stored fields with the known ones of `fields`."""
+        clean = _clean(fields, CONNECTION_FIELDS, f"connection {name!r}")
+        payload = json.dumps(clean, sort_keys=True, allow_nan=False)
+        self._write(
+            "save_connection",
+            lambda db: db.execute(
+                "INSERT INTO connections (name, fields, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET "
+                "fields = excluded.fields, updated_at = excluded.updated_at",
+                (str(name), payload, time.time()),
+            ),
+        )
+
+    def load_connections(self) -> dict[str, dict[str, Any]]:
+        """Every stored connection's fields; rows that do not decode are skipped."""
+        out: dict[str, dict[str, Any]] = {}
+        rows = self._read("SELECT name, fields FROM connections ORDER BY name", ())
+        for name, payload in rows:
+            try:
+                value = json.loads(payload)
+            except (TypeError, ValueError):
+                log.warning("state of connection %r does not decode; ignored", name)
+                continue
+            if isinstance(value, dict):
+                out[name] = {k: v for k, v in value.items() if k in CONNECTION_FIELDS}
+        return out
+
+    def forget_connection(self, name: str) -> None:
+        """Drop `name`'s stored state (its history stays)."""
+        self._write(
+            "forget_connection",
+            lambda db: db.execute("DELETE FROM connections WHERE name = ?", (name,)),
+        )
+
+    def append_history(self, record: Mapping[str, Any]) -> None:
+        """Append one failover record; the oldest rows beyond `max_history` are pruned."""
+        clean = _clean(record, HISTORY_FIELDS, "history record")
+        when = clean.get("time")
+        if not isinstance(when, int | float) or isinstance(when, bool):
+            when = time.time()
+        duration = clean.get("duration")
+        if not isinstance(duration, int | float) or isinstance(duration, bool):
+            duration = None
+        row = (
+            float(when),
+            str(clean.get("connection") or ""),
+            _as_str(clean.get("from")),
+            _as_str(clean.get("to")),
+            _as_str(clean.get("reason")),
+            _as_str(clean.get("result")),
+            None if duration is None else float(duration),
+        )
+
+        def insert(db: sqlite3.Connection) -> None:
+            cursor = db.execute(
+                "INSERT INTO history (time, connection, from_gw, to_gw, reason, result, duration)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            newest = cursor.lastrowid
+            if newest is not None and newest > self.max_history:
+                # ids only grow (only the oldest rows are ever deleted), so this keeps the
+                # newest `max_history` records and costs one index range per append.
+                db.execute("DELETE FROM history WHERE id <= ?", (newest - self.max_history,))
+
+        self._write("append_history", insert)
+
+    def history(
+        self, connection: str | None = None, since: float | None = None, limit: int = 100
+    ) -> Sequence[Mapping[str, Any]]:
+        """The newest `limit` records (of `connection`, from wall time `since` on), oldest first.
+
+        Each record has the keys of `HISTORY_FIELDS` plus "id".
+        """
+        if limit <= 0:
+            return []
+        where: list[str] = []
+        args: list[Any] = []
+        if connection is not None:
+            where.append("connection = ?")
+            args.append(connection)
+        if since is not None:
+            where.append("time >= ?")
+            args.append(float(since))
+        sql = "SELECT id, time, connection, from_gw, to_gw, reason, result, duration FROM history"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time DESC, id DESC LIMIT ?"
+        args.append(int(limit))
+        rows = self._read(sql, tuple(args))
+        return [
+            {
+                "id": row[0],
+                "time": row[1],
+                "connection": row[2],
+                "from": row[3],
+                "to": row[4],
+                "reason": row[5],
+                "result": row[6],
+                "duration": row[7],
+            }
+            for row in reversed(rows)
+        ]
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _ensure_directory(self) -> None:
+        if not self.directory.is_dir():
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.directory, 0o700)  # mkdir's mode is filtered by the umask
+
+    def _connect(self, target: str) -> sqlite3.Connection:
+        db = sqlite3.connect(target, timeout=5.0, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(
+                    f"schema version {version} is newer than this extsock's {SCHEMA_VERSION}"
+                )
+            db.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _connect_file(self) -> sqlite3.Connection:
+        fresh = not self.path.exists()
+        db = self._connect(str(self.path))
+        try:
+            if not fresh:
+                result = db.execute("PRAGMA quick_check").fetchone()
+                if result is None or result[0] != "ok":
+                    raise sqlite3.DatabaseError(f"quick_check: {result and result[0]}")
+            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("state database %s is not in WAL mode (%s)", self.path, mode)
+            with contextlib.suppress(OSError):
+                os.chmod(self.path, 0o600)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if not source.exists():
+                continue
+            target = Path(f"{self.path}.corrupt-{stamp}{suffix}")
+            n = 1
+            while target.exists():
+                target = Path(f"{self.path}.corrupt-{stamp}.{n}{suffix}")
+                n += 1
+            try:
+                source.rename(target)
+                log.warning("moved %s aside to %s", source, target)
+            except OSError as exc:
+                log.error("could not move %s aside: %s", source, exc)
+
+    def _write(self, what: str, work: Callable[[sqlite3.Connection], object]) -> None:
+        """Run `work` in one write transaction under the lock; errors are logged, not raised."""
+        with self._lock:
+            db = self._db
+            if db is None:
+                log.error("state store used while closed; %s dropped", what)
+                return
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    work(db)
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                log.error("state store: %s failed: %s", what, exc)
+                self._recover_if_corrupt(exc)
+
+    def _read(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        with self._lock:
+            if self._db is None:
+                log.error("state store read while closed")
+                return []
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                log.error("state store: read failed: %s", exc)
+                self._recover_if_corrupt(exc)
+                return []
+
+    def _recover_if_corrupt(self, exc: sqlite3.Error) -> None:
+        """Called with the lock held: a corrupt file found at run time is replaced."""
+        text = str(exc).lower()
+        if not any(s in text for s in ("malformed", "not a database", "corrupt")):
+            return  # busy, full, read-only...: not the file's fault, keep it
+        if self._db is None or self.in_memory:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._db = None
+        self._move_aside()
+        try:
+            self._db = self._connect_file()
+        except (sqlite3.DatabaseError, OSError) as again:
+            log.error("cannot start a fresh state database (%s); keeping state in memory", again)
+            self._db = self._connect(":memory:")
+            self.in_memory = True
+
+
+def _clean(fields: Mapping[str, Any], allowed: frozenset[str], what: str) -> dict[str, Scalar]:
+    unknown = sorted(str(k) for k in fields if k not in allowed)
+    if unknown:
+        log.warning("%s: unknown fields not stored: %s", what, ", ".join(unknown))
+    return {k: _scalar(v) for k, v in fields.items() if k in allowed}
+
+
+def _scalar(value: Any) -> Scalar:
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _text(value)
+    return None  # anything structured could carry anything: not stored
+
+
+def _text(value: str) -> str:
+    return value[:MAX_TEXT]
+
+
+def _as_str(value: Scalar) -> str | None:
+    return None if value is None else _text(str(value))

@@ -1,0 +1,222 @@
+"""ViciCharon: the CharonPort over one VICI command session, safe to share between threads."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import vici
+from vici.exception import CommandException, DeserializationException, SessionException
+
+from extsock_py.adapters.vici.decode import DecodeError, parse_list_sa
+from extsock_py.adapters.vici.transport import DEFAULT_URI, open_socket
+from extsock_py.domain.errors import CharonError, CharonUnreachable
+from extsock_py.domain.observations import IkeSaInfo
+
+T = TypeVar("T")
+SessionFactory = Callable[[socket.socket], Any]
+
+_CMD_UNKNOWN_MARK = "response type 2,"
+
+
+def to_vici(value: Any) -> Any:
+    """Normalise a message value for vici: Mappings → dict, sequences → list, bools → yes/no."""
+    if isinstance(value, Mapping):
+        return {str(k): to_vici(v) for k, v in value.items()}
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, bytes | str | int):
+        return value
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_vici(v) for v in value]
+    raise TypeError(f"cannot send a {type(value).__name__} to charon: {value!r}")
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _errmsg(exc: CommandException) -> str:
+    text = str(exc)
+    prefix = "Command failed: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+class ViciCharon:
+    """charon's commands over one `vici.Session`, serialised by a lock; connect() before use."""
+
+    def __init__(
+        self,
+        uri: str = DEFAULT_URI,
+        *,
+        connect_timeout: float = 2.0,
+        command_timeout: float | None = 30.0,
+        session_factory: SessionFactory = vici.Session,
+    ) -> None:
+        self.uri = uri
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._session_factory = session_factory
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._sock: socket.socket | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None
+
+    def connect(self) -> None:
+        """Open the command session (no-op if open); CharonUnreachable if charon is not there."""
+        with self._lock:
+            if self._session is None:
+                self._open()
+
+    def close(self) -> None:
+        """Close the command session; further commands raise CharonUnreachable until connect()."""
+        with self._lock:
+            self._drop()
+
+    def reconnect(self) -> None:
+        """Close and open the session again (after charon restarted)."""
+        with self._lock:
+            self._drop()
+            self._open()
+
+    def __enter__(self) -> ViciCharon:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open(self) -> None:
+        sock = open_socket(self.uri, self._connect_timeout)
+        sock.settimeout(self._command_timeout)
+        self._sock = sock
+        self._session = self._session_factory(sock)
+
+    def _drop(self) -> None:
+        sock, self._sock, self._session = self._sock, None, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _call(self, command: str, fn: Callable[[Any], T]) -> T:
+        with self._lock:
+            if self._session is None:
+                raise CharonUnreachable(
+                    f"{command} failed: not connected to charon at {self.uri}; call connect()"
+                )
+            try:
+                return fn(self._session)
+            except CommandException as exc:
+                raise CharonError(f"{command} failed: CommandException: {_errmsg(exc)}") from exc
+            except KeyError as exc:  # vici reads errmsg unchecked when success is "no"
+                raise CharonError(
+                    f"{command} failed: CommandException: charon gave no reason ({exc})"
+                ) from exc
+            except SessionException as exc:
+                if _CMD_UNKNOWN_MARK in str(exc):
+                    raise CharonError(
+                        f"{command} failed: UnknownCommand: charon at {self.uri} does not know "
+                        f"'{command}'; is the strongSwan version too old?"
+                    ) from exc
+                self._drop()
+                raise CharonUnreachable(
+                    f"{command} failed: SessionException: {exc}; session to {self.uri} "
+                    "closed, call reconnect()"
+                ) from exc
+            except (OSError, DeserializationException, struct.error, ValueError) as exc:
+                self._drop()
+                kind = type(exc).__name__
+                raise CharonUnreachable(
+                    f"{command} failed: {kind}: lost charon at {self.uri} ({exc}); "
+                    "check that charon runs, then call reconnect()"
+                ) from exc
+
+    # -- raw commands ----------------------------------------------------------------------
+
+    def request(self, command: str, message: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Any plain VICI command; returns charon's response as vici decoded it."""
+        body = None if message is None else to_vici(message)
+        return dict(self._call(command, lambda s: s.request(command, body)))
+
+    def streamed(
+        self, command: str, event: str, message: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Any streamed VICI command; returns every streamed event, fully read."""
+        body = None if message is None else to_vici(message)
+        return self._call(
+            command, lambda s: [dict(m) for m in s.streamed_request(command, event, body)]
+        )
+
+    def list_conns_raw(self, ike: str | None = None) -> list[dict[str, Any]]:
+        """The `list-conn` events of `list-conns`: `[{<name>: {...}}, ...]`."""
+        return self.streamed("list-conns", "list-conn", None if ike is None else {"ike": ike})
+
+    def list_sas_raw(
+        self, ike: str | None = None, ike_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The `list-sa` events of `list-sas`: `[{<name>: {...}}, ...]`."""
+        selector: dict[str, Any] = {}
+        if ike is not None:
+            selector["ike"] = ike
+        if ike_id is not None:
+            selector["ike-id"] = ike_id
+        return self.streamed("list-sas", "list-sa", selector or None)
+
+    def stats(self) -> dict[str, Any]:
+        return self.request("stats")
+
+    # -- CharonPort ------------------------------------------------------------------------
+
+    def load_conn(self, name: str, body: Mapping[str, Any]) -> None:
+        self.request("load-conn", {name: body})
+
+    def unload_conn(self, name: str) -> None:
+        self.request("unload-conn", {"name": name})
+
+    def list_conn_names(self) -> list[str]:
+        conns = self.request("get-conns").get("conns", [])
+        return [_text(c) for c in conns] if isinstance(conns, list) else []
+
+    def initiate(self, ike: str, child: str | None) -> None:
+        message: dict[str, Any] = {"ike": ike}
+        if child is not None:
+            message["child"] = child
+        message["timeout"] = -1
+        self.streamed("initiate", "control-log", message)
+
+    def terminate(self, ike: str | None = None, ike_id: int | None = None) -> None:
+        if ike is None and ike_id is None:
+            raise ValueError("terminate needs ike or ike_id")
+        message: dict[str, Any] = {}
+        if ike is not None:
+            message["ike"] = ike
+        if ike_id is not None:
+            message["ike-id"] = ike_id
+        message["force"] = True
+        message["timeout"] = -1
+        self.streamed("terminate", "control-log", message)
+
+    def list_sas(self) -> list[IkeSaInfo]:
+        try:
+            return [parse_list_sa(m) for m in self.list_sas_raw()]
+        except DecodeError as exc:
+            raise CharonError(f"list-sas failed: DecodeError: {exc}") from exc
+
+    def load_shared(self, message: Mapping[str, Any]) -> None:
+        self.request("load-shared", message)
+
+    def load_key(self, message: Mapping[str, Any]) -> None:
+        self.request("load-key", message)
+
+    def version(self) -> dict[str, str]:
+        return {k: _text(v) for k, v in self.request("version").items()}

@@ -1,0 +1,232 @@
+"""ViciEventListener: charon's events, decoded, delivered from a thread that survives restarts."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import tenacity
+import vici
+from vici.protocol import Message, Packet
+
+from extsock_py.adapters.vici.decode import decode_event
+from extsock_py.adapters.vici.transport import DEFAULT_URI, open_socket
+from extsock_py.domain.errors import CharonUnreachable
+from extsock_py.domain.observations import CharonBack, CharonLost, Observation, Undecodable
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("ike-updown", "child-updown", "ike-rekey", "ike-update", "log")
+OPTIONAL_EVENTS = ("alert",)
+"""Registered when charon knows them (alert: strongSwan >= 6.0.3); 5.9.8 answers EVENT_UNKNOWN."""
+
+Deliver = Callable[[Observation], None]
+
+
+class _Stopped(Exception):
+    """stop() was called."""
+
+
+class _Refused(Exception):
+    """charon refused an event registration (EVENT_UNKNOWN)."""
+
+
+def default_wait() -> tenacity.wait.wait_base:
+    """Exponential backoff from 0.1 s to at most 2 s, including up to 0.1 s of jitter."""
+    return tenacity.wait_exponential(multiplier=0.1, max=1.9) + tenacity.wait_random(0, 0.1)
+
+
+class ViciEventListener:
+    """Subscribe on its own session; deliver decoded events, CharonLost/CharonBack on restarts."""
+
+    def __init__(
+        self,
+        deliver: Deliver,
+        uri: str = DEFAULT_URI,
+        *,
+        connect_timeout: float = 2.0,
+        wait: tenacity.wait.wait_base | None = None,
+        sleep: Callable[[float], None] | None = None,
+        session_factory: Callable[[socket.socket], Any] = vici.Session,
+    ) -> None:
+        self.uri = uri
+        self._deliver_fn = deliver
+        self._connect_timeout = connect_timeout
+        self._wait = wait if wait is not None else default_wait()
+        self._sleep = sleep if sleep is not None else self._interruptible_sleep
+        self._session_factory = session_factory
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._sock_lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._pending: list[tuple[bytes, Any]] = []
+        self.alert_supported: bool | None = None
+        """Whether charon accepted `alert` at the last registration (None before)."""
+
+    # -- public ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the daemon thread (once)."""
+        if self._thread is not None:
+            raise RuntimeError("listener already started")
+        self._thread = threading.Thread(target=self._run, name="vici-events", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop listening and join the thread (within `timeout` seconds)."""
+        self._stopping.set()
+        self._ready.clear()
+        self._shutdown_socket()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until registered with charon (True) or `timeout` elapsed (False)."""
+        return self._ready.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- thread ----------------------------------------------------------------------------
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        if self._stopping.wait(seconds):
+            raise _Stopped()
+
+    def _shutdown_socket(self) -> None:
+        with self._sock_lock:
+            if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _deliver(self, obs: Observation) -> None:
+        try:
+            self._deliver_fn(obs)
+        except Exception:
+            log.exception("delivering %r failed", obs)
+
+    def _run(self) -> None:
+        lost = False
+        while not self._stopping.is_set():
+            try:
+                session = self._connect(lost)
+            except _Stopped:
+                break
+            except CharonUnreachable as exc:  # first attempt failed: report, then keep trying
+                if self._stopping.is_set():
+                    break
+                self._deliver(CharonLost(str(exc)))
+                lost = True
+                continue
+            if lost:
+                self._deliver(CharonBack())
+            lost = False
+            pending, self._pending = self._pending, []
+            for name, payload in pending:  # events that arrived while registering
+                self._deliver_raw(name, payload)
+            reason = self._listen(session)
+            self._ready.clear()
+            self._close_socket()
+            if self._stopping.is_set():
+                break
+            self._deliver(CharonLost(reason))
+            lost = True
+        self._close_socket()
+
+    def _connect(self, retrying: bool) -> Any:
+        """Open and register a session; retries with backoff while `retrying`."""
+        if not retrying:
+            return self._open_registered()
+        retryer = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type((CharonUnreachable, OSError)),
+            wait=self._wait,
+            sleep=self._sleep,
+            stop=lambda _state: self._stopping.is_set(),
+            reraise=True,
+        )
+        try:
+            return retryer(self._open_registered)
+        except (CharonUnreachable, OSError) as exc:  # only when stopping
+            raise _Stopped() from exc
+
+    def _open_registered(self) -> Any:
+        if self._stopping.is_set():
+            raise _Stopped()
+        sock = open_socket(self.uri, self._connect_timeout)
+        with self._sock_lock:
+            self._sock = sock
+        if self._stopping.is_set():
+            raise _Stopped()
+        try:
+            session = self._session_factory(sock)
+            for event in EVENTS:
+                self._register(session, event)
+            alert = True
+            for event in OPTIONAL_EVENTS:
+                try:
+                    self._register(session, event)
+                except _Refused:
+                    alert = False
+            self.alert_supported = alert
+        except (OSError, _Refused, ValueError, struct.error) as exc:
+            self._pending.clear()
+            self._close_socket()
+            raise CharonUnreachable(f"registering for events at {self.uri} failed: {exc}") from exc
+        self._ready.set()
+        return session
+
+    def _register(self, session: Any, event: str) -> None:
+        """Register one event; keep events that arrive meanwhile; _Refused if unknown."""
+        transport = session.transport
+        transport.send(Packet.register_event(event))
+        while True:
+            response = Packet.parse(transport.receive())
+            if response.response_type == Packet.EVENT:
+                self._pending.append((response.event_type, response.payload))
+            elif response.response_type == Packet.EVENT_CONFIRM:
+                return
+            elif response.response_type == Packet.EVENT_UNKNOWN:
+                raise _Refused(f"charon does not know event '{event}'")
+            else:
+                raise ValueError(f"unexpected packet type {response.response_type}")
+
+    def _deliver_raw(self, name: bytes, payload: Any) -> None:
+        try:
+            message = Message.deserialize(payload)
+        except Exception as exc:
+            self._deliver(Undecodable(_name(name), f"{type(exc).__name__}: {exc}"))
+            return
+        self._deliver(decode_event(name, message))
+
+    def _listen(self, session: Any) -> str:
+        """Deliver events until the socket breaks or stop() shuts it down; return why it ended."""
+        transport = session.transport
+        while not self._stopping.is_set():
+            try:
+                response = Packet.parse(transport.receive())
+            except (OSError, struct.error) as exc:
+                return f"lost charon at {self.uri}: {exc}"
+            if response.response_type == Packet.EVENT:
+                self._deliver_raw(response.event_type, response.payload)
+        return "stopped"
+
+    def _close_socket(self) -> None:
+        with self._sock_lock:
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def _name(name: object) -> str:
+    if isinstance(name, bytes):
+        return name.decode("utf-8", errors="replace")
+    return str(name)

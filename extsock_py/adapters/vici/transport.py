@@ -1,0 +1,92 @@
+"""VICI socket URIs (as swanctl's `-u`) and connecting to them."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Literal
+
+from extsock_py.domain.errors import CharonUnreachable
+
+DEFAULT_URI = "unix:///var/run/charon.vici"
+DEFAULT_TCP_PORT = 4502
+_ACCEPTED = "unix:///path/to/charon.vici or tcp://host:port"
+
+
+@dataclass(frozen=True)
+class ViciAddress:
+    """Where charon's VICI socket is: a unix socket path or a TCP host and port."""
+
+    uri: str
+    scheme: Literal["unix", "tcp"]
+    path: str = ""
+    host: str = ""
+    port: int = 0
+
+
+def _bad_uri(uri: str, why: str) -> CharonUnreachable:
+    return CharonUnreachable(f"invalid VICI URI '{uri}': {why}; expected {_ACCEPTED}")
+
+
+def parse_uri(uri: str) -> ViciAddress:
+    """Parse `unix:///path` or `tcp://host:port` (`tcp://[v6]:port`); raise CharonUnreachable."""
+    if uri.startswith("unix://"):
+        path = uri[len("unix://") :]
+        if not path:
+            raise _bad_uri(uri, "no socket path")
+        return ViciAddress(uri=uri, scheme="unix", path=path)
+    if uri.startswith("tcp://"):
+        rest = uri[len("tcp://") :].rstrip("/")
+        if rest.startswith("["):
+            host, sep, tail = rest[1:].partition("]")
+            if not sep or (tail and not tail.startswith(":")):
+                raise _bad_uri(uri, "unterminated IPv6 address")
+            port_text = tail[1:]
+        else:
+            host, _, port_text = rest.rpartition(":")
+            if not host:
+                host, port_text = port_text, ""
+        if not host:
+            raise _bad_uri(uri, "no host")
+        if not port_text:
+            return ViciAddress(uri=uri, scheme="tcp", host=host, port=DEFAULT_TCP_PORT)
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise _bad_uri(uri, f"port '{port_text}' is not a number in 1-65535")
+        return ViciAddress(uri=uri, scheme="tcp", host=host, port=int(port_text))
+    raise _bad_uri(uri, "unknown scheme")
+
+
+def _hint(address: ViciAddress, exc: OSError) -> str:
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "charon did not accept the connection in time; is it overloaded or hung?"
+    if isinstance(exc, FileNotFoundError):
+        return (
+            f"no socket at {address.path}; start charon, and check that its "
+            "charon.plugins.vici.socket setting names this URI"
+        )
+    if isinstance(exc, PermissionError):
+        return "permission denied; run as root or give this user access to the socket"
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing listens there; start charon (with the vici plugin loaded)"
+    return "check that charon runs with the vici plugin and listens on this URI"
+
+
+def open_socket(uri: str, timeout: float = 2.0) -> socket.socket:
+    """Open a connected, blocking socket to `uri` (connect bounded by `timeout` seconds)."""
+    address = parse_uri(uri)
+    sock: socket.socket | None = None
+    try:
+        if address.scheme == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(address.path)
+        else:
+            sock = socket.create_connection((address.host, address.port), timeout=timeout)
+        sock.settimeout(None)
+        return sock
+    except OSError as exc:
+        if sock is not None:
+            sock.close()
+        raise CharonUnreachable(
+            f"cannot connect to charon at {uri}: {exc.strerror or exc}; {_hint(address, exc)}"
+        ) from exc

@@ -1,0 +1,142 @@
+"""The composition root: the one place where adapters are chosen and wired to the usecases."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from extsock_py.adapters import sdnotify
+from extsock_py.adapters.clock import SystemClock
+from extsock_py.adapters.config_reader import read_desired_config
+from extsock_py.adapters.publisher import Broadcast
+from extsock_py.adapters.state_store import SqliteStateStore
+from extsock_py.adapters.vici.commands import ViciCharon
+from extsock_py.adapters.vici.listener import ViciEventListener
+from extsock_py.daemon import Daemon, DaemonOptions, Listener
+from extsock_py.domain.observations import Observation
+from extsock_py.interfaces.ports import StateStore
+from extsock_py.usecases.failover_manager import FailoverManager
+
+log = logging.getLogger("extsock.app")
+
+DEFAULT_VICI_URI = "unix:///var/run/charon.vici"
+DEFAULT_CONTROL_SOCKET = "/run/extsock/extsock.sock"
+DEFAULT_STATE_DIR = "/var/lib/extsock"
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    uri: str
+    config_file: Path
+    state_dir: Path | None = Path(DEFAULT_STATE_DIR)
+    control_socket: Path | None = Path(DEFAULT_CONTROL_SOCKET)
+    metrics: str | None = None
+    down_on_exit: bool = False
+    control_mode: int = 0o660
+    control_owner: str | None = None
+    control_group: str | None = None
+
+
+@dataclass
+class App:
+    daemon: Daemon
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def run(self) -> None:
+        try:
+            self.daemon.run()
+        finally:
+            for close in reversed(self.closers):
+                try:
+                    close()
+                except Exception:
+                    log.exception("while closing")
+
+
+def build_app(settings: AppSettings) -> App:
+    """Wire the real adapters; nothing is opened until App.run()."""
+    clock = SystemClock()
+    publisher = Broadcast()
+    charon = ViciCharon(settings.uri)
+    store: SqliteStateStore | None = None
+    if settings.state_dir is not None:
+        store = SqliteStateStore(settings.state_dir)
+    manager = FailoverManager(charon, clock, publisher, store)
+
+    def make_listener(deliver: Callable[[Observation], None]) -> Listener:
+        return ViciEventListener(deliver, settings.uri)
+
+    daemon = Daemon(
+        DaemonOptions(settings.config_file, settings.down_on_exit),
+        charon,
+        make_listener,
+        read_desired_config,
+        clock,
+        publisher,
+        manager,
+    )
+    app = App(daemon)
+    if store is not None:
+        store.open()
+        app.closers.append(store.close)
+    daemon.on_ready.append(lambda: _attach_surfaces(app, settings, store))
+    _attach_systemd(daemon, clock)
+    return app
+
+
+def _attach_systemd(daemon: Daemon, clock: SystemClock) -> None:
+    """READY, RELOADING, STOPPING and WATCHDOG for a Type=notify unit (no-ops elsewhere)."""
+
+    def on_ready() -> None:
+        sdnotify.ready()
+
+    def on_reload(done: bool) -> None:
+        if done:
+            sdnotify.ready()
+        else:
+            sdnotify.reloading()
+
+    def on_stopping() -> None:
+        sdnotify.stopping()
+
+    daemon.on_ready.append(on_ready)
+    daemon.on_reload.append(on_reload)
+    daemon.on_stopping.append(on_stopping)
+    interval = sdnotify.watchdog_interval()
+    if interval is None:
+        return
+    last = [0.0]
+
+    def pet() -> None:
+        now = clock.monotonic()
+        if now - last[0] >= interval / 2:
+            last[0] = now
+            sdnotify.watchdog()
+
+    daemon.on_iteration.append(pet)
+
+
+def _attach_surfaces(app: App, settings: AppSettings, store: StateStore | None) -> None:
+    """Operator surfaces start once charon is reached and the config is applied."""
+    daemon = app.daemon
+    if settings.control_socket is not None:
+        from extsock_py.adapters.control.server import attach_control
+
+        server = attach_control(
+            daemon,
+            settings.control_socket,
+            store,
+            mode=settings.control_mode,
+            owner=settings.control_owner,
+            group=settings.control_group,
+        )
+        server.start()
+        app.closers.append(server.close)
+    if settings.metrics:
+        from extsock_py.adapters.metrics import attach_metrics
+
+        metrics = attach_metrics(daemon, settings.metrics)
+        metrics.start()
+        app.closers.append(metrics.close)

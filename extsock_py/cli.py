@@ -1,0 +1,170 @@
+"""The `extsock` command line: thin click commands that parse, call and print.
+
+Exit codes: 0 ok, 1 failed, 2 usage, 3 daemon or charon unreachable.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from extsock_py import __version__
+from extsock_py.app import (
+    DEFAULT_CONTROL_SOCKET,
+    DEFAULT_STATE_DIR,
+    DEFAULT_VICI_URI,
+    AppSettings,
+    build_app,
+)
+from extsock_py.adapters.logging_setup import setup_logging
+from extsock_py.domain.errors import CharonUnreachable, ConfigError, ExtsockError
+
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 3
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-u",
+    "--uri",
+    default=DEFAULT_VICI_URI,
+    envvar="EXTSOCK_VICI_URI",
+    show_default=True,
+    help="charon's VICI socket, as swanctl's --uri (unix:///path or tcp://host:port).",
+)
+@click.option(
+    "--control-socket",
+    default=DEFAULT_CONTROL_SOCKET,
+    envvar="EXTSOCK_CONTROL_SOCKET",
+    show_default=True,
+    help="The running daemon's control socket.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option(
+    "--log-format", default="human", show_default=True, type=click.Choice(["human", "json"])
+)
+@click.version_option(__version__, prog_name="extsock")
+@click.pass_context
+def main(
+    ctx: click.Context, uri: str, control_socket: str, log_level: str, log_format: str
+) -> None:
+    """extsock keeps IPsec tunnels up across several gateways, next to strongSwan's charon.
+
+    A connection whose remote_addrs lists two or more gateways is managed: extsock
+    initiates it towards the first, and when that gateway stops answering it moves
+    the tunnel to the next one, within seconds.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(
+        uri=uri, control_socket=control_socket, log_level=log_level, log_format=log_format
+    )
+    setup_logging(log_level, log_format)
+
+
+@main.command()
+@click.option(
+    "--file",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=Path("/etc/swanctl/swanctl.conf"),
+    show_default=True,
+    help="swanctl.conf to load (connections, secrets, and the extsock policy).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=Path(DEFAULT_STATE_DIR),
+    show_default=True,
+    help="Where state and failover history survive restarts.",
+)
+@click.option("--no-state", is_flag=True, help="Keep no state on disk.")
+@click.option("--no-control", is_flag=True, help="Open no control socket.")
+@click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    default=None,
+    help="Serve Prometheus metrics and /health on this address.",
+)
+@click.option(
+    "--down-on-exit",
+    is_flag=True,
+    help="Bring managed tunnels down when stopping (default: leave them up).",
+)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    config_file: Path,
+    state_dir: Path,
+    no_state: bool,
+    no_control: bool,
+    metrics: str | None,
+    down_on_exit: bool,
+) -> None:
+    """Load the config into charon and keep its tunnels up until SIGTERM or SIGINT.
+
+    SIGHUP reloads the file; a bad file is reported and the running config kept.
+    """
+    settings = AppSettings(
+        uri=ctx.obj["uri"],
+        config_file=config_file,
+        state_dir=None if no_state else state_dir,
+        control_socket=None if no_control else Path(ctx.obj["control_socket"]),
+        metrics=metrics,
+        down_on_exit=down_on_exit,
+    )
+    app = build_app(settings)
+    app.daemon.install_signal_handlers()
+    try:
+        app.run()
+    except ConfigError as exc:
+        click.echo(f"extsock: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except CharonUnreachable as exc:
+        click.echo(f"extsock: {exc}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    except ExtsockError as exc:
+        click.echo(f"extsock: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+@main.command("check-config")
+@click.option(
+    "--file",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=Path("/etc/swanctl/swanctl.conf"),
+    show_default=True,
+)
+def check_config(config_file: Path) -> None:
+    """Validate a swanctl.conf and show which connections extsock would manage."""
+    from extsock_py.adapters.config_reader import read_desired_config
+    from extsock_py.domain.config import split_managed
+
+    try:
+        desired = read_desired_config(config_file)
+    except ConfigError as exc:
+        click.echo(f"extsock: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    managed, plain = split_managed(desired)
+    for name, profile in managed.items():
+        click.echo(f"{name}: managed, gateways {', '.join(profile.gateways)}")
+        for verdict in profile.not_gateways:
+            click.echo(f"  ignored '{verdict.address}': {verdict.reason}")
+    for name in plain:
+        click.echo(f"{name}: loaded as is (fewer than two gateways)")
+
+
+def _attach_subcommands() -> None:
+    from extsock_py.lab.cli import lab
+
+    main.add_command(lab)
+
+
+_attach_subcommands()

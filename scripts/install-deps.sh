@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what extsock_py needs on a Debian machine: strongSwan and lab tools from
+# Debian's packages (when root), and the Python packages into a virtualenv.
+set -euo pipefail
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+DEB_PACKAGES=(
+  charon-systemd strongswan-swanctl strongswan-charon strongswan-pki libcharon-extra-plugins
+  iproute2 iptables iputils-ping procps python3-venv docker-compose
+)
+
+missing=()
+for pkg in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "note: not root or no apt-get; missing Debian packages: ${missing[*]}" >&2
+    echo "      the lab and integration tests need them (they will be skipped)" >&2
+  fi
+fi
+# strongSwan's Debian package starts a system charon; the lab runs its own daemons.
+if command -v systemctl >/dev/null && systemctl is-active --quiet strongswan 2>/dev/null; then
+  true
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  touch "$stamp"
+fi

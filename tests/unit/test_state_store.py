@@ -1,0 +1,435 @@
+"""SqliteStateStore: every method, pruning, recovery, threads, and a real SIGKILL test."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from extsock_py.adapters.state_store import (
+    CONNECTION_FIELDS,
+    DB_NAME,
+    SCHEMA_VERSION,
+    SqliteStateStore,
+)
+from extsock_py.interfaces.ports import StateStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+CONN = {
+    "gateway": "gw2.example.net",
+    "phase": "up",
+    "held": False,
+    "failures_total": 3,
+    "cycles_failed": 1,
+    "attempts_on_gateway": 2,
+}
+
+
+def record(n: int, connection: str = "office", when: float | None = None) -> dict[str, object]:
+    return {
+        "time": 1_700_000_000.0 + n if when is None else when,
+        "connection": connection,
+        "from": "gw1",
+        "to": "gw2",
+        "reason": "dpd",
+        "result": "up",
+        "duration": 0.5 + n,
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
+    s = SqliteStateStore(tmp_path / "state")
+    s.open()
+    yield s
+    s.close()
+
+
+def test_is_a_state_store() -> None:
+    s: StateStore = SqliteStateStore(Path("/nonexistent"))
+    assert s is not None
+
+
+def test_constructor_has_no_side_effects(tmp_path: Path) -> None:
+    SqliteStateStore(tmp_path / "state")
+    assert not (tmp_path / "state").exists()
+
+
+def test_default_directory() -> None:
+    assert SqliteStateStore().directory == Path("/var/lib/extsock")
+
+
+def test_open_creates_private_directory_wal_and_schema(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with SqliteStateStore(tmp_path / "a" / "state"):
+            pass
+    finally:
+        os.umask(old)
+    directory = tmp_path / "a" / "state"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / DB_NAME).stat().st_mode) == 0o600
+    db = sqlite3.connect(directory / DB_NAME)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        assert {"connections", "history", "history_connection_time"} <= tables
+    finally:
+        db.close()
+
+
+def test_open_twice_and_close_twice_are_harmless(tmp_path: Path) -> None:
+    s = SqliteStateStore(tmp_path)
+    s.open()
+    s.open()
+    s.close()
+    s.close()
+
+
+def test_save_and_load_connections(store: SqliteStateStore) -> None:
+    assert store.load_connections() == {}
+    store.save_connection("office", CONN)
+    store.save_connection("lab", {**CONN, "gateway": "gw9", "held": True})
+    assert store.load_connections() == {
+        "lab": {**CONN, "gateway": "gw9", "held": True},
+        "office": CONN,
+    }
+
+
+def test_save_replaces_all_fields(store: SqliteStateStore) -> None:
+    store.save_connection("office", CONN)
+    store.save_connection("office", {"gateway": "gw3", "phase": "connecting"})
+    assert store.load_connections() == {"office": {"gateway": "gw3", "phase": "connecting"}}
+
+
+def test_state_survives_reopen(tmp_path: Path) -> None:
+    with SqliteStateStore(tmp_path) as s:
+        s.save_connection("office", CONN)
+        s.append_history(record(1))
+    with SqliteStateStore(tmp_path) as s:
+        assert s.load_connections() == {"office": CONN}
+        assert [r["reason"] for r in s.history()] == ["dpd"]
+
+
+def test_forget_connection(store: SqliteStateStore) -> None:
+    store.save_connection("office", CONN)
+    store.forget_connection("office")
+    store.forget_connection("never-was")
+    assert store.load_connections() == {}
+
+
+def test_unknown_fields_are_dropped_and_never_written(
+    store: SqliteStateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "0sFpZAZqEN6Ti9sqt4ZP5EWcqx"
+    with caplog.at_level(logging.WARNING, "extsock.state"):
+        store.save_connection("office", {**CONN, "psk": secret, "private_key": secret})
+        store.append_history({**record(1), "secret": secret})
+    assert set(store.load_connections()["office"]) == CONNECTION_FIELDS
+    assert "secret" not in store.history()[0]
+    assert "psk" in caplog.text and "private_key" in caplog.text
+    assert secret not in caplog.text  # keys are logged, values never
+    store.close()
+    for path in store.directory.iterdir():
+        assert secret.encode() not in path.read_bytes(), path
+
+
+def test_structured_values_are_not_stored(store: SqliteStateStore) -> None:
+    store.save_connection(
+        "office", {"gateway": {"secret": "x"}, "phase": ["a"], "failures_total": float("nan")}
+    )
+    assert store.load_connections() == {
+        "office": {"gateway": None, "phase": None, "failures_total": None}
+    }
+
+
+def test_long_text_is_capped(store: SqliteStateStore) -> None:
+    store.save_connection("office", {"gateway": "g" * 10_000})
+    assert len(store.load_connections()["office"]["gateway"]) == 256
+
+
+def test_history_roundtrip(store: SqliteStateStore) -> None:
+    store.append_history(record(1))
+    store.append_history(
+        {"time": 5.0, "connection": "lab", "from": None, "to": "gw1", "result": "gave-up"}
+    )
+    got = store.history(limit=10)
+    assert [dict(r) for r in got] == [
+        {
+            "id": 2,
+            "time": 5.0,
+            "connection": "lab",
+            "from": None,
+            "to": "gw1",
+            "reason": None,
+            "result": "gave-up",
+            "duration": None,
+        },
+        {"id": 1, **record(1)},
+    ]
+
+
+def test_history_without_time_gets_now(store: SqliteStateStore) -> None:
+    before = time.time()
+    store.append_history({"connection": "office", "time": "yesterday"})
+    (got,) = store.history()
+    assert before <= got["time"] <= time.time()
+
+
+def test_history_filters_and_limit(store: SqliteStateStore) -> None:
+    for n in range(10):
+        store.append_history(record(n, connection="office" if n % 2 else "lab"))
+    office = store.history(connection="office")
+    assert [r["duration"] for r in office] == [1.5, 3.5, 5.5, 7.5, 9.5]
+    newest = store.history(limit=3)
+    assert [r["duration"] for r in newest] == [7.5, 8.5, 9.5]  # newest three, oldest first
+    since = store.history(since=1_700_000_006.0)
+    assert [r["duration"] for r in since] == [6.5, 7.5, 8.5, 9.5]
+    both = store.history(connection="lab", since=1_700_000_004.0, limit=2)
+    assert [r["duration"] for r in both] == [6.5, 8.5]
+    assert store.history(limit=0) == []
+    assert store.history(connection="nobody") == []
+
+
+def test_history_is_pruned_to_the_newest(tmp_path: Path) -> None:
+    with SqliteStateStore(tmp_path, max_history=5) as s:
+        for n in range(12):
+            s.append_history(record(n))
+        got = s.history(limit=100)
+        assert [r["duration"] for r in got] == [n + 0.5 for n in range(7, 12)]
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM history").fetchone()[0] == 5
+    finally:
+        db.close()
+
+
+def test_max_history_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        SqliteStateStore(Path("x"), max_history=0)
+
+
+def test_use_while_closed_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = SqliteStateStore(tmp_path)
+    s.save_connection("office", CONN)
+    s.append_history(record(1))
+    assert s.load_connections() == {}
+    assert s.history() == []
+    assert "closed" in caplog.text
+
+
+def test_corrupt_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    garbage = b"this is not an sqlite database" * 100
+    (tmp_path / DB_NAME).write_bytes(garbage)
+    with caplog.at_level(logging.WARNING, "extsock.state"), SqliteStateStore(tmp_path) as s:
+        assert not s.in_memory
+        s.save_connection("office", CONN)
+        assert s.load_connections() == {"office": CONN}
+    (aside,) = tmp_path.glob(f"{DB_NAME}.corrupt-*")
+    assert aside.read_bytes() == garbage
+    assert "moving it aside" in caplog.text
+
+
+def test_damaged_pages_are_moved_aside(tmp_path: Path) -> None:
+    with SqliteStateStore(tmp_path) as s:
+        for n in range(300):
+            s.append_history(record(n))
+    raw = bytearray((tmp_path / DB_NAME).read_bytes())
+    assert len(raw) > 3 * 4096
+    raw[4096 : 3 * 4096] = b"\xa5" * (2 * 4096)  # smash pages after the header page
+    (tmp_path / DB_NAME).write_bytes(bytes(raw))
+    with SqliteStateStore(tmp_path) as s:
+        assert s.history() == []
+        s.append_history(record(1))
+        assert len(s.history()) == 1
+    assert list(tmp_path.glob(f"{DB_NAME}.corrupt-*"))
+
+
+def test_newer_schema_is_moved_aside(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with SqliteStateStore(tmp_path) as s:
+        assert not s.in_memory
+    assert list(tmp_path.glob(f"{DB_NAME}.corrupt-*"))
+
+
+def test_unusable_directory_falls_back_to_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "file").write_text("a file, not a directory")
+    with SqliteStateStore(tmp_path / "file" / "state") as s:
+        assert s.in_memory
+        s.save_connection("office", CONN)
+        assert s.load_connections() == {"office": CONN}
+    assert "in memory" in caplog.text
+
+
+class _Malformed:
+    """Stands in for a connection whose file turned out corrupt while running."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+
+    def execute(self, *args: object) -> None:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_corruption_found_while_running_starts_fresh(tmp_path: Path) -> None:
+    with SqliteStateStore(tmp_path) as s:
+        s.save_connection("office", CONN)
+        s._db = _Malformed(s._db)  # type: ignore[arg-type,assignment]
+        s.append_history(record(1))  # logged and dropped, the file moved aside
+        assert list(tmp_path.glob(f"{DB_NAME}.corrupt-*"))
+        assert not s.in_memory
+        assert s.load_connections() == {}
+        s.save_connection("office", CONN)
+        assert s.load_connections() == {"office": CONN}
+
+
+def test_busy_errors_do_not_move_the_file(tmp_path: Path) -> None:
+    with SqliteStateStore(tmp_path) as s:
+        s.save_connection("office", CONN)
+        other = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+        try:
+            s._db.execute("PRAGMA busy_timeout=50")  # type: ignore[union-attr]
+            s.save_connection("office", {"gateway": "gw9"})  # times out: logged, dropped
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert not list(tmp_path.glob(f"{DB_NAME}.corrupt-*"))
+        assert s.load_connections() == {"office": CONN}
+
+
+def test_concurrent_writer_and_readers(tmp_path: Path) -> None:
+    s = SqliteStateStore(tmp_path, max_history=50)
+    s.open()
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        try:
+            for n in range(400):
+                s.save_connection("office", {**CONN, "failures_total": n})
+                s.append_history(record(n))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def reader() -> None:
+        try:
+            last = -1
+            while not done.is_set():
+                conns = s.load_connections()
+                if conns:
+                    seen = conns["office"]["failures_total"]
+                    assert seen >= last  # never goes back
+                    last = seen
+                rows = s.history(limit=1000)
+                assert len(rows) <= 50
+                times = [r["time"] for r in rows]
+                assert times == sorted(times)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer)] + [
+        threading.Thread(target=reader) for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    s.close()
+    assert not errors, errors
+    with SqliteStateStore(tmp_path) as again:
+        assert again.load_connections()["office"]["failures_total"] == 399
+        assert len(again.history(limit=1000)) == 50
+
+
+# --- durability against SIGKILL ---------------------------------------------------------------
+
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from extsock_py.adapters.state_store import SqliteStateStore
+
+    store = SqliteStateStore(Path(sys.argv[1]), max_history=10_000_000)
+    store.open()
+    print("ready", flush=True)
+    n = 0
+    while True:
+        n += 1
+        store.append_history({"time": float(n), "connection": "kill", "reason": str(n)})
+        store.save_connection("kill", {"failures_total": n})
+        print(n, flush=True)
+    """
+)
+
+
+def _kill_run(directory: Path, rng: random.Random) -> list[int]:
+    """Start a writer, SIGKILL it 0.1-0.5 s after it is ready; return what it reported."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(directory)],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline() == b"ready\n"
+        time.sleep(rng.uniform(0.1, 0.5))
+        child.send_signal(signal.SIGKILL)
+        out = child.stdout.read()
+    finally:
+        child.kill()
+        child.wait(timeout=5)
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    # Only whole lines: a number is reported after its commit returned.
+    return [int(line) for line in out.split(b"\n")[:-1]]
+
+
+def test_committed_records_survive_sigkill(tmp_path: Path) -> None:
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    for run in range(4):
+        directory = tmp_path / f"run{run}"
+        reported = _kill_run(directory, rng)
+        assert reported, f"seed {seed}: the child committed nothing"
+        assert reported == list(range(1, len(reported) + 1))
+        db = sqlite3.connect(directory / DB_NAME)  # replays the WAL the child left
+        try:
+            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            stored = {int(r[0]) for r in db.execute("SELECT reason FROM history")}
+        finally:
+            db.close()
+        missing = set(reported) - stored
+        assert not missing, f"seed {seed}: committed but lost: {sorted(missing)[:10]}"
+        # At most the one record after the last report (committed, killed before printing).
+        assert max(stored) <= reported[-1] + 1
+        with SqliteStateStore(directory) as s:
+            assert not s.in_memory
+            assert s.load_connections()["kill"]["failures_total"] >= reported[-1]
+            assert len(s.history(connection="kill", limit=10**9)) == len(stored)

@@ -1,0 +1,233 @@
+"""ViciCharon against a fake charon speaking the real VICI wire protocol."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from extsock_py.adapters.vici.commands import ViciCharon, to_vici
+from extsock_py.domain.errors import CharonError, CharonUnreachable
+from extsock_py.domain.observations import ChildSaInfo, IkeSaInfo
+from extsock_py.interfaces.ports import CharonPort
+from tests.fakes.fake_charon import FakeCharon, Received
+
+CONN = "home@10.99.1.2"
+BODY = {
+    "version": 2,
+    "remote_addrs": ["10.99.1.2"],
+    "local_addrs": ("10.99.0.1",),
+    "mobike": False,
+    "local": {"auth": "pubkey", "certs": [b"\x30\x82\x01\x0a"]},
+    "remote": {"auth": "pubkey", "id": "gw"},
+    "children": {
+        "net": {
+            "local_ts": ["10.100.0.0/24"],
+            "remote_ts": ["10.200.0.0/24"],
+            "esp_proposals": ["aes256gcm16"],
+        }
+    },
+}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCharon]:
+    with FakeCharon() as f:
+        yield f
+
+
+@pytest.fixture
+def charon(fake: FakeCharon) -> Iterator[ViciCharon]:
+    c = ViciCharon(fake.uri, connect_timeout=0.5, command_timeout=2.0)
+    c.connect()
+    yield c
+    c.close()
+
+
+def test_is_a_charon_port(fake: FakeCharon) -> None:
+    port: CharonPort = ViciCharon(fake.uri)
+    assert port is not None
+
+
+def test_constructor_has_no_side_effects(fake: FakeCharon) -> None:
+    c = ViciCharon(fake.uri)
+    assert not c.connected
+    assert fake.client_count == 0
+    with pytest.raises(CharonUnreachable, match="call connect"):
+        c.version()
+
+
+def test_load_conn_sends_name_section_lists_stay_lists_bytes_stay_bytes(
+    fake: FakeCharon, charon: ViciCharon
+) -> None:
+    charon.load_conn(CONN, BODY)
+    [sent] = fake.commands("load-conn")
+    body = sent.message[CONN]
+    assert body["remote_addrs"] == [b"10.99.1.2"]
+    assert body["local_addrs"] == [b"10.99.0.1"]
+    assert body["mobike"] == b"no"
+    assert body["version"] == b"2"
+    assert body["local"]["certs"] == [b"\x30\x82\x01\x0a"]
+    assert body["children"]["net"]["local_ts"] == [b"10.100.0.0/24"]
+    assert charon.list_conn_names() == [CONN]
+
+
+def test_load_conn_refused_names_command_and_charon_reason(
+    fake: FakeCharon, charon: ViciCharon
+) -> None:
+    with pytest.raises(CharonError) as info:
+        charon.load_conn("bad", {"remote_addrs": "10.99.1.2"})
+    assert str(info.value) == (
+        "load-conn failed: CommandException: unknown option: remote_addrs, config discarded"
+    )
+    assert not isinstance(info.value, CharonUnreachable)
+    charon.version()  # the session is still usable
+
+
+def test_initiate_returns_at_once_with_timeout_minus_one(
+    fake: FakeCharon, charon: ViciCharon
+) -> None:
+    charon.load_conn(CONN, BODY)
+    charon.initiate(CONN, "net")
+    assert fake.commands("initiate")[-1] == Received(
+        "initiate", {"ike": CONN.encode(), "child": b"net", "timeout": b"-1"}
+    )
+    charon.initiate(CONN, None)
+    assert fake.commands("initiate")[-1].message == {"ike": CONN.encode(), "timeout": b"-1"}
+
+
+def test_initiate_unknown_config(fake: FakeCharon, charon: ViciCharon) -> None:
+    with pytest.raises(
+        CharonError,
+        match=r"^initiate failed: CommandException: "
+        r"CHILD_SA config 'net' not found$",
+    ):
+        charon.initiate("nope", "net")
+    charon.version()
+
+
+def test_terminate_forced_by_name_and_by_id(fake: FakeCharon, charon: ViciCharon) -> None:
+    fake.add_sa(CONN)
+    uid = fake.add_sa(CONN)
+    charon.terminate(ike_id=uid)
+    assert fake.commands("terminate")[-1].message == {
+        "ike-id": str(uid).encode(),
+        "force": b"yes",
+        "timeout": b"-1",
+    }
+    charon.terminate(ike=CONN)
+    assert fake.commands("terminate")[-1].message == {
+        "ike": CONN.encode(),
+        "force": b"yes",
+        "timeout": b"-1",
+    }
+    assert charon.list_sas() == []
+
+
+def test_terminate_nothing_matches(charon: ViciCharon) -> None:
+    with pytest.raises(CharonError, match="terminate failed: CommandException: no matching SAs"):
+        charon.terminate(ike=CONN)
+    with pytest.raises(ValueError):
+        charon.terminate()
+
+
+def test_list_sas_decodes(fake: FakeCharon, charon: ViciCharon) -> None:
+    charon.load_conn(CONN, BODY)
+    uid = fake.add_sa(CONN, children=["net"], packets_in=3, bytes_in=252)
+    fake.add_sa("other", "CONNECTING", remote_host="10.99.2.2")
+    sas = charon.list_sas()
+    assert sas[0] == IkeSaInfo(
+        CONN,
+        uid,
+        "ESTABLISHED",
+        "10.99.1.2",
+        "10.99.0.1",
+        (ChildSaInfo("net", uid, "INSTALLED", 3, 252),),
+    )
+    assert (sas[1].name, sas[1].state, sas[1].remote_host) == ("other", "CONNECTING", "10.99.2.2")
+    raw = charon.list_sas_raw(ike="other")
+    assert list(raw[0]) == ["other"]
+    assert raw[0]["other"]["state"] == b"CONNECTING"
+    assert fake.commands("list-sas")[-1].message == {"ike": b"other"}
+
+
+def test_raw_helpers(fake: FakeCharon, charon: ViciCharon) -> None:
+    charon.load_conn(CONN, BODY)
+    assert list(charon.list_conns_raw()[0]) == [CONN]
+    assert charon.stats()["ikesas"]["total"] == b"0"
+    assert charon.version() == {
+        "daemon": "charon",
+        "version": "5.9.8",
+        "sysname": "Linux",
+        "release": "6.1.0",
+        "machine": "x86_64",
+    }
+    charon.load_shared({"type": "IKE", "data": b"secret", "owners": ["gw"]})
+    charon.load_key({"type": "any", "data": b"\x30\x82"})
+    assert fake.commands("load-shared")[0].message["owners"] == [b"gw"]
+    assert fake.commands("load-key")[0].message["data"] == b"\x30\x82"
+    charon.unload_conn(CONN)
+    assert charon.list_conn_names() == []
+
+
+def test_unknown_command_is_charon_error_not_unreachable(charon: ViciCharon) -> None:
+    with pytest.raises(CharonError, match="does not know 'get-rainbows'") as info:
+        charon.request("get-rainbows")
+    assert not isinstance(info.value, CharonUnreachable)
+    charon.version()
+
+
+def test_scripted_failure(fake: FakeCharon, charon: ViciCharon) -> None:
+    fake.fail["load-shared"] = "loading shared key failed"
+    with pytest.raises(CharonError, match=r"^load-shared failed: CommandException: loading"):
+        charon.load_shared({"type": "IKE", "data": b"x"})
+
+
+def test_broken_socket_is_unreachable_then_reconnect(fake: FakeCharon) -> None:
+    charon = ViciCharon(fake.uri, connect_timeout=0.5, command_timeout=2.0)
+    charon.connect()
+    fake.restart()
+    with pytest.raises(CharonUnreachable, match=r"version failed: .*reconnect"):
+        charon.version()
+    assert not charon.connected
+    with pytest.raises(CharonUnreachable, match="not connected"):
+        charon.version()
+    charon.reconnect()
+    assert charon.version()["daemon"] == "charon"
+    charon.close()
+
+
+def test_connect_to_missing_charon() -> None:
+    charon = ViciCharon("unix:///nonexistent/charon.vici", connect_timeout=0.2)
+    with pytest.raises(CharonUnreachable, match=re.escape("unix:///nonexistent/charon.vici")):
+        charon.connect()
+
+
+def test_threads_share_one_session(fake: FakeCharon, charon: ViciCharon) -> None:
+    charon.load_conn(CONN, BODY)
+    for _ in range(3):
+        fake.add_sa(CONN, children=["net"])
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                assert len(charon.list_sas()) == 3
+                assert charon.list_conn_names() == [CONN]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert errors == []
+    assert fake.client_count == 1
+
+
+def test_to_vici_refuses_unknown_types() -> None:
+    with pytest.raises(TypeError, match="float"):
+        to_vici({"x": 1.5})

@@ -1,0 +1,91 @@
+"""Parsing VICI URIs and connecting to them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+
+import pytest
+
+from extsock_py.adapters.vici.transport import ViciAddress, open_socket, parse_uri
+from extsock_py.domain.errors import CharonUnreachable
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        (
+            "unix:///var/run/charon.vici",
+            ViciAddress("unix:///var/run/charon.vici", "unix", path="/var/run/charon.vici"),
+        ),
+        ("unix://rel.vici", ViciAddress("unix://rel.vici", "unix", path="rel.vici")),
+        (
+            "tcp://127.0.0.1:4502",
+            ViciAddress("tcp://127.0.0.1:4502", "tcp", host="127.0.0.1", port=4502),
+        ),
+        ("tcp://gw.example", ViciAddress("tcp://gw.example", "tcp", host="gw.example", port=4502)),
+        ("tcp://[::1]:4600", ViciAddress("tcp://[::1]:4600", "tcp", host="::1", port=4600)),
+    ],
+)
+def test_parse(uri: str, expected: ViciAddress) -> None:
+    assert parse_uri(uri) == expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        ("/var/run/charon.vici", "unknown scheme"),
+        ("unix://", "no socket path"),
+        ("tcp://host:port", "port 'port'"),
+        ("tcp://host:70000", "port '70000'"),
+        ("tcp://[::1", "unterminated"),
+        ("tcp://", "no host"),
+    ],
+)
+def test_parse_errors_name_uri_and_form(uri: str, why: str) -> None:
+    with pytest.raises(CharonUnreachable) as info:
+        parse_uri(uri)
+    assert f"'{uri}'" in str(info.value)
+    assert why in str(info.value)
+    assert "unix:///path/to/charon.vici or tcp://host:port" in str(info.value)
+
+
+def test_missing_socket_says_what_to_do() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        uri = f"unix://{d}/charon.vici"
+        with pytest.raises(CharonUnreachable) as info:
+            open_socket(uri, 0.2)
+    assert uri in str(info.value)
+    assert "start charon" in str(info.value)
+
+
+def test_refused_socket() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "charon.vici")
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        s.close()  # the file stays, nothing listens: as after charon crashed
+        with pytest.raises(CharonUnreachable, match="nothing listens there"):
+            open_socket(f"unix://{path}", 0.2)
+
+
+def test_connects_blocking() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "charon.vici")
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(path)
+        server.listen(1)
+        sock = open_socket(f"unix://{path}", 0.2)
+        assert sock.gettimeout() is None
+        sock.close()
+        server.close()
+
+
+def test_tcp_refused() -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(CharonUnreachable, match=f"tcp://127.0.0.1:{port}"):
+        open_socket(f"tcp://127.0.0.1:{port}", 0.2)
