@@ -9,7 +9,7 @@ class ExtsockError(Exception):
     """Base of every error extsock reports to a user."""
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)  # not frozen: raising sets __traceback__
 class ConfigError(ExtsockError):
     """A configuration that cannot be used: where it is, what is wrong, what is accepted."""
 
