@@ -381,7 +381,12 @@ def _on_tick(state: ConnState, event: ev.Tick, now: float) -> Result:
 
 def _schedule_failback(state: ConnState, now: float) -> ConnState:
     fb = state.policy.failback
-    if not fb.enabled or state.gateway == state.primary or state.phase is not Phase.UP:
+    if (
+        not fb.enabled
+        or state.held  # no probe while held (Release schedules one): else wake_at stays due
+        or state.gateway == state.primary
+        or state.phase is not Phase.UP
+    ):
         return replace(state, next_probe_at=None, healthy_since=None)
     return replace(state, next_probe_at=now + fb.probe_interval)
 
@@ -414,8 +419,11 @@ def _begin_standby(state: ConnState, target: str, now: float, reason: str) -> Re
     sb = Standby(
         gateway=target, reason=reason, started=now, deadline=now + state.policy.connect_timeout
     )
-    new = replace(state, standby=sb, next_probe_at=None, healthy_since=None)
-    return new, [LoadClone(target), Initiate(target)]
+    actions: list[Action] = []
+    if state.probe is not None:  # a probe answering mid-switch would start a second standby
+        actions.append(StopProbe(state.probe.gateway, state.probe.ike_id))
+    new = replace(state, standby=sb, probe=None, next_probe_at=None, healthy_since=None)
+    return new, [*actions, LoadClone(target), Initiate(target)]
 
 
 def _complete_standby(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
@@ -507,6 +515,7 @@ def _on_release(state: ConnState, event: ev.Release, now: float) -> Result:
     actions: list[Action] = [Notify("released", gateway=state.gateway)]
     if released.phase is Phase.DOWN:
         assert released.gateway is not None
+        released = replace(released, attempts_on_gateway=0)  # the next gateway gets all its tries
         moved, more = _attempt(released, next_gateway(released.gateways, released.gateway), now)
         return moved, actions + more
     return _schedule_failback(released, now), actions

@@ -56,6 +56,9 @@ class FailoverPolicy:
 def backoff_delay(policy: BackoffPolicy, failed_cycles: int, seed: str) -> float:
     """Seconds to wait after `failed_cycles` whole cycles failed (>= 1).
 
+    The exponential part is capped at `maximum`; the jitter comes on top of it, so
+    connections at the cap still spread over [maximum, maximum * (1 + jitter)].
+
     The jitter is drawn from a hash of `seed` and the cycle number rather than from a
     random source, so the state machine stays a pure function: connections with
     different names still spread apart, and a test can reproduce every delay.
@@ -68,4 +71,4 @@ def backoff_delay(policy: BackoffPolicy, failed_cycles: int, seed: str) -> float
     base = float(wait(state))
     digest = hashlib.blake2b(f"{seed}/{failed_cycles}".encode(), digest_size=8).digest()
     fraction = int.from_bytes(digest, "big") / float(1 << 64)
-    return min(policy.maximum, base + base * policy.jitter * fraction)
+    return base + base * policy.jitter * fraction

@@ -156,9 +156,9 @@ class EventUsecase:
             return
         msg = line.message
         if _INITIATING.match(msg):
-            if not owner.probe:
+            if not owner.probe:  # a probe's SA is not the clone's: never an IkeConnecting
                 self._track(line.ike_name or "", "CONNECTING", line.ike_id)
-            self._send(owner, ev.IkeConnecting(owner.gateway, line.ike_id))
+                self._send(owner, ev.IkeConnecting(owner.gateway, line.ike_id))
         elif _RETRANSMIT.match(msg):
             if owner.probe:
                 self._send(owner, ev.ProbeFailed(owner.gateway, line.ike_id))

@@ -115,8 +115,14 @@ class FailoverManager:
             managed.state, actions = step(before, current, now)
             if before.phase is not managed.state.phase or actions:
                 log.debug("%s: %s -> %s on %s", conn, before.phase, managed.state.phase, current)
+            unloadable: set[str] = set()  # a clone that failed to load is not initiated
             for action in actions:
-                pending.extend((conn, e) for e in self._execute(managed, action))
+                if isinstance(action, Initiate) and action.gateway in unloadable:
+                    continue
+                failures = self._execute(managed, action)
+                if failures and isinstance(action, LoadClone):
+                    unloadable.add(action.gateway)
+                pending.extend((conn, e) for e in failures)
             if managed.state != before:
                 self._persist(managed)
         if pending:

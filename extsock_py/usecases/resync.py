@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 from extsock_py.domain import events as ev
+from extsock_py.domain.errors import CharonError, CharonUnreachable
 from extsock_py.domain.observations import IkeSaInfo
 from extsock_py.domain.profile import parse_clone_name
 from extsock_py.interfaces.ports import CharonPort
@@ -38,6 +39,9 @@ def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> Re
         owner = parse_clone_name(sa.name)
         if owner is None or owner.probe or owner.connection not in names:
             continue
+        managed = manager.get(owner.connection)
+        if managed is None or owner.gateway not in managed.profile.gateways:
+            continue  # a clone towards a gateway no longer listed: stale, not adoptable
         if _tunnel_up(sa) and owner.connection not in up:
             up[owner.connection] = sa
     keep: set[str] = {sa.name for sa in up.values()}
@@ -51,14 +55,21 @@ def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> Re
         try:
             charon.unload_conn(conn_name)
             report.unloaded.append(conn_name)
-        except Exception as exc:  # a stale clone that will not go is not fatal
+        except CharonUnreachable:
+            raise
+        except CharonError as exc:  # a stale clone that will not go is not fatal
             log.warning("could not unload stale clone %s: %s", conn_name, exc)
     for sa in sas:  # SAs of stale clones (half-open, or duplicates) go too
         owner = parse_clone_name(sa.name)
         if owner is None or owner.connection not in names:
             continue
         if up.get(owner.connection) is not sa:
-            charon.terminate(ike_id=sa.unique_id)
+            try:
+                charon.terminate(ike_id=sa.unique_id)
+            except CharonUnreachable:
+                raise
+            except CharonError as exc:  # gone meanwhile: not fatal, the rest must start
+                log.warning("could not terminate stale IKE_SA #%d: %s", sa.unique_id, exc)
     for name in names:
         found = up.get(name)
         if found is not None:

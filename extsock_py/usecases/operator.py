@@ -1,0 +1,439 @@
+"""The operator usecase: what an operator or an application may ask of the running daemon.
+
+Every call that reads or changes the managed connections runs on the daemon's main loop
+through `Daemon.submit`, bounded by a timeout, so the control socket and the metrics
+endpoint never race the loop. Errors are `OperatorError`s whose class names the kind of
+failure and whose message says what to do.
+
+Connections pushed by an application (`load`) live next to the config file's: a reload
+or charon coming back keeps them, because they are merged into every configuration the
+daemon reads (see `_Overlay`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from concurrent.futures import CancelledError
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from extsock_py.adapters.policy_conf import PolicyModel
+from extsock_py.domain import events as ev
+from extsock_py.domain.config import DesiredConfig
+from extsock_py.domain.errors import ExtsockError
+from extsock_py.domain.failover import Phase
+from extsock_py.domain.gateways import initiable_gateways
+from extsock_py.domain.policy import FailoverPolicy
+from extsock_py.domain.profile import CLONE_SEPARATOR, PROBE_SUFFIX, ConnectionProfile
+from extsock_py.interfaces.ports import StateStore
+
+if TYPE_CHECKING:
+    from extsock_py.daemon import Daemon
+    from extsock_py.usecases.failover_manager import Managed
+
+log = logging.getLogger("extsock.operator")
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT = 5.0
+# Phases in which a connection is where its policy wants it (for health): up, or waiting
+# as the policy says (an attempt under way, a backoff). `held` is sanctioned in any phase.
+SANCTIONED_PHASES = frozenset({Phase.UP, Phase.CONNECTING, Phase.BACKOFF})
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class OperatorError(ExtsockError):
+    """A request the daemon refused; the class name is the kind, the message what to do."""
+
+
+class UnknownConnection(OperatorError):
+    pass
+
+
+class UnknownGateway(OperatorError):
+    pass
+
+
+class InvalidConnection(OperatorError):
+    pass
+
+
+class ConnectionConflict(OperatorError):
+    pass
+
+
+class NotAnswering(OperatorError):
+    pass
+
+
+class ReloadFailed(OperatorError):
+    pass
+
+
+class NoHistory(OperatorError):
+    pass
+
+
+# --- a connection pushed by an application --------------------------------------------------
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def _split_addrs(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _vici_value(value: object, where: str) -> Any:
+    """JSON values as VICI wants them: strings, lists of strings, sections (dicts)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return [_vici_value(item, where) for item in value]
+    if isinstance(value, dict):
+        return {str(k): _vici_value(v, f"{where}.{k}") for k, v in value.items()}
+    raise ValueError(f"{where}: null is not a VICI value (leave the key out instead)")
+
+
+class ConnectionBody(BaseModel):
+    """A load-conn body as swanctl would send it; `remote_addrs` may be a comma string."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    remote_addrs: Annotated[list[str], BeforeValidator(_split_addrs), Field(min_length=1)]
+    children: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def to_vici(self) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        for key, value in (self.model_extra or {}).items():
+            body[key] = _vici_value(value, key)
+        body["remote_addrs"] = list(self.remote_addrs)
+        if self.children:
+            body["children"] = _vici_value(self.children, "children")
+        return body
+
+
+def profile_from_request(
+    name: str, body: Mapping[str, Any], policy: Mapping[str, Any] | None
+) -> ConnectionProfile:
+    """Validate a pushed connection and make it a profile; InvalidConnection says why not."""
+    if not _NAME.match(name) or CLONE_SEPARATOR in name or name.endswith(PROBE_SUFFIX):
+        raise InvalidConnection(
+            f"invalid connection name {name!r}: use letters, digits and _ . : - "
+            f"(at most 128, no '{CLONE_SEPARATOR}')"
+        )
+    try:
+        parsed = ConnectionBody.model_validate(dict(body))
+        vici = parsed.to_vici()
+        domain_policy = (
+            PolicyModel.model_validate(dict(policy)).to_domain()
+            if policy is not None
+            else FailoverPolicy()
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "missing":
+            message = "missing"
+        raise InvalidConnection(f"{name}: key '{where}': {message}") from None
+    except ValueError as exc:
+        raise InvalidConnection(f"{name}: {exc}") from None
+    gateways, rejected = initiable_gateways(list(parsed.remote_addrs))
+    if len(gateways) < 2:
+        why = "; ".join(f"'{r.address}': {r.reason}" for r in rejected)
+        raise InvalidConnection(
+            f"{name}: remote_addrs needs two or more gateways (addresses or DNS names) for "
+            f"failover, found {len(gateways)}" + (f" ({why})" if why else "")
+        )
+    return ConnectionProfile(name, gateways, vici, domain_policy, rejected)
+
+
+@dataclass
+class _Pushed:
+    body: dict[str, Any]
+    policy: FailoverPolicy
+
+
+class _Overlay:
+    """The connections pushed over the control socket, merged into each config read.
+
+    The daemon's config usecase forgets every managed connection a new config lacks; so
+    that a reload (or charon coming back) keeps the pushed ones, the daemon's config
+    reader is wrapped to add them, and the current config is amended on each change.
+    """
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.pushed: dict[str, _Pushed] = {}
+        self._daemon = daemon
+        self._file: DesiredConfig | None = daemon.config.current
+        original: Callable[[Path], DesiredConfig] = daemon._read_config
+
+        def read(path: Path) -> DesiredConfig:
+            desired = original(path)  # a ConfigError goes through: the reload is refused
+            self._file = desired
+            return self.merge(desired)
+
+        daemon._read_config = read
+
+    def file_connections(self) -> Mapping[str, Any]:
+        return self._file.connections if self._file is not None else {}
+
+    def merge(self, desired: DesiredConfig) -> DesiredConfig:
+        for name in [n for n in self.pushed if n in desired.connections]:
+            log.warning("%s: now defined in %s; the pushed connection is dropped", name, desired)
+            del self.pushed[name]
+        if not self.pushed:
+            return desired
+        connections = dict(desired.connections)
+        policies = dict(desired.policies)
+        for name, pushed in self.pushed.items():
+            connections[name] = pushed.body
+            policies[name] = pushed.policy
+        return replace(desired, connections=connections, policies=policies)
+
+    def refresh_current(self) -> None:
+        """Make the daemon's current config the file's plus the pushed connections."""
+        if self._file is not None:
+            self._daemon.config.current = self.merge(self._file)
+
+
+_overlays: weakref.WeakKeyDictionary[Daemon, _Overlay] = weakref.WeakKeyDictionary()
+_overlays_lock = threading.Lock()
+
+
+def _overlay_of(daemon: Daemon) -> _Overlay:
+    with _overlays_lock:
+        overlay = _overlays.get(daemon)
+        if overlay is None:
+            overlay = _overlays[daemon] = _Overlay(daemon)
+        return overlay
+
+
+def _pushed_names(daemon: Daemon) -> set[str]:
+    with _overlays_lock:
+        overlay = _overlays.get(daemon)
+    return set(overlay.pushed) if overlay is not None else set()
+
+
+# --- the usecase --------------------------------------------------------------------------
+
+
+class OperatorUsecase:
+    """Operator requests against a running daemon; safe to call from any thread."""
+
+    def __init__(
+        self, daemon: Daemon, store: StateStore | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self._daemon = daemon
+        self._store = store
+        self.timeout = timeout
+
+    # --- running on the main loop -------------------------------------------------------
+
+    def _on_loop(self, work: Callable[[], T], what: str) -> T:
+        future = self._daemon.submit(work)
+        try:
+            return future.result(timeout=self.timeout)
+        except FutureTimeout:
+            cancelled = future.cancel()
+            maybe = "" if cancelled else "; it may still take effect"
+            raise NotAnswering(
+                f"the daemon's main loop did not answer {what} within {self.timeout:g}s{maybe}"
+                ": check 'extsock run' (is it stopping or stuck?)"
+            ) from None
+        except CancelledError:
+            raise NotAnswering(f"{what} was cancelled") from None
+
+    def _managed(self, conn: str) -> Managed:
+        managed = self._daemon.manager.get(conn)
+        if managed is None:
+            names = self._daemon.manager.names()
+            known = ", ".join(names) if names else "none"
+            raise UnknownConnection(f"no managed connection named '{conn}' (managed: {known})")
+        return managed
+
+    def _row(self, conn: str, row: dict[str, Any], pushed: set[str]) -> dict[str, Any]:
+        view = self._daemon.events.ike.get(conn)
+        now_wall = self._daemon.clock.wall()
+        row = dict(row)
+        row["ike_state"] = view.state if view is not None else "NONE"
+        row["ike_gateway"] = view.gateway if view is not None else None
+        row["ike_id"] = view.ike_id if view is not None else row.get("ike_id")
+        due = row.get("next_action_in")
+        row["next_action_at"] = None if due is None else round(now_wall + due, 3)
+        row["source"] = "control" if conn in pushed else "config"
+        return row
+
+    def _rows(self, conn: str | None) -> list[dict[str, Any]]:
+        if conn is not None:
+            self._managed(conn)
+        pushed = _pushed_names(self._daemon)
+        return [self._row(r["connection"], r, pushed) for r in self._daemon.manager.status(conn)]
+
+    def _one(self, conn: str) -> dict[str, Any]:
+        return self._rows(conn)[0]
+
+    # --- views --------------------------------------------------------------------------
+
+    def status(self, conn: str | None = None) -> dict[str, Any]:
+        """Each managed connection (or the one named): gateways, state, failures, next step."""
+
+        def work() -> dict[str, Any]:
+            return {
+                "charon_reachable": self._daemon.charon_reachable,
+                "connections": self._rows(conn),
+            }
+
+        return self._on_loop(work, "status")
+
+    def history(
+        self, conn: str | None = None, since: float | None = None, limit: int = 100
+    ) -> dict[str, Any]:
+        """Failover records (newest last), from the state store."""
+        store = self._store
+        if store is None:
+            raise NoHistory("no state store is configured: the daemon keeps no history")
+
+        def work() -> dict[str, Any]:
+            records = store.history(connection=conn, since=since, limit=limit)
+            return {"records": [dict(r) for r in records]}
+
+        return self._on_loop(work, "history")
+
+    def health(self) -> dict[str, Any]:
+        """Healthy when charon is reachable and every connection is up or waits by policy."""
+        try:
+            status = self.status()
+        except NotAnswering as exc:
+            return {"healthy": False, "charon_reachable": None, "reasons": [str(exc)]}
+        reasons: list[str] = []
+        if not status["charon_reachable"]:
+            reasons.append("charon is not reachable over VICI")
+        phases: dict[str, str] = {}
+        for row in status["connections"]:
+            phases[row["connection"]] = row["phase"]
+            if row["held"] or row["phase"] in SANCTIONED_PHASES:
+                continue
+            reasons.append(f"{row['connection']}: {row['phase']}")
+        return {
+            "healthy": not reasons,
+            "charon_reachable": status["charon_reachable"],
+            "connections": phases,
+            "reasons": reasons,
+        }
+
+    # --- operator events ----------------------------------------------------------------
+
+    def _event(
+        self,
+        conn: str,
+        event: ev.Event,
+        what: str,
+        check: Callable[[Managed], None] | None = None,
+    ) -> dict[str, Any]:
+        def work() -> dict[str, Any]:
+            managed = self._managed(conn)
+            if check is not None:
+                check(managed)
+            before = managed.state
+            self._daemon.manager.handle(conn, event)
+            after = self._daemon.manager.get(conn)
+            changed = after is None or after.state != before
+            return {"connection": self._one(conn), "changed": changed}
+
+        return self._on_loop(work, what)
+
+    def switch(self, conn: str, to: str | None = None) -> dict[str, Any]:
+        """Move to gateway `to` now (the next one when None); make-before-break when up."""
+
+        def check(managed: Managed) -> None:
+            if to is not None and to not in managed.profile.gateways:
+                gws = ", ".join(managed.profile.gateways)
+                raise UnknownGateway(f"{to} is not a gateway of {conn} (gateways: {gws})")
+
+        return self._event(conn, ev.Switch(to), "switch", check)
+
+    def hold(self, conn: str) -> dict[str, Any]:
+        """Pause automatic action on `conn`; its current SA is kept."""
+        return self._event(conn, ev.Hold(), "hold")
+
+    def release(self, conn: str) -> dict[str, Any]:
+        """Resume automatic action on `conn`."""
+        return self._event(conn, ev.Release(), "release")
+
+    def terminate(self, conn: str) -> dict[str, Any]:
+        """Bring `conn` down and keep it down; not counted as a failure."""
+        return self._event(conn, ev.Stop(), "terminate")
+
+    def retry(self, conn: str) -> dict[str, Any]:
+        """Start `conn` again from its primary (after a give-up, a stop or a hold)."""
+        return self._event(conn, ev.Retry(), "retry")
+
+    # --- configuration ------------------------------------------------------------------
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config file; a bad file is refused and the running config kept."""
+        result = self._on_loop(self._daemon.reload, "reload")
+        if not result.get("ok", False):
+            raise ReloadFailed(f"{result.get('error')}; the running config is kept")
+        return {k: v for k, v in result.items() if k != "ok"}
+
+    def load(
+        self, conn: str, body: Mapping[str, Any], policy: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Manage a connection pushed by an application and start it (update it if known)."""
+        profile = profile_from_request(conn, body, policy)
+        notes = [
+            f"remote_addrs entry '{r.address}' ignored: {r.reason}" for r in profile.not_gateways
+        ]
+
+        def work() -> dict[str, Any]:
+            overlay = _overlay_of(self._daemon)
+            if conn in overlay.file_connections():
+                raise ConnectionConflict(
+                    f"'{conn}' is defined in the config file: change it there and reload"
+                )
+            new = self._daemon.manager.manage(profile)
+            overlay.pushed[conn] = _Pushed(dict(profile.body), profile.policy)
+            overlay.refresh_current()
+            if new:
+                self._daemon.manager.handle(conn, ev.Start())
+            else:
+                notes.append("updated: the new body is used from the next attempt on")
+            log.info("%s: loaded over the control socket, gateways %s", conn, profile.gateways)
+            return {"connection": self._one(conn), "started": new, "notes": notes}
+
+        return self._on_loop(work, "load")
+
+    def unload(self, conn: str) -> dict[str, Any]:
+        """Stop managing `conn`: its tunnel goes down and its clone is unloaded."""
+
+        def work() -> dict[str, Any]:
+            self._managed(conn)
+            overlay = _overlay_of(self._daemon)
+            notes = []
+            if conn in overlay.file_connections():
+                notes.append("defined in the config file: the next reload brings it back")
+            self._daemon.manager.forget(conn)
+            self._daemon.events.ike.pop(conn, None)
+            if overlay.pushed.pop(conn, None) is not None:
+                overlay.refresh_current()
+            log.info("%s: unloaded over the control socket", conn)
+            return {"connection": conn, "unloaded": True, "notes": notes}
+
+        return self._on_loop(work, "unload")

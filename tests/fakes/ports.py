@@ -1,0 +1,222 @@
+"""In-memory fakes of the ports (cosmicpython style): they keep state and record calls.
+
+Tests assert on what the fakes hold and recorded, never on mock calls.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from extsock_py.domain.errors import CharonError
+from extsock_py.domain.observations import ChildSaInfo, IkeSaInfo
+
+Call = tuple[Any, ...]
+
+
+@dataclass
+class _Failure:
+    command: str
+    error: Exception
+    name: str | None
+    times: int | None  # None: every time
+
+
+class FakeCharonPort:
+    """A charon that keeps loaded connections and IKE_SAs and records every command.
+
+    Like charon, it refuses to unload or initiate a connection that is not loaded and
+    to terminate when nothing matches. `fail(command, ...)` makes a command raise.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.conns: dict[str, dict[str, Any]] = {}
+        self.sas: dict[int, IkeSaInfo] = {}
+        self.shared: list[Mapping[str, Any]] = []
+        self.keys: list[Mapping[str, Any]] = []
+        self.next_ike_id = 1
+        self._failures: list[_Failure] = []
+
+    # --- test controls ----------------------------------------------------------------
+
+    def fail(
+        self,
+        command: str,
+        error: Exception | None = None,
+        *,
+        name: str | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Make `command` raise `error` (CharonError by default), for `name` only if given."""
+        failure = error if error is not None else CharonError(f"{command} failed")
+        self._failures.append(_Failure(command, failure, name, times))
+
+    def heal(self) -> None:
+        self._failures.clear()
+
+    def add_sa(
+        self,
+        name: str,
+        state: str = "ESTABLISHED",
+        children: Sequence[tuple[str, str]] = (("net", "INSTALLED"),),
+        unique_id: int | None = None,
+    ) -> IkeSaInfo:
+        """Put an IKE_SA into charon as if it had been negotiated."""
+        ike_id = unique_id if unique_id is not None else self._new_id()
+        kids = tuple(ChildSaInfo(c, ike_id * 10 + i, s) for i, (c, s) in enumerate(children))
+        sa = IkeSaInfo(name=name, unique_id=ike_id, state=state, children=kids)
+        self.sas[ike_id] = sa
+        self.next_ike_id = max(self.next_ike_id, ike_id + 1)
+        return sa
+
+    def establish(self, ike_id: int, child: str = "net") -> IkeSaInfo:
+        sa = replace(
+            self.sas[ike_id],
+            state="ESTABLISHED",
+            children=(ChildSaInfo(child, ike_id * 10, "INSTALLED"),),
+        )
+        self.sas[ike_id] = sa
+        return sa
+
+    def commands(self, *names: str) -> list[Call]:
+        """The recorded calls of the given commands (all commands when none given)."""
+        return [c for c in self.calls if not names or c[0] in names]
+
+    def sa_names(self) -> list[str]:
+        return sorted(sa.name for sa in self.sas.values())
+
+    def _new_id(self) -> int:
+        ike_id = self.next_ike_id
+        self.next_ike_id += 1
+        return ike_id
+
+    def _check(self, command: str, name: str | None) -> None:
+        for failure in list(self._failures):
+            if failure.command != command or failure.name not in (None, name):
+                continue
+            if failure.times is not None:
+                failure.times -= 1
+                if failure.times <= 0:
+                    self._failures.remove(failure)
+            raise failure.error
+
+    # --- CharonPort -------------------------------------------------------------------
+
+    def load_conn(self, name: str, body: Mapping[str, Any]) -> None:
+        self.calls.append(("load_conn", name, copy.deepcopy(dict(body))))
+        self._check("load_conn", name)
+        self.conns[name] = copy.deepcopy(dict(body))
+
+    def unload_conn(self, name: str) -> None:
+        self.calls.append(("unload_conn", name))
+        self._check("unload_conn", name)
+        if name not in self.conns:
+            raise CharonError(f"unloading connection '{name}' failed")
+        del self.conns[name]
+
+    def list_conn_names(self) -> list[str]:
+        self.calls.append(("list_conn_names",))
+        self._check("list_conn_names", None)
+        return list(self.conns)
+
+    def initiate(self, ike: str, child: str | None) -> None:
+        self.calls.append(("initiate", ike, child))
+        self._check("initiate", ike)
+        if ike not in self.conns:
+            raise CharonError(f"no config named '{ike}'")
+        ike_id = self._new_id()
+        self.sas[ike_id] = IkeSaInfo(name=ike, unique_id=ike_id, state="CONNECTING")
+
+    def terminate(self, ike: str | None = None, ike_id: int | None = None) -> None:
+        self.calls.append(("terminate", ike, ike_id))
+        self._check("terminate", ike)
+        doomed = [
+            i
+            for i, sa in self.sas.items()
+            if (ike_id is None or i == ike_id) and (ike is None or sa.name == ike)
+        ]
+        if not doomed:
+            raise CharonError("no matching SAs to terminate found")
+        for i in doomed:
+            del self.sas[i]
+
+    def list_sas(self) -> list[IkeSaInfo]:
+        self.calls.append(("list_sas",))
+        self._check("list_sas", None)
+        return list(self.sas.values())
+
+    def load_shared(self, message: Mapping[str, Any]) -> None:
+        self.calls.append(("load_shared", dict(message)))
+        self._check("load_shared", None)
+        self.shared.append(message)
+
+    def load_key(self, message: Mapping[str, Any]) -> None:
+        self.calls.append(("load_key", dict(message)))
+        self._check("load_key", None)
+        self.keys.append(message)
+
+    def version(self) -> dict[str, str]:
+        self.calls.append(("version",))
+        return {"daemon": "charon", "version": "5.9.8"}
+
+
+class FakeClock:
+    """Time moves only when a test says so."""
+
+    def __init__(self, start: float = 1000.0, wall_offset: float = 1_700_000_000.0) -> None:
+        self.now = start
+        self._wall_offset = wall_offset
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return self._wall_offset + self.now
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("time does not go back")
+        self.now += seconds
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(self, kind: str, fields: Mapping[str, Any]) -> None:
+        self.events.append((kind, dict(fields)))
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.events]
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [fields for k, fields in self.events if k == kind]
+
+
+class MemoryStateStore:
+    def __init__(self) -> None:
+        self.connections: dict[str, dict[str, Any]] = {}
+        self.records: list[dict[str, Any]] = []
+
+    def save_connection(self, name: str, fields: Mapping[str, Any]) -> None:
+        self.connections[name] = dict(fields)
+
+    def load_connections(self) -> dict[str, dict[str, Any]]:
+        return {name: dict(fields) for name, fields in self.connections.items()}
+
+    def append_history(self, record: Mapping[str, Any]) -> None:
+        self.records.append(dict(record))
+
+    def history(
+        self, connection: str | None = None, since: float | None = None, limit: int = 100
+    ) -> Sequence[Mapping[str, Any]]:
+        found = [
+            r
+            for r in self.records
+            if (connection is None or r.get("connection") == connection)
+            and (since is None or float(r.get("time", 0.0)) >= since)
+        ]
+        return found[-limit:]

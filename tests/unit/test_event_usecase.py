@@ -1,0 +1,195 @@
+"""The event usecase: charon's observations become domain events for the right connection."""
+
+from __future__ import annotations
+
+import pytest
+
+from extsock_py.domain import events as ev
+from extsock_py.domain import observations as ob
+from extsock_py.usecases.event_usecase import EventUsecase
+from tests.fakes.ports import RecordingPublisher
+
+CLONE = "home@10.99.1.2"
+PROBE = "home@10.99.1.1~probe"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ev.Event]] = []
+
+    def __call__(self, connection: str, event: ev.Event) -> None:
+        self.events.append((connection, event))
+
+
+def usecase(managed: tuple[str, ...] = ("home",)) -> tuple[EventUsecase, Sink, RecordingPublisher]:
+    sink = Sink()
+    publisher = RecordingPublisher()
+    return EventUsecase(lambda name: name in managed, sink, publisher), sink, publisher
+
+
+def sa(name: str = CLONE, ike_id: int = 3, state: str = "ESTABLISHED") -> ob.IkeSaInfo:
+    return ob.IkeSaInfo(name=name, unique_id=ike_id, state=state)
+
+
+CHILD = ob.ChildSaInfo("net", 7, "INSTALLED")
+
+
+def log(message: str, name: str | None = CLONE, ike_id: int | None = 3) -> ob.LogLine:
+    return ob.LogLine("IKE", 1, message, name, ike_id)
+
+
+ROWS: list[tuple[ob.Observation, list[tuple[str, ev.Event]]]] = [
+    (ob.IkeUpdown(sa(), True), []),
+    (ob.IkeUpdown(sa(state="DELETING"), False), [("home", ev.TunnelDown("10.99.1.2", 3))]),
+    (ob.ChildUpdown(sa(), CHILD, True), [("home", ev.TunnelUp("10.99.1.2", 3))]),
+    (
+        ob.ChildUpdown(sa(), CHILD, False),
+        [("home", ev.TunnelDown("10.99.1.2", 3, "child-down"))],
+    ),
+    (ob.ChildUpdown(sa(state="DELETING"), CHILD, False), []),
+    (ob.ChildUpdown(sa(state="DESTROYING"), CHILD, False), []),
+    (
+        ob.IkeRekey(sa(ike_id=3, state="REKEYED"), sa(ike_id=4)),
+        [("home", ev.IkeRekeyed("10.99.1.2", 3, 4))],
+    ),
+    (ob.IkeUpdate(sa(), "10.0.0.100", "10.99.1.2"), []),
+    # charon 5.9.8's log texts
+    (
+        log("initiating IKE_SA home@10.99.1.2[3] to 10.99.1.2"),
+        [("home", ev.IkeConnecting("10.99.1.2", 3))],
+    ),
+    (
+        log("retransmit 1 of request with message ID 2"),
+        [("home", ev.RetransmitSeen("10.99.1.2", 3))],
+    ),
+    (
+        log("giving up after 5 retransmits"),
+        [("home", ev.InitiateFailed("10.99.1.2", "giving up after 5 retransmits", 3))],
+    ),
+    (
+        log("establishing IKE_SA failed, peer not responding"),
+        [
+            (
+                "home",
+                ev.InitiateFailed(
+                    "10.99.1.2", "establishing IKE_SA failed, peer not responding", 3
+                ),
+            )
+        ],
+    ),
+    (
+        log("received AUTHENTICATION_FAILED notify error"),
+        [
+            (
+                "home",
+                ev.InitiateFailed("10.99.1.2", "received AUTHENTICATION_FAILED notify error", 3),
+            )
+        ],
+    ),
+    (
+        log("received NO_PROPOSAL_CHOSEN notify error"),
+        [("home", ev.InitiateFailed("10.99.1.2", "received NO_PROPOSAL_CHOSEN notify error", 3))],
+    ),
+    (log("sending packet: from 10.0.0.100[500] to 10.99.1.2[500] (336 bytes)"), []),
+    (log("IKE_SA home@10.99.1.2[3] established between 10.0.0.100[home]...10.99.1.2[gw]"), []),
+    (log("retransmit 1 of request with message ID 2", ike_id=None), []),
+    (log("retransmit 1 of request with message ID 2", name=None), []),
+    # alerts (strongSwan >= 6.0.3)
+    (ob.Alert("retransmit-send", CLONE, 3), [("home", ev.RetransmitSeen("10.99.1.2", 3))]),
+    (ob.Alert("retransmit-send-cleared", CLONE, 3), [("home", ev.PeerAnswered("10.99.1.2", 3))]),
+    (
+        ob.Alert("retransmit-send-timeout", CLONE, 3),
+        [("home", ev.InitiateFailed("10.99.1.2", "retransmit-send-timeout", 3))],
+    ),
+    (
+        ob.Alert("peer-init-unreachable", CLONE, 3),
+        [("home", ev.InitiateFailed("10.99.1.2", "peer-init-unreachable", 3))],
+    ),
+    (ob.Alert("proposal-mismatch-ike", CLONE, 3), []),
+    (ob.Alert("retransmit-send", CLONE, None), []),
+    # probes produce probe events only
+    (ob.IkeUpdown(sa(PROBE), True), [("home", ev.ProbeUp("10.99.1.1", 3))]),
+    (ob.IkeUpdown(sa(PROBE), False), [("home", ev.ProbeFailed("10.99.1.1", 3))]),
+    (ob.ChildUpdown(sa(PROBE), CHILD, True), []),
+    (ob.IkeRekey(sa(PROBE), sa(PROBE, 4)), []),
+    (log("initiating IKE_SA home@10.99.1.1~probe[3] to 10.99.1.1", PROBE), []),
+    (
+        log("retransmit 1 of request with message ID 0", PROBE),
+        [("home", ev.ProbeFailed("10.99.1.1", 3))],
+    ),
+    (log("giving up after 5 retransmits", PROBE), [("home", ev.ProbeFailed("10.99.1.1", 3))]),
+    (
+        log("received AUTHENTICATION_FAILED notify error", PROBE),
+        [("home", ev.ProbeFailed("10.99.1.1", 3))],
+    ),
+    (ob.Alert("retransmit-send", PROBE, 3), [("home", ev.ProbeFailed("10.99.1.1", 3))]),
+    (ob.Alert("peer-init-unreachable", PROBE, 3), [("home", ev.ProbeFailed("10.99.1.1", 3))]),
+    (ob.Alert("retransmit-send-cleared", PROBE, 3), []),
+    # not ours: unmanaged connections, plain names
+    (ob.IkeUpdown(sa("office@10.99.1.2"), False), []),
+    (ob.ChildUpdown(sa("home"), CHILD, True), []),
+    (ob.ChildUpdown(sa("roadwarrior"), CHILD, False), []),
+    (log("giving up after 5 retransmits", "office@10.1.1.1"), []),
+    (ob.Alert("retransmit-send", "home", 3), []),
+    (ob.Undecodable("ike-updown", "bad"), []),
+    (ob.CharonLost("gone"), []),
+]
+
+
+@pytest.mark.parametrize(("observation", "expected"), ROWS)
+def test_observation_table(
+    observation: ob.Observation, expected: list[tuple[str, ev.Event]]
+) -> None:
+    uc, sink, _ = usecase()
+    uc.observe(observation)
+    assert sink.events == expected
+    assert uc.processed == 1
+
+
+def test_clone_of_an_ipv6_gateway() -> None:
+    uc, sink, _ = usecase()
+    uc.observe(log("initiating IKE_SA home@2001:db8::2[9] to 2001:db8::2", "home@2001:db8::2", 9))
+    assert sink.events == [("home", ev.IkeConnecting("2001:db8::2", 9))]
+
+
+def test_undecodable_is_counted_as_skipped() -> None:
+    uc, _, _ = usecase()
+    uc.observe(ob.Undecodable("ike-updown", "bad"))
+    assert (uc.processed, uc.skipped) == (1, 1)
+
+
+def test_ike_state_is_tracked_and_published_on_change() -> None:
+    uc, _, publisher = usecase()
+    uc.observe(log("initiating IKE_SA home@10.99.1.2[3] to 10.99.1.2"))
+    uc.observe(log("retransmit 1 of request with message ID 0"))
+    uc.observe(ob.ChildUpdown(sa(), CHILD, True))
+    uc.observe(ob.ChildUpdown(sa(), CHILD, True))  # no change, no notice
+    uc.observe(ob.IkeRekey(sa(state="REKEYED"), sa(ike_id=4)))
+    uc.observe(ob.IkeUpdown(sa(ike_id=4), False))
+    assert publisher.of("ike-state") == [
+        {"connection": "home", "gateway": "10.99.1.2", "old": "NONE", "new": "CONNECTING",
+         "ike_id": 3},
+        {"connection": "home", "gateway": "10.99.1.2", "old": "CONNECTING", "new": "ESTABLISHED",
+         "ike_id": 3},
+        {"connection": "home", "gateway": "10.99.1.2", "old": "ESTABLISHED", "new": "DESTROYING",
+         "ike_id": 4},
+    ]  # fmt: skip
+    view = uc.ike["home"]
+    assert (view.state, view.gateway, view.ike_id) == ("DESTROYING", "10.99.1.2", 4)
+
+
+def test_old_sa_of_a_switch_going_away_does_not_hide_the_new_one() -> None:
+    uc, _, publisher = usecase()
+    uc.observe(ob.ChildUpdown(sa("home@10.99.1.1", 3), CHILD, True))
+    uc.observe(ob.ChildUpdown(sa("home@10.99.1.2", 5), CHILD, True))
+    uc.observe(ob.IkeUpdate(sa("home@10.99.1.1", 3, "DELETING"), None, None))
+    view = uc.ike["home"]
+    assert (view.state, view.gateway, view.ike_id) == ("ESTABLISHED", "10.99.1.2", 5)
+    assert [e["new"] for e in publisher.of("ike-state")] == ["ESTABLISHED"]
+
+
+def test_probes_and_unmanaged_connections_are_not_tracked() -> None:
+    uc, _, publisher = usecase()
+    uc.observe(ob.IkeUpdown(sa(PROBE), True))
+    uc.observe(ob.ChildUpdown(sa("office@10.1.1.1"), CHILD, True))
+    assert uc.ike == {} and publisher.events == []

@@ -1,0 +1,133 @@
+"""Clone names and clone bodies: one gateway each, charon's own retrying switched off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from extsock_py.domain.profile import (
+    CloneName,
+    ConnectionProfile,
+    clone_body,
+    clone_name,
+    parse_clone_name,
+    probe_body,
+    probe_name,
+)
+
+GWS = ("10.0.0.1", "10.0.0.2", "2001:db8::3")
+
+
+def psk_body() -> dict[str, Any]:
+    return {
+        "version": "2",
+        "remote_addrs": list(GWS),
+        "local_addrs": ["10.0.0.100"],
+        "proposals": ["aes256-sha256-modp2048"],
+        "keyingtries": "0",
+        "dpd_delay": "10s",
+        "local-1": {"auth": "psk", "id": "home"},
+        "remote-1": {"auth": "psk", "id": "gw"},
+        "children": {
+            "net": {
+                "local_ts": ["10.1.0.0/16"],
+                "remote_ts": ["10.2.0.0/16"],
+                "esp_proposals": ["aes256gcm16"],
+                "start_action": "start",
+                "dpd_action": "restart",
+                "close_action": "restart",
+                "mode": "tunnel",
+            },
+            "voip": {"remote_ts": ["10.3.0.0/16"], "start_action": "trap"},
+        },
+    }
+
+
+def cert_body() -> dict[str, Any]:
+    return {
+        "remote_addrs": list(GWS),
+        "local-1": {"auth": "pubkey", "certs": [b"\x30\x82\x01\x0a-cert-der"], "id": b"CN=home"},
+        "remote-1": {"auth": "pubkey", "cacerts": [b"\x30\x82ca"], "id": "CN=gw"},
+        "children": {"net": {"remote_ts": ["0.0.0.0/0"]}},
+    }
+
+
+def profile(body: dict[str, Any]) -> ConnectionProfile:
+    return ConnectionProfile("home", GWS, body)
+
+
+@pytest.mark.parametrize(
+    ("connection", "gateway", "probe", "name"),
+    [
+        ("home", "10.0.0.2", False, "home@10.0.0.2"),
+        ("home", "2001:db8::3", False, "home@2001:db8::3"),
+        ("home", "vpn.example.net", True, "home@vpn.example.net~probe"),
+        ("a@b", "10.0.0.1", False, "a@b@10.0.0.1"),  # the last @ separates
+    ],
+)
+def test_clone_names_round_trip(connection: str, gateway: str, probe: bool, name: str) -> None:
+    made = probe_name(connection, gateway) if probe else clone_name(connection, gateway)
+    assert made == name
+    assert parse_clone_name(name) == CloneName(connection, gateway, probe)
+
+
+@pytest.mark.parametrize("name", ["home", "", "@10.0.0.1", "home@", "home@~probe", "~probe"])
+def test_other_names_are_not_clones(name: str) -> None:
+    assert parse_clone_name(name) is None
+
+
+@pytest.mark.parametrize("make", [psk_body, cert_body])
+def test_clone_body_has_one_gateway_and_no_charon_retrying(make: Any) -> None:
+    original = make()
+    prof = profile(original)
+    body = clone_body(prof, "10.0.0.2")
+    assert body["remote_addrs"] == ["10.0.0.2"]
+    assert body["keyingtries"] == "1"
+    for child in body["children"].values():
+        assert child["start_action"] == "none"
+        assert child["close_action"] == "none"
+        assert child["dpd_action"] == "clear"
+    # everything else is carried over unchanged, bytes included
+    for key, value in original.items():
+        if key not in ("remote_addrs", "keyingtries", "children"):
+            assert body[key] == value
+    for child_name, child in original["children"].items():
+        for key, value in child.items():
+            if key not in ("start_action", "close_action", "dpd_action"):
+                assert body["children"][child_name][key] == value
+    assert list(body["children"]) == list(original["children"])
+    # the profile's body is not touched
+    assert prof.body == make()
+
+
+def test_cert_bytes_survive_the_clone() -> None:
+    body = clone_body(profile(cert_body()), "2001:db8::3")
+    assert body["local-1"]["certs"] == [b"\x30\x82\x01\x0a-cert-der"]
+    assert body["local-1"]["id"] == b"CN=home"
+    assert body["remote_addrs"] == ["2001:db8::3"]
+
+
+def test_clone_of_a_body_without_children() -> None:
+    body = clone_body(profile({"remote_addrs": list(GWS)}), "10.0.0.1")
+    assert body == {"remote_addrs": ["10.0.0.1"], "keyingtries": "1"}
+
+
+def test_clone_body_towards_an_unknown_gateway() -> None:
+    with pytest.raises(ValueError):
+        clone_body(profile(psk_body()), "10.9.9.9")
+
+
+def test_probe_body_is_childless() -> None:
+    body = probe_body(profile(psk_body()), "10.0.0.1")
+    assert "children" not in body
+    assert body["childless"] == "force"
+    assert body["remote_addrs"] == ["10.0.0.1"]
+    assert body["keyingtries"] == "1"
+    assert body["local-1"] == {"auth": "psk", "id": "home"}
+
+
+def test_profile_children() -> None:
+    assert profile(psk_body()).children == ("net", "voip")
+    assert profile({"remote_addrs": []}).children == ()
+    assert profile({"children": ["odd"]}).children == ()
