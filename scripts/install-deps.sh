@@ -6,7 +6,7 @@ VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 DEB_PACKAGES=(
   charon-systemd strongswan-swanctl strongswan-charon strongswan-pki libcharon-extra-plugins
-  iproute2 iptables iputils-ping procps python3-venv docker-compose
+  iproute2 iptables nftables iputils-ping procps python3-venv docker-compose
 )
 
 missing=()

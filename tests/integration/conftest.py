@@ -1,0 +1,78 @@
+"""Fixtures for tests against the namespace lab (real charon daemons; needs root).
+
+- ``lab``: module-scoped, up once per module (per parameter set) and ALWAYS brought down.
+  Parametrise indirectly with LabConfig keywords::
+
+      @pytest.mark.parametrize("lab", [{"auth": "cert"}, {"gateways": 3, "ipv6": True}],
+                               indirect=True)
+
+- ``fresh_lab``: the module's ``lab`` reset before the test (faults healed, every charon
+  restarted: no SA, nothing loaded into ini).
+- ``lab_factory``: function-scoped, ``lab_factory(gateways=3, auth="cert")`` builds a lab and
+  downs it after the test.  Lab namespaces have fixed names, so one lab exists at a time:
+  do not mix ``lab_factory`` and ``lab`` in one module.
+
+Every lab's state dir is a pytest temporary directory, never the repository.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from extsock_py.lab.lab import Lab
+from extsock_py.lab.topology import LabConfig
+
+LAB_UP_TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="session")
+def lab_preflight() -> None:
+    """Skip (with the reason) where no lab can run."""
+    reason = Lab.preflight()
+    if reason:
+        pytest.skip(f"lab unavailable: {reason}")
+
+
+@pytest.fixture(scope="module")
+def lab(
+    request: pytest.FixtureRequest,
+    lab_preflight: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Lab]:
+    params: dict[str, Any] = dict(getattr(request, "param", None) or {})
+    the_lab = Lab(LabConfig(**params), state_dir=tmp_path_factory.mktemp("lab"))
+    try:
+        the_lab.up(timeout=LAB_UP_TIMEOUT)
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture
+def fresh_lab(lab: Lab) -> Lab:
+    lab.reset()
+    return lab
+
+
+@pytest.fixture
+def lab_factory(
+    lab_preflight: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Lab]]:
+    made: list[Lab] = []
+
+    def make(**params: Any) -> Lab:
+        for old in made:
+            old.down()
+        the_lab = Lab(LabConfig(**params), state_dir=tmp_path_factory.mktemp("lab"))
+        made.append(the_lab)
+        the_lab.up(timeout=LAB_UP_TIMEOUT)
+        return the_lab
+
+    try:
+        yield make
+    finally:
+        for the_lab in made:
+            the_lab.down()
