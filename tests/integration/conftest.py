@@ -18,6 +18,7 @@ Every lab's state dir is a pytest temporary directory, never the repository.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import os
 from typing import Any
 
 import pytest
@@ -26,6 +27,13 @@ from extsock_py.lab.lab import Lab
 from extsock_py.lab.topology import LabConfig
 
 LAB_UP_TIMEOUT = 30.0
+# Several labs may run on one machine at once (one per developer): each sets its own prefix.
+PREFIX = os.environ.get("EXTSOCK_LAB_PREFIX", "exs-")
+
+
+def lab_config(**params: Any) -> LabConfig:
+    params.setdefault("prefix", PREFIX)
+    return LabConfig(**params)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +51,7 @@ def lab(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Lab]:
     params: dict[str, Any] = dict(getattr(request, "param", None) or {})
-    the_lab = Lab(LabConfig(**params), state_dir=tmp_path_factory.mktemp("lab"))
+    the_lab = Lab(lab_config(**params), state_dir=tmp_path_factory.mktemp("lab"))
     try:
         the_lab.up(timeout=LAB_UP_TIMEOUT)
         yield the_lab
@@ -66,7 +74,7 @@ def lab_factory(
     def make(**params: Any) -> Lab:
         for old in made:
             old.down()
-        the_lab = Lab(LabConfig(**params), state_dir=tmp_path_factory.mktemp("lab"))
+        the_lab = Lab(lab_config(**params), state_dir=tmp_path_factory.mktemp("lab"))
         made.append(the_lab)
         the_lab.up(timeout=LAB_UP_TIMEOUT)
         return the_lab
