@@ -17,8 +17,8 @@ Every lab's state dir is a pytest temporary directory, never the repository.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
