@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from extsock_py import __version__
+from extsock_py.adapters.logging_setup import setup_logging
 from extsock_py.app import (
     DEFAULT_CONTROL_SOCKET,
     DEFAULT_STATE_DIR,
@@ -18,7 +19,6 @@ from extsock_py.app import (
     AppSettings,
     build_app,
 )
-from extsock_py.adapters.logging_setup import setup_logging
 from extsock_py.domain.errors import CharonUnreachable, ConfigError, ExtsockError
 
 EXIT_FAILED = 1
@@ -162,8 +162,10 @@ def check_config(config_file: Path) -> None:
 
 
 def _attach_subcommands() -> None:
+    from extsock_py.cli_swanctl import attach_swanctl_commands
     from extsock_py.lab.cli import lab
 
+    attach_swanctl_commands(main)
     main.add_command(lab)
 
 

@@ -1,4 +1,4 @@
-"""Reads swanctl.conf (connections, secrets and the `extsock` policy section) into a DesiredConfig."""
+"""Reads swanctl.conf (connections, secrets, the `extsock` policy) into a DesiredConfig."""
 
 from __future__ import annotations
 

@@ -85,7 +85,10 @@ def test_override_for_unknown_connection() -> None:
 
 
 def test_error_in_override_points_at_override_line() -> None:
-    text = "extsock {\n connect_timeout = 1s\n connections {\n  home {\n   max_cycles = -1\n  }\n }\n}\n"
+    text = (
+        "extsock {\n connect_timeout = 1s\n connections {\n"
+        "  home {\n   max_cycles = -1\n  }\n }\n}\n"
+    )
     err = error(text)
     assert err.line == 5
     assert err.key == "extsock.connections.home.max_cycles"

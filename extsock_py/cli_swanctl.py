@@ -1,0 +1,551 @@
+"""swanctl's commands in the `extsock` CLI, talking to charon directly over VICI.
+
+These do not go through the extsock daemon: they work whether or not it runs, exactly as
+swanctl would, on the VICI socket named by the main group's `-u/--uri`.
+
+Exit codes: 0 ok, 1 charon refused or failed (or a bad swanctl.conf), 2 usage,
+3 charon unreachable. Errors go to stderr, one line each, saying what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import vici
+from click.shell_completion import CompletionItem
+from vici.exception import CommandException
+
+from extsock_py import __version__
+from extsock_py.adapters.swanctl import read_swanctl_conf
+from extsock_py.adapters.swanctl.loader import LoadedConfig
+from extsock_py.adapters.vici import render
+from extsock_py.adapters.vici.commands import ViciCharon
+from extsock_py.adapters.vici.transport import DEFAULT_URI, parse_uri
+from extsock_py.domain.errors import CharonError, CharonUnreachable, ConfigError, ExtsockError
+from extsock_py.domain.profile import parse_clone_name
+
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 3
+
+DEFAULT_SWANCTL_CONF = Path("/etc/swanctl/swanctl.conf")
+LIST_TIMEOUT = 30.0
+"""Seconds a listing or load command may take before charon counts as unreachable."""
+GRACE = 10.0
+"""Seconds added to --timeout before extsock stops waiting for charon's own answer."""
+
+EventHook = Callable[[str, Mapping[str, Any]], None]
+
+# -- plumbing --------------------------------------------------------------------------------
+
+
+class _TappedSession:
+    """A vici.Session that hands each streamed event to `on_event` as soon as it arrives."""
+
+    def __init__(self, sock: socket.socket, on_event: EventHook) -> None:
+        self._session = vici.Session(sock)
+        self._on_event = on_event
+
+    def request(self, command: str, message: Any = None) -> Any:
+        return self._session.request(command, message)
+
+    def streamed_request(self, command: str, event: str, message: Any = None) -> Iterator[Any]:
+        for item in self._session.streamed_request(command, event, message):
+            self._on_event(event, item)
+            yield item
+
+
+def _uri(ctx: click.Context) -> str:
+    obj = ctx.find_root().obj
+    uri = obj.get("uri") if isinstance(obj, dict) else None
+    return uri if isinstance(uri, str) else DEFAULT_URI
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    click.echo(f"extsock: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def _reason(exc: CharonError) -> str:
+    """What charon said (its errmsg), else extsock's description of the failure."""
+    cause = exc.__cause__
+    if isinstance(cause, CommandException):
+        text = str(cause)
+        return text.removeprefix("Command failed: ") or "charon gave no reason"
+    return str(exc).replace("CommandException: ", "")
+
+
+def _refused(exc: CharonError) -> str:
+    """`<command> failed: <what charon said>`."""
+    return str(exc).replace("CommandException: ", "")
+
+
+def _unreachable(uri: str, exc: CharonUnreachable, connected: bool) -> str:
+    cause = exc.__cause__
+    where = "set -u/--uri or EXTSOCK_VICI_URI"
+    if not connected and isinstance(cause, OSError):
+        why = cause.strerror or str(cause) or type(cause).__name__
+        if isinstance(cause, PermissionError):
+            todo = "run as root, or give this user access to the socket"
+        elif isinstance(cause, TimeoutError):
+            todo = "charon did not accept in time; is it overloaded or hung?"
+        else:
+            todo = "is charon running with the vici plugin?"
+        return f"cannot reach charon at {uri} ({why}): {todo} ({where})"
+    if not connected:
+        return f"cannot reach charon at {uri}: {exc} ({where})"
+    what = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    return f"lost charon at {uri} during the command ({what}): check that charon still runs"
+
+
+@contextlib.contextmanager
+def _charon(
+    ctx: click.Context,
+    *,
+    timeout: float | None = LIST_TIMEOUT,
+    on_event: EventHook | None = None,
+    hint: str = "",
+) -> Iterator[ViciCharon]:
+    """A connected ViciCharon; charon's failures become one stderr line and the exit code."""
+    uri = _uri(ctx)
+    try:
+        parse_uri(uri)
+    except CharonUnreachable as exc:
+        raise click.UsageError(f"{exc} (option -u/--uri)", ctx) from None
+    factory: Any = vici.Session if on_event is None else partial(_TappedSession, on_event=on_event)
+    charon = ViciCharon(uri, command_timeout=timeout, session_factory=factory)
+    connected = False
+    try:
+        charon.connect()
+        connected = True
+        yield charon
+    except CharonUnreachable as exc:
+        _fail(EXIT_UNREACHABLE, _unreachable(uri, exc, connected))
+    except CharonError as exc:
+        _fail(EXIT_FAILED, _refused(exc) + (f"; {hint}" if hint else ""))
+    finally:
+        charon.close()
+
+
+def _read_conf(path: Path) -> LoadedConfig:
+    try:
+        return read_swanctl_conf(path)
+    except ConfigError as exc:
+        _fail(EXIT_FAILED, f"{exc} (fix the file, then run the command again)")
+
+
+def _echo_json(document: render.Json) -> None:
+    click.echo(render.dumps(document))
+
+
+def _echo_text(text: str) -> None:
+    if text:
+        click.echo(text)
+
+
+def _echo_log(event: str, message: Mapping[str, Any]) -> None:
+    click.echo(render.format_log(message))
+
+
+def _millis(seconds: float | None) -> int | None:
+    return None if seconds is None else max(1, math.ceil(seconds * 1000))
+
+
+def _wait(seconds: float | None) -> float | None:
+    """How long to wait for charon's answer to a command carrying `timeout`."""
+    return None if seconds is None else seconds + GRACE
+
+
+# -- shell completion ------------------------------------------------------------------------
+
+
+def _completion_conns(ctx: click.Context) -> list[dict[str, Any]]:
+    uri = ctx.find_root().params.get("uri") or DEFAULT_URI
+    try:
+        with ViciCharon(str(uri), connect_timeout=0.5, command_timeout=2.0) as charon:
+            return charon.list_conns_raw()
+    except ExtsockError:
+        return []
+
+
+def complete_ike(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Connection names charon has loaded, for --ike."""
+    names = [name for event in _completion_conns(ctx) for name, _ in render.sections(event)]
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
+def complete_child(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """CHILD_SA config names charon has loaded, for --child."""
+    names: list[str] = []
+    for event in _completion_conns(ctx):
+        for _, body in render.sections(event):
+            children = body.get("children")
+            if isinstance(children, Mapping):
+                names.extend(name for name, _ in render.sections(children))
+    unique = dict.fromkeys(names)
+    return [CompletionItem(n) for n in unique if n.startswith(incomplete)]
+
+
+_JSON_HELP = "Print a JSON document (schema: docs/json-output.md) instead of text."
+_ID = click.IntRange(min=1)
+_SECONDS = click.FloatRange(min=0, min_open=True)
+_LOGLEVEL = click.IntRange(min=-1, max=4)
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+# -- listings --------------------------------------------------------------------------------
+
+
+@click.command("list-sas")
+@click.option("--ike", metavar="NAME", shell_complete=complete_ike, help="Only IKE_SAs of NAME.")
+@click.option("--ike-id", type=_ID, metavar="N", help="Only the IKE_SA with unique id N.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
+@click.pass_context
+def list_sas(ctx: click.Context, ike: str | None, ike_id: int | None, as_json: bool) -> None:
+    """List charon's IKE_SAs and their CHILD_SAs, as `swanctl --list-sas`.
+
+    \b
+    home@10.99.1.2: #3, ESTABLISHED, IKEv2, 84b0016b5660a18a_i* 1b2c3d4e5f607182_r
+      local  '10.99.0.1' @ 10.99.0.1[500]
+      remote '10.99.1.2' @ 10.99.1.2[500]
+      ...
+    """
+    with _charon(ctx) as charon:
+        events = charon.list_sas_raw(ike=ike, ike_id=ike_id)
+    document = render.list_sas_json(events)
+    if as_json:
+        _echo_json(document)
+    else:
+        _echo_text(render.format_list_sas(document))
+
+
+@click.command("list-conns")
+@click.option(
+    "--ike", metavar="NAME", shell_complete=complete_ike, help="Only the connection NAME."
+)
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
+@click.pass_context
+def list_conns(ctx: click.Context, ike: str | None, as_json: bool) -> None:
+    """List the connections loaded in charon, as `swanctl --list-conns`.
+
+    Connections the extsock daemon manages show as its clones, named CONN@GATEWAY.
+    """
+    with _charon(ctx) as charon:
+        events = charon.list_conns_raw(ike=ike)
+    document = render.list_conns_json(events)
+    if as_json:
+        _echo_json(document)
+    else:
+        _echo_text(render.format_list_conns(document))
+
+
+@click.command("stats")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Show charon's uptime, worker threads, job queues, IKE_SA counts and plugins."""
+    with _charon(ctx) as charon:
+        response = charon.stats()
+    document = render.stats_json(response)
+    if as_json:
+        _echo_json(document)
+    else:
+        _echo_text(render.format_stats(document))
+
+
+@click.command("version")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
+@click.pass_context
+def version(ctx: click.Context, as_json: bool) -> None:
+    """Show extsock's version and the version of the charon it talks to.
+
+    Without charon, the text form still prints extsock's version before failing.
+    """
+    if not as_json:
+        click.echo(f"extsock {__version__}")
+    with _charon(ctx) as charon:
+        response = charon.request("version")
+    document = render.version_json(response, __version__)
+    if as_json:
+        _echo_json(document)
+    else:
+        click.echo(render.charon_version_line(document))
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+@click.command("load-conns")
+@click.option(
+    "--file",
+    "config_file",
+    type=_FILE,
+    default=DEFAULT_SWANCTL_CONF,
+    show_default=True,
+    help="swanctl.conf whose connections to load.",
+)
+@click.pass_context
+def load_conns(ctx: click.Context, config_file: Path) -> None:
+    """(Re-)load every connection of a swanctl.conf into charon, as `swanctl --load-conns`.
+
+    Each connection is sent as written (lists split at commas, certs as the files' bytes);
+    connections charon has that the file no longer has are unloaded, except the clones
+    (CONN@GATEWAY) the extsock daemon made of connections still in the file. While the
+    daemon runs, prefer `extsock reload`: it loads managed connections one gateway at a time.
+    """
+    loaded_conf = _read_conf(config_file)
+    names = list(loaded_conf.connections)
+    loaded = unloaded = 0
+    with _charon(ctx) as charon:
+        present = charon.list_conn_names()
+        for name in names:
+            try:
+                charon.load_conn(name, loaded_conf.connections[name])
+            except CharonUnreachable:
+                raise
+            except CharonError as exc:
+                click.echo(f"loading connection '{name}' failed: {_reason(exc)}", err=True)
+            else:
+                click.echo(f"loaded connection '{name}'")
+                loaded += 1
+        for name in present:
+            if name in loaded_conf.connections:
+                continue
+            clone = parse_clone_name(name)
+            if clone is not None and clone.connection in loaded_conf.connections:
+                click.echo(f"kept connection '{name}' (extsock daemon's, for '{clone.connection}')")
+                continue
+            try:
+                charon.unload_conn(name)
+            except CharonUnreachable:
+                raise
+            except CharonError as exc:
+                click.echo(f"unloading connection '{name}' failed: {_reason(exc)}", err=True)
+            else:
+                unloaded += 1
+    if not names:
+        click.echo(f"no connections found, {unloaded} unloaded")
+    elif loaded == len(names):
+        click.echo(f"successfully loaded {loaded} connections, {unloaded} unloaded")
+    else:
+        _fail(
+            EXIT_FAILED,
+            f"loaded {loaded} of {len(names)} connections, {len(names) - loaded} failed to "
+            f"load, {unloaded} unloaded; fix the connections named above and run load-conns again",
+        )
+
+
+def _ids(charon: ViciCharon, command: str) -> list[str] | None:
+    """The ids `get-keys` / `get-shared` list; None if this charon lacks the command."""
+    try:
+        keys = charon.request(command).get("keys", [])
+    except CharonUnreachable:
+        raise
+    except CharonError:
+        return None
+    return [render.text(k) for k in keys] if isinstance(keys, list) else []
+
+
+@click.command("load-creds")
+@click.option(
+    "--file",
+    "config_file",
+    type=_FILE,
+    default=DEFAULT_SWANCTL_CONF,
+    show_default=True,
+    help="swanctl.conf whose secrets (and the private keys beside it) to load.",
+)
+@click.pass_context
+def load_creds(ctx: click.Context, config_file: Path) -> None:
+    """Load secrets and private keys into charon, as `swanctl --load-creds --noprompt`.
+
+    Private keys come from private/, rsa/, ecdsa/ and pkcs8/ beside the file; shared
+    secrets (ike, eap, xauth, ntlm, ppk) from its `secrets` section. Keys and shared
+    secrets charon holds that the file no longer has are unloaded. No secret is ever printed.
+    """
+    conf = _read_conf(config_file)
+    total = len(conf.private_keys) + len(conf.shared_secrets)
+    loaded = unloaded = 0
+    with _charon(ctx) as charon:
+        stale_keys = _ids(charon, "get-keys")
+        stale_shared = _ids(charon, "get-shared")
+        for key in conf.private_keys:
+            try:
+                response = charon.request("load-key", key.vici_message())
+            except CharonUnreachable:
+                raise
+            except CharonError as exc:
+                click.echo(f"loading '{key.path}' failed: {_reason(exc)}", err=True)
+                continue
+            kind = "private" if key.type == "any" else key.type
+            click.echo(f"loaded {kind} key from '{key.path}'")
+            loaded += 1
+            if stale_keys is not None:
+                # without the key id charon gave it, no key can safely count as stale
+                key_id = render.text(response["id"]) if "id" in response else None
+                stale_keys = None if key_id is None else [k for k in stale_keys if k != key_id]
+        for secret in conf.shared_secrets:
+            try:
+                charon.load_shared(secret.vici_message())
+            except CharonUnreachable:
+                raise
+            except CharonError as exc:
+                click.echo(
+                    f"loading {secret.type} secret '{secret.id}' failed: {_reason(exc)}", err=True
+                )
+                continue
+            click.echo(f"loaded {secret.type} secret '{secret.id}'")
+            loaded += 1
+            if stale_shared is not None:
+                stale_shared = [k for k in stale_shared if k != secret.id]
+        stale = (("unload-key", "key", stale_keys), ("unload-shared", "secret", stale_shared))
+        for command, what, ids in stale:
+            for cred_id in ids or []:
+                try:
+                    charon.request(command, {"id": cred_id})
+                except CharonUnreachable:
+                    raise
+                except CharonError as exc:
+                    click.echo(f"unloading {what} '{cred_id}' failed: {_reason(exc)}", err=True)
+                else:
+                    unloaded += 1
+    if loaded == total:
+        click.echo(f"successfully loaded {loaded} credentials, {unloaded} unloaded")
+    else:
+        _fail(
+            EXIT_FAILED,
+            f"loaded {loaded} of {total} credentials, {total - loaded} failed to load, "
+            f"{unloaded} unloaded; fix the credentials named above and run load-creds again",
+        )
+
+
+# -- control ---------------------------------------------------------------------------------
+
+_TIMEOUT_HELP = (
+    "Seconds charon waits for completion before detaching (the command then continues in "
+    "charon). Default: wait until done."
+)
+_LOGLEVEL_HELP = "Verbosity of charon's log lines shown while waiting (-1..4)."
+
+
+@click.command("initiate")
+@click.option(
+    "--child", metavar="NAME", shell_complete=complete_child, help="The CHILD_SA config to start."
+)
+@click.option(
+    "--ike",
+    metavar="NAME",
+    shell_complete=complete_ike,
+    help="The connection NAME (alone: its IKE_SA only; with --child: the child's parent).",
+)
+@click.option("--timeout", type=_SECONDS, metavar="SECONDS", help=_TIMEOUT_HELP)
+@click.option(
+    "--loglevel", type=_LOGLEVEL, default=1, metavar="LEVEL", show_default=True, help=_LOGLEVEL_HELP
+)
+@click.pass_context
+def initiate(
+    ctx: click.Context,
+    child: str | None,
+    ike: str | None,
+    timeout: float | None,
+    loglevel: int,
+) -> None:
+    """Start a connection in charon, as `swanctl --initiate`, showing charon's log meanwhile.
+
+    This bypasses the extsock daemon; to move a connection it manages to another gateway,
+    use `extsock failover switch` instead.
+    """
+    if child is None and ike is None:
+        raise click.UsageError("give --child NAME (and optionally --ike NAME), or --ike NAME", ctx)
+    message: dict[str, Any] = {}
+    if child is not None:
+        message["child"] = child
+    if ike is not None:
+        message["ike"] = ike
+    if (millis := _millis(timeout)) is not None:
+        message["timeout"] = millis
+    message["loglevel"] = loglevel
+    hint = "check the names with 'extsock list-conns' and charon's log lines above"
+    with _charon(ctx, timeout=_wait(timeout), on_event=_echo_log, hint=hint) as charon:
+        charon.streamed("initiate", "control-log", message)
+    click.echo("initiate completed successfully")
+
+
+@click.command("terminate")
+@click.option(
+    "--ike", metavar="NAME", shell_complete=complete_ike, help="IKE_SAs of connection NAME."
+)
+@click.option("--ike-id", type=_ID, metavar="N", help="The IKE_SA with unique id N.")
+@click.option(
+    "--child", metavar="NAME", shell_complete=complete_child, help="CHILD_SAs of config NAME."
+)
+@click.option("--child-id", type=_ID, metavar="N", help="The CHILD_SA with unique id N.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Delete the IKE_SA without waiting for the peer's answer (unless --timeout is set).",
+)
+@click.option("--timeout", type=_SECONDS, metavar="SECONDS", help=_TIMEOUT_HELP)
+@click.option(
+    "--loglevel", type=_LOGLEVEL, default=1, metavar="LEVEL", show_default=True, help=_LOGLEVEL_HELP
+)
+@click.pass_context
+def terminate(
+    ctx: click.Context,
+    ike: str | None,
+    ike_id: int | None,
+    child: str | None,
+    child_id: int | None,
+    force: bool,
+    timeout: float | None,
+    loglevel: int,
+) -> None:
+    """Close SAs in charon, as `swanctl --terminate`; give exactly one selector.
+
+    This bypasses the extsock daemon, which may bring a connection it manages back up.
+    """
+    selectors = {"ike": ike, "ike-id": ike_id, "child": child, "child-id": child_id}
+    chosen = {k: v for k, v in selectors.items() if v is not None}
+    if len(chosen) != 1:
+        raise click.UsageError(
+            "give exactly one of --ike NAME, --ike-id N, --child NAME, --child-id N "
+            "('extsock list-sas' shows them)",
+            ctx,
+        )
+    message: dict[str, Any] = dict(chosen)
+    if force:
+        message["force"] = True
+    if (millis := _millis(timeout)) is not None:
+        message["timeout"] = millis
+    message["loglevel"] = loglevel
+    hint = "'extsock list-sas' shows the SAs there are"
+    with _charon(ctx, timeout=_wait(timeout), on_event=_echo_log, hint=hint) as charon:
+        charon.streamed("terminate", "control-log", message)
+    click.echo("terminate completed successfully")
+
+
+COMMANDS: tuple[click.Command, ...] = (
+    list_sas,
+    list_conns,
+    load_conns,
+    load_creds,
+    initiate,
+    terminate,
+    stats,
+    version,
+)
+
+
+def attach_swanctl_commands(group: click.Group) -> None:
+    """Add the swanctl-like commands to `group` (the main `extsock` group); idempotent."""
+    for command in COMMANDS:
+        group.add_command(command)
