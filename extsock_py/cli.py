@@ -162,10 +162,13 @@ def check_config(config_file: Path) -> None:
 
 
 def _attach_subcommands() -> None:
+    from extsock_py.cli_failover import COMMANDS
     from extsock_py.cli_swanctl import attach_swanctl_commands
     from extsock_py.lab.cli import lab
 
     attach_swanctl_commands(main)
+    for command in COMMANDS:
+        main.add_command(command)
     main.add_command(lab)
 
 

@@ -195,7 +195,9 @@ class _Overlay:
 
     def merge(self, desired: DesiredConfig) -> DesiredConfig:
         for name in [n for n in self.pushed if n in desired.connections]:
-            log.warning("%s: now defined in %s; the pushed connection is dropped", name, desired)
+            log.warning(
+                "%s: now defined in %s; the pushed connection is dropped", name, desired.source
+            )
             del self.pushed[name]
         if not self.pushed:
             return desired

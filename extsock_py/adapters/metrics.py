@@ -1,0 +1,352 @@
+"""Prometheus metrics and a health check on one small HTTP listener.
+
+`attach_metrics(daemon, "127.0.0.1:9814")` serves
+- `/metrics`: the daemon's metrics, from a registry of its own (never the global one);
+- `/health`: 200 when charon is reachable and every managed connection is up or waits as
+  its policy says (connecting, backoff, or held by the operator), else 503; the JSON body
+  says why.
+
+What happens (failovers, give-ups, charon leaving and coming back) is counted from the
+daemon's published events as they occur; what is (tunnel up, active gateway, phase) is
+read from the main loop at scrape time, so a scrape never races the loop. Labels carry
+connection names, gateway addresses, phases and reasons only: never a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import TimeoutError as FutureTimeout
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from extsock_py.domain.failover import Phase
+from extsock_py.usecases.operator import OperatorUsecase
+
+if TYPE_CHECKING:
+    from extsock_py.daemon import Daemon
+
+log = logging.getLogger("extsock.metrics")
+
+__all__ = ["DEFAULT_ADDRESS", "MetricsServer", "attach_metrics", "parse_address"]
+
+DEFAULT_ADDRESS = "127.0.0.1:9814"
+DETECTION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+PLANNED_REASONS = frozenset({"failback", "operator"})  # switches, not outages
+_SAFE = re.compile(r"^[A-Za-z0-9_.:@%~/+-]{1,128}$")
+
+
+@runtime_checkable
+class _Subscribable(Protocol):
+    def subscribe(
+        self, subscriber: Callable[[str, Mapping[str, Any]], None]
+    ) -> Callable[[], None]: ...
+
+
+def _label(value: object) -> str:
+    """A label value: names, addresses and reason words pass; anything else is 'other'."""
+    text = str(value) if value is not None else ""
+    return text if _SAFE.match(text) else "other"
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port`, `:port` (every interface) or `port`."""
+    text = address.strip()
+    if text.isdigit():
+        return "127.0.0.1", int(text)
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"invalid metrics address {address!r}: expected host:port")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid metrics address {address!r}: the port must be 0-65535")
+    return host, int(port)
+
+
+class _StateCollector:
+    """Metrics read from the daemon's state on its main loop, at each scrape."""
+
+    def __init__(self, daemon: Daemon, timeout: float) -> None:
+        self._daemon = daemon
+        self._timeout = timeout
+
+    def _snapshot(self) -> dict[str, Any]:
+        d = self._daemon
+        return {
+            "charon_reachable": d.charon_reachable,
+            "processed": d.events.processed,
+            "skipped": d.events.skipped,
+            "connections": d.manager.status(),
+        }
+
+    def collect(self) -> Iterable[Metric]:
+        future = self._daemon.submit(self._snapshot)
+        try:
+            snap = future.result(timeout=self._timeout)
+        except FutureTimeout:
+            future.cancel()
+            snap = None
+        except Exception as exc:  # a scrape must not fail because the loop did
+            log.warning("metrics snapshot failed: %s", exc)
+            snap = None
+        up = GaugeMetricFamily(
+            "extsock_up", "1 when the daemon's main loop answered this scrape in time"
+        )
+        up.add_metric([], 1.0 if snap is not None else 0.0)
+        yield up
+        if snap is None:
+            return
+        reachable = GaugeMetricFamily("extsock_charon_reachable", "1 when charon answers over VICI")
+        reachable.add_metric([], 1.0 if snap["charon_reachable"] else 0.0)
+        yield reachable
+        processed = CounterMetricFamily(
+            "extsock_events_processed", "charon events (observations) processed by the daemon"
+        )
+        processed.add_metric([], float(snap["processed"]))
+        yield processed
+        skipped = CounterMetricFamily(
+            "extsock_events_undecodable", "charon events that could not be decoded and were skipped"
+        )
+        skipped.add_metric([], float(snap["skipped"]))
+        yield skipped
+        rows: list[dict[str, Any]] = snap["connections"]
+        managed = GaugeMetricFamily("extsock_managed_connections", "managed connections")
+        managed.add_metric([], float(len(rows)))
+        yield managed
+        tunnel = GaugeMetricFamily(
+            "extsock_tunnel_up", "1 when the connection's tunnel is up", labels=["connection"]
+        )
+        active = GaugeMetricFamily(
+            "extsock_active_gateway",
+            "1 for the gateway the connection's tunnel is up through",
+            labels=["connection", "gateway"],
+        )
+        phase = GaugeMetricFamily(
+            "extsock_connection_phase",
+            "1 for the phase the connection's failover machine is in",
+            labels=["connection", "phase"],
+        )
+        held = GaugeMetricFamily(
+            "extsock_connection_held",
+            "1 while the operator holds the connection",
+            labels=["connection"],
+        )
+        failures = CounterMetricFamily(
+            "extsock_connection_failures",
+            "gateway failures of the connection since it was (re)started",
+            labels=["connection"],
+        )
+        gateways = GaugeMetricFamily(
+            "extsock_connection_gateways", "gateways configured", labels=["connection"]
+        )
+        for row in rows:
+            conn = _label(row["connection"])
+            is_up = row["phase"] == Phase.UP
+            tunnel.add_metric([conn], 1.0 if is_up else 0.0)
+            if row["active_gateway"] is not None:
+                active.add_metric([conn, _label(row["active_gateway"])], 1.0)
+            for each in Phase:
+                phase.add_metric([conn, str(each)], 1.0 if row["phase"] == each else 0.0)
+            held.add_metric([conn], 1.0 if row["held"] else 0.0)
+            failures.add_metric([conn], float(row["failures_total"]))
+            gateways.add_metric([conn], float(len(row["gateways"])))
+        yield from (tunnel, active, phase, held, failures, gateways)
+
+
+class _EventMetrics:
+    """Metrics counted from the daemon's published events, as they happen."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.failovers = Counter(
+            "extsock_failovers",
+            "completed failovers and switches, by reason",
+            ["connection", "reason"],
+            registry=registry,
+        )
+        self.last_duration = Gauge(
+            "extsock_last_failover_duration_seconds",
+            "seconds from the failure's detection (or the switch's start) to the tunnel up",
+            ["connection"],
+            registry=registry,
+        )
+        self.detection_to_up = Histogram(
+            "extsock_failover_detection_to_up_seconds",
+            "seconds from detecting a gateway failure to the tunnel up on another gateway",
+            ["connection"],
+            buckets=DETECTION_BUCKETS,
+            registry=registry,
+        )
+        self.gave_up = Counter(
+            "extsock_gave_up", "times a connection gave up", ["connection"], registry=registry
+        )
+        self.switch_failed = Counter(
+            "extsock_switch_failed",
+            "make-before-break switches that failed",
+            ["connection", "reason"],
+            registry=registry,
+        )
+        self.reconnects = Counter(
+            "extsock_vici_reconnects", "times charon came back over VICI", registry=registry
+        )
+        self.charon_lost = Counter(
+            "extsock_charon_lost", "times charon became unreachable", registry=registry
+        )
+        self.published = Counter(
+            "extsock_published_events",
+            "events published by the daemon",
+            ["event"],
+            registry=registry,
+        )
+
+    def on_event(self, kind: str, fields: Mapping[str, Any]) -> None:
+        self.published.labels(_label(kind)).inc()
+        conn = _label(fields.get("connection"))
+        reason = _label(fields.get("reason") or "unknown")
+        if kind == "failover":
+            self.failovers.labels(conn, reason).inc()
+            duration = fields.get("duration")
+            if isinstance(duration, int | float):
+                self.last_duration.labels(conn).set(float(duration))
+                if reason not in PLANNED_REASONS:
+                    self.detection_to_up.labels(conn).observe(float(duration))
+        elif kind == "gave-up":
+            self.gave_up.labels(conn).inc()
+        elif kind == "switch-failed":
+            self.switch_failed.labels(conn, reason).inc()
+        elif kind == "charon-back":
+            self.reconnects.inc()
+        elif kind == "charon-lost":
+            self.charon_lost.inc()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._reply(200, CONTENT_TYPE_LATEST, generate_latest(owner.registry))
+        elif path == "/health":
+            verdict = owner.health()
+            code = 200 if verdict["healthy"] else 503
+            body = json.dumps(verdict, sort_keys=True).encode() + b"\n"
+            self._reply(code, "application/json", body)
+        elif path == "/":
+            text = b"extsock: /metrics (Prometheus), /health (200 healthy, 503 not)\n"
+            self._reply(200, "text/plain; charset=utf-8", text)
+        else:
+            self._reply(404, "text/plain; charset=utf-8", b"not found: try /metrics or /health\n")
+
+    def _reply(self, code: int, content_type: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: MetricsServer
+
+
+class _HTTPServer6(_HTTPServer):
+    address_family = socket.AF_INET6
+
+
+class MetricsServer:
+    """`/metrics` and `/health` over HTTP, in threads of their own."""
+
+    def __init__(self, daemon: Daemon, address: str = DEFAULT_ADDRESS, timeout: float = 2.0):
+        self.host, self._port = parse_address(address)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_StateCollector(daemon, timeout))
+        self.events = _EventMetrics(self.registry)
+        self.operator = OperatorUsecase(daemon, None, timeout)
+        publisher = daemon.publisher
+        if not isinstance(publisher, _Subscribable):
+            raise TypeError("the daemon's publisher must offer subscribe() (a Broadcast)")
+        self._publisher: _Subscribable = publisher
+        self._unsubscribe: Callable[[], None] | None = None
+        self._http: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def health(self) -> dict[str, Any]:
+        try:
+            return self.operator.health()
+        except Exception as exc:  # the health check answers, whatever broke
+            return {"healthy": False, "reasons": [f"health check failed: {exc}"]}
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when the address asked for port 0)."""
+        return self._http.server_address[1] if self._http is not None else self._port
+
+    @property
+    def url(self) -> str:
+        host = self.host or "0.0.0.0"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    def start(self) -> None:
+        server_class = _HTTPServer6 if ":" in self.host else _HTTPServer
+        try:
+            http = server_class((self.host, self._port), _Handler)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot listen for metrics on {self.host}:{self._port}: {exc.strerror}"
+            ) from None
+        http.owner = self
+        self._http = http
+        self._unsubscribe = self._publisher.subscribe(self.events.on_event)
+        self._thread = threading.Thread(
+            target=http.serve_forever, kwargs={"poll_interval": 0.2}, name="metrics", daemon=True
+        )
+        self._thread.start()
+        log.info("metrics and health on %s", self.url)
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> MetricsServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def attach_metrics(daemon: Daemon, address: str = DEFAULT_ADDRESS) -> MetricsServer:
+    """A metrics server for `daemon` on `address`; call start() (and close() at the end)."""
+    return MetricsServer(daemon, address)
