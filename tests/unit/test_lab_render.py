@@ -116,7 +116,7 @@ def test_gateway_conf(gateway: str, ipv6: bool, addr: str, auth: str) -> None:
     assert "$" not in text
     assert _value(text, "local_addrs") == addr
     assert _value(text, "remote_addrs") == "%any"
-    assert _value(text, "unique") == "never"
+    assert _value(text, "unique") == "replace"
     assert f"id = {gateway}.lab.extsock" in text
     assert "id = %any" in text
     assert _value(text, "local_ts") == "10.200.0.0/24"
