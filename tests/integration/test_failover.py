@@ -28,8 +28,9 @@ POLICY = """
 
 
 @pytest.fixture
-def extsock(fresh_lab: Lab) -> Iterator[ExtsockRunner]:
-    runner = ExtsockRunner(fresh_lab, POLICY)
+def extsock(fresh_lab: Lab, request: pytest.FixtureRequest) -> Iterator[ExtsockRunner]:
+    # Its own state dir per test: persisted counters must not leak from one test to the next.
+    runner = ExtsockRunner(fresh_lab, POLICY, name=f"extsock-{request.node.name}")
     runner.write_config()
     yield runner
     runner.stop()
