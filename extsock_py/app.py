@@ -78,12 +78,43 @@ def build_app(settings: AppSettings) -> App:
         manager,
     )
     app = App(daemon)
+    _attach_monitor(app, charon, clock, publisher, manager)
     if store is not None:
         store.open()
         app.closers.append(store.close)
     daemon.on_ready.append(lambda: _attach_surfaces(app, settings, store))
     _attach_systemd(daemon, clock)
     return app
+
+
+def _attach_monitor(
+    app: App,
+    charon: ViciCharon,
+    clock: SystemClock,
+    publisher: Broadcast,
+    manager: FailoverManager,
+) -> None:
+    """The tunnel monitor runs on the main loop: a callback per iteration, its deadlines
+    among the loop's wake-ups. It does nothing unless a policy enables it."""
+    from extsock_py.adapters.monitor_prober import Prober
+    from extsock_py.domain.policy import MonitorPolicy
+    from extsock_py.interfaces.ports import ProbePort
+    from extsock_py.usecases.tunnel_monitor import TunnelMonitor
+
+    def make_probe(policy: MonitorPolicy) -> ProbePort:
+        assert policy.local is not None and policy.remote is not None
+        return Prober(policy.local, policy.remote, policy.port, policy.netns)
+
+    monitor = TunnelMonitor(manager, charon, clock, publisher, make_probe)
+    app.daemon.wakers.append(monitor.next_wake)
+    daemon = app.daemon
+
+    def run_once() -> None:  # while charon is away, states are stale and no command runs
+        if daemon.charon_reachable:
+            monitor.run_once()
+
+    daemon.on_iteration.append(run_once)
+    app.closers.append(monitor.close)
 
 
 def _attach_systemd(daemon: Daemon, clock: SystemClock) -> None:

@@ -34,6 +34,8 @@ log = logging.getLogger("extsock.daemon")
 
 T = TypeVar("T")
 _POLL = 0.2  # longest sleep of the loop: bounds how late a signal flag is seen
+_RECONNECT_FIRST = 0.05  # first pause before the command session is opened again
+_RECONNECT_MAX = 1.0  # longest pause between attempts while charon is away
 
 
 class ManagedCharon(CharonPort, Protocol):
@@ -82,11 +84,17 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.charon_reachable = False
+        self._listener: Listener | None = None
+        self._reconnect_at: float | None = None  # when to open the command session again
+        self._reconnect_pause = _RECONNECT_FIRST
         self.ready = threading.Event()
         self.on_ready: list[Callable[[], None]] = []
         self.on_iteration: list[Callable[[], None]] = []
+        self.wakers: list[Callable[[], float | None]] = []  # more deadlines the loop wakes for
         self.on_reload: list[Callable[[bool], None]] = []  # False before, True after
         self.on_stopping: list[Callable[[], None]] = []
+        # Applied to every config read (start, reload): e.g. connections pushed by clients.
+        self.config_overlays: list[Callable[[DesiredConfig], DesiredConfig]] = []
 
     # --- what other threads may call ------------------------------------------------------
 
@@ -105,6 +113,13 @@ class Daemon:
     def request_reload(self) -> None:
         self._reload.set()
 
+    def read_config(self) -> DesiredConfig:
+        """The config file, with every overlay applied; raises ConfigError."""
+        desired = self._read_config(self.options.config_file)
+        for overlay in self.config_overlays:
+            desired = overlay(desired)
+        return desired
+
     def install_signal_handlers(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:
             self._stop.set()
@@ -120,15 +135,16 @@ class Daemon:
 
     def run(self) -> None:
         """Read the config (a ConfigError stops here, before charon is touched), then loop."""
-        desired = self._read_config(self.options.config_file)
+        desired = self.read_config()
         listener = self._make_listener(self.post)
         self.charon.connect()
         self.charon_reachable = True
+        self._listener = listener
         listener.start()
         if not listener.wait_ready(5.0):  # subscribed before anything is initiated
             log.warning("the event stream is not subscribed yet; going on")
         try:
-            self._bring_up(desired)
+            self._bring_up(desired, restore=True)
             self.ready.set()
             for callback in self.on_ready:
                 callback()
@@ -137,8 +153,12 @@ class Daemon:
         finally:
             self._shutdown(listener)
 
-    def _bring_up(self, desired: DesiredConfig) -> None:
+    def _bring_up(self, desired: DesiredConfig, restore: bool = False) -> None:
         report = self.config.apply(desired, start=False)
+        if restore:  # extsock (re)started: what the last run persisted comes back first
+            restored = self.manager.restore_persisted(report.managed)
+            if restored:
+                log.info("restored the persisted state of %s", ", ".join(restored))
         outcome = resync(self.charon, self.manager, report.managed)
         log.info(
             "loaded %d managed and %d plain connections from %s; adopted %d, started %d",
@@ -154,13 +174,20 @@ class Daemon:
             self._reload.clear()
             for notify in self.on_reload:
                 notify(False)
-            self.reload()
+            self._guarded(self._reload_quietly)
             for notify in self.on_reload:
                 notify(True)
-        wake = self.manager.next_wake()
+        if not self.charon_reachable:
+            self._guarded(self._try_reconnect)
         timeout = _POLL
-        if wake is not None:
-            timeout = min(_POLL, max(0.0, wake - self.clock.monotonic()))
+        now = self.clock.monotonic()
+        if self.charon_reachable:
+            wakes = [self.manager.next_wake(), *(waker() for waker in self.wakers)]
+            due = [t for t in wakes if t is not None]
+            if due:
+                timeout = min(_POLL, max(0.0, min(due) - now))
+        elif self._reconnect_at is not None:
+            timeout = min(_POLL, max(0.01, self._reconnect_at - now))
         try:
             item = self._inbox.get(timeout=timeout)
         except queue.Empty:
@@ -173,17 +200,21 @@ class Daemon:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 item = None
-        self._guarded(self.manager.tick)
+        if self.charon_reachable:  # deadlines wait while charon is away: no command could run
+            self._guarded(self.manager.tick)
         for callback in self.on_iteration:
             callback()
 
-    def _guarded(self, work: Callable[..., None], *args: Any) -> None:
+    def _guarded(self, work: Callable[..., object], *args: Any) -> None:
         try:
             work(*args)
         except CharonUnreachable as exc:
             self._charon_lost(str(exc))
         except Exception:
             log.exception("unexpected error; the daemon keeps running")
+
+    def _reload_quietly(self) -> None:
+        self.reload()
 
     def _dispatch(self, item: Any) -> None:
         if isinstance(item, tuple):
@@ -200,9 +231,20 @@ class Daemon:
             case ob.CharonLost(reason):
                 self._charon_lost(reason)
             case ob.CharonBack():
-                self._charon_back()
+                if not self.charon_reachable:  # else the loop reconnected first: done already
+                    self._charon_back()
             case _:
-                self.events.observe(item)
+                self._observe(item)
+
+    def _observe(self, item: Any) -> None:
+        """One of charon's events; whatever is wrong with it is logged and skipped."""
+        try:
+            self.events.observe(item)
+        except CharonUnreachable:
+            raise
+        except Exception:
+            self.events.skipped += 1
+            log.exception("skipped an event that could not be handled: %.200r", item)
 
     # --- charon going and coming back -------------------------------------------------------
 
@@ -210,19 +252,41 @@ class Daemon:
         if self.charon_reachable:
             log.warning("charon unreachable: %s; waiting for it to come back", reason)
             self.publisher.publish("charon-lost", {"reason": reason})
+            self._reconnect_pause = _RECONNECT_FIRST
+            self._reconnect_at = self.clock.monotonic() + self._reconnect_pause
         self.charon_reachable = False
+        self.charon.close()  # a broken session is of no use; the next attempt opens a new one
+
+    def _try_reconnect(self) -> None:
+        """While charon is away: open the command session again once the events flow.
+
+        The event listener reconnects on its own and posts CharonBack; this covers the
+        command session breaking alone (the event stream never noticed) and a CharonBack
+        whose reconnect failed. Nothing is initiated before the listener is subscribed
+        again, or the outcome's events would be missed.
+        """
+        now = self.clock.monotonic()
+        if self._reconnect_at is None or now < self._reconnect_at:
+            return  # None: no loss was seen (nothing to redo), or not yet time
+        self._reconnect_pause = min(_RECONNECT_MAX, self._reconnect_pause * 2)
+        self._reconnect_at = now + self._reconnect_pause
+        if self._listener is not None and not self._listener.wait_ready(0):
+            return
+        self._charon_back()
 
     def _charon_back(self) -> None:
-        log.info("charon is back: reloading connections and credentials")
         self.charon.close()
-        self.charon.connect()
+        self.charon.connect()  # CharonUnreachable: still away, the loop tries again
+        log.info("charon is back: reloading connections and credentials")
         self.charon_reachable = True
+        self._reconnect_at = None
         self.publisher.publish("charon-back", {})
         for name in self.manager.names():
             managed = self.manager.get(name)
             if managed is not None:
+                old = managed.state
                 fresh = initial_state(name, managed.profile.gateways, managed.profile.policy)
-                managed.state = replace(fresh, held=managed.state.held)
+                managed.state = replace(fresh, held=old.held, failures_total=old.failures_total)
         if self.config.current is not None:
             self._bring_up(self.config.current)
 
@@ -231,12 +295,20 @@ class Daemon:
     def reload(self) -> dict[str, Any]:
         """Re-read the config file; a bad file is reported and the running config kept."""
         try:
-            desired = self._read_config(self.options.config_file)
+            desired = self.read_config()
         except ConfigError as exc:
             log.error("reload refused, running config kept: %s", exc)
             self.publisher.publish("reload-failed", {"error": str(exc)})
             return {"ok": False, "error": str(exc)}
-        report = self.config.apply(desired, start=True)
+        if not self.charon_reachable:  # applied when charon is back
+            log.warning("charon unreachable: %s is applied once it is back", desired.source)
+            self.config.current = desired
+            return {"ok": True, "deferred": True}
+        try:
+            report = self.config.apply(desired, start=True)
+        except CharonUnreachable:
+            self.config.current = desired  # charon went away meanwhile: applied when back
+            raise
         log.info(
             "reloaded %s: %d managed, %d plain, %d removed",
             desired.source,

@@ -15,6 +15,7 @@ the same file as the connections:
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Protocol
@@ -33,6 +34,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 DURATION_FORM = "a duration such as 500ms, 5s, 2m or 1h (a bare number means seconds)"
 BOOL_FORM = "yes or no"
+ADDRESS_FORM = "an IPv4 or IPv6 address"
+NETNS_FORM = "the name of a network namespace in /run/netns"
+_NETNS = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}$")
 
 
 def parse_duration(value: object) -> float:
@@ -78,13 +82,33 @@ class FailbackModel(_Strict):
     hold_down: Duration = 30.0
 
 
+def parse_address(value: object) -> str:
+    text = str(value).strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"invalid address {text!r}: expected {ADDRESS_FORM}") from None
+
+
+def parse_netns(value: object) -> str:
+    text = str(value).strip()
+    if not _NETNS.match(text):
+        raise ValueError(f"invalid network namespace name {text!r}: expected {NETNS_FORM}")
+    return text
+
+
+Address = Annotated[str, BeforeValidator(parse_address)]
+NetnsName = Annotated[str, BeforeValidator(parse_netns)]
+
+
 class MonitorModel(_Strict):
     enabled: Flag = False
-    local: str | None = None
-    remote: str | None = None
+    local: Address | None = None
+    remote: Address | None = None
     port: int = Field(default=33434, ge=1, le=65535)
     interval: PositiveDuration = 0.5
     misses: int = Field(default=3, ge=1, le=100)
+    netns: NetnsName | None = None
 
 
 class PolicyModel(_Strict):
@@ -175,7 +199,7 @@ def _validate(
     data: dict[str, Any], where: SectionLike, prefix: str, origin: SectionLike | None = None
 ) -> PolicyModel:
     try:
-        return PolicyModel.model_validate(data)
+        model = PolicyModel.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         path = tuple(err["loc"])
@@ -190,6 +214,51 @@ def _validate(
             ) from None
         message = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(file, line, key, message) from None
+    return model
+
+
+def _check_monitor(monitor: MonitorModel, where: SectionLike, prefix: str) -> None:
+    """An enabled monitor needs both addresses, of one family."""
+    if not monitor.enabled:
+        return
+    for key, accepted in (
+        ("local", "an address inside the local traffic selector, present on this host"),
+        ("remote", "an address inside the remote traffic selector"),
+    ):
+        if getattr(monitor, key) is None:
+            line, file = _locate(where, ("monitor", "enabled"))
+            raise ConfigError(
+                file, line, f"{prefix}.monitor.{key}", "the monitor is enabled without it", accepted
+            )
+    assert monitor.local is not None and monitor.remote is not None
+    if ipaddress.ip_address(monitor.local).version != ipaddress.ip_address(monitor.remote).version:
+        line, file = _locate(where, ("monitor", "remote"))
+        raise ConfigError(
+            file, line, f"{prefix}.monitor.remote", "not of the same family as monitor.local"
+        )
+
+
+def locate_policy_key(
+    section: SectionLike, connection: str, path: tuple[str, ...]
+) -> tuple[str, int, str]:
+    """(file, line, dotted key) of the setting at `path` that applies to `connection`:
+    its own override when it has one, else the section's default."""
+    overrides = section.sections.get("connections")
+    own = overrides.sections.get(connection) if overrides is not None else None
+    if own is not None and _has(own, path):
+        line, file = _locate(own, path)
+        return file, line, ".".join(["extsock.connections", connection, *path])
+    line, file = _locate(section, path)
+    return file, line, ".".join(["extsock", *path])
+
+
+def _has(section: SectionLike, path: tuple[str, ...]) -> bool:
+    node = section
+    for part in path[:-1]:
+        if part not in node.sections:
+            return False
+        node = node.sections[part]
+    return path[-1] in node.entries
 
 
 def read_policies(
@@ -206,10 +275,14 @@ def read_policies(
     for name in connections:
         own = overrides.sections.get(name) if overrides is not None else None
         if own is None:
+            _check_monitor(default_model.monitor, section, "extsock")
             policies[name] = default_model.to_domain()
             continue
         merged = _merge(defaults, _as_dict(own))
-        policies[name] = _validate(merged, own, f"extsock.connections.{name}").to_domain()
+        prefix = f"extsock.connections.{name}"
+        model = _validate(merged, own, prefix)
+        _check_monitor(model.monitor, own, prefix)
+        policies[name] = model.to_domain()
     if overrides is not None:
         for name, own in overrides.sections.items():
             if name not in connections:

@@ -50,11 +50,12 @@ class IkeRekeyed:
 
 @dataclass(frozen=True)
 class TunnelDown:
-    """The IKE_SA or its CHILD_SA towards `gateway` went away (ike-updown / child-updown)."""
+    """The IKE_SA or its CHILD_SA towards `gateway` went away (ike-updown / child-updown),
+    or charon has no route left to it (`no-route`: MOBIKE deferred, the SA lingers)."""
 
     gateway: str
     ike_id: int
-    what: str = "ike-down"
+    what: str = "ike-down"  # ike-down, child-down, no-route
 
 
 @dataclass(frozen=True)

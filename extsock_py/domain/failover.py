@@ -249,11 +249,14 @@ def _on_rekeyed(state: ConnState, event: ev.IkeRekeyed, now: float) -> Result:
 
 
 def _on_tunnel_down(state: ConnState, event: ev.TunnelDown, now: float) -> Result:
+    # Only after ike-down is the IKE_SA gone; after child-down or no-route it lingers in
+    # charon (without a CHILD_SA, or stale with no path) and must be terminated.
+    terminate = event.what != "ike-down"
     if _is_standby(state, event.gateway, event.ike_id):
-        return _abort_standby(state, now, terminate=False)
+        return _abort_standby(state, now, terminate=terminate)
     if not _is_current(state, event.gateway, event.ike_id):
         return state, []
-    return _fail(state, now, event.what, terminate=event.what != "ike-down")
+    return _fail(state, now, event.what, terminate=terminate)
 
 
 def _on_initiate_failed(state: ConnState, event: ev.InitiateFailed, now: float) -> Result:

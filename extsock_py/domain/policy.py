@@ -38,6 +38,7 @@ class MonitorPolicy:
     port: int = 33434
     interval: float = 0.5
     misses: int = 3
+    netns: str | None = None  # probe from this network namespace (/run/netns/<name>)
 
 
 @dataclass(frozen=True)

@@ -56,3 +56,18 @@ class StateStore(Protocol):
     def history(
         self, connection: str | None = None, since: float | None = None, limit: int = 100
     ) -> Sequence[Mapping[str, Any]]: ...
+
+
+class ProbePort(Protocol):
+    """The tunnel monitor's socket for one tunnel; never blocks (see adapters/monitor_prober)."""
+
+    def open(self) -> None:
+        """Create the socket; raises OSError (no route, address or namespace missing)."""
+
+    def send(self) -> int:
+        """Send one probe; returns answers found pending. Raises OSError if refused."""
+
+    def poll(self) -> int:
+        """The number of answers waiting (ECONNREFUSED or datagrams), drained."""
+
+    def close(self) -> None: ...

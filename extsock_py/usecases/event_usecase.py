@@ -22,8 +22,18 @@ log = logging.getLogger("extsock.events")
 
 # charon 5.9.8's log lines that matter (src/libcharon/sa/ike_sa.c, task_manager_v2.c).
 _INITIATING = re.compile(r"^initiating IKE_SA .*\[(\d+)\] to ")
-_RETRANSMIT = re.compile(r"^retransmit \d+ of request with message ID \d+")
-_GIVING_UP = re.compile(r"^giving up after \d+ retransmits|^establishing IKE_SA failed")
+# With MOBIKE, after a roam charon checks the new path with "path probing attempt N"
+# instead of "retransmit N ..." (task_manager_v2.c): the peer is just as silent.
+_RETRANSMIT = re.compile(
+    r"^retransmit \d+ of request with message ID \d+|^path probing attempt \d+"
+)
+_GIVING_UP = re.compile(
+    r"^giving up after \d+ (retransmits|path probings)|^establishing IKE_SA failed"
+)
+# With MOBIKE and no route left to the gateway (the local link towards it went down), charon
+# marks the IKE_SA stale and then sends nothing at all (no DPD, no retransmit) until a route
+# comes back: without this line the tunnel would look up forever.
+_NO_ROUTE = re.compile(r"^no route found to reach .*MOBIKE update deferred")
 _REFUSED = re.compile(
     r"^received (AUTHENTICATION_FAILED|NO_PROPOSAL_CHOSEN|TS_UNACCEPTABLE|"
     r"INVALID_SYNTAX|FAILED_CP_REQUIRED|INTERNAL_ADDRESS_FAILURE) notify"
@@ -155,10 +165,18 @@ class EventUsecase:
         if owner is None or line.ike_id is None:
             return
         msg = line.message
-        if _INITIATING.match(msg):
-            if not owner.probe:  # a probe's SA is not the clone's: never an IkeConnecting
+        if initiating := _INITIATING.match(msg):
+            # An IKE_SA rekey logs "initiating IKE_SA name[new]" in the old SA's context:
+            # that SA is up (the ike-rekey event follows), not connecting.
+            rekey = int(initiating.group(1)) != line.ike_id
+            if not owner.probe and not rekey:  # a probe's SA is never an IkeConnecting
                 self._track(line.ike_name or "", "CONNECTING", line.ike_id)
                 self._send(owner, ev.IkeConnecting(owner.gateway, line.ike_id))
+        elif _NO_ROUTE.match(msg):
+            if owner.probe:
+                self._send(owner, ev.ProbeFailed(owner.gateway, line.ike_id))
+            else:
+                self._send(owner, ev.TunnelDown(owner.gateway, line.ike_id, "no-route"))
         elif _RETRANSMIT.match(msg):
             if owner.probe:
                 self._send(owner, ev.ProbeFailed(owner.gateway, line.ike_id))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any
 
 from extsock_py.domain import events as ev
@@ -83,6 +83,12 @@ class FailoverManager:
             self._conns[profile.name] = Managed(profile, state)
             return True
         if current.profile.gateways == profile.gateways:
+            if current.profile.policy != profile.policy:
+                log.info(
+                    "%s: policy changed: %s",
+                    profile.name,
+                    ", ".join(_policy_diff(current.profile.policy, profile.policy)),
+                )
             current.profile = profile
             current.state = replace(current.state, policy=profile.policy)
             return False
@@ -91,6 +97,35 @@ class FailoverManager:
         state = initial_state(profile.name, profile.gateways, profile.policy)
         self._conns[profile.name] = Managed(profile, state)
         return True
+
+    def restore_persisted(self, names: Iterable[str]) -> list[str]:
+        """Bring back what the last run persisted for `names` (still IDLE): the operator's
+        hold and the failure count. Which gateway is up is charon's to say (resync adopts
+        it); the failover history stays in the store. Returns the names restored."""
+        if self._store is None:
+            return []
+        saved = self._store.load_connections()
+        restored = []
+        for name in names:
+            stored, managed = saved.get(name), self._conns.get(name)
+            if not stored or managed is None or managed.state.phase is not Phase.IDLE:
+                continue
+            total = stored.get("failures_total")
+            if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+                total = managed.state.failures_total
+            managed.state = replace(
+                managed.state, held=stored.get("held") is True, failures_total=total
+            )
+            restored.append(name)
+            log.info(
+                "%s: last run left it %s on %s%s, %d failures so far",
+                name,
+                stored.get("phase"),
+                stored.get("gateway"),
+                ", held" if managed.state.held else "",
+                total,
+            )
+        return restored
 
     def forget(self, name: str) -> None:
         """Stop managing `name`: its tunnel goes down and its clone is unloaded."""
@@ -275,6 +310,20 @@ class FailoverManager:
                 }
             )
         return out
+
+
+def _policy_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """`key old -> new` for each policy value that differs (nested sections dotted)."""
+    out: list[str] = []
+    for f in fields(old):
+        before, after = getattr(old, f.name), getattr(new, f.name)
+        if before == after:
+            continue
+        if is_dataclass(before):
+            out.extend(_policy_diff(before, after, f"{prefix}{f.name}."))
+        else:
+            out.append(f"{prefix}{f.name} {before} -> {after}")
+    return out
 
 
 def _next_action(s: ConnState) -> str | None:

@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -173,22 +172,19 @@ class _Overlay:
     """The connections pushed over the control socket, merged into each config read.
 
     The daemon's config usecase forgets every managed connection a new config lacks; so
-    that a reload (or charon coming back) keeps the pushed ones, the daemon's config
-    reader is wrapped to add them, and the current config is amended on each change.
+    that a reload (or charon coming back) keeps the pushed ones, this is one of the
+    daemon's config overlays, and the current config is amended on each change.
     """
 
     def __init__(self, daemon: Daemon) -> None:
         self.pushed: dict[str, _Pushed] = {}
         self._daemon = daemon
         self._file: DesiredConfig | None = daemon.config.current
-        original: Callable[[Path], DesiredConfig] = daemon._read_config
+        daemon.config_overlays.append(self._on_read)
 
-        def read(path: Path) -> DesiredConfig:
-            desired = original(path)  # a ConfigError goes through: the reload is refused
-            self._file = desired
-            return self.merge(desired)
-
-        daemon._read_config = read
+    def _on_read(self, desired: DesiredConfig) -> DesiredConfig:
+        self._file = desired
+        return self.merge(desired)
 
     def file_connections(self) -> Mapping[str, Any]:
         return self._file.connections if self._file is not None else {}

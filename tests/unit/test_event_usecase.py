@@ -90,6 +90,24 @@ ROWS: list[tuple[ob.Observation, list[tuple[str, ev.Event]]]] = [
         log("received NO_PROPOSAL_CHOSEN notify error"),
         [("home", ev.InitiateFailed("10.99.1.2", "received NO_PROPOSAL_CHOSEN notify error", 3))],
     ),
+    # an IKE_SA rekey: the new SA is initiated in the old one's context; it is not connecting
+    (log("initiating IKE_SA home@10.99.1.2[4] to 10.99.1.2"), []),
+    # MOBIKE (task_manager_v2.c, ike_sa.c): path probing after a roam counts as retransmits;
+    # no route at all leaves a stale SA that sends nothing more: the tunnel is down
+    (log("path probing attempt 1"), [("home", ev.RetransmitSeen("10.99.1.2", 3))]),
+    (
+        log("giving up after 10 path probings"),
+        [("home", ev.InitiateFailed("10.99.1.2", "giving up after 10 path probings", 3))],
+    ),
+    (
+        log("no route found to reach 10.99.1.2, MOBIKE update deferred"),
+        [("home", ev.TunnelDown("10.99.1.2", 3, "no-route"))],
+    ),
+    (
+        log("no route found to reach peer, MOBIKE update deferred"),
+        [("home", ev.TunnelDown("10.99.1.2", 3, "no-route"))],
+    ),
+    (log("old path is not available anymore, try to find another"), []),
     (log("sending packet: from 10.0.0.100[500] to 10.99.1.2[500] (336 bytes)"), []),
     (log("IKE_SA home@10.99.1.2[3] established between 10.0.0.100[home]...10.99.1.2[gw]"), []),
     (log("retransmit 1 of request with message ID 2", ike_id=None), []),
@@ -120,6 +138,11 @@ ROWS: list[tuple[ob.Observation, list[tuple[str, ev.Event]]]] = [
     (log("giving up after 5 retransmits", PROBE), [("home", ev.ProbeFailed("10.99.1.1", 3))]),
     (
         log("received AUTHENTICATION_FAILED notify error", PROBE),
+        [("home", ev.ProbeFailed("10.99.1.1", 3))],
+    ),
+    (log("path probing attempt 2", PROBE), [("home", ev.ProbeFailed("10.99.1.1", 3))]),
+    (
+        log("no route found to reach peer, MOBIKE update deferred", PROBE),
         [("home", ev.ProbeFailed("10.99.1.1", 3))],
     ),
     (ob.Alert("retransmit-send", PROBE, 3), [("home", ev.ProbeFailed("10.99.1.1", 3))]),
@@ -193,3 +216,16 @@ def test_probes_and_unmanaged_connections_are_not_tracked() -> None:
     uc.observe(ob.IkeUpdown(sa(PROBE), True))
     uc.observe(ob.ChildUpdown(sa("office@10.1.1.1"), CHILD, True))
     assert uc.ike == {} and publisher.events == []
+
+
+def test_an_ike_rekey_does_not_show_the_tunnel_as_connecting() -> None:
+    uc, sink, publisher = usecase()
+    uc.observe(ob.ChildUpdown(sa(), CHILD, True))
+    # charon 5.9.8 logs the rekey's new SA [4] in the context of the SA being rekeyed (3)
+    uc.observe(log("initiating IKE_SA home@10.99.1.2[4] to 10.99.1.2"))
+    uc.observe(ob.IkeRekey(sa(state="REKEYING"), sa(ike_id=4)))
+    assert [e["new"] for e in publisher.of("ike-state")] == ["ESTABLISHED"]
+    assert sink.events == [
+        ("home", ev.TunnelUp("10.99.1.2", 3)),
+        ("home", ev.IkeRekeyed("10.99.1.2", 3, 4)),
+    ]

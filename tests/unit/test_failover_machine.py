@@ -173,6 +173,21 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
             Initiate(GW2),
         ],
     ),
+    # no route left (MOBIKE deferred): the stale IKE_SA lingers in charon, so it is terminated
+    (
+        "up-gw1",
+        ev.TunnelDown(GW1, 1, "no-route"),
+        Phase.CONNECTING,
+        GW2,
+        [
+            Terminate(GW1, 1),
+            Notify("tunnel-down", gateway=GW1, reason="no-route"),
+            started(GW2, GW1, "no-route"),
+            UnloadClone(GW1),
+            LoadClone(GW2),
+            Initiate(GW2),
+        ],
+    ),
     (
         "up-gw1",
         ev.RetransmitSeen(GW1, 1),
@@ -639,6 +654,9 @@ def test_operator_switch_while_up_is_make_before_break() -> None:
     ("event", "terminates"),
     [
         (ev.TunnelDown(GW2, 2), False),
+        # the standby's IKE_SA outlives these: it must not be left behind in charon
+        (ev.TunnelDown(GW2, 2, "child-down"), True),
+        (ev.TunnelDown(GW2, 2, "no-route"), True),
         (ev.InitiateFailed(GW2, "x", 2), True),
         (ev.RetransmitSeen(GW2, 2), True),
     ],

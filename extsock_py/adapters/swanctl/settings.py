@@ -406,16 +406,20 @@ def _overlay(own: _Builder, base: _Builder) -> _Builder:
 
 
 def _resolve(root: _Builder, node: _Builder, visiting: frozenset[str]) -> _Builder:
+    """`node` with its references applied; `visiting` holds the sections being resolved
+    above it (its ancestors and the sections that reference it), so that a reference to
+    any of them (`a { b : a { } }` too) is a cycle rather than an endless recursion."""
+    inner = visiting | {node.path}
     out = node.copy()
-    out.sections = {n: _resolve(root, s, visiting) for n, s in node.sections.items()}
+    out.sections = {n: _resolve(root, s, inner) for n, s in node.sections.items()}
     for ref in node.refs:
         assert ref.text is not None
         target = _lookup(root, ref.text)
         if target is None:
             raise _error(ref.file, ref.line, f"referenced section '{ref.text}' does not exist")
-        if target.path in visiting or target.path == node.path:
+        if target.path in inner:
             raise _error(ref.file, ref.line, f"section reference cycle through '{ref.text}'")
-        out = _overlay(out, _resolve(root, target, visiting | {node.path}))
+        out = _overlay(out, _resolve(root, target, inner))
     return out
 
 

@@ -1,0 +1,5 @@
+"""``python -m extsock_py.bench``."""
+
+from extsock_py.bench.cli import main
+
+main()

@@ -1,0 +1,128 @@
+"""``python -m extsock_py.bench``: runs every figure in order and reports them.
+
+Modes: full (default), ``--quick`` (no charon-alone baseline, no 1000-connection parts,
+shorter idle window), ``--smoke`` (tiny n everywhere, < 2 min, to check the bench works).
+The exit code is 0 whenever the bench ran, goals met or not; 2 when it could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+from extsock_py.bench import report
+from extsock_py.bench.fig_alone import Background
+from extsock_py.bench.labs import ALONE_FAST_PREFIX, ALONE_PREFIX, MAIN_PREFIX, POLICY
+from extsock_py.bench.proc import machine
+from extsock_py.bench.runs import run_all
+from extsock_py.bench.stats import Figure
+from extsock_py.lab.lab import Lab
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str
+    reaction: int
+    detection: int
+    initial: int
+    mass_n: int
+    mass_trials: int
+    big_n: int  # 0: skip the 1000-connection parts
+    startup_trials: int
+    idle_window: float
+    events_trials: int
+    events_count: int
+    alone_cap: float  # 0: skip the charon-alone baseline
+
+    @classmethod
+    def make(cls, quick: bool, smoke: bool, trials: int | None) -> Plan:
+        if smoke:
+            plan = cls("smoke", 3, 1, 1, 10, 1, 0, 1, 3.0, 2, 2000, 0.0)
+        elif quick:
+            plan = cls("quick", 30, 5, 5, 200, 2, 0, 0, 20.0, 5, 20000, 0.0)
+        else:
+            plan = cls("full", 32, 7, 5, 200, 3, 1000, 3, 60.0, 7, 20000, 200.0)
+        if trials is None:
+            return plan
+        return cls(
+            plan.mode,
+            max(trials, 1),
+            trials,
+            trials,
+            plan.mass_n,
+            trials,
+            plan.big_n,
+            trials if plan.big_n else plan.startup_trials,
+            plan.idle_window,
+            trials,
+            plan.events_count,
+            plan.alone_cap,
+        )
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m extsock_py.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="skip the 165 s baseline and 1000s")
+    parser.add_argument("--smoke", action="store_true", help="tiny n: check the bench works")
+    parser.add_argument("--trials", type=int, help="trials of every repeated figure")
+    args = parser.parse_args(argv)
+    why = Lab.preflight()
+    if why:
+        print(f"bench: cannot build the lab here: {why}", file=sys.stderr)
+        sys.exit(2)
+    plan = Plan.make(args.quick, args.smoke, args.trials)
+    began = time.monotonic()
+    load_before = machine()
+    background = Background(
+        [(ALONE_PREFIX, None, plan.alone_cap), (ALONE_FAST_PREFIX, 1.0, 60.0)], log
+    )
+    if plan.alone_cap > 0:
+        background.start()
+    figures: list[Figure] = []
+    try:
+        figures = run_all(plan, background, log)
+    except Exception:
+        traceback.print_exc()
+    finally:
+        background.stop(timeout=60.0)  # a no-op when run_all joined it; else cut it short
+    run_s = time.monotonic() - began
+    meta = _meta(plan, load_before, run_s)
+    print(report.table(figures))
+    path = report.write(figures, meta)
+    print(
+        f"\n{plan.mode} bench: {run_s:.0f} s; load before {load_before['loadavg']}, "
+        f"after {machine()['loadavg']}; results in {path}"
+    )
+
+
+def _meta(plan: Plan, before: dict[str, object], run_s: float) -> dict[str, object]:
+    try:
+        import subprocess
+
+        version = subprocess.run(
+            ["swanctl", "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except Exception:
+        version = "?"
+    return {
+        "mode": plan.mode,
+        "strongswan": version,
+        "run_s": round(run_s, 1),
+        "machine_before": before,
+        "machine_after": machine(),
+        "plan": plan.__dict__,
+        "settings": {
+            "labs": {"main": MAIN_PREFIX, "charon_alone": [ALONE_PREFIX, ALONE_FAST_PREFIX]},
+            "dpd_delay": "1s",
+            "retransmit": "charon defaults (timeout 4 s, tries 5, base 1.8); figure 2b: timeout 1",
+            "extsock_policy": " ".join(POLICY.split()),
+            "extsock_log_level": "info",
+        },
+    }

@@ -1,0 +1,107 @@
+"""Labs for the bench: always downed, extsock at its production log level, gateway-side actions.
+
+Every lab the bench builds has a prefix starting with ``ex7`` (the main one ``ex7-``): other
+engineers' labs run on the same machine with other prefixes and are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from extsock_py.lab.extsock_runner import ExtsockRunner
+from extsock_py.lab.lab import Lab
+from extsock_py.lab.topology import INI, LabConfig
+
+MAIN_PREFIX = "ex7-"
+ALONE_PREFIX = "ex7a-"  # charon alone, default retransmission (the 165 s baseline)
+ALONE_FAST_PREFIX = "ex7b-"  # charon alone, retransmit_timeout = 1
+LAB_UP_TIMEOUT = 40.0
+
+POLICY = """
+    connect_timeout = 5s
+    dead_after_retransmits = 1
+    max_cycles = 0
+    backoff {
+        initial = 500ms
+        maximum = 2s
+    }
+"""
+
+
+@contextlib.contextmanager
+def bench_lab(config: LabConfig) -> Iterator[Lab]:
+    """A lab up for the duration of the block, in its own temporary state dir; always downed."""
+    if not config.prefix.startswith("ex7"):
+        raise ValueError(f"the bench only builds ex7* labs, not {config.prefix!r}")
+    with tempfile.TemporaryDirectory(prefix=f"extsock-bench-{config.prefix}") as tmp:
+        lab = Lab(config, state_dir=Path(tmp) / "lab")
+        try:
+            lab.up(timeout=LAB_UP_TIMEOUT)
+            yield lab
+        finally:
+            lab.down()
+
+
+class BenchRunner(ExtsockRunner):
+    """`extsock run` at the log level a deployment uses (info), not the tests' debug."""
+
+    def command(self) -> list[str]:
+        argv = super().command()
+        if "--log-level" in argv:
+            argv[argv.index("--log-level") + 1] = "info"
+        return argv
+
+
+@contextlib.contextmanager
+def running(runner: ExtsockRunner, timeout: float = 60.0) -> Iterator[ExtsockRunner]:
+    runner.write_config()
+    runner.start(timeout=timeout)
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+def add_local_addrs(lab: Lab, node: str, addrs: list[str]) -> None:
+    """Put /32 addresses on a node's lo in one `ip -batch` (libipsec routes need them)."""
+    if not addrs:
+        return
+    script = "".join(f"address add {a}/32 dev lo\n" for a in addrs)
+    subprocess.run(
+        ["ip", "-n", lab.namespace(node), "-force", "-batch", "-"],
+        input=script.encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def gateway_sa_ids(lab: Lab, gateway: str, remote_id: str | None = None) -> list[int]:
+    """Unique ids of the gateway's IKE_SAs (of peer ``remote_id`` if given)."""
+    ids = []
+    for entry in lab.list_sas(gateway):
+        for ike in entry.values():
+            if remote_id is None or ike.get("remote-id") == remote_id:
+                ids.append(int(ike["uniqueid"]))
+    return ids
+
+
+def gateway_terminate(lab: Lab, gateway: str, ike_id: int) -> None:
+    """The gateway deletes one IKE_SA (a DELETE reaches ini); returns without waiting."""
+    with lab.vici_session(gateway) as session:
+        list(session.terminate({"ike-id": str(ike_id), "timeout": "-1"}))
+
+
+def ini_command(lab: Lab, command: str, message: dict[str, Any]) -> Any:
+    with lab.vici_session(INI, timeout=30.0) as session:
+        return session.request(command, message)
+
+
+def ini_initiate(lab: Lab, ike: str, child: str = "net") -> None:
+    with lab.vici_session(INI, timeout=30.0) as session:
+        list(session.initiate({"ike": ike, "child": child, "timeout": "-1"}))

@@ -1,0 +1,47 @@
+"""CPU time and resident memory of a process, from /proc."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # After the command name: state is field 3, utime 14 and stime 15 (1-based).
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_percent(pids: list[int], window: float) -> list[float]:
+    """Percent of one core each process used over the same `window` seconds."""
+    before = [cpu_seconds(p) for p in pids]
+    t0 = time.monotonic()
+    time.sleep(window)
+    elapsed = time.monotonic() - t0
+    return [100.0 * (cpu_seconds(p) - b) / elapsed for p, b in zip(pids, before, strict=True)]
+
+
+def machine() -> dict[str, object]:
+    """Cores, memory and load of this machine, for the report."""
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    load = os.getloadavg()
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "loadavg": [round(x, 2) for x in load],
+        "kernel": os.uname().release,
+    }

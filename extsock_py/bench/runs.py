@@ -1,0 +1,228 @@
+"""The order of the bench: which lab runs which figures, and the figures built from them.
+
+Each measurement is guarded: one that fails becomes a skipped row with its error, and the
+bench goes on (labs are downed by their own context managers).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from extsock_py.bench import confgen, families, fig_detection, fig_events, fig_mass, fig_reaction
+from extsock_py.bench.fig_alone import AloneResult, Background
+from extsock_py.bench.fig_detection import Durations
+from extsock_py.bench.labs import ALONE_FAST_PREFIX, ALONE_PREFIX, MAIN_PREFIX, bench_lab
+from extsock_py.bench.stats import Figure, skipped
+from extsock_py.lab.lab import Lab
+from extsock_py.lab.topology import LabConfig
+
+if TYPE_CHECKING:
+    from extsock_py.bench.cli import Plan
+
+T = TypeVar("T")
+Log = Callable[[str], None]
+DETECT_TIMEOUT = 30.0
+MASS_TIMEOUT = 180.0
+BIG_DPD = "30s"
+
+
+def guard(what: str, work: Callable[[], T], log: Log) -> T | str:
+    """The result of `work`, or the error as a string (logged with its traceback)."""
+    log(f"bench: {what}")
+    try:
+        return work()
+    except Exception as exc:
+        log(traceback.format_exc())
+        return f"{what} failed: {type(exc).__name__}: {exc}"
+
+
+def run_all(plan: Plan, background: Background, log: Log) -> list[Figure]:
+    figures: list[Figure] = []
+    got = guard(
+        "6 event throughput",
+        lambda: fig_events.measure(plan.events_trials, plan.events_count, log),
+        log,
+    )
+    events = got if isinstance(got, Figure) else skipped("6 event throughput", "events/s", "", got)
+    with bench_lab(LabConfig(prefix=MAIN_PREFIX)) as lab:
+        figures += _main_lab(lab, plan, log)
+        figures += _mass_lab(lab, plan, log)
+    with bench_lab(LabConfig(prefix=MAIN_PREFIX, retransmit_timeout=1.0)) as lab:
+        fast = guard(
+            "2b detection, retransmit_timeout=1",
+            lambda: fig_detection.detection(lab, plan.detection, DETECT_TIMEOUT),
+            log,
+        )
+    alone: dict[str, AloneResult] = {}
+    if plan.alone_cap > 0:
+        log("bench: waiting for the charon-alone baseline")
+        alone = background.join(plan.alone_cap + 120.0)
+    why = "charon-alone baseline skipped (--quick/--smoke): ~165 s to notice, never moves"
+    figures.insert(
+        2,
+        _detection_fig(
+            "2b detection, retransmit_timeout=1", fast, alone.get(ALONE_FAST_PREFIX), 2.0, why
+        ),
+    )
+    for k, f in enumerate(figures):
+        if f.name.startswith("2 ") and f.skipped is None:
+            figures[k] = _detection_fig(
+                f.name, f.extra.pop("_raw"), alone.get(ALONE_PREFIX), 6.0, why
+            )
+        elif f.name.startswith("3 ") and f.skipped is None:
+            figures[k] = families.initial(f.extra.pop("_raw"), alone.get(ALONE_PREFIX), why)
+    return sorted([*figures, events], key=lambda f: f.name.split()[0])
+
+
+def _detection_fig(
+    name: str, got: Durations | str, alone: AloneResult | None, goal: float, why: str
+) -> Figure:
+    full = f"{name.split()[0]} detection: gateway silenced -> CHILD_SA up on next" + (
+        " (retransmit_timeout=1)" if name.startswith("2b") else " (DPD 1s, default retransmit)"
+    )
+    if isinstance(got, str):
+        return skipped(full, "s", f"<= {goal:g} s median", got)
+    return families.detection(full, got, alone, goal, why)
+
+
+def _raw(name: str, got: Durations | str) -> Figure:
+    """A placeholder row holding raw durations until the charon-alone baseline is in."""
+    if isinstance(got, str):
+        return skipped(name, "s", "", got)
+    fig = skipped(name, "s", "", "")
+    fig.skipped = None
+    fig.extra["_raw"] = got
+    return fig
+
+
+def _main_lab(lab: Lab, plan: Plan, log: Log) -> list[Figure]:
+    out: list[Figure] = []
+    got = guard("1 reaction", lambda: fig_reaction.measure(lab, plan.reaction, log), log)
+    out.append(got if isinstance(got, Figure) else skipped("1 reaction", "ms", "", got))
+    lab.reset()
+    dpd = guard(
+        "2 detection", lambda: fig_detection.detection(lab, plan.detection, DETECT_TIMEOUT), log
+    )
+    out.append(_raw("2 detection", dpd))
+    why = fig_detection.monitor_available()
+    mon: Durations | None = None
+    if why is None:
+        lab.reset()
+        policy = fig_detection.monitor_policy(lab)
+        got_mon = guard(
+            "2m monitor detection",
+            lambda: fig_detection.detection(lab, plan.detection, DETECT_TIMEOUT, policy),
+            log,
+        )
+        if isinstance(got_mon, str):
+            why = got_mon
+        else:
+            mon = got_mon
+    out.append(families.monitor(mon, dpd if isinstance(dpd, Durations) else None, why))
+    init = guard(
+        "3 initial connect",
+        lambda: fig_detection.initial_connect(lab, plan.initial, DETECT_TIMEOUT),
+        log,
+    )
+    out.append(_raw("3 initial", init))
+    return out
+
+
+def _mass_lab(lab: Lab, plan: Plan, log: Log) -> list[Figure]:
+    out: list[Figure] = []
+    n, big = plan.mass_n, plan.big_n
+    fig_mass.prepare(lab, max(n, big))
+    trials: list[fig_mass.MassTrial] = []
+    direct: list[float] = []
+    errors: list[str] = []
+    for i in range(plan.mass_trials):
+        window = plan.idle_window if i == 0 else 0.0
+
+        def trial(w: float = window) -> fig_mass.MassTrial:
+            return fig_mass.extsock_trial(lab, n, MASS_TIMEOUT, idle_window=w)
+
+        got = guard(f"4 mass {n}, extsock trial {i + 1}", trial, log)
+        if isinstance(got, str):
+            errors.append(got)
+        else:
+            trials.append(got)
+        base = guard(
+            f"4 mass {n}, baseline trial {i + 1}",
+            lambda: fig_mass.direct_trial(lab, n, MASS_TIMEOUT),
+            log,
+        )
+        if isinstance(base, str):
+            errors.append(base)
+        elif base[0] is not None:
+            direct.append(base[0])
+        elif base[1]:
+            errors.append(base[1])
+    out.append(families.mass(n, trials, direct, errors))
+    idle = trials[0] if trials else fig_mass.MassTrial()
+    out.append(families.idle_cpu(n, idle.cpu_pct, idle.floor_cpu_pct, idle.events_per_s))
+    out += _big(lab, plan, big or n, log)
+    return out
+
+
+def _big(lab: Lab, plan: Plan, n: int, log: Log) -> list[Figure]:
+    """RSS and start-up with `n` connections, and (1000 only) their mass failover."""
+    starts: list[fig_mass.MassTrial] = []
+    for i in range(max(1, plan.startup_trials)):
+        got = guard(f"5 start-up {n}, trial {i + 1}", lambda: fig_mass.startup_trial(lab, n), log)
+        if not isinstance(got, str):
+            starts.append(got)
+    conf = confgen.swanctl_conf(lab, n, fig_mass.MASS_POLICY)
+    loads: list[float] = []
+    for i in range(max(1, plan.startup_trials)):
+        got_load = guard(
+            f"5 swanctl load {n}, trial {i + 1}", lambda: fig_mass.swanctl_load(lab, n, conf), log
+        )
+        if not isinstance(got_load, str):
+            loads.append(got_load)
+    out = [
+        families.rss(
+            n,
+            [t.rss_mb for t in starts if t.rss_mb is not None],
+            [t.floor_rss_mb for t in starts if t.floor_rss_mb is not None],
+        ),
+        families.startup(n, [t.startup_s for t in starts if t.startup_s is not None], loads),
+    ]
+    if not plan.big_n:
+        out.append(
+            skipped(
+                "4b mass failover, 1000 conns",
+                "s",
+                "ratio <= 1.5",
+                f"{plan.mode} mode skips the 1000-connection parts",
+            )
+        )
+        return out
+
+    # 1000 tunnels with DPD every second keep ini's charon at a full core and send ~5000 log
+    # events/s to every listener on this lab: the 1000 figure uses DPD 30s and a DELETE of
+    # every SA by segw1 as its synchronised failure signal.
+    def ext_trial() -> fig_mass.MassTrial:
+        return fig_mass.extsock_trial(
+            lab, n, MASS_TIMEOUT, plan.idle_window, dpd_delay=BIG_DPD, delete=True
+        )
+
+    ext = guard("4b mass 1000, extsock", ext_trial, log)
+    base = guard(
+        "4b mass 1000, baseline",
+        lambda: fig_mass.direct_trial(lab, n, MASS_TIMEOUT, dpd_delay=BIG_DPD),
+        log,
+    )
+    trials = [ext] if not isinstance(ext, str) else []
+    errors = [x for x in (ext, base if isinstance(base, str) else base[1]) if isinstance(x, str)]
+    direct = [base[0]] if not isinstance(base, str) and base[0] is not None else []
+    fig = families.mass(n, trials, direct, errors, label="4b")
+    idle = trials[0] if trials else fig_mass.MassTrial()
+    out.append(
+        families.idle_cpu(
+            n, idle.cpu_pct, idle.floor_cpu_pct, idle.events_per_s, label="5a2", dpd=BIG_DPD
+        )
+    )
+    out.insert(0, fig)
+    return out

@@ -1,0 +1,188 @@
+"""Lab checks of the tunnel monitor, shared by the integration tests and the benchmarks.
+
+- `monitor_policy(lab)`: the `extsock` policy text enabling the monitor on the lab's
+  tunnel (probes 10.100.0.1 -> 10.200.0.1, a closed port, from ini's namespace).
+- `EchoStream`: UDP echo requests through the tunnel every `period`, from a socket made in
+  ini's namespace by this process; records which gateway answered and when.
+- `measure_detection(lab)`: tunnel up on segw1, segw1 made silent, seconds until the
+  echo server behind segw2 answers.
+- `false_failover_check(lab, seconds, load_period)`: tunnel up, then `seconds` of idle
+  (or of a UDP stream through the tunnel); counts failovers, probes and answers. The
+  integration tests run it for 30 s; `make bench` may run it for 10 minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from extsock_py.adapters.monitor_prober import open_socket
+from extsock_py.lab.extsock_runner import ExtsockRunner
+from extsock_py.lab.lab import Lab, wait_until
+from extsock_py.lab.topology import ECHO_PORT, INI, INI_ADDR, PROTECTED_ADDR
+
+MONITOR_PORT = 33434  # closed on the gateways: they answer ICMP port unreachable
+_PROBE_LINE = re.compile(r"monitor probe #(\d+)")
+
+
+def monitor_policy(
+    lab: Lab, interval: str = "500ms", misses: int = 3, extra: str = "", local: str = INI_ADDR
+) -> str:
+    return f"""
+    connect_timeout = 5s
+    max_cycles = 2
+    backoff {{
+        initial = 500ms
+        maximum = 1s
+    }}
+    monitor {{
+        enabled = yes
+        local = {local}
+        remote = {PROTECTED_ADDR}
+        port = {MONITOR_PORT}
+        interval = {interval}
+        misses = {misses}
+        netns = {lab.namespace(INI)}
+    }}
+{extra}"""
+
+
+@dataclass
+class EchoStream:
+    """Echo requests to the protected net every `period` seconds, on a thread of its own."""
+
+    lab: Lab
+    period: float = 0.02
+    answers: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, gateway)
+    sent: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        sock = open_socket(INI_ADDR, PROTECTED_ADDR, ECHO_PORT, self.lab.namespace(INI))
+        self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True)
+        self._thread.start()
+
+    def _run(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        try:
+            next_at = time.monotonic()
+            while not self._stop.is_set():
+                with contextlib.suppress(OSError):
+                    sock.send(b"load %d" % self.sent)
+                self.sent += 1
+                next_at += self.period
+                while True:
+                    wait = next_at - time.monotonic()
+                    if wait <= 0:
+                        break
+                    sock.settimeout(wait)
+                    try:
+                        data = sock.recv(4096)
+                    except OSError:  # timeout, or ECONNREFUSED while no echo server
+                        continue
+                    self.answers.append((time.monotonic(), data.split()[0].decode()))
+        finally:
+            sock.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    def first_from(self, gateway: str, since: float) -> float | None:
+        return next((t for t, gw in list(self.answers) if gw == gateway and t >= since), None)
+
+    def longest_gap(self) -> float:
+        times = [t for t, _ in list(self.answers)]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+@contextlib.contextmanager
+def echo_stream(lab: Lab, period: float = 0.02) -> Iterator[EchoStream]:
+    stream = EchoStream(lab, period)
+    stream.start()
+    try:
+        yield stream
+    finally:
+        stream.stop()
+
+
+def probes_logged(runner: ExtsockRunner) -> int:
+    """The number of the last probe the (debug) log reports, 0 if none."""
+    found = _PROBE_LINE.findall(runner.log_text())
+    return int(found[-1]) if found else 0
+
+
+def _tunnel_on_segw1(lab: Lab, runner: ExtsockRunner) -> None:
+    runner.start()
+    if not wait_until(lambda: lab.child_installed("segw1"), 10.0):
+        raise RuntimeError("no tunnel on segw1:\n" + runner.log_tail())
+    if not wait_until(lambda: "monitoring the tunnel via" in runner.log_text(), 5.0):
+        raise RuntimeError("the monitor did not start:\n" + runner.log_tail())
+
+
+def measure_detection(
+    lab: Lab, runner: ExtsockRunner, settle: float = 2.0, idle: bool = False
+) -> dict[str, Any]:
+    """segw1 made silent (link down) with the tunnel on it: seconds until segw2 answers.
+
+    With traffic through the tunnel until the failure (a UDP echo every 20 ms), or, with
+    `idle`, none before it (only the probes then tell). `runner` carries a monitor
+    policy and is not started yet; the lab is fresh."""
+    _tunnel_on_segw1(lab, runner)
+    time.sleep(settle)  # probes answered for a while: the monitor is in its steady state
+    failed_at = time.monotonic()
+    if idle:
+        lab.fail("segw1", "link")
+    with echo_stream(lab) as stream:
+        if not idle:
+            if not wait_until(lambda: stream.first_from("segw1", 0.0) is not None, 3.0):
+                raise RuntimeError("no echo through segw1")
+            failed_at = time.monotonic()
+            lab.fail("segw1", "link")
+        wait_until(lambda: stream.first_from("segw2", failed_at) is not None, 10.0, 0.01)
+        first = stream.first_from("segw2", failed_at)
+    history = runner.request("history", conn="home")["records"]
+    return {
+        "traffic_on_segw2_after": None if first is None else first - failed_at,
+        "reason": history[-1]["reason"] if history else None,
+        "from": history[-1]["from"] if history else None,
+        "to": history[-1]["to"] if history else None,
+    }
+
+
+def false_failover_check(
+    lab: Lab, runner: ExtsockRunner, seconds: float, load_period: float | None = None
+) -> dict[str, Any]:
+    """Tunnel up on segw1, then `seconds` idle or under a UDP stream (one request every
+    `load_period` s, each echoed back through the tunnel). `runner` is not started yet."""
+    _tunnel_on_segw1(lab, runner)
+    probes_before = probes_logged(runner)
+    stream: EchoStream | None = None
+    if load_period is not None:
+        stream = EchoStream(lab, load_period)
+        stream.start()
+    try:
+        time.sleep(seconds)
+    finally:
+        if stream is not None:
+            stream.stop()
+    status = runner.status()
+    return {
+        "seconds": seconds,
+        "failures_total": status["failures_total"],
+        "active_gateway": status["active_gateway"],
+        "history": runner.request("history", conn="home")["records"],
+        "probes": probes_logged(runner) - probes_before,
+        "load_sent": stream.sent if stream else 0,
+        "load_answered": len(stream.answers) if stream else 0,
+        "load_longest_gap": stream.longest_gap() if stream else None,
+    }

@@ -1,0 +1,64 @@
+"""The bench's own pieces that need no lab: statistics, verdicts, report, replayed events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from extsock_py.bench import fig_events, report
+from extsock_py.bench.cli import Plan
+from extsock_py.bench.confgen import conn_addr, conn_name
+from extsock_py.bench.record import DATA
+from extsock_py.bench.stats import Figure, Summary, skipped
+from extsock_py.bench.watch import summarise
+
+
+def test_summary_uses_nearest_rank_p95_and_ignores_missing() -> None:
+    s = Summary.of([float(v) for v in range(1, 21)])
+    assert (s.median, s.p95, s.min, s.max, s.n) == (10.5, 19.0, 1.0, 20.0, 20)
+    assert Summary.of([]).n == 0 and Summary.of([]).median is None
+    assert Summary.of([3.0, float("nan")]).n == 1
+
+
+def test_figure_ratio_and_goals_both_ways() -> None:
+    lower = Figure("x", "s", Summary.of([2.0]), Summary.of([1.0]), "ratio <= 1.5", goal_ratio=1.5)
+    assert lower.ratio == 2.0 and not lower.met
+    higher = Figure(
+        "y", "ev/s", Summary.of([6000.0]), Summary.of([10000.0]), "", better="higher",
+        goal_ratio=0.5, goal_value=5000.0,
+    )  # fmt: skip
+    assert higher.met
+    gone = skipped("z", "s", "<= 1 s", "no lab")
+    assert not gone.met and gone.to_dict()["skipped"] == "no lab"
+
+
+def test_report_table_and_json(tmp_path: Path) -> None:
+    fig = Figure("1 r", "ms", Summary.of([1.0, 2.0]), Summary.of([1.0]), "g", goal_ratio=2.0)
+    assert "met" in report.table([fig])
+    path = report.write([fig], {"mode": "test"}, tmp_path)
+    doc = json.loads(path.read_text())
+    row = doc["figures"][0]
+    assert row["ratio"] == 1.5 and row["met"] is True and row["extsock"]["n"] == 2
+    assert set(row["baseline"]) == {"median", "p95", "min", "max", "n"}
+
+
+def test_plans() -> None:
+    assert Plan.make(False, True, None).alone_cap == 0 and Plan.make(False, False, None).big_n
+    assert Plan.make(True, False, 4).reaction == 4
+
+
+def test_connection_names_and_addresses_are_distinct() -> None:
+    assert conn_name(7) == "c007" and conn_addr(0) == "10.100.1.1"
+    assert len({conn_addr(i) for i in range(1000)}) == 1000
+
+
+def test_watch_summarises_updown_and_keeps_only_useful_logs() -> None:
+    seen = summarise("child-updown", {"up": b"yes", "home@10.99.2.2": {}}, 1.0)
+    assert seen is not None and seen.up and seen.conn == "home@10.99.2.2"
+    assert summarise("log", {"msg": b"sending packet"}, 1.0) is None
+
+
+def test_recorded_events_replay_through_extsock_and_vici() -> None:
+    assert json.loads(DATA.read_text())["strongswan"].startswith("5.9")
+    fig = fig_events.measure(1, 300, lambda _: None)
+    assert fig.extsock.n == 1 and fig.baseline.n == 1

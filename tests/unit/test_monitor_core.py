@@ -1,0 +1,221 @@
+"""The tunnel monitor's pure core, with a fake clock: times are plain numbers."""
+
+from __future__ import annotations
+
+from extsock_py.domain import monitor as m
+
+INTERVAL, MISSES = 0.5, 3
+
+
+def started(now: float = 0.0) -> m.MonitorState:
+    state, actions = m.step(m.initial_state(INTERVAL, MISSES), m.Start(), now)
+    assert actions == []
+    return state
+
+
+def run(
+    state: m.MonitorState, until: float, answer: bool = False, step: float = 0.01
+) -> tuple[m.MonitorState, list[tuple[float, m.Action]]]:
+    """Tick every `step` up to `until`, sending the probes asked for (answered if `answer`)."""
+    log: list[tuple[float, m.Action]] = []
+    t = 0.0
+    while t <= until + 1e-9:
+        state, actions = m.step(state, m.Tick(), t)
+        for action in actions:
+            log.append((round(t, 3), action))
+            if isinstance(action, m.SendProbe):
+                state, _ = m.step(state, m.ProbeSent(), t)
+                if answer:
+                    state, _ = m.step(state, m.ReplySeen(), t + 0.001)
+        t += step
+    return state, log
+
+
+def test_nothing_happens_before_start_or_after_stop() -> None:
+    idle = m.initial_state(INTERVAL, MISSES)
+    assert m.step(idle, m.Tick(), 100.0) == (idle, [])
+    assert m.wake_at(idle) is None
+    stopped, _ = m.step(started(), m.Stop(), 0.1)
+    state, log = run(stopped, 5.0)
+    assert log == [] and m.wake_at(state) is None
+
+
+def test_probes_every_interval_and_dead_after_misses_times_interval_of_silence() -> None:
+    state, log = run(started(), 3.0)
+    probes = [t for t, a in log if isinstance(a, m.SendProbe)]
+    dead = [(t, a) for t, a in log if isinstance(a, m.DeclareDead)]
+    assert probes == [0.5, 1.0]
+    assert len(dead) == 1
+    t, action = dead[0]
+    assert t == 1.5
+    assert isinstance(action, m.DeclareDead)
+    assert action.unanswered == 2 and abs(action.silence - 1.5) < 1e-9
+    assert state.dead and not state.running and m.wake_at(state) is None
+
+
+def test_answered_probes_never_declare_dead() -> None:
+    state, log = run(started(), 30.0, answer=True)
+    assert not any(isinstance(a, m.DeclareDead) for _, a in log)
+    probes = [a for _, a in log if isinstance(a, m.SendProbe)]
+    assert 55 <= len(probes) <= 60  # one per interval
+    assert state.unanswered == 0 and state.running
+
+
+def test_a_reply_resets_the_miss_count() -> None:
+    state = started()
+    state, _ = m.step(state, m.Tick(), 0.5)
+    state, _ = m.step(state, m.ProbeSent(), 0.5)
+    state, _ = m.step(state, m.Tick(), 1.0)
+    state, _ = m.step(state, m.ProbeSent(), 1.0)
+    assert state.unanswered == 2
+    state, _ = m.step(state, m.ReplySeen(), 1.2)
+    assert state.unanswered == 0 and state.replies_total == 1
+    # The answer dates life to the probe it answers (sent at 1.0): dead at 1.0 + 1.5.
+    assert state.last_life == 1.0
+    state, actions = m.step(state, m.Tick(), 2.49)
+    assert not any(isinstance(a, m.DeclareDead) for a in actions)
+    state, actions = m.step(state, m.Tick(), 2.5)
+    assert any(isinstance(a, m.DeclareDead) for a in actions)
+
+
+def test_answers_do_not_shift_the_probe_schedule() -> None:
+    state = started()
+    sent = []
+    for k in range(1, 21):
+        t = k * 0.1
+        state, actions = m.step(state, m.Tick(), t)
+        if actions == [m.SendProbe()]:
+            state, _ = m.step(state, m.ProbeSent(), t)
+            sent.append(round(t, 3))
+        state, _ = m.step(state, m.ReplySeen(), t + 0.05)  # noticed late: no matter
+    assert sent == [0.5, 1.0, 1.5, 2.0]
+
+
+def test_every_other_probe_answered_is_alive() -> None:
+    """The remote's ICMP rate limit (about one answer a second) must not kill the tunnel."""
+    state = started()
+    t, answered = 0.0, 0
+    for k in range(1, 60):
+        t = k * INTERVAL
+        state, actions = m.step(state, m.Tick(), t)
+        assert not any(isinstance(a, m.DeclareDead) for a in actions), t
+        if any(isinstance(a, m.SendProbe) for a in actions):
+            state, _ = m.step(state, m.ProbeSent(), t)
+            if k % 2 == 0:
+                state, _ = m.step(state, m.ReplySeen(), t + 0.002)
+                answered += 1
+    assert answered > 20 and state.running
+
+
+def test_growing_inbound_packets_are_life_and_no_probe_goes_out() -> None:
+    state = started()
+    count, probes = 100, 0
+    state, _ = m.step(state, m.InboundPackets(count), 0.0)
+    t = 0.0
+    while t < 10.0:
+        t = round(t + 0.1, 3)
+        if m.look_due(state, t):  # the usecase reads the counter when the core asks
+            count += 25
+            state, _ = m.step(state, m.InboundPackets(count), t)
+        state, actions = m.step(state, m.Tick(), t)
+        assert not any(isinstance(a, m.DeclareDead) for a in actions)
+        probes += sum(isinstance(a, m.SendProbe) for a in actions)
+    assert probes == 0 and state.running
+
+
+def test_probes_resume_when_traffic_stops() -> None:
+    state = started()
+    state, _ = m.step(state, m.InboundPackets(10), 0.4)
+    state, _ = m.step(state, m.InboundPackets(20), 0.5)  # grew: life at 0.4, probe postponed
+    state, actions = m.step(state, m.Tick(), 0.5)
+    assert actions == [] and state.flowing and state.next_probe_at == 1.0
+    assert m.wake_at(state) == 0.75 and m.look_due(state, 0.75)  # looks every half interval
+    state, _ = m.step(state, m.InboundPackets(20), 0.75)  # flat: no life, no more quick looks
+    assert not state.flowing and not m.look_due(state, 0.9)
+    state, actions = m.step(state, m.Tick(), 1.0)
+    assert actions == [m.SendProbe()]
+
+
+def test_a_gateway_dying_under_load_is_detected_as_fast_as_an_idle_one() -> None:
+    """Traffic until the failure at 10.0; the counter stops there; dead by 10.0 + 1.5."""
+    state = started()
+    count, t, dead_at = 0, 0.0, None
+    while t < 20.0 and dead_at is None:
+        t = round(t + 0.01, 3)
+        if t < 10.0:
+            count += 1  # 100 packets a second until the gateway dies
+        if m.look_due(state, t):
+            state, _ = m.step(state, m.InboundPackets(count), t)
+        state, actions = m.step(state, m.Tick(), t)
+        for action in actions:
+            if isinstance(action, m.SendProbe):
+                state, _ = m.step(state, m.ProbeSent(), t)
+            if isinstance(action, m.DeclareDead):
+                dead_at = t
+    assert dead_at is not None and 10.0 + 1.0 <= dead_at <= 10.0 + 1.5
+
+
+def test_a_smaller_counter_is_a_new_baseline_not_life() -> None:
+    state = started()
+    state, _ = m.step(state, m.InboundPackets(500), 0.1)
+    state, _ = m.step(state, m.InboundPackets(3), 0.2)  # rekeyed CHILD_SA: counter restarted
+    assert state.last_life == 0.0 and state.packets_in == 3
+    state, _ = m.step(state, m.InboundPackets(4), 0.3)
+    assert state.last_life == 0.2  # grown since the look at 0.2: alive at 0.2 at least
+
+
+def test_start_resets_counters_for_a_new_tunnel() -> None:
+    state, _ = run(started(), 3.0)
+    assert state.dead
+    state, _ = m.step(state, m.InboundPackets(77), 3.1)
+    again, _ = m.step(state, m.Start(), 4.0)
+    assert again.running and not again.dead
+    assert again.unanswered == 0 and again.packets_in is None
+    assert again.last_life == 4.0 and again.next_probe_at == 4.5
+    assert again.probes_total == state.probes_total  # totals are kept for operators
+
+
+def test_no_probes_and_no_verdict_while_down() -> None:
+    state = started()
+    state, _ = m.step(state, m.Stop(), 0.2)
+    for event in (m.ReplySeen(), m.ProbeSent(), m.Tick(), m.InboundPackets(9)):
+        state, actions = m.step(state, event, 5.0)
+        assert actions == []
+    assert not state.running and not state.dead
+
+
+def test_wake_at_is_the_next_probe_or_the_dead_line() -> None:
+    state = started(10.0)
+    assert m.wake_at(state) == 10.5
+    state, _ = m.step(state, m.Tick(), 10.5)
+    assert m.wake_at(state) == 11.5  # a probe asked for, not yet sent: the dead-line
+    state, _ = m.step(state, m.ProbeSent(), 10.5)
+    assert m.wake_at(state) == 11.0
+
+
+def test_the_probes_own_answers_in_the_counter_are_not_traffic() -> None:
+    """Each answered probe adds one inbound packet: probes must keep their interval."""
+    state = started()
+    count, sent = 0, []
+    for k in range(1, 41):
+        t = k * 0.25
+        if m.look_due(state, t):
+            state, _ = m.step(state, m.InboundPackets(count), t)
+        state, actions = m.step(state, m.Tick(), t)
+        if m.SendProbe() in actions:
+            state, _ = m.step(state, m.ProbeSent(), t)
+            sent.append(t)
+            count += 1  # its ICMP answer comes back through the CHILD_SA
+            state, _ = m.step(state, m.ReplySeen(), t + 0.001)
+    assert not state.flowing
+    assert sent == [0.5 * k for k in range(1, 21)]
+
+
+def test_an_unreadable_counter_stops_the_quick_looks() -> None:
+    state = started()
+    state, _ = m.step(state, m.InboundPackets(1), 0.1)
+    state, _ = m.step(state, m.InboundPackets(9), 0.2)
+    assert state.flowing and m.wake_at(state) == 0.45
+    state, _ = m.step(state, m.InboundUnknown(), 0.45)
+    assert not state.flowing and not m.look_due(state, 0.5)
+    assert m.wake_at(state) == 0.7  # the postponed probe
