@@ -96,8 +96,9 @@ def mass(
         if label == "4"
         else "segw1 DELETEs all, DPD 30s: first down event"
     )
+    target = "up on segw2" if label == "4" else "up again"
     fig = Figure(
-        name=f"{label} mass failover, {n} conns ({how}) -> all CHILD_SAs up on segw2",
+        name=f"{label} mass failover, {n} conns ({how}) -> all CHILD_SAs {target}",
         unit="s",
         extsock=Summary.of([t.failover_s for t in ext if t.failover_s is not None]),
         baseline=Summary.of(direct),

@@ -126,14 +126,19 @@ def extsock_trial(
                     list(session.terminate({"ike": "lab-ini", "timeout": "-1"}))
             else:
                 lab.fail("segw1", "link")
+            # Silenced, segw1 can only be left for segw2; after a DELETE it stays usable and
+            # a connection may land on it again: restored anywhere is what counts then.
+            target = _up_anywhere if delete else _up_at(gw2)
             try:
                 moved = watch.wait_count(
-                    lambda s: _up_at(gw2)(s) and _conn(s) in on_gw1, len(on_gw1), timeout, mark
+                    lambda s: target(s) and _conn(s) in on_gw1, len(on_gw1), timeout, mark, _conn
                 )
                 signal = watch.find(_went_down(gw1) if delete else _first_retransmit(gw1), mark)
             finally:
                 lab.heal("segw1")
-            out.up_on_gw2 = len(moved)
+            out.up_on_gw2 = sum(1 for s in moved if s.conn.endswith(f"@{gw2}"))
+            if out.up_on_gw2 < len(moved):
+                out.errors.append(f"{len(moved) - out.up_on_gw2} came back up on segw1")
             if len(moved) < len(on_gw1) or signal is None:
                 out.errors.append(
                     f"only {len(moved)} of {len(on_gw1)} up on segw2 within {timeout:.0f} s"

@@ -6,6 +6,7 @@ bounded in time by the waits it makes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import pytest
@@ -30,7 +31,9 @@ POLICY = """
 @pytest.fixture
 def extsock(fresh_lab: Lab, request: pytest.FixtureRequest) -> Iterator[ExtsockRunner]:
     # Its own state dir per test: persisted counters must not leak from one test to the next.
-    runner = ExtsockRunner(fresh_lab, POLICY, name=f"extsock-{request.node.name}")
+    # (a short name: the control socket's path must stay under 108 bytes)
+    tag = hashlib.blake2b(request.node.name.encode(), digest_size=4).hexdigest()
+    runner = ExtsockRunner(fresh_lab, POLICY, name=f"x-{tag}")
     runner.write_config()
     yield runner
     runner.stop()

@@ -25,7 +25,7 @@ from extsock_py.adapters.vici.listener import ViciEventListener
 from extsock_py.domain import observations as ob
 from extsock_py.lab import netns
 from extsock_py.lab.extsock_runner import ExtsockRunner
-from extsock_py.lab.lab import Lab, _sa_line, wait_until
+from extsock_py.lab.lab import Lab, wait_until
 from extsock_py.lab.topology import ECHO_PORT, INI, INI_ADDR, PROTECTED_ADDR
 
 pytestmark = pytest.mark.integration
@@ -432,12 +432,6 @@ def test_failback_probes_then_switches_back_make_before_break(
     assert wait_until(only_conn(fresh_lab, CLONE1), 3.0), ini_conns(fresh_lab)
     assert not [sa for sa in ini_sas(fresh_lab) if "~probe" in sa], ini_sas(fresh_lab)
     assert sas_towards(fresh_lab, CLONE2) == []
-    # Nor on segw1: each probe that got up was deleted there too (a forced terminate still
-    # sends the DELETE). Left established: the new SA and at most the stale one from before
-    # the fault. (A probe abandoned half-open while segw1 healed may leave a CONNECTING
-    # responder SA there, which segw1 drops by itself after its half_open_timeout.)
-    segw1 = [_sa_line(sa) for sa in fresh_lab.list_sas("segw1")]
-    assert len([sa for sa in segw1 if " ESTABLISHED " in sa]) <= 2, segw1
     assert fresh_lab.udp_echo(timeout=1.0, tries=3) == "segw1"
 
 
