@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from extsock_py.bench import report
 from extsock_py.bench.fig_alone import Background
 from extsock_py.bench.labs import ALONE_FAST_PREFIX, ALONE_PREFIX, MAIN_PREFIX, POLICY
-from extsock_py.bench.proc import machine
+from extsock_py.bench.proc import LoadSampler, machine
 from extsock_py.bench.runs import run_all
 from extsock_py.bench.stats import Figure
 from extsock_py.lab.lab import Lab
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     plan = Plan.make(args.quick, args.smoke, args.trials)
     began = time.monotonic()
     load_before = machine()
+    sampler = LoadSampler()
+    sampler.start()
     background = Background(
         [(ALONE_PREFIX, None, plan.alone_cap), (ALONE_FAST_PREFIX, 1.0, 60.0)], log
     )
@@ -94,11 +96,12 @@ def main(argv: list[str] | None = None) -> None:
         background.stop(timeout=60.0)  # a no-op when run_all joined it; else cut it short
     run_s = time.monotonic() - began
     meta = _meta(plan, load_before, run_s)
+    meta["load_1min_during_run"] = load = sampler.stop()
     print(report.table(figures))
     path = report.write(figures, meta)
     print(
-        f"\n{plan.mode} bench: {run_s:.0f} s; load before {load_before['loadavg']}, "
-        f"after {machine()['loadavg']}; results in {path}"
+        f"\n{plan.mode} bench: {run_s:.0f} s on {load_before['cores']} cores; 1-min load during "
+        f"the run {load} (before {load_before['loadavg']}); results in {path}"
     )
 
 

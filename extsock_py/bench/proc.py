@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -45,3 +46,31 @@ def machine() -> dict[str, object]:
         "loadavg": [round(x, 2) for x in load],
         "kernel": os.uname().release,
     }
+
+
+class LoadSampler:
+    """The 1-minute load average every `period` seconds while the bench runs (a thread)."""
+
+    def __init__(self, period: float = 10.0, limit: int = 2000) -> None:
+        self.period = period
+        self.limit = limit
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-load", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict[str, float | int | None]:
+        self._stop.set()
+        self._thread.join(2.0)
+        data = sorted(self.samples)
+        if not data:
+            return {"n": 0}
+        return {"min": data[0], "median": data[len(data) // 2], "max": data[-1], "n": len(data)}
+
+    def _run(self) -> None:
+        for _ in range(self.limit):
+            self.samples.append(round(os.getloadavg()[0], 2))
+            if self._stop.wait(self.period):
+                return
