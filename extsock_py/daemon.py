@@ -87,6 +87,7 @@ class Daemon:
         self._listener: Listener | None = None
         self._reconnect_at: float | None = None  # when to open the command session again
         self._reconnect_pause = _RECONNECT_FIRST
+        self._restore_pending = False  # the persisted state waits for charon's first answer
         self.ready = threading.Event()
         self.on_ready: list[Callable[[], None]] = []
         self.on_iteration: list[Callable[[], None]] = []
@@ -137,14 +138,22 @@ class Daemon:
         """Read the config (a ConfigError stops here, before charon is touched), then loop."""
         desired = self.read_config()
         listener = self._make_listener(self.post)
-        self.charon.connect()
-        self.charon_reachable = True
         self._listener = listener
+        try:
+            self.charon.connect()
+            self.charon_reachable = True
+        except CharonUnreachable as exc:  # started before charon (boot): wait for it
+            log.warning("charon not reachable yet: %s; waiting for it", exc)
+            self.publisher.publish("charon-lost", {"reason": str(exc)})
+            self.config.current = desired
+            self._restore_pending = True
+            self._reconnect_at = self.clock.monotonic()
         listener.start()
-        if not listener.wait_ready(5.0):  # subscribed before anything is initiated
+        if self.charon_reachable and not listener.wait_ready(5.0):
             log.warning("the event stream is not subscribed yet; going on")
         try:
-            self._bring_up(desired, restore=True)
+            if self.charon_reachable:
+                self._bring_up(desired, restore=True)
             self.ready.set()
             for callback in self.on_ready:
                 callback()
@@ -278,9 +287,9 @@ class Daemon:
         self.charon.close()
         self.charon.connect()  # CharonUnreachable: still away, the loop tries again
         log.info("charon is back: reloading connections and credentials")
-        self.charon_reachable = True
         self._reconnect_at = None
         self.publisher.publish("charon-back", {})
+        self.charon_reachable = True
         for name in self.manager.names():
             managed = self.manager.get(name)
             if managed is not None:
@@ -288,7 +297,8 @@ class Daemon:
                 fresh = initial_state(name, managed.profile.gateways, managed.profile.policy)
                 managed.state = replace(fresh, held=old.held, failures_total=old.failures_total)
         if self.config.current is not None:
-            self._bring_up(self.config.current)
+            restore, self._restore_pending = self._restore_pending, False
+            self._bring_up(self.config.current, restore=restore)
 
     # --- reload and shutdown ----------------------------------------------------------------
 

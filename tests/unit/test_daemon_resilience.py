@@ -92,11 +92,16 @@ class Running:
         raise KeyError(gateway)
 
 
-def _start(tmp_path: Path, store: MemoryStateStore | None = None) -> Running:
+def _start(
+    tmp_path: Path, store: MemoryStateStore | None = None, charon_first: bool = True
+) -> Running:
     conf = tmp_path / "swanctl.conf"
     conf.write_text(CONF)
     fake = FakeCharon()
-    fake.start()
+    fake._dir = str(tmp_path / "charon")  # the socket's path is known before charon starts
+    Path(fake._dir).mkdir()
+    if charon_first:
+        fake.start()
     clock = SystemClock()
     publisher = RecordingPublisher()
     store = store if store is not None else MemoryStateStore()
@@ -285,6 +290,22 @@ def test_daemon_start_restores_hold_and_failures(tmp_path: Path) -> None:
         assert r.wait(lambda: r.status()["phase"] == "up")
         status = r.status()
         assert status["held"] is True and status["failures_total"] == 4
+    finally:
+        r.daemon.request_stop()
+        r.thread.join(5.0)
+        r.fake.stop()
+
+
+def test_daemon_started_before_charon_waits_for_it(tmp_path: Path) -> None:
+    r = _start(tmp_path, charon_first=False)
+    try:
+        assert not r.daemon.charon_reachable
+        assert "charon-lost" in r.publisher.kinds()
+        assert _alive(r)
+        r.fake.start()
+        assert r.wait(lambda: r.daemon.charon_reachable), "never reached charon"
+        assert r.wait(lambda: r.status()["phase"] == "up"), r.status()
+        assert set(r.fake.conns) == {"plain", f"home@{GW1}"}
     finally:
         r.daemon.request_stop()
         r.thread.join(5.0)
