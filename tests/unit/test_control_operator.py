@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from extsock_py.adapters.control.pushed import profile_from_request
 from extsock_py.domain.errors import ConfigError
 from extsock_py.domain.profile import clone_name
 from extsock_py.usecases.operator import (
@@ -18,7 +19,6 @@ from extsock_py.usecases.operator import (
     ReloadFailed,
     UnknownConnection,
     UnknownGateway,
-    profile_from_request,
 )
 from tests.unit.test_control_support import (
     HOME,
@@ -178,7 +178,9 @@ def test_a_loop_that_does_not_answer_gives_a_clear_error() -> None:
 
 
 def test_load_manages_and_starts_a_pushed_connection(harness: Harness, op: OperatorUsecase) -> None:
-    result = op.load("app", APP_BODY, {"connect_timeout": "2s", "max_cycles": 3})
+    result = op.load(
+        profile_from_request("app", APP_BODY, {"connect_timeout": "2s", "max_cycles": 3})
+    )
     assert result["started"] is True
     row = result["connection"]
     assert (row["phase"], row["target_gateway"], row["source"]) == (
@@ -196,7 +198,7 @@ def test_load_manages_and_starts_a_pushed_connection(harness: Harness, op: Opera
 def test_a_pushed_connection_survives_a_reload_without_a_bounce(
     harness: Harness, op: OperatorUsecase
 ) -> None:
-    op.load("app", APP_BODY)
+    op.load(profile_from_request("app", APP_BODY))
     harness.bring_up("app")
     result = op.reload()
     assert "app" in result["managed"] and "app" not in result["removed"]
@@ -205,8 +207,8 @@ def test_a_pushed_connection_survives_a_reload_without_a_bounce(
 
 
 def test_loading_again_updates_and_unload_forgets(harness: Harness, op: OperatorUsecase) -> None:
-    op.load("app", APP_BODY)
-    again = op.load("app", {**APP_BODY, "mobike": True})
+    op.load(profile_from_request("app", APP_BODY))
+    again = op.load(profile_from_request("app", {**APP_BODY, "mobike": True}))
     assert again["started"] is False
     assert "updated" in again["notes"][0]
     assert op.unload("app") == {"connection": "app", "unloaded": True, "notes": []}
@@ -223,7 +225,7 @@ def test_unloading_a_file_connection_warns_that_reload_restores_it(op: OperatorU
 
 def test_load_refuses_a_name_the_config_file_owns(op: OperatorUsecase) -> None:
     with pytest.raises(ConnectionConflict, match="'home' is defined in the config file"):
-        op.load("home", APP_BODY)
+        op.load(profile_from_request("home", APP_BODY))
 
 
 @pytest.mark.parametrize(
@@ -250,7 +252,7 @@ def test_load_validates_what_the_application_sends(
     message: str,
 ) -> None:
     with pytest.raises(InvalidConnection, match=message):
-        op.load(name, body, policy)
+        op.load(profile_from_request(name, body, policy))
 
 
 def test_profile_from_request_keeps_the_rejected_entries_as_notes() -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from extsock_py.adapters.control import protocol as p
+from extsock_py.adapters.control.pushed import profile_from_request
 from extsock_py.domain.errors import ExtsockError
 from extsock_py.interfaces.ports import StateStore
 from extsock_py.usecases.operator import DEFAULT_TIMEOUT, OperatorUsecase
@@ -458,7 +459,7 @@ class ControlServer:
             case p.SwitchArgs(conn=conn, to=to):
                 return op.switch(conn, to)
             case p.LoadArgs(conn=conn, body=body, policy=policy):
-                return op.load(conn, body, policy)
+                return op.load(profile_from_request(conn, body, policy))
             case p.ConnArgs(conn=conn):
                 action: Callable[[str], Any] = {
                     "hold": op.hold,
