@@ -8,6 +8,7 @@ The exit code is 0 whenever the bench ran, goals met or not; 2 when it could not
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 import traceback
@@ -107,16 +108,18 @@ def main(argv: list[str] | None = None) -> None:
 
 def _meta(plan: Plan, before: dict[str, object], run_s: float) -> dict[str, object]:
     try:
-        import subprocess
-
         version = subprocess.run(
-            ["swanctl", "--version"], capture_output=True, text=True, timeout=10
+            ["dpkg-query", "-W", "-f=${Version}", "strongswan-charon"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         ).stdout.strip()
-    except Exception:
-        version = "?"
+    except OSError:
+        version = ""
     return {
         "mode": plan.mode,
-        "strongswan": version,
+        "strongswan": f"strongSwan {version or '?'} (Debian strongswan-charon)",
         "run_s": round(run_s, 1),
         "machine_before": before,
         "machine_after": machine(),

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from extsock_py.bench.labs import POLICY, BenchRunner, running
+from extsock_py.bench.labs import POLICY, BenchRunner, fresh_name, reset, running
 from extsock_py.bench.watch import EventWatch, Seen, child_up
 from extsock_py.lab.lab import Lab
 from extsock_py.lab.topology import INI, INI_ADDR, PROTECTED_ADDR, gateway_name
@@ -38,7 +38,10 @@ def detection(lab: Lab, trials: int, timeout: float, policy: str = POLICY) -> Du
     """Figure 2 (and the monitor's figure, with a monitor policy): silence -> up elsewhere."""
     addrs = lab.config.remote_addrs()
     out = Durations()
-    with EventWatch(str(lab.vici_path(INI))) as watch, running(BenchRunner(lab, policy)):
+    with (
+        EventWatch(str(lab.vici_path(INI))) as watch,
+        running(BenchRunner(lab, policy, name=fresh_name())),
+    ):
         if watch.wait_for(child_up(f"{HOME}@{addrs[0]}"), 20.0) is None:
             raise RuntimeError("extsock's tunnel did not come up on segw1")
         active = 0
@@ -69,12 +72,12 @@ def initial_connect(lab: Lab, trials: int, timeout: float) -> Durations:
     gw1, gw2 = lab.config.remote_addrs()[:2]
     out = Durations()
     for _ in range(trials):
-        lab.reset()  # no SA, nothing loaded: a true initial connect
+        reset(lab)  # no SA, nothing loaded: a true initial connect
         lab.fail("segw1", "link")
         try:
             with EventWatch(str(lab.vici_path(INI))) as watch:
                 spawned = time.monotonic()
-                with running(BenchRunner(lab, POLICY)):
+                with running(BenchRunner(lab, POLICY, name=fresh_name())):
                     up = watch.wait_for(child_up(f"{HOME}@{gw2}"), timeout)
                     first = watch.find(
                         lambda s: s.conn == f"{HOME}@{gw1}" and s.text.startswith("initiating")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from extsock_py.bench import confgen
 from extsock_py.bench.floorproc import floor_process, load_psk
-from extsock_py.bench.labs import BenchRunner, add_local_addrs, running
+from extsock_py.bench.labs import BenchRunner, add_local_addrs, fresh_name, reset, running
 from extsock_py.bench.proc import cpu_percent, rss_mb
 from extsock_py.bench.watch import EventWatch, Seen
 from extsock_py.lab.lab import Lab
@@ -92,11 +92,11 @@ def extsock_trial(
     """segw1 silenced (or, with `delete`, deleting every SA at once) with `n` tunnels on it."""
     gw1, gw2 = lab.config.remote_addrs()[:2]
     out = MassTrial()
-    lab.reset()
+    reset(lab)
     runner = BenchRunner(
         lab,
         MASS_POLICY,
-        name="extsock-mass",
+        name=fresh_name("extsock-mass"),
         conf_transform=lambda _text: confgen.swanctl_conf(lab, n, MASS_POLICY, dpd_delay),
     )
     with EventWatch(str(lab.vici_path(INI))) as watch, floor_process(lab, react=False) as floor:
@@ -108,18 +108,23 @@ def extsock_trial(
             out.startup_s = None if first is None else first.at - spawned
             up = watch.wait_count(_up_anywhere, n, timeout, key=_conn)
             out.rss_mb, out.floor_rss_mb = rss_mb(pid), rss_mb(floor)
-            on_gw1 = {_conn(s) for s in up if s.conn.endswith(f"@{gw1}")}
+
             if len({_conn(s) for s in up}) < n:
                 out.errors.append(f"only {len(up)} of {n} up within {timeout:.0f} s")
                 return out
-            if len(on_gw1) < n:
-                out.errors.append(f"{n - len(on_gw1)} of {n} came up on segw2 at the start")
+
             time.sleep(2.0)  # steady state: every SA's DPD timer running
             if idle_window > 0:
                 events_before = sum(watch.counts.values())
                 out.cpu_pct, out.floor_cpu_pct = cpu_samples([pid, floor], idle_window, idle_parts)
                 out.events_per_s = (sum(watch.counts.values()) - events_before) / idle_window
             mark = watch.mark()
+            # Where each connection is now: a few moved during the bring-up (a slow answer
+            # under the load of n simultaneous IKE_SA_INITs is a retransmit, hence dead).
+            latest = {_conn(s): s.conn for s in watch.all(_up_anywhere)}
+            on_gw1 = {c for c, clone in latest.items() if clone.endswith(f"@{gw1}")}
+            if len(on_gw1) < n:
+                out.errors.append(f"{n - len(on_gw1)} of {n} were on segw2 before the fault")
             t0 = time.monotonic()
             if delete:
                 with lab.vici_session("segw1", timeout=60.0) as session:
@@ -141,7 +146,9 @@ def extsock_trial(
                 out.errors.append(f"{len(moved) - out.up_on_gw2} came back up on segw1")
             if len(moved) < len(on_gw1) or signal is None:
                 out.errors.append(
-                    f"only {len(moved)} of {len(on_gw1)} up on segw2 within {timeout:.0f} s"
+                    f"only {len(moved)} of {len(on_gw1)} "
+                    f"{'up again' if delete else 'up on segw2'} within {timeout:.0f} s"
+                    + _missing(lab, runner, on_gw1 - {_conn(s) for s in moved})
                 )
                 return out
             out.failover_s = moved[-1].at - signal.at
@@ -149,12 +156,30 @@ def extsock_trial(
     return out
 
 
+def _missing(lab: Lab, runner: BenchRunner, conns: set[str]) -> str:
+    """What extsock and ini's charon say of (a few of) the connections the bench missed."""
+    installed: dict[str, str] = {}
+    for entry in lab.list_sas(INI, timeout=30.0):
+        for name, ike in entry.items():
+            states = [c.get("state", "?") for c in (ike.get("child-sas") or {}).values()]
+            installed[name.partition("@")[0]] = f"{name} {ike.get('state')} {states}"
+    parts = []
+    for conn in sorted(conns)[:3]:
+        try:
+            st = runner.status(conn)
+            said = f"extsock {st.get('phase')} on {st.get('target_gateway')}"
+        except Exception as exc:
+            said = f"extsock status failed: {exc}"
+        parts.append(f"{conn}: {said}; ini {installed.get(conn, 'no SA')}")
+    return " (" + "; ".join(parts) + ")" if parts else ""
+
+
 def direct_trial(
     lab: Lab, n: int, timeout: float, dpd_delay: str | None = None
 ) -> tuple[float | None, str | None]:
     """charon asked directly: n connections towards segw2, initiated from THREADS sessions."""
     gw2 = lab.config.remote_addrs()[1]
-    lab.reset()
+    reset(lab)
     load_psk(lab)
     with lab.vici_session(INI, timeout=60.0) as session:
         for i in range(n):
@@ -196,7 +221,7 @@ def startup_trial(lab: Lab, n: int) -> MassTrial:
     is extsock loading and initiating, not charon negotiating `n` SAs meanwhile.
     """
     out = MassTrial()
-    lab.reset()
+    reset(lab)
     for gw in lab.gateways:
         lab.fail(gw, "link")
     try:
@@ -210,7 +235,7 @@ def _startup(lab: Lab, n: int, out: MassTrial) -> MassTrial:
     runner = BenchRunner(
         lab,
         MASS_POLICY,
-        name="extsock-start",
+        name=fresh_name("extsock-start"),
         conf_transform=lambda _text: confgen.swanctl_conf(lab, n, MASS_POLICY),
     )
     with EventWatch(str(lab.vici_path(INI))) as watch, floor_process(lab, react=False) as floor:
@@ -236,7 +261,7 @@ def _wait_loaded(lab: Lab, n: int, timeout: float) -> None:
 
 def swanctl_load(lab: Lab, n: int, conf: str) -> float:
     """`swanctl --load-all` of the same `n` connections into a fresh ini: seconds."""
-    lab.reset()
+    reset(lab)
     path = lab.node_dir(INI) / f"bench-{n}.conf"
     path.write_text(conf)
     began = time.monotonic()

@@ -16,6 +16,7 @@ from extsock_py.bench.labs import (
     POLICY,
     BenchRunner,
     add_local_addrs,
+    fresh_name,
     gateway_sa_ids,
     gateway_terminate,
     ini_command,
@@ -64,7 +65,7 @@ def measure(lab: Lab, trials: int, log: Callable[[str], None]) -> Figure:
     errors: list[str] = []
     with (
         EventWatch(str(lab.vici_path(INI))) as watch,
-        running(BenchRunner(lab, POLICY)),
+        running(BenchRunner(lab, POLICY, name=fresh_name())),
         floor_process(lab),
     ):
         if watch.wait_for(child_up(f"{HOME}@{gw1}"), 20.0) is None:

@@ -7,6 +7,7 @@ engineers' labs run on the same machine with other prefixes and are never touche
 from __future__ import annotations
 
 import contextlib
+import itertools
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from extsock_py.lab.extsock_runner import ExtsockRunner
-from extsock_py.lab.lab import Lab
+from extsock_py.lab.lab import Lab, LabError
+from extsock_py.lab.netns import CommandError
 from extsock_py.lab.topology import INI, LabConfig
 
 MAIN_PREFIX = "ex7-"
@@ -41,10 +43,21 @@ def bench_lab(config: LabConfig) -> Iterator[Lab]:
     with tempfile.TemporaryDirectory(prefix=f"extsock-bench-{config.prefix}") as tmp:
         lab = Lab(config, state_dir=Path(tmp) / "lab")
         try:
-            lab.up(timeout=LAB_UP_TIMEOUT)
+            try:
+                lab.up(timeout=LAB_UP_TIMEOUT)
+            except (LabError, CommandError):  # seen once: a namespace gone just after `add`
+                lab.up(timeout=LAB_UP_TIMEOUT)
             yield lab
         finally:
             lab.down()
+
+
+_RUNS = itertools.count(1)
+
+
+def fresh_name(base: str = "extsock") -> str:
+    """A runner name never used before in this process: its own state dir, no history."""
+    return f"{base}-{next(_RUNS)}"
 
 
 class BenchRunner(ExtsockRunner):
@@ -105,3 +118,12 @@ def ini_command(lab: Lab, command: str, message: dict[str, Any]) -> Any:
 def ini_initiate(lab: Lab, ike: str, child: str = "net") -> None:
     with lab.vici_session(INI, timeout=30.0) as session:
         list(session.initiate({"ike": ike, "child": child, "timeout": "-1"}))
+
+
+def reset(lab: Lab) -> None:
+    """`lab.reset()`, once more if it failed: its start-up check can catch a charon mid-exec
+    (an empty /proc/PID/cmdline) and report it dead; seen about once per full run."""
+    try:
+        lab.reset()
+    except LabError:
+        lab.reset()
