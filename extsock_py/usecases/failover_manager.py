@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import fields, is_dataclass, replace
 from typing import Any
 
 from extsock_py.domain import events as ev
@@ -41,10 +41,42 @@ log = logging.getLogger("extsock.failover")
 _MAX_CASCADE = 64
 
 
-@dataclass
 class Managed:
-    profile: ConnectionProfile
-    state: ConnState
+    """A managed connection; a new state or profile tells the manager (deadlines may move)."""
+
+    __slots__ = ("_on_change", "_profile", "_state")
+
+    def __init__(
+        self,
+        profile: ConnectionProfile,
+        state: ConnState,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._profile = profile
+        self._state = state
+        self._on_change = on_change
+
+    @property
+    def profile(self) -> ConnectionProfile:
+        return self._profile
+
+    @profile.setter
+    def profile(self, value: ConnectionProfile) -> None:
+        if value is not self._profile:
+            self._profile = value
+            if self._on_change is not None:
+                self._on_change()
+
+    @property
+    def state(self) -> ConnState:
+        return self._state
+
+    @state.setter
+    def state(self, value: ConnState) -> None:
+        if value is not self._state:
+            self._state = value
+            if self._on_change is not None:
+                self._on_change()
 
 
 class FailoverManager:
@@ -62,6 +94,12 @@ class FailoverManager:
         self._publisher = publisher
         self._store = store
         self._conns: dict[str, Managed] = {}
+        # Bumped on every state or membership change: lets the loop and the tunnel monitor
+        # skip work when nothing changed (an idle daemon with many tunnels sees many events
+        # that change nothing).
+        self.revision = 0
+        self._wake: float | None = None
+        self._wake_stale = False
         self.observers: list[Callable[[str, Action], None]] = []
 
     # --- the set of managed connections -------------------------------------------------
@@ -80,7 +118,8 @@ class FailoverManager:
         current = self._conns.get(profile.name)
         if current is None:
             state = initial_state(profile.name, profile.gateways, profile.policy)
-            self._conns[profile.name] = Managed(profile, state)
+            self._conns[profile.name] = Managed(profile, state, self._changed)
+            self._changed()
             return True
         if current.profile.gateways == profile.gateways:
             if current.profile.policy != profile.policy:
@@ -95,7 +134,8 @@ class FailoverManager:
         # The gateway list changed: bring the connection down and start over on the new list.
         self.handle(profile.name, ev.Stop())
         state = initial_state(profile.name, profile.gateways, profile.policy)
-        self._conns[profile.name] = Managed(profile, state)
+        self._conns[profile.name] = Managed(profile, state, self._changed)
+        self._changed()
         return True
 
     def restore_persisted(self, names: Iterable[str]) -> list[str]:
@@ -132,6 +172,11 @@ class FailoverManager:
         if name in self._conns:
             self.handle(name, ev.Stop())
             del self._conns[name]
+            self._changed()
+
+    def _changed(self) -> None:
+        self.revision += 1
+        self._wake_stale = True
 
     # --- events -------------------------------------------------------------------------
 
@@ -166,15 +211,22 @@ class FailoverManager:
     def tick(self) -> None:
         """Deliver a Tick to every connection whose deadline has come."""
         now = self._clock.monotonic()
+        earliest = self.next_wake()
+        if earliest is None or earliest > now:
+            return  # the common case, in O(1)
         for name, managed in list(self._conns.items()):
             due = wake_at(managed.state)
             if due is not None and due <= now:
                 self.handle(name, ev.Tick())
 
     def next_wake(self) -> float | None:
-        times = [wake_at(m.state) for m in self._conns.values()]
-        pending = [t for t in times if t is not None]
-        return min(pending) if pending else None
+        """The earliest deadline of all connections; recomputed only after a change."""
+        if self._wake_stale:
+            times = [wake_at(m.state) for m in self._conns.values()]
+            pending = [t for t in times if t is not None]
+            self._wake = min(pending) if pending else None
+            self._wake_stale = False
+        return self._wake
 
     def start_all(self, names: Iterable[str] | None = None) -> None:
         for name in list(names if names is not None else self._conns):

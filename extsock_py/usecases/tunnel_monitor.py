@@ -63,6 +63,7 @@ class TunnelMonitor:
         self._publisher = publisher
         self._make_probe = make_probe
         self._tracks: dict[str, _Track] = {}
+        self._seen_revision = -1
 
     # --- the daemon's hooks ------------------------------------------------------------
 
@@ -104,7 +105,12 @@ class TunnelMonitor:
 
     def _run_once(self) -> None:
         now = self._clock.monotonic()
-        self._follow_tunnels(now)
+        retry_due = any(
+            t.retry_open_at is not None and now >= t.retry_open_at for t in self._tracks.values()
+        )
+        if self._manager.revision != self._seen_revision or retry_due:
+            self._seen_revision = self._manager.revision  # nothing changed: nothing to follow
+            self._follow_tunnels(now)
         running = {n: t for n, t in self._tracks.items() if t.state.running}
         if not running:
             return
