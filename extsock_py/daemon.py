@@ -28,7 +28,7 @@ from extsock_py.interfaces.ports import CharonPort, Clock, EventPublisher
 from extsock_py.usecases.config_usecase import ConfigUsecase
 from extsock_py.usecases.event_usecase import EventUsecase
 from extsock_py.usecases.failover_manager import FailoverManager
-from extsock_py.usecases.resync import resync
+from extsock_py.usecases.resync import reconcile, resync
 
 log = logging.getLogger("extsock.daemon")
 
@@ -36,6 +36,7 @@ T = TypeVar("T")
 _POLL = 0.2  # longest sleep of the loop: bounds how late a signal flag is seen
 _RECONNECT_FIRST = 0.05  # first pause before the command session is opened again
 _RECONNECT_MAX = 1.0  # longest pause between attempts while charon is away
+_RECONCILE_EVERY = 30.0  # seconds between checks that tunnels believed up are in charon
 
 
 class ManagedCharon(CharonPort, Protocol):
@@ -88,6 +89,7 @@ class Daemon:
         self._reconnect_at: float | None = None  # when to open the command session again
         self._reconnect_pause = _RECONNECT_FIRST
         self._restore_pending = False  # the persisted state waits for charon's first answer
+        self._reconcile_at = clock.monotonic() + _RECONCILE_EVERY
         self.ready = threading.Event()
         self.on_ready: list[Callable[[], None]] = []
         self.on_iteration: list[Callable[[], None]] = []
@@ -211,6 +213,9 @@ class Daemon:
                 item = None
         if self.charon_reachable:  # deadlines wait while charon is away: no command could run
             self._guarded(self.manager.tick)
+            if now >= self._reconcile_at:
+                self._reconcile_at = now + _RECONCILE_EVERY
+                self._guarded(reconcile, self.charon, self.manager)
         for callback in self.on_iteration:
             callback()
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from extsock_py.domain import events as ev
 from extsock_py.domain.errors import CharonError, CharonUnreachable
+from extsock_py.domain.failover import Phase
 from extsock_py.domain.observations import IkeSaInfo
-from extsock_py.domain.profile import parse_clone_name
+from extsock_py.domain.profile import clone_name, parse_clone_name
 from extsock_py.interfaces.ports import CharonPort
 from extsock_py.usecases.failover_manager import FailoverManager
 
@@ -84,3 +85,28 @@ def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> Re
             manager.handle(name, ev.Start())
             report.started.append(name)
     return report
+
+
+def reconcile(charon: CharonPort, manager: FailoverManager) -> list[str]:
+    """A safety net for lost events: a connection believed up whose tunnel charon no longer
+    has is treated as down (reason `lost`), so it fails over instead of staying dark.
+
+    Returns the connections found down. Cheap enough to run every few tens of seconds.
+    """
+    # Lenient on purpose: an SA being rekeyed counts as there; only none at all is lost.
+    present = {sa.name for sa in charon.list_sas() if sa.state not in ("DELETING", "DESTROYING")}
+    lost = []
+    for name in manager.names():
+        managed = manager.get(name)
+        if managed is None:
+            continue
+        state = managed.state
+        if state.phase is not Phase.UP or state.gateway is None or state.standby is not None:
+            continue
+        if clone_name(name, state.gateway) not in present:
+            log.warning(
+                "%s: charon has no tunnel on %s any more: treated as down", name, state.gateway
+            )
+            manager.handle(name, ev.TunnelDown(state.gateway, state.ike_id or 0, "lost"))
+            lost.append(name)
+    return lost

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from extsock_py.domain.errors import CharonError
 from extsock_py.domain.failover import Phase
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
 from extsock_py.usecases.failover_manager import FailoverManager
-from extsock_py.usecases.resync import resync
+from extsock_py.usecases.resync import reconcile, resync
 from tests.fakes.ports import FakeCharonPort, FakeClock, RecordingPublisher
 
 GW1, GW2, GW3 = "10.0.0.1", "10.0.0.2", "10.0.0.3"
@@ -109,3 +111,27 @@ def test_names_outside_the_list_are_left_alone() -> None:
     assert report.started == ["home"] and report.unloaded == []
     assert sa.unique_id in charon.sas and "office@10.0.0.2" in charon.conns
     assert phase_gateway(manager, "office") == (Phase.IDLE, None)
+
+
+def test_reconcile_fails_over_a_tunnel_charon_lost_without_telling() -> None:
+    charon, manager, publisher = world("home", "office")
+    home = charon.add_sa("home@10.0.0.1")
+    office = charon.add_sa("office@10.0.0.2")
+    charon.conns.update({"home@10.0.0.1": {}, "office@10.0.0.2": {}})
+    resync(charon, manager, ["home", "office"])
+    assert reconcile(charon, manager) == []  # both there: nothing to do
+    del charon.sas[office.unique_id]  # its down event was lost
+    assert reconcile(charon, manager) == ["office"]
+    assert phase_gateway(manager, "office") == (Phase.CONNECTING, GW3)
+    assert phase_gateway(manager, "home") == (Phase.UP, GW1)
+    assert publisher.of("tunnel-down")[-1]["reason"] == "lost"
+    assert home.unique_id in charon.sas
+
+
+def test_reconcile_counts_an_sa_being_rekeyed_as_there() -> None:
+    charon, manager, _ = world("home")
+    charon.conns["home@10.0.0.1"] = {}
+    sa = charon.add_sa("home@10.0.0.1")
+    resync(charon, manager, ["home"])
+    charon.sas[sa.unique_id] = replace(sa, state="REKEYING")
+    assert reconcile(charon, manager) == []
