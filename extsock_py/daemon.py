@@ -108,7 +108,8 @@ class Daemon:
         return future
 
     def post(self, observation: ob.Observation) -> None:
-        self._inbox.put(observation)
+        if self.events.wants(observation):
+            self._inbox.put(observation)
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -38,6 +38,7 @@ _REFUSED = re.compile(
     r"^received (AUTHENTICATION_FAILED|NO_PROPOSAL_CHOSEN|TS_UNACCEPTABLE|"
     r"INVALID_SYNTAX|FAILED_CP_REQUIRED|INTERNAL_ADDRESS_FAILURE) notify"
 )
+_MEANINGFUL_LOG = (_INITIATING, _NO_ROUTE, _RETRANSMIT, _GIVING_UP, _REFUSED)
 # strongSwan >= 6.0.3 alerts.
 _ALERT_RETRANSMIT = {"retransmit-send"}
 _ALERT_CLEARED = {"retransmit-send-cleared"}
@@ -68,6 +69,17 @@ class EventUsecase:
         self.ike: dict[str, IkeView] = {}
         self.processed = 0
         self.skipped = 0
+
+    @staticmethod
+    def wants(obs: ob.Observation) -> bool:
+        """False for a log line that cannot matter (most of charon's chatter, e.g. each
+        DPD exchange's five lines): the listener thread drops it before it is queued, so
+        the main loop does not wake for it. Safe to call from any thread."""
+        if not isinstance(obs, ob.LogLine):
+            return True
+        if not obs.ike_name or "@" not in obs.ike_name:  # only clones and probes matter
+            return False
+        return any(pattern.match(obs.message) for pattern in _MEANINGFUL_LOG)
 
     def observe(self, obs: ob.Observation) -> None:
         self.processed += 1

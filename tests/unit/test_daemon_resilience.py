@@ -195,11 +195,16 @@ def test_event_for_an_unknown_connection_changes_nothing(running: Running, conn:
     sa = cm.ike_sa(99, "ESTABLISHED", remote_host="192.0.2.77")
     running.fake.emit("ike-updown", cm.ike_updown(conn, sa, up=False))
     running.fake.emit_log("retransmit 1 of request with message ID 2", ike_name=conn, ike_id=99)
-    assert running.wait(lambda: running.daemon.events.processed >= processed + 2)
+    # a log line of a name that is no clone is dropped before the loop: it is not processed
+    expected = processed + (2 if "@" in conn else 1)
+    assert running.wait(lambda: running.daemon.events.processed >= expected)
     after = running.status()
     assert after["phase"] == "up" and after["active_gateway"] == before["active_gateway"]
     assert after["failures_total"] == before["failures_total"]
     _failover_still_works(running)
+
+
+BOOM = "retransmit 7 of request with message ID 9"  # a line that reaches the handler
 
 
 def test_a_handler_that_raises_is_logged_and_skipped(
@@ -208,12 +213,12 @@ def test_a_handler_that_raises_is_logged_and_skipped(
     original = running.daemon.events.observe
 
     def explode(obs: ob.Observation) -> None:
-        if isinstance(obs, ob.LogLine) and obs.message == "boom":
+        if isinstance(obs, ob.LogLine) and obs.message == BOOM:
             raise RuntimeError("handler bug")
         original(obs)
 
     monkeypatch.setattr(running.daemon.events, "observe", explode)
-    running.fake.emit_log("boom", ike_name=f"home@{GW1}", ike_id=1)
+    running.fake.emit_log(BOOM, ike_name=f"home@{GW1}", ike_id=1)
     assert running.wait(lambda: "handler bug" in caplog.text), caplog.text
     assert "skipped an event that could not be handled" in caplog.text
     assert _alive(running)

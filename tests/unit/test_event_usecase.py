@@ -229,3 +229,22 @@ def test_an_ike_rekey_does_not_show_the_tunnel_as_connecting() -> None:
         ("home", ev.TunnelUp("10.99.1.2", 3)),
         ("home", ev.IkeRekeyed("10.99.1.2", 3, 4)),
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "message", "wanted"),
+    [
+        ("home@10.0.0.1", "retransmit 1 of request with message ID 2", True),
+        ("home@10.0.0.1", "initiating IKE_SA home@10.0.0.1[3] to 10.0.0.1", True),
+        ("home@10.0.0.1", "giving up after 5 retransmits", True),
+        ("home@10.0.0.1", "received AUTHENTICATION_FAILED notify error", True),
+        ("home@10.0.0.1", "sending DPD request", False),
+        ("home@10.0.0.1", "sending packet: from 10.99.1.1[4500] to 10.99.1.2[4500]", False),
+        ("plain", "retransmit 1 of request with message ID 2", False),
+        (None, "retransmit 1 of request with message ID 2", False),
+    ],
+)
+def test_only_meaningful_log_lines_are_queued(name: str | None, message: str, wanted: bool) -> None:
+    line = ob.LogLine("IKE", 1, message, ike_name=name, ike_id=3 if name else None)
+    assert EventUsecase.wants(line) is wanted
+    assert EventUsecase.wants(ob.CharonBack()) is True
