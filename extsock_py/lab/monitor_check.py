@@ -186,3 +186,36 @@ def false_failover_check(
         "load_answered": len(stream.answers) if stream else 0,
         "load_longest_gap": stream.longest_gap() if stream else None,
     }
+
+
+def main() -> None:
+    """`python -m extsock_py.lab.monitor_check --seconds 600 [--loaded]`: the no-false-
+    failover run of the tunnel monitor (500 ms x 3) in a lab of its own; prints one line."""
+    import argparse
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from extsock_py.lab.topology import LabConfig
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--loaded", action="store_true", help="a UDP echo every 50 ms")
+    parser.add_argument("--prefix", default="exm-")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="extsock-monitor-") as tmp:
+        lab = Lab(LabConfig(prefix=args.prefix), state_dir=Path(tmp))
+        lab.up()
+        runner = ExtsockRunner(lab, monitor_policy(lab))
+        runner.write_config()
+        try:
+            result = false_failover_check(lab, runner, args.seconds, 0.05 if args.loaded else None)
+            result["history"] = len(result["history"])
+            print("loaded" if args.loaded else "idle", json.dumps(result))
+        finally:
+            runner.stop()
+            lab.down()
+
+
+if __name__ == "__main__":
+    main()
