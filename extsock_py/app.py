@@ -10,10 +10,12 @@ from pathlib import Path
 from extsock_py.adapters import sdnotify
 from extsock_py.adapters.clock import SystemClock
 from extsock_py.adapters.config_reader import read_desired_config
+from extsock_py.adapters.control.protocol import DEFAULT_SOCKET
 from extsock_py.adapters.publisher import Broadcast
-from extsock_py.adapters.state_store import SqliteStateStore
+from extsock_py.adapters.state_store import DEFAULT_DIRECTORY, SqliteStateStore
 from extsock_py.adapters.vici.commands import ViciCharon
 from extsock_py.adapters.vici.listener import ViciEventListener
+from extsock_py.adapters.vici.transport import DEFAULT_URI
 from extsock_py.daemon import Daemon, DaemonOptions, Listener
 from extsock_py.domain.observations import Observation
 from extsock_py.interfaces.ports import StateStore
@@ -21,9 +23,10 @@ from extsock_py.usecases.failover_manager import FailoverManager
 
 log = logging.getLogger("extsock.app")
 
-DEFAULT_VICI_URI = "unix:///var/run/charon.vici"
-DEFAULT_CONTROL_SOCKET = "/run/extsock/extsock.sock"
-DEFAULT_STATE_DIR = "/var/lib/extsock"
+# One default each, owned by the adapter that uses it.
+DEFAULT_VICI_URI = DEFAULT_URI
+DEFAULT_CONTROL_SOCKET = DEFAULT_SOCKET
+DEFAULT_STATE_DIR = str(DEFAULT_DIRECTORY)
 
 
 @dataclass(frozen=True)
