@@ -68,15 +68,18 @@ def main(
     setup_logging(log_level, log_format)
 
 
-@main.command()
-@click.option(
+config_file_option = click.option(
     "--file",
     "config_file",
     type=click.Path(path_type=Path),
     default=Path("/etc/swanctl/swanctl.conf"),
     show_default=True,
-    help="swanctl.conf to load (connections, secrets, and the extsock policy).",
+    help="swanctl.conf to read (connections, secrets, and the extsock policy).",
 )
+
+
+@main.command()
+@config_file_option
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
@@ -123,25 +126,16 @@ def run(
     app.daemon.install_signal_handlers()
     try:
         app.run()
-    except ConfigError as exc:
-        click.echo(f"extsock: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
     except CharonUnreachable as exc:
         click.echo(f"extsock: {exc}", err=True)
         sys.exit(EXIT_UNREACHABLE)
-    except ExtsockError as exc:
+    except ExtsockError as exc:  # a ConfigError among them
         click.echo(f"extsock: {exc}", err=True)
         sys.exit(EXIT_FAILED)
 
 
 @main.command("check-config")
-@click.option(
-    "--file",
-    "config_file",
-    type=click.Path(path_type=Path),
-    default=Path("/etc/swanctl/swanctl.conf"),
-    show_default=True,
-)
+@config_file_option
 def check_config(config_file: Path) -> None:
     """Validate a swanctl.conf and show which connections extsock would manage."""
     from extsock_py.adapters.config_reader import read_desired_config

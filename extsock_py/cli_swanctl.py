@@ -149,6 +149,14 @@ def _echo_text(text: str) -> None:
         click.echo(text)
 
 
+def _echo(document: render.Json, as_json: bool, as_text: Callable[[render.Json], str]) -> None:
+    """A listing's document as JSON, or as text close to swanctl's."""
+    if as_json:
+        _echo_json(document)
+    else:
+        _echo_text(as_text(document))
+
+
 def _echo_log(event: str, message: Mapping[str, Any]) -> None:
     click.echo(render.format_log(message))
 
@@ -222,10 +230,7 @@ def list_sas(ctx: click.Context, ike: str | None, ike_id: int | None, as_json: b
     with _charon(ctx) as charon:
         events = charon.list_sas_raw(ike=ike, ike_id=ike_id)
     document = render.list_sas_json(events)
-    if as_json:
-        _echo_json(document)
-    else:
-        _echo_text(render.format_list_sas(document))
+    _echo(document, as_json, render.format_list_sas)
 
 
 @click.command("list-conns")
@@ -242,10 +247,7 @@ def list_conns(ctx: click.Context, ike: str | None, as_json: bool) -> None:
     with _charon(ctx) as charon:
         events = charon.list_conns_raw(ike=ike)
     document = render.list_conns_json(events)
-    if as_json:
-        _echo_json(document)
-    else:
-        _echo_text(render.format_list_conns(document))
+    _echo(document, as_json, render.format_list_conns)
 
 
 @click.command("stats")
@@ -256,10 +258,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     with _charon(ctx) as charon:
         response = charon.stats()
     document = render.stats_json(response)
-    if as_json:
-        _echo_json(document)
-    else:
-        _echo_text(render.format_stats(document))
+    _echo(document, as_json, render.format_stats)
 
 
 @click.command("version")
