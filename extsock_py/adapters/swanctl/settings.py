@@ -125,17 +125,25 @@ class _Lexer:
             self.i += 1
         return self.s[start : self.i]
 
+    def _skip_blank(self, c: str) -> bool:
+        """Step over whitespace, a newline or a comment at `c`; False for anything else."""
+        if c in " \t\r":
+            self.i += 1
+        elif c == "\n":
+            self.line += 1
+            self.i += 1
+        elif c == "#":
+            self._skip_comment()
+        else:
+            return False
+        return True
+
     def tokens(self) -> Iterator[_Tok | _Include]:
         while self.i < len(self.s):
             c = self.s[self.i]
-            if c in " \t\r":
-                self.i += 1
-            elif c == "\n":
-                self.line += 1
-                self.i += 1
-            elif c == "#":
-                self._skip_comment()
-            elif c in "{}.,":
+            if self._skip_blank(c):
+                continue
+            if c in "{}.,":
                 self.i += 1
                 yield self._tok(c, c)
             elif c == ":":
@@ -209,14 +217,9 @@ class _Lexer:
     def _refs(self) -> Iterator[_Tok]:
         while self.i < len(self.s):
             c = self.s[self.i]
-            if c in " \t\r":
-                self.i += 1
-            elif c == "\n":
-                self.line += 1
-                self.i += 1
-            elif c == "#":
-                self._skip_comment()
-            elif c == ",":
+            if self._skip_blank(c):
+                continue
+            if c == ",":
                 self.i += 1
                 yield self._tok(",", c)
             elif c in _NAME_STOP:
