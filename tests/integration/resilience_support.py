@@ -1,20 +1,14 @@
-"""Helpers of the resilience and soak tests: what ini's charon holds, traffic loops, /proc."""
+"""Helpers of the resilience and soak tests: what ini's charon holds, socket watches, /proc."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from extsock_py.lab import netns
 from extsock_py.lab.lab import Lab
-from extsock_py.lab.topology import ECHO_PORT, INI, INI_ADDR, PROTECTED_ADDR
+from extsock_py.lab.topology import INI
 
 GW1, GW2 = "10.99.1.2", "10.99.2.2"
 GATEWAY_NODE = {GW1: "segw1", GW2: "segw2"}
@@ -49,80 +43,6 @@ def installed_on_ini(lab: Lab, conn: str) -> tuple[int, str] | None:
         if name.startswith(f"{conn}@") and state == "ESTABLISHED" and "INSTALLED" in children:
             return uid, name.partition("@")[2]
     return None
-
-
-# A UDP sender/receiver in ini's namespace: one datagram every `interval` for `duration`
-# seconds to the echo server behind the gateways; prints a JSON summary at the end.
-_LOOP = r"""
-import json, select, socket, sys, time
-src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-interval, duration = float(sys.argv[4]), float(sys.argv[5])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((src, 0))
-s.setblocking(False)
-sent, got, tags = 0, set(), {}
-start = time.monotonic()
-next_send = start
-end = start + duration
-while True:
-    now = time.monotonic()
-    if now >= end + 0.5:
-        break
-    if now >= next_send and now < end:
-        try:
-            s.sendto(b"%d" % sent, (dst, port))
-        except OSError:
-            pass
-        sent += 1
-        next_send += interval
-    wait = max(0.0, min(next_send, end + 0.5) - time.monotonic())
-    ready, _, _ = select.select([s], [], [], wait)
-    while ready:
-        try:
-            data, _ = s.recvfrom(4096)
-        except BlockingIOError:
-            break
-        tag, _, seq = data.decode(errors="replace").partition(" ")
-        if seq.isdigit():
-            got.add(int(seq))
-            tags[tag] = tags.get(tag, 0) + 1
-missing = sorted(set(range(sent)) - got)
-print(json.dumps({"sent": sent, "received": len(got), "missing": missing[:50],
-                  "lost": len(missing), "by_gateway": tags}))
-"""
-
-
-@dataclass
-class TrafficResult:
-    sent: int
-    received: int
-    lost: int
-    missing: list[int]
-    by_gateway: dict[str, int]
-
-
-class TrafficLoop:
-    """UDP echo through the tunnel every `interval` s for `duration` s, in the background."""
-
-    def __init__(self, lab: Lab, interval: float = 0.02, duration: float = 5.0) -> None:
-        self.duration = duration
-        argv = [sys.executable, "-c", _LOOP, INI_ADDR, PROTECTED_ADDR, str(ECHO_PORT),
-                str(interval), str(duration)]  # fmt: skip
-        self._proc = subprocess.Popen(
-            netns.ns_argv(lab.namespace(INI), argv),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def result(self) -> TrafficResult:
-        out, err = self._proc.communicate(timeout=self.duration + 15.0)
-        if self._proc.returncode != 0:
-            raise RuntimeError(f"traffic loop failed: {err.decode(errors='replace')}")
-        data: dict[str, Any] = json.loads(out)
-        return TrafficResult(
-            data["sent"], data["received"], data["lost"], data["missing"], data["by_gateway"]
-        )
 
 
 class SocketWatch:
