@@ -7,21 +7,9 @@ from pathlib import Path
 import pytest
 
 from extsock_py.adapters.config_reader import read_desired_config
-from extsock_py.adapters.policy_conf import read_policies
-from extsock_py.adapters.swanctl.settings import parse_settings
 from extsock_py.domain.errors import ConfigError
-from extsock_py.domain.policy import FailoverPolicy, MonitorPolicy
-
-
-def policies(text: str, conns: list[str] | None = None) -> dict[str, FailoverPolicy]:
-    root = parse_settings(text, "swanctl.conf")
-    return read_policies(root.sections.get("extsock"), conns or ["home"])[1]
-
-
-def error(text: str, conns: list[str] | None = None) -> ConfigError:
-    with pytest.raises(ConfigError) as caught:
-        policies(text, conns)
-    return caught.value
+from extsock_py.domain.policy import MonitorPolicy
+from tests.unit.test_policy_conf import error, policies
 
 
 def test_off_by_default() -> None:
