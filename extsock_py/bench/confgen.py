@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from extsock_py.bench.floorproc import base_body
-from extsock_py.bench.labs import reset
 from extsock_py.lab.lab import Lab
 from extsock_py.lab.topology import ID_DOMAIN, INI_NET, PROTECTED_NET
 
@@ -88,4 +87,4 @@ def widen_gateways(lab: Lab) -> None:
         path = lab.swanctl_conf(gw)
         text = path.read_text()
         path.write_text(text.replace(f"remote_ts = {INI_NET}", f"remote_ts = {WIDE_NET}"))
-    reset(lab)  # every charon restarted: the gateways read both files again
+    lab.reset()  # every charon restarted: the gateways read both files again

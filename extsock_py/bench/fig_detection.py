@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from extsock_py.bench.labs import POLICY, BenchRunner, fresh_name, reset, running
+from extsock_py.bench.labs import POLICY, BenchRunner, fresh_name, running
 from extsock_py.bench.watch import EventWatch, Seen, child_up
 from extsock_py.lab.lab import Lab
 from extsock_py.lab.topology import INI, INI_ADDR, PROTECTED_ADDR, gateway_name
@@ -72,7 +72,7 @@ def initial_connect(lab: Lab, trials: int, timeout: float) -> Durations:
     gw1, gw2 = lab.config.remote_addrs()[:2]
     out = Durations()
     for _ in range(trials):
-        reset(lab)  # no SA, nothing loaded: a true initial connect
+        lab.reset()  # no SA, nothing loaded: a true initial connect
         lab.fail("segw1", "link")
         try:
             with EventWatch(str(lab.vici_path(INI))) as watch:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from extsock_py.bench import confgen
 from extsock_py.bench.floorproc import floor_process, load_psk
-from extsock_py.bench.labs import BenchRunner, add_local_addrs, fresh_name, reset, running
+from extsock_py.bench.labs import BenchRunner, add_local_addrs, fresh_name, running
 from extsock_py.bench.proc import cpu_percent, rss_mb
 from extsock_py.bench.watch import EventWatch, Seen
 from extsock_py.lab.lab import Lab
@@ -92,7 +92,7 @@ def extsock_trial(
     """segw1 silenced (or, with `delete`, deleting every SA at once) with `n` tunnels on it."""
     gw1, gw2 = lab.config.remote_addrs()[:2]
     out = MassTrial()
-    reset(lab)
+    lab.reset()
     runner = BenchRunner(
         lab,
         MASS_POLICY,
@@ -179,7 +179,7 @@ def direct_trial(
 ) -> tuple[float | None, str | None]:
     """charon asked directly: n connections towards segw2, initiated from THREADS sessions."""
     gw2 = lab.config.remote_addrs()[1]
-    reset(lab)
+    lab.reset()
     load_psk(lab)
     with lab.vici_session(INI, timeout=60.0) as session:
         for i in range(n):
@@ -221,7 +221,7 @@ def startup_trial(lab: Lab, n: int) -> MassTrial:
     is extsock loading and initiating, not charon negotiating `n` SAs meanwhile.
     """
     out = MassTrial()
-    reset(lab)
+    lab.reset()
     for gw in lab.gateways:
         lab.fail(gw, "link")
     try:
@@ -261,7 +261,7 @@ def _wait_loaded(lab: Lab, n: int, timeout: float) -> None:
 
 def swanctl_load(lab: Lab, n: int, conf: str) -> float:
     """`swanctl --load-all` of the same `n` connections into a fresh ini: seconds."""
-    reset(lab)
+    lab.reset()
     path = lab.node_dir(INI) / f"bench-{n}.conf"
     path.write_text(conf)
     began = time.monotonic()

@@ -118,12 +118,3 @@ def ini_command(lab: Lab, command: str, message: dict[str, Any]) -> Any:
 def ini_initiate(lab: Lab, ike: str, child: str = "net") -> None:
     with lab.vici_session(INI, timeout=30.0) as session:
         list(session.initiate({"ike": ike, "child": child, "timeout": "-1"}))
-
-
-def reset(lab: Lab) -> None:
-    """`lab.reset()`, once more if it failed: its start-up check can catch a charon mid-exec
-    (an empty /proc/PID/cmdline) and report it dead; seen about once per full run."""
-    try:
-        lab.reset()
-    except LabError:
-        lab.reset()

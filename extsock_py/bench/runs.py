@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 from extsock_py.bench import confgen, families, fig_detection, fig_events, fig_mass, fig_reaction
 from extsock_py.bench.fig_alone import AloneResult, Background
 from extsock_py.bench.fig_detection import Durations
-from extsock_py.bench.labs import ALONE_FAST_PREFIX, ALONE_PREFIX, MAIN_PREFIX, bench_lab, reset
+from extsock_py.bench.labs import ALONE_FAST_PREFIX, ALONE_PREFIX, MAIN_PREFIX, bench_lab
 from extsock_py.bench.stats import Figure, skipped
 from extsock_py.lab.lab import Lab
 from extsock_py.lab.topology import LabConfig
@@ -105,7 +105,7 @@ def _raw(name: str, got: Durations | str) -> Figure:
 def _main_lab(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
     got = guard("1 reaction", lambda: fig_reaction.measure(lab, plan.reaction, log), log)
     out.append(got if isinstance(got, Figure) else skipped("1 reaction", "ms", "", got))
-    reset(lab)
+    lab.reset()
     dpd = guard(
         "2 detection", lambda: fig_detection.detection(lab, plan.detection, DETECT_TIMEOUT), log
     )
@@ -113,7 +113,7 @@ def _main_lab(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
     why = fig_detection.monitor_available()
     mon: Durations | None = None
     if why is None:
-        reset(lab)
+        lab.reset()
         policy = fig_detection.monitor_policy(lab)
         got_mon = guard(
             "2m monitor detection",

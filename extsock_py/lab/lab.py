@@ -269,7 +269,17 @@ class Lab:
 
     def is_running(self, node: str) -> bool:
         pid = self.pid(node)
-        return pid is not None and _proc_alive(pid) and "charon" in _proc_cmdline(pid)
+        if pid is None:
+            return False
+        child = self._children.get(pid)
+        if child is not None:
+            # Our own child: exact, and immune to the instant of each exec (ip netns exec ->
+            # unshare -> sh -> charon) where /proc/PID/cmdline reads back empty.
+            return child.poll() is None
+        if not _proc_alive(pid):
+            return False
+        cmdline = _proc_cmdline(pid)
+        return not cmdline or "charon" in cmdline  # empty: in the middle of an exec
 
     # ----------------------------------------------------------------- preflight
 
