@@ -39,6 +39,17 @@ _REFUSED = re.compile(
     r"INVALID_SYNTAX|FAILED_CP_REQUIRED|INTERNAL_ADDRESS_FAILURE) notify"
 )
 _MEANINGFUL_LOG = (_INITIATING, _NO_ROUTE, _RETRANSMIT, _GIVING_UP, _REFUSED)
+MEANINGFUL_LOG_PREFIXES = (
+    "initiating IKE_SA ",
+    "no route found to reach ",
+    "retransmit ",
+    "path probing attempt ",
+    "giving up after ",
+    "establishing IKE_SA failed",
+    "received ",
+)
+"""What every line of `_MEANINGFUL_LOG` starts with: the listener drops any other log line
+before decoding it (`EventUsecase.wants` then decides exactly)."""
 # strongSwan >= 6.0.3 alerts.
 _ALERT_RETRANSMIT = {"retransmit-send"}
 _ALERT_CLEARED = {"retransmit-send-cleared"}

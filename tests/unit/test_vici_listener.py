@@ -9,9 +9,10 @@ from typing import TypeVar
 
 import pytest
 import tenacity
+from vici.protocol import Message
 
 from extsock_py.adapters.vici.commands import ViciCharon
-from extsock_py.adapters.vici.listener import ViciEventListener
+from extsock_py.adapters.vici.listener import ViciEventListener, log_prefilter
 from extsock_py.domain.observations import (
     Alert,
     CharonBack,
@@ -22,6 +23,7 @@ from extsock_py.domain.observations import (
     Observation,
     Undecodable,
 )
+from extsock_py.usecases.event_usecase import MEANINGFUL_LOG_PREFIXES, EventUsecase
 from tests.fakes import charon_messages as cm
 from tests.fakes.fake_charon import FakeCharon
 
@@ -283,3 +285,49 @@ def test_a_failing_callback_does_not_kill_the_thread(fake: FakeCharon) -> None:
     [line] = got.wait_for_type(LogLine)
     assert line.message == "fine"
     lst.stop()
+
+
+def test_log_prefilter_drops_chatter_before_decoding(fake: FakeCharon) -> None:
+    got = Inbox()
+    lst = ViciEventListener(got, fake.uri, keep_log=log_prefilter(MEANINGFUL_LOG_PREFIXES))
+    lst.start()
+    assert lst.wait_ready(1.0)
+    try:
+        fake.emit("log", cm.log("sending DPD request", ike_name=CONN, ike_id=3))
+        fake.emit("log", cm.log(b"\xff not utf-8 chatter", ike_name=CONN, ike_id=3))
+        fake.emit("log", cm.log("retransmit 1 of request with message ID 2", ike_name=CONN))
+        fake.emit("ike-updown", cm.ike_updown(CONN, cm.ike_sa(3), up=False))
+        got.wait_for_type(IkeUpdown)
+    finally:
+        lst.stop()
+    lines = [x for x in got.items if isinstance(x, LogLine)]
+    assert [line.message for line in lines] == ["retransmit 1 of request with message ID 2"]
+    assert lst.dropped_logs == 2
+    assert not any(isinstance(x, Undecodable) for x in got.items)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "initiating IKE_SA home@10.0.0.1[3] to 10.0.0.1",
+        "retransmit 1 of request with message ID 2",
+        "path probing attempt 2",
+        "giving up after 5 retransmits",
+        "giving up after 3 path probings",
+        "establishing IKE_SA failed, peer not responding",
+        "no route found to reach 10.0.0.1, MOBIKE update deferred",
+        "received AUTHENTICATION_FAILED notify error",
+    ],
+)
+def test_prefilter_keeps_every_line_the_usecase_wants(message: str) -> None:
+    """The prefilter must never drop a line `EventUsecase.wants` would keep."""
+    line = LogLine("IKE", 1, message, ike_name="home@10.0.0.1", ike_id=3)
+    assert EventUsecase.wants(line)
+    payload = Message.serialize(cm.log(message, ike_name="home@10.0.0.1", ike_id=3))
+    assert log_prefilter(MEANINGFUL_LOG_PREFIXES)(bytes(payload))
+
+
+def test_prefilter_reads_the_msg_value_not_other_keys() -> None:
+    keep = log_prefilter(MEANINGFUL_LOG_PREFIXES)
+    decoy = Message.serialize(cm.log("sending DPD request", ike_name="retransmit 1@x", ike_id=3))
+    assert not keep(bytes(decoy))

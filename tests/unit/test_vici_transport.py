@@ -8,7 +8,14 @@ import tempfile
 
 import pytest
 
-from extsock_py.adapters.vici.transport import ViciAddress, open_socket, parse_uri
+from extsock_py.adapters.vici.transport import (
+    MAX_FRAME,
+    FrameReader,
+    ViciAddress,
+    open_socket,
+    parse_uri,
+    send_frame,
+)
 from extsock_py.domain.errors import CharonUnreachable
 
 
@@ -89,3 +96,29 @@ def test_tcp_refused() -> None:
     probe.close()
     with pytest.raises(CharonUnreachable, match=f"tcp://127.0.0.1:{port}"):
         open_socket(f"tcp://127.0.0.1:{port}", 0.2)
+
+
+def test_frame_reader_splits_and_joins_packets() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        reader = FrameReader(b, chunk=5)  # small reads: packets cross chunk boundaries
+        send_frame(a, b"\x07\x03logone")
+        send_frame(a, b"")
+        a.sendall(len(b"two").to_bytes(4, "big") + b"tw")
+        assert reader.read() == b"\x07\x03logone"
+        assert reader.read() == b""
+        a.sendall(b"o")
+        assert reader.read() == b"two"
+        a.sendall((MAX_FRAME + 1).to_bytes(4, "big"))
+        with pytest.raises(ValueError, match="not charon"):
+            reader.read()
+
+
+def test_frame_reader_reports_a_closed_socket() -> None:
+    a, b = socket.socketpair()
+    with b:
+        reader = FrameReader(b)
+        a.sendall(b"\x00\x00")  # half a length, then EOF
+        a.close()
+        with pytest.raises(OSError, match="closed"):
+            reader.read()

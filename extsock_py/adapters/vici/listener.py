@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
-import struct
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import tenacity
-import vici
-from vici.protocol import Message, Packet
+from vici.protocol import FiniteStream, Message, Packet
 
 from extsock_py.adapters.vici.decode import decode_event
-from extsock_py.adapters.vici.transport import DEFAULT_URI, open_socket
+from extsock_py.adapters.vici.transport import DEFAULT_URI, FrameReader, open_socket, send_frame
 from extsock_py.domain.errors import CharonUnreachable
 from extsock_py.domain.observations import CharonBack, CharonLost, Observation, Undecodable
 
@@ -26,6 +24,20 @@ OPTIONAL_EVENTS = ("alert",)
 """Registered when charon knows them (alert: strongSwan >= 6.0.3); 5.9.8 answers EVENT_UNKNOWN."""
 
 Deliver = Callable[[Observation], None]
+LogFilter = Callable[[bytes], bool]
+
+
+def log_prefilter(prefixes: Iterable[str]) -> LogFilter:
+    """A test on a `log` event's raw payload: True when its `msg` starts with one of
+    `prefixes`. Runs before decoding, so the lines that cannot matter (nearly all of them:
+    each DPD exchange logs five) cost a regex scan instead of a full decode.
+
+    In VICI's encoding a key-value is the byte 3, the key's length (one byte), the key, the
+    value's length (two bytes), the value.
+    """
+    alternatives = b"|".join(re.escape(p.encode()) for p in prefixes)
+    pattern = re.compile(rb"\x03\x03msg[\x00-\xff]{2}(?:" + alternatives + rb")", re.DOTALL)
+    return lambda payload: pattern.search(payload) is not None
 
 
 class _Stopped(Exception):
@@ -57,20 +69,22 @@ class ViciEventListener:
         connect_timeout: float = 2.0,
         wait: tenacity.wait.wait_base | None = None,
         sleep: Callable[[float], None] | None = None,
-        session_factory: Callable[[socket.socket], Any] = vici.Session,
+        keep_log: LogFilter | None = None,
     ) -> None:
         self.uri = uri
         self._deliver_fn = deliver
         self._connect_timeout = connect_timeout
         self._wait = wait if wait is not None else default_wait()
         self._sleep = sleep if sleep is not None else self._interruptible_sleep
-        self._session_factory = session_factory
+        self._keep_log = keep_log
+        self.dropped_logs = 0
+        """`log` events that `keep_log` turned away before decoding."""
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._sock_lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self._pending: list[tuple[bytes, Any]] = []
+        self._pending: list[tuple[bytes, bytes]] = []
         self.alert_supported: bool | None = None
         """Whether charon accepted `alert` at the last registration (None before)."""
 
@@ -121,7 +135,7 @@ class ViciEventListener:
         lost = False
         while not self._stopping.is_set():
             try:
-                session = self._connect(lost)
+                reader = self._connect(lost)
             except _Stopped:
                 break
             except CharonUnreachable as exc:  # first attempt failed: report, then keep trying
@@ -136,7 +150,7 @@ class ViciEventListener:
             pending, self._pending = self._pending, []
             for name, payload in pending:  # events that arrived while registering
                 self._deliver_raw(name, payload)
-            reason = self._listen(session)
+            reason = self._listen(reader)
             self._ready.clear()
             self._close_socket()
             if self._stopping.is_set():
@@ -145,7 +159,7 @@ class ViciEventListener:
             lost = True
         self._close_socket()
 
-    def _connect(self, retrying: bool) -> Any:
+    def _connect(self, retrying: bool) -> FrameReader:
         """Open and register a session; retries with backoff while `retrying`."""
         if not retrying:
             return self._open_registered()
@@ -161,7 +175,7 @@ class ViciEventListener:
         except (CharonUnreachable, OSError) as exc:  # only when stopping
             raise _Stopped() from exc
 
-    def _open_registered(self) -> Any:
+    def _open_registered(self) -> FrameReader:
         if self._stopping.is_set():
             raise _Stopped()
         sock = open_socket(self.uri, self._connect_timeout)
@@ -169,57 +183,59 @@ class ViciEventListener:
             self._sock = sock
         if self._stopping.is_set():
             raise _Stopped()
+        reader = FrameReader(sock)
         try:
-            session = self._session_factory(sock)
             for event in EVENTS:
-                self._register(session, event)
+                self._register(sock, reader, event)
             alert = True
             for event in OPTIONAL_EVENTS:
                 try:
-                    self._register(session, event)
+                    self._register(sock, reader, event)
                 except _Refused:
                     alert = False
             self.alert_supported = alert
-        except (OSError, _Refused, ValueError, struct.error) as exc:
+        except (OSError, _Refused, ValueError) as exc:
             self._pending.clear()
             self._close_socket()
             raise CharonUnreachable(f"registering for events at {self.uri} failed: {exc}") from exc
         self._ready.set()
-        return session
+        return reader
 
-    def _register(self, session: Any, event: str) -> None:
+    def _register(self, sock: socket.socket, reader: FrameReader, event: str) -> None:
         """Register one event; keep events that arrive meanwhile; _Refused if unknown."""
-        transport = session.transport
-        transport.send(Packet.register_event(event))
+        send_frame(sock, bytes(Packet.register_event(event)))
         while True:
-            response = Packet.parse(transport.receive())
-            if response.response_type == Packet.EVENT:
-                self._pending.append((response.event_type, response.payload))
-            elif response.response_type == Packet.EVENT_CONFIRM:
+            packet = reader.read()
+            kind = packet[0] if packet else None
+            if kind == Packet.EVENT:
+                self._pending.append(_split_event(packet))
+            elif kind == Packet.EVENT_CONFIRM:
                 return
-            elif response.response_type == Packet.EVENT_UNKNOWN:
+            elif kind == Packet.EVENT_UNKNOWN:
                 raise _Refused(f"charon does not know event '{event}'")
             else:
-                raise ValueError(f"unexpected packet type {response.response_type}")
+                raise ValueError(f"unexpected packet type {kind}")
 
-    def _deliver_raw(self, name: bytes, payload: Any) -> None:
+    def _deliver_raw(self, name: bytes, payload: bytes) -> None:
+        if name == b"log" and self._keep_log is not None and not self._keep_log(payload):
+            self.dropped_logs += 1
+            return
         try:
-            message = Message.deserialize(payload)
+            message = Message.deserialize(FiniteStream(payload))
         except Exception as exc:
             self._deliver(Undecodable(_name(name), f"{type(exc).__name__}: {exc}"))
             return
         self._deliver(decode_event(name, message))
 
-    def _listen(self, session: Any) -> str:
+    def _listen(self, reader: FrameReader) -> str:
         """Deliver events until the socket breaks or stop() shuts it down; return why it ended."""
-        transport = session.transport
         while not self._stopping.is_set():
             try:
-                response = Packet.parse(transport.receive())
-            except (OSError, struct.error) as exc:
+                packet = reader.read()
+            except (OSError, ValueError) as exc:
                 return f"lost charon at {self.uri}: {exc}"
-            if response.response_type == Packet.EVENT:
-                self._deliver_raw(response.event_type, response.payload)
+            if packet and packet[0] == Packet.EVENT:
+                self._deliver_raw(*_split_event(packet))
         return "stopped"
 
     def _close_socket(self) -> None:
@@ -229,6 +245,12 @@ class ViciEventListener:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+
+def _split_event(packet: bytes) -> tuple[bytes, bytes]:
+    """An EVENT packet's name and payload: type byte, name length byte, name, payload."""
+    size = packet[1] if len(packet) > 1 else 0
+    return packet[2 : 2 + size], packet[2 + size :]
 
 
 def _name(name: object) -> str:
