@@ -125,13 +125,14 @@ def step(state: ConnState, event: ev.Event, now: float) -> Result:
 
 
 def _attempt(state: ConnState, gateway: str, now: float, reload_clone: bool = True) -> Result:
-    """Start an attempt towards `gateway`, unloading the previous clone if it differs."""
+    """Start an attempt towards `gateway`, then unload the previous clone if it differs
+    (after the initiate: unloading is not on the way to the new tunnel)."""
     actions: list[Action] = []
     if reload_clone:
-        if state.gateway is not None and state.gateway != gateway:
-            actions.append(UnloadClone(state.gateway))
         actions.append(LoadClone(gateway))
     actions.append(Initiate(gateway))
+    if reload_clone and state.gateway is not None and state.gateway != gateway:
+        actions.append(UnloadClone(state.gateway))
     new = replace(
         state,
         phase=Phase.CONNECTING,

@@ -153,9 +153,9 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         [
             Notify("tunnel-down", gateway=GW1, reason="ike-down"),
             started(GW2, GW1, "ike-down"),
-            UnloadClone(GW1),
             LoadClone(GW2),
             Initiate(GW2),
+            UnloadClone(GW1),
         ],
     ),
     # a child-down leaves an IKE_SA behind: it is terminated
@@ -168,9 +168,9 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
             Terminate(GW1, 1),
             Notify("tunnel-down", gateway=GW1, reason="child-down"),
             started(GW2, GW1, "child-down"),
-            UnloadClone(GW1),
             LoadClone(GW2),
             Initiate(GW2),
+            UnloadClone(GW1),
         ],
     ),
     # no route left (MOBIKE deferred): the stale IKE_SA lingers in charon, so it is terminated
@@ -183,9 +183,9 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
             Terminate(GW1, 1),
             Notify("tunnel-down", gateway=GW1, reason="no-route"),
             started(GW2, GW1, "no-route"),
-            UnloadClone(GW1),
             LoadClone(GW2),
             Initiate(GW2),
+            UnloadClone(GW1),
         ],
     ),
     (
@@ -197,9 +197,9 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
             Terminate(GW1, 1),
             Notify("tunnel-down", gateway=GW1, reason="retransmit"),
             started(GW2, GW1, "retransmit"),
-            UnloadClone(GW1),
             LoadClone(GW2),
             Initiate(GW2),
+            UnloadClone(GW1),
         ],
     ),
     (
@@ -211,9 +211,9 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
             Terminate(GW1, 1),
             Notify("tunnel-down", gateway=GW1, reason="monitor"),
             started(GW2, GW1, "monitor"),
-            UnloadClone(GW1),
             LoadClone(GW2),
             Initiate(GW2),
+            UnloadClone(GW1),
         ],
     ),
     (
@@ -224,9 +224,9 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         [
             Terminate(GW1, 1),
             started(GW2, GW1, "initiate-failed"),
-            UnloadClone(GW1),
             LoadClone(GW2),
             Initiate(GW2),
+            UnloadClone(GW1),
         ],
     ),
     (
@@ -284,7 +284,7 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         ev.Retry(),
         Phase.CONNECTING,
         GW1,
-        [UnloadClone(GW2), LoadClone(GW1), Initiate(GW1)],
+        [LoadClone(GW1), Initiate(GW1), UnloadClone(GW2)],
     ),
     ("up-gw1", ev.Retry(), Phase.UP, GW1, []),
     ("connecting-gw1", ev.Retry(), Phase.CONNECTING, GW1, []),
@@ -300,14 +300,14 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         ev.Switch(GW2),
         Phase.CONNECTING,
         GW2,
-        [Terminate(GW1, 1), UnloadClone(GW1), LoadClone(GW2), Initiate(GW2)],
+        [Terminate(GW1, 1), LoadClone(GW2), Initiate(GW2), UnloadClone(GW1)],
     ),
     (
         "backoff",
         ev.Switch(GW1),
         Phase.CONNECTING,
         GW1,
-        [UnloadClone(GW2), LoadClone(GW1), Initiate(GW1)],
+        [LoadClone(GW1), Initiate(GW1), UnloadClone(GW2)],
     ),
     ("gave-up", ev.Switch(GW2), Phase.CONNECTING, GW2, [LoadClone(GW2), Initiate(GW2)]),
     ("stopped", ev.Switch(GW2), Phase.CONNECTING, GW2, [LoadClone(GW2), Initiate(GW2)]),
@@ -330,7 +330,7 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         ev.Release(),
         Phase.CONNECTING,
         GW2,
-        [Notify("released", gateway=GW1), UnloadClone(GW1), LoadClone(GW2), Initiate(GW2)],
+        [Notify("released", gateway=GW1), LoadClone(GW2), Initiate(GW2), UnloadClone(GW1)],
     ),
     ("held-down", ev.Tick(), Phase.DOWN, GW1, []),
     ("held-down", ev.TunnelDown(GW1, 1), Phase.DOWN, GW1, []),
@@ -435,7 +435,7 @@ def test_a_gateway_missing_from_the_list_goes_on_with_the_primary() -> None:
     state = replace(s_backoff(), gateway="10.9.9.9")
     assert state.deadline is not None
     state, actions = run(state, ev.Tick(), now=state.deadline)
-    assert actions == [UnloadClone("10.9.9.9"), LoadClone(GW1), Initiate(GW1)]
+    assert actions == [LoadClone(GW1), Initiate(GW1), UnloadClone("10.9.9.9")]
 
 
 def test_connect_timeout_fires_at_the_deadline_not_before() -> None:
@@ -446,9 +446,9 @@ def test_connect_timeout_fires_at_the_deadline_not_before() -> None:
     assert actions == [
         Terminate(GW1, None),
         started(GW2, GW1, "connect-timeout"),
-        UnloadClone(GW1),
         LoadClone(GW2),
         Initiate(GW2),
+        UnloadClone(GW1),
     ]
     assert state.deadline == T0 + 10.0
 
@@ -496,9 +496,9 @@ def test_attempts_per_gateway_retries_the_same_gateway_without_reloading() -> No
     assert actions == [
         Terminate(GW1, None),
         started(GW2, GW1, "initiate-failed"),
-        UnloadClone(GW1),
         LoadClone(GW2),
         Initiate(GW2),
+        UnloadClone(GW1),
     ]
     assert state.attempts_on_gateway == 0 and state.failed_in_cycle == 1
 
@@ -542,7 +542,7 @@ def test_backoff_expiry_attempts_the_next_gateway() -> None:
     assert state.deadline is not None and wake_at(state) == state.deadline
     assert step(state, ev.Tick(), state.deadline - 0.001) == (state, [])
     state, actions = run(state, ev.Tick(), now=state.deadline)
-    assert actions == [UnloadClone(GW2), LoadClone(GW1), Initiate(GW1)]
+    assert actions == [LoadClone(GW1), Initiate(GW1), UnloadClone(GW2)]
     assert state.phase is Phase.CONNECTING and state.cycles_failed == 1
 
 
@@ -588,9 +588,9 @@ def test_held_failures_are_recorded_without_moving() -> None:
     state, actions = run(state, ev.Release(), now=T0 + 50)
     assert actions == [
         Notify("released", gateway=GW1),
-        UnloadClone(GW1),
         LoadClone(GW2),
         Initiate(GW2),
+        UnloadClone(GW1),
     ]
     assert state.phase is Phase.CONNECTING and not state.held
 
@@ -785,9 +785,9 @@ def test_the_main_tunnel_failing_during_a_standby() -> None:
         Notify("switch-failed", gateway=GW1, from_gateway=GW2, reason="failback"),
         Notify("tunnel-down", gateway=GW2, reason="ike-down"),
         started(GW1, GW2, "ike-down"),
-        UnloadClone(GW2),
         LoadClone(GW1),
         Initiate(GW1),
+        UnloadClone(GW2),
     ]
     assert (state.phase, state.gateway, state.standby, state.next_probe_at) == (
         Phase.CONNECTING,

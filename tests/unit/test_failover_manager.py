@@ -101,10 +101,10 @@ def test_failover_loads_the_clone_of_the_next_gateway(make: Any) -> None:
     w.clock.advance(1.0)
     w.manager.handle("home", ev.TunnelDown(GW1, sa.unique_id))
     assert [c[:2] for c in w.charon.calls] == [
-        ("unload_conn", "home@10.0.0.1"),
         ("load_conn", "home@10.0.0.2"),
         ("initiate", "home@10.0.0.2"),
-    ]  # an ike-down needs no terminate
+        ("unload_conn", "home@10.0.0.1"),
+    ]  # an ike-down needs no terminate; the old clone goes once the new one is on its way
     body = w.charon.conns["home@10.0.0.2"]
     original = make(GW1, GW2)
     assert body["remote_addrs"] == [GW2]

@@ -192,7 +192,10 @@ class ViciCharon:
         if child is not None:
             message["child"] = child
         message["timeout"] = -1
-        self.streamed("initiate", "control-log", message)
+        # timeout -1: charon queues the initiation and answers at once, with no control-log
+        # events (vici_control.c), so a plain request does: one round trip, where the vici
+        # package's streamed initiate costs three (register, request, unregister).
+        self.request("initiate", message)
 
     def terminate(self, ike: str | None = None, ike_id: int | None = None) -> None:
         if ike is None and ike_id is None:
@@ -204,7 +207,7 @@ class ViciCharon:
             message["ike-id"] = ike_id
         message["force"] = True
         message["timeout"] = -1
-        self.streamed("terminate", "control-log", message)
+        self.request("terminate", message)  # as initiate: -1 answers at once, no control-log
 
     def list_sas(self) -> list[IkeSaInfo]:
         try:
