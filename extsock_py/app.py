@@ -14,7 +14,7 @@ from extsock_py.adapters.control.protocol import DEFAULT_SOCKET
 from extsock_py.adapters.publisher import Broadcast
 from extsock_py.adapters.state_store import DEFAULT_DIRECTORY, SqliteStateStore
 from extsock_py.adapters.vici.commands import ViciCharon
-from extsock_py.adapters.vici.listener import ViciEventListener, log_prefilter
+from extsock_py.adapters.vici.listener import Coalescing, ViciEventListener, log_prefilter
 from extsock_py.adapters.vici.transport import DEFAULT_URI
 from extsock_py.daemon import Daemon, DaemonOptions, Listener
 from extsock_py.domain.observations import Observation
@@ -71,7 +71,10 @@ def build_app(settings: AppSettings) -> App:
 
     def make_listener(deliver: Callable[[Observation], None]) -> Listener:
         return ViciEventListener(
-            deliver, settings.uri, keep_log=log_prefilter(MEANINGFUL_LOG_PREFIXES)
+            deliver,
+            settings.uri,
+            keep_log=log_prefilter(MEANINGFUL_LOG_PREFIXES),
+            coalescing=Coalescing(),
         )
 
     daemon = Daemon(

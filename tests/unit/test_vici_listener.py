@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -9,10 +10,11 @@ from typing import TypeVar
 
 import pytest
 import tenacity
-from vici.protocol import Message
+from vici.protocol import Message, Packet
 
 from extsock_py.adapters.vici.commands import ViciCharon
-from extsock_py.adapters.vici.listener import ViciEventListener, log_prefilter
+from extsock_py.adapters.vici.listener import Coalescing, ViciEventListener, log_prefilter
+from extsock_py.adapters.vici.transport import FrameReader, send_frame
 from extsock_py.domain.observations import (
     Alert,
     CharonBack,
@@ -331,3 +333,40 @@ def test_prefilter_reads_the_msg_value_not_other_keys() -> None:
     keep = log_prefilter(MEANINGFUL_LOG_PREFIXES)
     decoy = Message.serialize(cm.log("sending DPD request", ike_name="retransmit 1@x", ike_id=3))
     assert not keep(bytes(decoy))
+
+
+def _chatter_then_eof(*messages: str) -> FrameReader:
+    """A reader over a socketpair holding `log` events, then end of stream."""
+    ours, theirs = socket.socketpair()
+    with theirs:
+        for text in messages:
+            payload = bytes(Message.serialize(cm.log(text, ike_name=CONN, ike_id=3)))
+            send_frame(theirs, bytes([Packet.EVENT, 3]) + b"log" + payload)
+    return FrameReader(ours)
+
+
+@pytest.mark.parametrize(
+    ("rate_above", "messages", "pauses"),
+    [
+        (5.0, ["sending DPD request"] * 10, 1),  # 10 dropped over 1 s: chatter, pause once
+        (50.0, ["sending DPD request"] * 10, 0),  # below the rate: never a pause
+        (5.0, ["sending DPD request"] * 9 + ["retransmit 1 of request with message ID 2"], 0),
+    ],
+)
+def test_coalescing_pauses_only_after_chatter(
+    rate_above: float, messages: list[str], pauses: int
+) -> None:
+    """The read before end of stream is judged: a pause only if it held nothing but dropped
+    lines and they came faster than the threshold (fake clock: all 10 within 1 s)."""
+    now = [0.0]
+    lst = ViciEventListener(
+        Inbox(),
+        "unix:///nowhere",
+        keep_log=log_prefilter(MEANINGFUL_LOG_PREFIXES),
+        coalescing=Coalescing(window=0.0, above=rate_above),
+        monotonic=lambda: now[0],
+    )
+    now[0] = 1.0
+    reader = _chatter_then_eof(*messages)
+    assert lst._listen(reader).startswith("lost charon")
+    assert lst.pauses == pauses

@@ -114,6 +114,11 @@ class FrameReader:
         self._chunk = chunk
         self._buf = bytearray()
 
+    def holds_packet(self) -> bool:
+        """Whether a whole packet is already buffered (the next read needs no recv)."""
+        buf = self._buf
+        return len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big")
+
     def read(self) -> bytes:
         """The next packet; OSError when the socket closes, ValueError on a garbage length."""
         buf = self._buf
