@@ -122,3 +122,17 @@ def test_frame_reader_reports_a_closed_socket() -> None:
         a.close()
         with pytest.raises(OSError, match="closed"):
             reader.read()
+
+
+def test_frame_reader_batches_what_one_recv_brought() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        reader = FrameReader(b)
+        for body in (b"one", b"two", b"three"):
+            send_frame(a, body)
+        a.sendall(len(b"four").to_bytes(4, "big") + b"fo")  # a partial packet stays buffered
+        assert reader.read_batch() == [b"one", b"two", b"three"]
+        a.sendall(b"ur")
+        assert reader.read_batch() == [b"four"]
+        send_frame(a, b"five")
+        assert reader.read() == b"five"

@@ -114,10 +114,27 @@ class FrameReader:
         self._chunk = chunk
         self._buf = bytearray()
 
-    def holds_packet(self) -> bool:
-        """Whether a whole packet is already buffered (the next read needs no recv)."""
+    def read_batch(self) -> list[bytes]:
+        """Every whole packet buffered, after one `recv` if there is none yet; OSError when
+        the socket closes, ValueError on a garbage length."""
         buf = self._buf
-        return len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(buf[:4], "big")
+        while True:
+            packets: list[bytes] = []
+            pos, size_all = 0, len(buf)
+            while size_all - pos >= 4:
+                size = int.from_bytes(buf[pos : pos + 4], "big")
+                if size > MAX_FRAME:
+                    raise ValueError(f"VICI packet of {size} bytes announced: not charon")
+                end = pos + 4 + size
+                if end > size_all:
+                    break
+                packets.append(bytes(buf[pos + 4 : end]))
+                pos = end
+            if pos:
+                del buf[:pos]
+            if packets:
+                return packets
+            self._fill()
 
     def read(self) -> bytes:
         """The next packet; OSError when the socket closes, ValueError on a garbage length."""
@@ -132,7 +149,10 @@ class FrameReader:
                     packet = bytes(buf[4:end])
                     del buf[:end]
                     return packet
-            chunk = self._sock.recv(self._chunk)
-            if not chunk:
-                raise ConnectionResetError("charon closed the VICI socket")
-            buf += chunk
+            self._fill()
+
+    def _fill(self) -> None:
+        chunk = self._sock.recv(self._chunk)
+        if not chunk:
+            raise ConnectionResetError("charon closed the VICI socket")
+        self._buf += chunk
