@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tempfile
 
@@ -131,8 +132,24 @@ def test_frame_reader_batches_what_one_recv_brought() -> None:
         for body in (b"one", b"two", b"three"):
             send_frame(a, body)
         a.sendall(len(b"four").to_bytes(4, "big") + b"fo")  # a partial packet stays buffered
-        assert reader.read_batch() == [b"one", b"two", b"three"]
+        assert reader.read_batch() == ([b"one", b"two", b"three"], 0)
         a.sendall(b"ur")
-        assert reader.read_batch() == [b"four"]
+        assert reader.read_batch() == ([b"four"], 0)
         send_frame(a, b"five")
         assert reader.read() == b"five"
+
+
+def test_frame_reader_skips_log_events_the_pattern_does_not_find() -> None:
+    keep = re.compile(rb"wanted")
+    a, b = socket.socketpair()
+    with a, b:
+        reader = FrameReader(b)
+        send_frame(a, b"\x07\x03log chatter")
+        send_frame(a, b"\x07\x03log a wanted line")
+        send_frame(a, b"\x07\x0aike-updown chatter")  # not a log event: always kept
+        send_frame(a, b"\x07\x03log more chatter")
+        packets, dropped = reader.read_batch(keep)
+        assert packets == [b"\x07\x03log a wanted line", b"\x07\x0aike-updown chatter"]
+        assert dropped == 2
+        send_frame(a, b"\x07\x03log only chatter")
+        assert reader.read_batch(keep) == ([], 1)  # a batch of nothing but dropped lines

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import socket
+import struct
 from dataclasses import dataclass
 from typing import Literal
 
@@ -92,6 +94,9 @@ def open_socket(uri: str, timeout: float = 2.0) -> socket.socket:
         ) from exc
 
 
+_LENGTH = struct.Struct("!I")
+_LOG_EVENT = b"\x07\x03log"
+"""An EVENT packet (type 7) named `log` (name length 3)."""
 MAX_FRAME = 16 * 1024 * 1024
 """Larger than anything charon sends (its own limit is 512 KiB): a bigger length is garbage."""
 
@@ -114,26 +119,35 @@ class FrameReader:
         self._chunk = chunk
         self._buf = bytearray()
 
-    def read_batch(self) -> list[bytes]:
-        """Every whole packet buffered, after one `recv` if there is none yet; OSError when
-        the socket closes, ValueError on a garbage length."""
+    def read_batch(self, keep_log: re.Pattern[bytes] | None = None) -> tuple[list[bytes], int]:
+        """Every whole packet buffered, after one `recv` if there is none yet, and how many
+        `log` events were dropped: with `keep_log`, a log event whose payload it does not
+        match is skipped where it lies, never copied. OSError when the socket closes,
+        ValueError on a garbage length."""
         buf = self._buf
         while True:
             packets: list[bytes] = []
-            pos, size_all = 0, len(buf)
+            dropped, pos, size_all = 0, 0, len(buf)
             while size_all - pos >= 4:
-                size = int.from_bytes(buf[pos : pos + 4], "big")
+                (size,) = _LENGTH.unpack_from(buf, pos)
                 if size > MAX_FRAME:
                     raise ValueError(f"VICI packet of {size} bytes announced: not charon")
                 end = pos + 4 + size
                 if end > size_all:
                     break
-                packets.append(bytes(buf[pos + 4 : end]))
+                if (
+                    keep_log is not None
+                    and buf.startswith(_LOG_EVENT, pos + 4)
+                    and keep_log.search(buf, pos + 4 + len(_LOG_EVENT), end) is None
+                ):
+                    dropped += 1
+                else:
+                    packets.append(bytes(buf[pos + 4 : end]))
                 pos = end
             if pos:
                 del buf[:pos]
-            if packets:
-                return packets
+            if packets or dropped:
+                return packets, dropped
             self._fill()
 
     def read(self) -> bytes:
