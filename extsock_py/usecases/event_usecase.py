@@ -34,10 +34,15 @@ _GIVING_UP = re.compile(
 # marks the IKE_SA stale and then sends nothing at all (no DPD, no retransmit) until a route
 # comes back: without this line the tunnel would look up forever.
 _NO_ROUTE = re.compile(r"^no route found to reach .*MOBIKE update deferred")
-_REFUSED = re.compile(
-    r"^received (AUTHENTICATION_FAILED|NO_PROPOSAL_CHOSEN|TS_UNACCEPTABLE|"
-    r"INVALID_SYNTAX|FAILED_CP_REQUIRED|INTERNAL_ADDRESS_FAILURE) notify"
+_REFUSALS = (
+    "AUTHENTICATION_FAILED",
+    "NO_PROPOSAL_CHOSEN",
+    "TS_UNACCEPTABLE",
+    "INVALID_SYNTAX",
+    "FAILED_CP_REQUIRED",
+    "INTERNAL_ADDRESS_FAILURE",
 )
+_REFUSED = re.compile(rf"^received ({'|'.join(_REFUSALS)}) notify")
 _MEANINGFUL_LOG = (_INITIATING, _NO_ROUTE, _RETRANSMIT, _GIVING_UP, _REFUSED)
 MEANINGFUL_LOG_PREFIXES = (
     "initiating IKE_SA ",
@@ -46,10 +51,11 @@ MEANINGFUL_LOG_PREFIXES = (
     "path probing attempt ",
     "giving up after ",
     "establishing IKE_SA failed",
-    "received ",
+    *(f"received {refusal} notify" for refusal in _REFUSALS),
 )
 """What every line of `_MEANINGFUL_LOG` starts with: the listener drops any other log line
-before decoding it (`EventUsecase.wants` then decides exactly)."""
+before decoding it (`EventUsecase.wants` then decides exactly). As narrow as the patterns:
+a bare "received " would let through each DPD exchange's "received packet" line."""
 # strongSwan >= 6.0.3 alerts.
 _ALERT_RETRANSMIT = {"retransmit-send"}
 _ALERT_CLEARED = {"retransmit-send-cleared"}

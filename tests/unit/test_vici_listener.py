@@ -329,6 +329,21 @@ def test_prefilter_keeps_every_line_the_usecase_wants(message: str) -> None:
     assert log_prefilter(MEANINGFUL_LOG_PREFIXES).search(bytes(payload))
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "sending DPD request",
+        "generating INFORMATIONAL request 7 [ ]",
+        "sending packet: from 10.99.1.1[4500] to 10.99.1.2[4500] (80 bytes)",
+        "received packet: from 10.99.1.2[4500] to 10.99.1.1[4500] (80 bytes)",
+        "parsed INFORMATIONAL response 7 [ ]",
+    ],
+)
+def test_prefilter_drops_each_line_of_a_dpd_exchange(message: str) -> None:
+    payload = Message.serialize(cm.log(message, ike_name="home@10.0.0.1", ike_id=3))
+    assert not log_prefilter(MEANINGFUL_LOG_PREFIXES).search(bytes(payload))
+
+
 def test_prefilter_reads_the_msg_value_not_other_keys() -> None:
     keep = log_prefilter(MEANINGFUL_LOG_PREFIXES)
     decoy = Message.serialize(cm.log("sending DPD request", ike_name="retransmit 1@x", ike_id=3))
