@@ -274,6 +274,10 @@ def _on_retransmit(state: ConnState, event: ev.RetransmitSeen, now: float) -> Re
         return _abort_standby(state, now, terminate=True) if limit else (state, [])
     if not _is_current(state, event.gateway, event.ike_id):
         return state, []
+    if state.phase is not Phase.UP:
+        # A connect is judged by connect_timeout alone: a gateway answering a storm of
+        # connects late (a retransmit after charon's 4 s) is slow, not dead.
+        return replace(state, ike_id=event.ike_id), []
     counted = replace(state, retransmits=state.retransmits + 1, ike_id=event.ike_id)
     if limit and counted.retransmits >= limit:
         return _fail(counted, now, "retransmit", terminate=True)

@@ -464,14 +464,26 @@ def test_ike_connecting_records_the_ike_id_used_by_the_timeout() -> None:
     ("limit", "retransmits", "fails"),
     [(1, 1, True), (2, 1, False), (2, 2, True), (0, 1, False), (0, 20, False), (3, 2, False)],
 )
-@pytest.mark.parametrize("setup", ["connecting-gw1", "up-gw1"])
-def test_retransmit_counting(setup: str, limit: int, retransmits: int, fails: bool) -> None:
-    state = replace(SETUPS[setup](), policy=policy(dead_after_retransmits=limit))
+def test_retransmit_counting(limit: int, retransmits: int, fails: bool) -> None:
+    state = replace(s_up_gw1(), policy=policy(dead_after_retransmits=limit))
     state, actions = run(state, *[ev.RetransmitSeen(GW1, 1)] * retransmits)
     assert (state.gateway == GW2) is fails
     assert (Terminate(GW1, 1) in actions) is fails
     if not fails:
         assert state.retransmits == retransmits and actions == []
+
+
+@pytest.mark.parametrize("retransmits", [1, 5])
+def test_a_connect_is_left_to_its_timeout_whatever_it_retransmits(retransmits: int) -> None:
+    """A gateway that answers a storm of connects late is slow, not dead: while connecting,
+    retransmits change nothing; the connect timeout decides."""
+    state = replace(SETUPS["connecting-gw1"](), policy=policy(dead_after_retransmits=1))
+    state, actions = run(state, *[ev.RetransmitSeen(GW1, 1)] * retransmits)
+    assert (state.phase, state.gateway, state.ike_id, actions) == (Phase.CONNECTING, GW1, 1, [])
+    assert state.deadline is not None
+    _, actions = run(state, ev.Tick(), now=state.deadline)
+    assert actions[0] == Terminate(GW1, 1)
+    assert LoadClone(GW2) in actions
 
 
 def test_peer_answered_resets_the_retransmit_count() -> None:
