@@ -33,6 +33,7 @@ from extsock_py.usecases.resync import reconcile, resync
 log = logging.getLogger("extsock.daemon")
 
 T = TypeVar("T")
+_BATCH = 1000  # items handled per loop iteration at most
 _POLL = 0.2  # longest sleep of the loop: bounds how late a signal flag is seen
 _RECONNECT_FIRST = 0.05  # first pause before the command session is opened again
 _RECONNECT_MAX = 1.0  # longest pause between attempts while charon is away
@@ -204,10 +205,12 @@ class Daemon:
             item = self._inbox.get(timeout=timeout)
         except queue.Empty:
             item = None
-        budget = 1000  # bound the work per iteration so deadlines and flags stay timely
-        while item is not None and budget > 0:
+        budget = _BATCH  # bound the work per iteration so deadlines and flags stay timely
+        while item is not None:
             self._guarded(self._dispatch, item)
             budget -= 1
+            if budget == 0:  # checked before taking the next item, which would be lost
+                break
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:

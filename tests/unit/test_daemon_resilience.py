@@ -315,3 +315,17 @@ def test_daemon_started_before_charon_waits_for_it(tmp_path: Path) -> None:
         r.daemon.request_stop()
         r.thread.join(5.0)
         r.fake.stop()
+
+
+def test_a_backlog_longer_than_one_iteration_loses_nothing(running: Running) -> None:
+    """More queued items than one loop iteration handles (a storm of 1000 DELETEs queues
+    2000 events): each is handled. The item taken as the budget ran out used to be lost."""
+    gate = threading.Event()
+    blocker = running.daemon.submit(lambda: gate.wait(5.0))
+    handled: list[int] = []
+    futures = [running.daemon.submit(lambda k=k: handled.append(k)) for k in range(2500)]
+    gate.set()
+    assert blocker.result(5.0)
+    for future in futures:
+        future.result(5.0)
+    assert handled == list(range(2500))
