@@ -8,6 +8,7 @@ keeps running and converges again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -323,7 +324,7 @@ def test_a_backlog_longer_than_one_iteration_loses_nothing(running: Running) -> 
     gate = threading.Event()
     blocker = running.daemon.submit(lambda: gate.wait(5.0))
     handled: list[int] = []
-    futures = [running.daemon.submit(lambda k=k: handled.append(k)) for k in range(2500)]
+    futures = [running.daemon.submit(functools.partial(handled.append, k)) for k in range(2500)]
     gate.set()
     assert blocker.result(5.0)
     for future in futures:
