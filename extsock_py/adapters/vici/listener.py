@@ -69,10 +69,15 @@ class Coalescing:
     the next read takes a batch. A read that delivered something is never followed by a
     pause, and below `above` lines/s there is none at all: the price is at most `window` of
     delay on an event that arrives during a pause, and only under heavy chatter.
+
+    Measured (200 tunnels, DPD 1 s, ~1000 lines/s; `perf stat` of the listener thread over
+    20 s): 1.1 % of a core without pauses, 0.36 % with them. `above` sits over the few
+    hundred lines a second that failovers themselves log, so a lone failover is never
+    delayed (bench figure 1: a threshold of 100 paused there and cost ~5 ms).
     """
 
     window: float = 0.02
-    above: float = 100.0
+    above: float = 300.0
 
 
 class ViciEventListener:
