@@ -61,6 +61,18 @@ class _TappedSession:
             yield item
 
 
+def _swanctl_file_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--file`, the swanctl.conf a loading command reads (swanctl's default path)."""
+    return click.option(
+        "--file",
+        "config_file",
+        type=_FILE,
+        default=DEFAULT_SWANCTL_CONF,
+        show_default=True,
+        help=help_text,
+    )
+
+
 def _uri(ctx: click.Context) -> str:
     obj = ctx.find_root().obj
     uri = obj.get("uri") if isinstance(obj, dict) else None
@@ -284,14 +296,7 @@ def version(ctx: click.Context, as_json: bool) -> None:
 
 
 @click.command("load-conns")
-@click.option(
-    "--file",
-    "config_file",
-    type=_FILE,
-    default=DEFAULT_SWANCTL_CONF,
-    show_default=True,
-    help="swanctl.conf whose connections to load.",
-)
+@_swanctl_file_option("swanctl.conf whose connections to load.")
 @click.pass_context
 def load_conns(ctx: click.Context, config_file: Path) -> None:
     """(Re-)load every connection of a swanctl.conf into charon, as `swanctl --load-conns`.
@@ -355,14 +360,7 @@ def _ids(charon: ViciCharon, command: str) -> list[str] | None:
 
 
 @click.command("load-creds")
-@click.option(
-    "--file",
-    "config_file",
-    type=_FILE,
-    default=DEFAULT_SWANCTL_CONF,
-    show_default=True,
-    help="swanctl.conf whose secrets (and the private keys beside it) to load.",
-)
+@_swanctl_file_option("swanctl.conf whose secrets (and the private keys beside it) to load.")
 @click.pass_context
 def load_creds(ctx: click.Context, config_file: Path) -> None:
     """Load secrets and private keys into charon, as `swanctl --load-creds --noprompt`.
