@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from extsock_py.bench import confgen, families, fig_detection, fig_events, fig_mass, fig_reaction
@@ -133,36 +134,60 @@ def _main_lab(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
     out.append(_raw("3 initial", init))
 
 
-def _mass_lab(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
-    n, big = plan.mass_n, plan.big_n
-    fig_mass.prepare(lab, max(n, big))
-    trials: list[fig_mass.MassTrial] = []
-    direct: list[float] = []
-    errors: list[str] = []
-    for i in range(plan.mass_trials):
+@dataclass
+class MassRuns:
+    """Alternated extsock and baseline trials of one mass-failover figure."""
+
+    trials: list[fig_mass.MassTrial] = field(default_factory=list)
+    direct: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def first(self) -> fig_mass.MassTrial:
+        """The trial that measured idle CPU (the first), or an empty one."""
+        return self.trials[0] if self.trials else fig_mass.MassTrial()
+
+
+def _mass_runs(
+    lab: Lab, plan: Plan, n: int, log: Log, label: str, dpd_delay: str | None = None
+) -> MassRuns:
+    """plan.mass_trials alternated trials; with `dpd_delay` (the 1000 figure), the failure
+    is segw1 deleting every SA, else segw1 silenced. Idle CPU is sampled in the first."""
+    runs = MassRuns()
+    delete = dpd_delay is not None
+    for i in range(max(1, plan.mass_trials)):
         window = plan.idle_window if i == 0 else 0.0
 
         def trial(w: float = window) -> fig_mass.MassTrial:
-            return fig_mass.extsock_trial(lab, n, MASS_TIMEOUT, idle_window=w)
+            return fig_mass.extsock_trial(
+                lab, n, MASS_TIMEOUT, w, dpd_delay=dpd_delay, delete=delete
+            )
 
-        got = guard(f"4 mass {n}, extsock trial {i + 1}", trial, log)
+        got = guard(f"{label} mass {n}, extsock trial {i + 1}", trial, log)
         if isinstance(got, str):
-            errors.append(got)
+            runs.errors.append(got)
         else:
-            trials.append(got)
+            runs.trials.append(got)
         base = guard(
-            f"4 mass {n}, baseline trial {i + 1}",
-            lambda: fig_mass.direct_trial(lab, n, MASS_TIMEOUT),
+            f"{label} mass {n}, baseline trial {i + 1}",
+            lambda: fig_mass.direct_trial(lab, n, MASS_TIMEOUT, dpd_delay=dpd_delay),
             log,
         )
         if isinstance(base, str):
-            errors.append(base)
+            runs.errors.append(base)
         elif base[0] is not None:
-            direct.append(base[0])
+            runs.direct.append(base[0])
         elif base[1]:
-            errors.append(base[1])
-    out.append(families.mass(n, trials, direct, errors))
-    idle = trials[0] if trials else fig_mass.MassTrial()
+            runs.errors.append(base[1])
+    return runs
+
+
+def _mass_lab(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
+    n, big = plan.mass_n, plan.big_n
+    fig_mass.prepare(lab, max(n, big))
+    runs = _mass_runs(lab, plan, n, log, "4")
+    out.append(families.mass(n, runs.trials, runs.direct, runs.errors))
+    idle = runs.first
     out.append(families.idle_cpu(n, idle.cpu_pct, idle.floor_cpu_pct, idle.events_per_s))
     out += _big(lab, plan, big or n, log)
 
@@ -204,22 +229,9 @@ def _big(lab: Lab, plan: Plan, n: int, log: Log) -> list[Figure]:
     # 1000 tunnels with DPD every second keep ini's charon at a full core and send ~5000 log
     # events/s to every listener on this lab: the 1000 figure uses DPD 30s and a DELETE of
     # every SA by segw1 as its synchronised failure signal.
-    def ext_trial() -> fig_mass.MassTrial:
-        return fig_mass.extsock_trial(
-            lab, n, MASS_TIMEOUT, plan.idle_window, dpd_delay=BIG_DPD, delete=True
-        )
-
-    ext = guard("4b mass 1000, extsock", ext_trial, log)
-    base = guard(
-        "4b mass 1000, baseline",
-        lambda: fig_mass.direct_trial(lab, n, MASS_TIMEOUT, dpd_delay=BIG_DPD),
-        log,
-    )
-    trials = [ext] if not isinstance(ext, str) else []
-    errors = [x for x in (ext, base if isinstance(base, str) else base[1]) if isinstance(x, str)]
-    direct = [base[0]] if not isinstance(base, str) and base[0] is not None else []
-    fig = families.mass(n, trials, direct, errors, label="4b")
-    idle = trials[0] if trials else fig_mass.MassTrial()
+    runs = _mass_runs(lab, plan, n, log, "4b", dpd_delay=BIG_DPD)
+    fig = families.mass(n, runs.trials, runs.direct, runs.errors, label="4b")
+    idle = runs.first
     out.append(
         families.idle_cpu(
             n, idle.cpu_pct, idle.floor_cpu_pct, idle.events_per_s, label="5a2", dpd=BIG_DPD

@@ -2,8 +2,6 @@
 
 - `monitor_policy(lab)`: the `extsock` policy text enabling the monitor on the lab's
   tunnel (probes 10.100.0.1 -> 10.200.0.1, a closed port, from ini's namespace).
-- `EchoStream`: UDP echo requests through the tunnel every `period`, from a socket made in
-  ini's namespace by this process; records which gateway answered and when.
 - `measure_detection(lab)`: tunnel up on segw1, segw1 made silent, seconds until the
   echo server behind segw2 answers.
 - `false_failover_check(lab, seconds, load_period)`: tunnel up, then `seconds` of idle
@@ -13,20 +11,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import re
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from extsock_py.adapters.monitor_prober import open_socket
 from extsock_py.lab.extsock_runner import ExtsockRunner
 from extsock_py.lab.lab import Lab, wait_until
-from extsock_py.lab.topology import ECHO_PORT, INI, INI_ADDR, PROTECTED_ADDR
+from extsock_py.lab.topology import INI, INI_ADDR, PROTECTED_ADDR
+from extsock_py.lab.traffic import EchoStream, echo_stream
 
 MONITOR_PORT = 33434  # closed on the gateways: they answer ICMP port unreachable
 _PROBE_LINE = re.compile(r"monitor probe #(\d+)")
@@ -52,67 +44,6 @@ def monitor_policy(
         netns = {lab.namespace(INI)}
     }}
 {extra}"""
-
-
-@dataclass
-class EchoStream:
-    """Echo requests to the protected net every `period` seconds, on a thread of its own."""
-
-    lab: Lab
-    period: float = 0.02
-    answers: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, gateway)
-    sent: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        sock = open_socket(INI_ADDR, PROTECTED_ADDR, ECHO_PORT, self.lab.namespace(INI))
-        self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True)
-        self._thread.start()
-
-    def _run(self, sock: socket.socket) -> None:
-        sock.setblocking(True)
-        try:
-            next_at = time.monotonic()
-            while not self._stop.is_set():
-                with contextlib.suppress(OSError):
-                    sock.send(b"load %d" % self.sent)
-                self.sent += 1
-                next_at += self.period
-                while True:
-                    wait = next_at - time.monotonic()
-                    if wait <= 0:
-                        break
-                    sock.settimeout(wait)
-                    try:
-                        data = sock.recv(4096)
-                    except OSError:  # timeout, or ECONNREFUSED while no echo server
-                        continue
-                    self.answers.append((time.monotonic(), data.split()[0].decode()))
-        finally:
-            sock.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-
-    def first_from(self, gateway: str, since: float) -> float | None:
-        return next((t for t, gw in list(self.answers) if gw == gateway and t >= since), None)
-
-    def longest_gap(self) -> float:
-        times = [t for t, _ in list(self.answers)]
-        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
-
-
-@contextlib.contextmanager
-def echo_stream(lab: Lab, period: float = 0.02) -> Iterator[EchoStream]:
-    stream = EchoStream(lab, period)
-    stream.start()
-    try:
-        yield stream
-    finally:
-        stream.stop()
 
 
 def probes_logged(runner: ExtsockRunner) -> int:
@@ -184,7 +115,7 @@ def false_failover_check(
         "probes": probes_logged(runner) - probes_before,
         "load_sent": stream.sent if stream else 0,
         "load_answered": len(stream.answers) if stream else 0,
-        "load_longest_gap": stream.longest_gap() if stream else None,
+        "load_longest_gap": stream.longest_gap()[0] if stream and len(stream.answers) > 1 else None,
     }
 
 

@@ -23,7 +23,7 @@ from extsock_py.lab import netns
 from extsock_py.lab.extsock_runner import ExtsockRunner
 from extsock_py.lab.lab import Lab, wait_until
 from extsock_py.lab.topology import INI
-from tests.integration.traffic import TrafficStream
+from extsock_py.lab.traffic import EchoStream
 
 pytestmark = pytest.mark.integration
 
@@ -301,13 +301,13 @@ def test_failback_probes_then_switches_back_make_before_break(
     # The first probe that answers: a childless IKE_SA, no CHILD_SA anywhere.
     assert wait_until(lambda: bool(recorder.ike_ups(PROBE1, healed)), 10.0), extsock.log_tail()
     first_probe = recorder.ike_ups(PROBE1, healed)[0]
-    stream = TrafficStream(fresh_lab, interval=0.02, duration=7.0)
+    stream = EchoStream(fresh_lab, period=0.02, duration=7.0).start()
     try:
         back = recorder.wait_child_up(CLONE1, healed, 10.0)
         assert back is not None, extsock.log_tail()
-        result = stream.result()
+        result = stream.wait()
     finally:
-        stream.kill()
+        stream.stop()
     assert recorder.child_ups(PROBE1) == [], "a probe installed a CHILD_SA"
     probes = recorder.ike_ups(PROBE1, healed)
     # Make-before-break: the CHILD_SA via segw1 is up before the one via segw2 goes.
@@ -377,7 +377,7 @@ def test_operator_switch_and_back_is_make_before_break(
     assert recorder.wait_child_up(CLONE1, 0.0, 10.0) is not None, extsock.log_tail()
     figures = []
     for to, new, old, tag in ((GW2, CLONE2, CLONE1, "segw2"), (None, CLONE1, CLONE2, "segw1")):
-        stream = TrafficStream(fresh_lab, interval=0.02, duration=2.0)
+        stream = EchoStream(fresh_lab, period=0.02, duration=2.0).start()
         try:
             time.sleep(0.5)
             asked = time.monotonic()
@@ -387,9 +387,9 @@ def test_operator_switch_and_back_is_make_before_break(
             assert up is not None, extsock.log_tail()
             gone = recorder.wait_child_down(old, asked, 5.0)
             assert gone is not None, extsock.log_tail()
-            result = stream.result()
+            result = stream.wait()
         finally:
-            stream.kill()
+            stream.stop()
         assert up < gone  # the new CHILD_SA is installed before the old one goes
         gap, _ = result.longest_gap()
         figures.append(

@@ -20,6 +20,7 @@ import pytest
 from extsock_py.lab.extsock_runner import ExtsockRunner
 from extsock_py.lab.lab import Lab, wait_until
 from extsock_py.lab.topology import INI
+from extsock_py.lab.traffic import EchoStream
 from tests.integration.resilience_support import (
     GW1,
     GW2,
@@ -29,7 +30,6 @@ from tests.integration.resilience_support import (
     ike_sas,
     installed_on_ini,
 )
-from tests.integration.traffic import TrafficStream
 
 pytestmark = pytest.mark.integration
 
@@ -167,17 +167,20 @@ def test_kill9_of_extsock_adopts_the_tunnel_without_loss(
     terminates = charon_requests(fresh_lab, INI, "terminate")
     initiates = charon_requests(fresh_lab, INI, "initiate")
 
-    traffic = TrafficStream(fresh_lab, interval=0.02, duration=4.0)
-    time.sleep(1.0)
-    extsock.kill9()
-    began = time.monotonic()
-    extsock.start()
-    print(f"\nextsock restart: new process answering in {time.monotonic() - began:.3f} s")
-    result = traffic.result()
+    traffic = EchoStream(fresh_lab, period=0.02, duration=4.0).start()
+    try:
+        time.sleep(1.0)
+        extsock.kill9()
+        began = time.monotonic()
+        extsock.start()
+        print(f"\nextsock restart: new process answering in {time.monotonic() - began:.3f} s")
+        result = traffic.wait()
+    finally:
+        traffic.stop()
     print(f"traffic across the restart: sent={result.sent} lost={result.lost()}")
 
     assert result.lost() == 0 and result.sent >= 150, result
-    assert {answer[3] for answer in result.answers} == {"segw2"}
+    assert {answer.gateway for answer in result.answers} == {"segw2"}
     assert installed_on_ini(fresh_lab, "home") == up  # same IKE_SA unique id
     assert charon_requests(fresh_lab, INI, "terminate") == terminates
     assert charon_requests(fresh_lab, INI, "initiate") == initiates
