@@ -20,6 +20,10 @@ class CharonPort(Protocol):
     def initiate(self, ike: str, child: str | None) -> None:
         """Start an initiation and return at once; the outcome arrives as events."""
 
+    def load_and_initiate(self, name: str, body: Mapping[str, Any], child: str | None) -> None:
+        """load_conn then initiate, as one exchange where the transport allows it; raises
+        CharonError if either fails (and then no SA of this config is left starting)."""
+
     def terminate(self, ike: str | None = None, ike_id: int | None = None) -> None:
         """Force-terminate IKE_SAs by config name or unique id, without waiting."""
 

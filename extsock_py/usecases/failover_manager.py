@@ -196,10 +196,19 @@ class FailoverManager:
             if before.phase is not managed.state.phase or actions:
                 log.debug("%s: %s -> %s on %s", conn, before.phase, managed.state.phase, current)
             unloadable: set[str] = set()  # a clone that failed to load is not initiated
-            for action in actions:
-                if isinstance(action, Initiate) and action.gateway in unloadable:
+            paired: set[int] = set()  # Initiates already sent with their LoadClone
+            for k, action in enumerate(actions):
+                if k in paired or (isinstance(action, Initiate) and action.gateway in unloadable):
                     continue
-                failures = self._execute(managed, action)
+                if (
+                    isinstance(action, LoadClone)
+                    and k + 1 < len(actions)
+                    and actions[k + 1] == Initiate(action.gateway)
+                ):
+                    paired.add(k + 1)
+                    failures = self._load_and_initiate(managed, action.gateway)
+                else:
+                    failures = self._execute(managed, action)
                 if failures and isinstance(action, LoadClone):
                     unloadable.add(action.gateway)
                 pending.extend((conn, e) for e in failures)
@@ -274,6 +283,25 @@ class FailoverManager:
                     return [ev.InitiateFailed(gateway, str(exc))]
                 case StartProbe(gateway):
                     return [ev.ProbeFailed(gateway)]
+        return []
+
+    def _load_and_initiate(self, managed: Managed, gateway: str) -> list[ev.Event]:
+        """LoadClone + Initiate of one gateway as one exchange with charon (the common
+        case of every attempt: one round trip instead of two)."""
+        profile = managed.profile
+        for observer in self.observers:
+            observer(profile.name, LoadClone(gateway))
+            observer(profile.name, Initiate(gateway))
+        child = profile.children[0] if profile.children else None
+        try:
+            self._charon.load_and_initiate(
+                clone_name(profile.name, gateway), clone_body(profile, gateway), child
+            )
+        except CharonUnreachable:
+            raise
+        except CharonError as exc:
+            log.warning("%s: %s", profile.name, exc)
+            return [ev.InitiateFailed(gateway, str(exc))]
         return []
 
     def _quietly(self, command: Callable[[str], None], name: str) -> None:

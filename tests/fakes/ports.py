@@ -130,6 +130,10 @@ class FakeCharonPort:
         ike_id = self._new_id()
         self.sas[ike_id] = IkeSaInfo(name=ike, unique_id=ike_id, state="CONNECTING")
 
+    def load_and_initiate(self, name: str, body: Mapping[str, Any], child: str | None) -> None:
+        self.load_conn(name, body)
+        self.initiate(name, child)
+
     def terminate(self, ike: str | None = None, ike_id: int | None = None) -> None:
         self.calls.append(("terminate", ike, ike_id))
         self._check("terminate", ike)

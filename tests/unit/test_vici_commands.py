@@ -231,3 +231,49 @@ def test_threads_share_one_session(fake: FakeCharon, charon: ViciCharon) -> None
 def test_to_vici_refuses_unknown_types() -> None:
     with pytest.raises(TypeError, match="float"):
         to_vici({"x": 1.5})
+
+
+# --- load_and_initiate: two requests pipelined on the session ---------------------------------
+
+
+def _commands(fake: FakeCharon) -> list[str]:
+    return [r.command for r in fake.received]
+
+
+def test_load_and_initiate_pipelines_both_requests(fake: FakeCharon, charon: ViciCharon) -> None:
+    charon.load_and_initiate(CONN, BODY, "net")
+    assert _commands(fake) == ["load-conn", "initiate"]
+    assert fake.received[1].message == {"ike": CONN.encode(), "child": b"net", "timeout": b"-1"}
+    assert CONN in fake.conns
+    assert charon.version()  # the session is in step: nothing left unread
+
+
+def test_load_and_initiate_reports_a_refused_initiate(fake: FakeCharon, charon: ViciCharon) -> None:
+    fake.fail["initiate"] = "establishing CHILD_SA 'net' failed"
+    with pytest.raises(CharonError, match=r"^initiate failed: .*establishing CHILD_SA 'net'"):
+        charon.load_and_initiate(CONN, BODY, "net")
+    assert charon.version()
+
+
+def test_a_refused_load_terminates_what_an_older_config_started(
+    fake: FakeCharon, charon: ViciCharon
+) -> None:
+    """The initiate went out before the load's answer: if a config of that name was already
+    there, it started; that SA is not what was asked for."""
+    charon.load_conn(CONN, BODY)
+    fake.fail["load-conn"] = "invalid section: x, config discarded"
+    with pytest.raises(CharonError, match=r"^load-conn failed: .*config discarded"):
+        charon.load_and_initiate(CONN, BODY, "net")
+    assert _commands(fake) == ["load-conn", "load-conn", "initiate", "terminate"]
+    assert fake.received[-1].message["ike"] == CONN.encode()
+    assert charon.version()
+
+
+def test_a_refused_load_with_no_older_config_terminates_nothing(
+    fake: FakeCharon, charon: ViciCharon
+) -> None:
+    fake.fail["load-conn"] = "invalid section: x, config discarded"
+    with pytest.raises(CharonError, match=r"^load-conn failed"):
+        charon.load_and_initiate(CONN, BODY, None)
+    assert _commands(fake) == ["load-conn", "initiate"]
+    assert "child" not in fake.received[1].message
