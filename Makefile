@@ -34,7 +34,7 @@ bench: install
 	$(PY) -m extsock_py.bench $(if $(QUICK),--quick) $(if $(SMOKE),--smoke)
 
 soak: install
-	$(PY) -m pytest -q -m soak tests --soak-cycles=$(or $(CYCLES),1000)
+	$(PY) -m pytest -q -s -m soak tests --soak-cycles=$(or $(CYCLES),1000)
 
 lab-docker:
 	docker compose -f docker/compose.yaml up --build
