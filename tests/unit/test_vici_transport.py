@@ -106,13 +106,13 @@ def test_frame_reader_splits_and_joins_packets() -> None:
         send_frame(a, b"\x07\x03logone")
         send_frame(a, b"")
         a.sendall(len(b"two").to_bytes(4, "big") + b"tw")
-        assert reader.read() == b"\x07\x03logone"
-        assert reader.read() == b""
+        assert reader.read_batch() == ([b"\x07\x03logone"], 0)
+        assert reader.read_batch() == ([b""], 0)
         a.sendall(b"o")
-        assert reader.read() == b"two"
+        assert reader.read_batch() == ([b"two"], 0)
         a.sendall((MAX_FRAME + 1).to_bytes(4, "big"))
         with pytest.raises(ValueError, match="not charon"):
-            reader.read()
+            reader.read_batch()
 
 
 def test_frame_reader_reports_a_closed_socket() -> None:
@@ -122,7 +122,7 @@ def test_frame_reader_reports_a_closed_socket() -> None:
         a.sendall(b"\x00\x00")  # half a length, then EOF
         a.close()
         with pytest.raises(OSError, match="closed"):
-            reader.read()
+            reader.read_batch()
 
 
 def test_frame_reader_batches_what_one_recv_brought() -> None:
@@ -136,7 +136,7 @@ def test_frame_reader_batches_what_one_recv_brought() -> None:
         a.sendall(b"ur")
         assert reader.read_batch() == ([b"four"], 0)
         send_frame(a, b"five")
-        assert reader.read() == b"five"
+        assert reader.read_batch() == ([b"five"], 0)
 
 
 def test_frame_reader_skips_log_events_the_pattern_does_not_find() -> None:

@@ -180,8 +180,7 @@ class ViciEventListener:
             lost = False
             pending, self._pending = self._pending, []
             for name, payload in pending:  # events that arrived while registering
-                if not self._dropped(name, payload):
-                    self._deliver_raw(name, payload)
+                self._deliver_raw(name, payload)
             reason = self._listen(reader)
             self._ready.clear()
             self._close_socket()
@@ -234,26 +233,25 @@ class ViciEventListener:
         return reader
 
     def _register(self, sock: socket.socket, reader: FrameReader, event: str) -> None:
-        """Register one event; keep events that arrive meanwhile; _Refused if unknown."""
+        """Register one event; keep events that arrive meanwhile (prefiltered, as when
+        listening); _Refused if unknown."""
         send_frame(sock, bytes(Packet.register_event(event)))
-        while True:
-            packet = reader.read()
-            kind = packet[0] if packet else None
-            if kind == Packet.EVENT:
-                self._pending.append(_split_event(packet))
-            elif kind == Packet.EVENT_CONFIRM:
-                return
-            elif kind == Packet.EVENT_UNKNOWN:
-                raise _Refused(f"charon does not know event '{event}'")
-            else:
-                raise ValueError(f"unexpected packet type {kind}")
-
-    def _dropped(self, name: bytes, payload: bytes) -> bool:
-        """Whether the prefilter turns this event away (a `log` line that cannot matter)."""
-        if name == b"log" and self._keep_log is not None and not self._keep_log.search(payload):
-            self.dropped_logs += 1
-            return True
-        return False
+        answer: int | None = None
+        while answer is None:
+            packets, dropped = reader.read_batch(self._keep_log)
+            self.dropped_logs += dropped
+            for packet in packets:
+                kind = packet[0] if packet else None
+                if kind == Packet.EVENT:
+                    self._pending.append(_split_event(packet))
+                elif answer is None:  # events may follow the answer in the same batch
+                    answer = kind
+                else:
+                    raise ValueError(f"unexpected packet type {kind}")
+        if answer == Packet.EVENT_UNKNOWN:
+            raise _Refused(f"charon does not know event '{event}'")
+        if answer != Packet.EVENT_CONFIRM:
+            raise ValueError(f"unexpected packet type {answer}")
 
     def _deliver_raw(self, name: bytes, payload: bytes) -> None:
         try:

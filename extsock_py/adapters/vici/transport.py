@@ -150,21 +150,6 @@ class FrameReader:
                 return packets, dropped
             self._fill()
 
-    def read(self) -> bytes:
-        """The next packet; OSError when the socket closes, ValueError on a garbage length."""
-        buf = self._buf
-        while True:
-            if len(buf) >= 4:
-                size = int.from_bytes(buf[:4], "big")
-                if size > MAX_FRAME:
-                    raise ValueError(f"VICI packet of {size} bytes announced: not charon")
-                end = 4 + size
-                if len(buf) >= end:
-                    packet = bytes(buf[4:end])
-                    del buf[:end]
-                    return packet
-            self._fill()
-
     def _fill(self) -> None:
         chunk = self._sock.recv(self._chunk)
         if not chunk:
