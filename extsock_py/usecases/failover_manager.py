@@ -195,22 +195,16 @@ class FailoverManager:
             managed.state, actions = step(before, current, now)
             if before.phase is not managed.state.phase or actions:
                 log.debug("%s: %s -> %s on %s", conn, before.phase, managed.state.phase, current)
-            unloadable: set[str] = set()  # a clone that failed to load is not initiated
-            paired: set[int] = set()  # Initiates already sent with their LoadClone
-            for k, action in enumerate(actions):
-                if k in paired or (isinstance(action, Initiate) and action.gateway in unloadable):
-                    continue
-                if (
-                    isinstance(action, LoadClone)
-                    and k + 1 < len(actions)
-                    and actions[k + 1] == Initiate(action.gateway)
-                ):
-                    paired.add(k + 1)
+            todo = deque(actions)
+            while todo:
+                action = todo.popleft()
+                # The machine always asks for a clone's load right before its initiate: the
+                # two go as one exchange, and a failed load means no initiate.
+                if isinstance(action, LoadClone) and todo and todo[0] == Initiate(action.gateway):
+                    todo.popleft()
                     failures = self._load_and_initiate(managed, action.gateway)
                 else:
                     failures = self._execute(managed, action)
-                if failures and isinstance(action, LoadClone):
-                    unloadable.add(action.gateway)
                 pending.extend((conn, e) for e in failures)
             if managed.state != before:
                 self._persist(managed)

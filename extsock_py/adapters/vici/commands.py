@@ -41,6 +41,15 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def _initiate_message(ike: str, child: str | None) -> dict[str, Any]:
+    """`initiate` without waiting (timeout -1): charon answers once the job is queued."""
+    message: dict[str, Any] = {"ike": ike}
+    if child is not None:
+        message["child"] = child
+    message["timeout"] = -1
+    return message
+
+
 def _answer(raw: bytes) -> dict[str, Any]:
     """One command's answer, read off a pipelined exchange (as `vici.Session.request`)."""
     packet = Packet.parse(raw)
@@ -207,14 +216,10 @@ class ViciCharon:
         return [_text(c) for c in conns] if isinstance(conns, list) else []
 
     def initiate(self, ike: str, child: str | None) -> None:
-        message: dict[str, Any] = {"ike": ike}
-        if child is not None:
-            message["child"] = child
-        message["timeout"] = -1
         # timeout -1: charon queues the initiation and answers at once, with no control-log
         # events (vici_control.c), so a plain request does: one round trip, where the vici
         # package's streamed initiate costs three (register, request, unregister).
-        self.request("initiate", message)
+        self.request("initiate", _initiate_message(ike, child))
 
     def load_and_initiate(self, name: str, body: Mapping[str, Any], child: str | None) -> None:
         """`load-conn` and `initiate` sent back to back, their answers read after.
@@ -225,10 +230,7 @@ class ViciCharon:
         before the next one in a storm. If the load fails while an older config of the
         same name started, that SA is terminated: it is not what was asked for.
         """
-        initiate: dict[str, Any] = {"ike": name}
-        if child is not None:
-            initiate["child"] = child
-        initiate["timeout"] = -1
+        initiate = _initiate_message(name, child)
 
         def exchange(session: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             transport = session.transport
