@@ -29,8 +29,7 @@ LATE_ANSWERS = 0.5  # s: how long answers are awaited after the last datagram
 @dataclass(frozen=True)
 class Answer:
     seq: int
-    sent: float  # time.monotonic(), which all namespaces share
-    received: float
+    received: float  # time.monotonic(), which all namespaces share
     gateway: str
 
 
@@ -43,7 +42,6 @@ class EchoStream:
         self.duration = duration
         self.sent = 0
         self.answers: list[Answer] = []
-        self._sent_at: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -74,7 +72,6 @@ class EchoStream:
                 if now >= end + LATE_ANSWERS:
                     break
                 if next_send <= now < end:
-                    self._sent_at[self.sent] = now
                     with contextlib.suppress(OSError):  # no route while the tunnel is down
                         sock.send(b"%d" % self.sent)
                     self.sent += 1
@@ -95,9 +92,7 @@ class EchoStream:
             gateway, _, payload = data.decode(errors="replace").partition(" ")
             with contextlib.suppress(ValueError):
                 seq = int(payload)
-                self.answers.append(
-                    Answer(seq, self._sent_at.get(seq, 0.0), time.monotonic(), gateway)
-                )
+                self.answers.append(Answer(seq, time.monotonic(), gateway))
 
     # --- what it saw ------------------------------------------------------------------
 
