@@ -4,11 +4,28 @@
 set -euo pipefail
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
+# One package a line (tests/unit/test_lab_plugins.py reads this list: every plugin in the
+# lab's load lists must come from a package named here).
 DEB_PACKAGES=(
-  charon-systemd strongswan-swanctl strongswan-charon strongswan-pki libcharon-extra-plugins
-  iproute2 iptables nftables iputils-ping procps python3-venv docker-compose
+  strongswan-charon              # /usr/lib/ipsec/charon
+  charon-systemd                 # charon-systemd (strongswan.service)
+  strongswan-swanctl             # swanctl, vici plugin
+  strongswan-pki                 # pki (the lab's certificates)
+  libstrongswan                  # random nonce pem pkcs1 pkcs8 x509 ... sha1 sha2 hmac aes kdf kernel-netlink
+  strongswan-libcharon           # socket-default counters
+  libstrongswan-standard-plugins # openssl gcm (not pulled in with --no-install-recommends)
+  libstrongswan-extra-plugins    # curve25519
+  libcharon-extra-plugins        # kernel-libipsec
+  iproute2                       # ip (namespaces, veth)
+  iptables
+  nftables                       # nft (lab faults)
+  iputils-ping                   # ping
+  procps
+  util-linux                     # unshare
+  mount                          # mount (each charon's own /run)
+  python3-venv
+  docker-compose                 # validates docker/compose.yaml
 )
-
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

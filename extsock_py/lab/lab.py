@@ -27,6 +27,15 @@ import vici
 from extsock_py.lab import netns
 from extsock_py.lab.certs import make_pki
 from extsock_py.lab.netns import CommandError, run
+from extsock_py.lab.plugins import (
+    DEBIAN_PLUGIN_PACKAGES,
+    MissingPlugin,
+    PluginsMissing,
+    check_loaded,
+    describe_missing,
+    failed_in_log,
+    parse_load_list,
+)
 from extsock_py.lab.topology import (
     ECHO_PORT,
     INI,
@@ -443,18 +452,49 @@ class Lab:
         return child.pid
 
     def _wait_vici(self, node: str, timeout: float) -> None:
+        loaded: list[str] = []
+
         def ready() -> bool:
             if not self.is_running(node):
-                raise LabError(f"charon of {node} died at start: {self._log_tail(node)}")
+                why = self._failed_plugins(node)
+                raise LabError(f"charon of {node} died at start: {why or self._log_tail(node)}")
             try:
                 with self.vici_session(node, timeout=1.0) as session:
-                    session.version()
+                    stats = _text(session.stats())
             except OSError:
                 return False
+            loaded.extend(str(p) for p in stats.get("plugins") or ())
             return True
 
         if not wait_until(ready, timeout, interval=0.02):
-            raise LabError(f"vici of {node} not ready after {timeout:.1f} s")
+            why = self._failed_plugins(node)
+            raise LabError(f"vici of {node} not ready after {timeout:.1f} s{why and ': ' + why}")
+        self._check_plugins(node, loaded)
+
+    def load_list(self, node: str) -> tuple[str, ...]:
+        """The plugins of the ``load`` line of a node's rendered strongswan.conf."""
+        try:
+            return parse_load_list((self.node_dir(node) / "strongswan.conf").read_text())
+        except OSError:
+            return ()
+
+    def _check_plugins(self, node: str, loaded: Sequence[str]) -> None:
+        """Stop with the plugin and its Debian package unless charon loaded its whole list."""
+        try:
+            check_loaded(f"charon of {node}", self.load_list(node), loaded)
+        except PluginsMissing as exc:
+            raise LabError(str(exc)) from exc
+
+    def _failed_plugins(self, node: str) -> str:
+        """Which plugins of the load list charon's log says failed to load, and the fix; or ''."""
+        with contextlib.suppress(OSError):
+            log = (self.node_dir(node) / "charon.log").read_text(errors="replace")
+            log += (self.node_dir(node) / "charon.out").read_text(errors="replace")
+            failed = [p for p in failed_in_log(log) if p in self.load_list(node)]
+            if failed:
+                missing = [MissingPlugin(p, DEBIAN_PLUGIN_PACKAGES.get(p)) for p in failed]
+                return describe_missing(f"charon of {node}", missing)
+        return ""
 
     def _log_tail(self, node: str, lines: int = 5) -> str:
         tail: list[str] = []

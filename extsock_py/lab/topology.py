@@ -17,6 +17,8 @@ from pathlib import Path
 from string import Template
 from typing import Any, Literal
 
+from extsock_py.lab.plugins import LAB_LOAD_LIST
+
 AuthMode = Literal["psk", "cert"]
 NodeKind = Literal["ini", "segw"]
 
@@ -32,11 +34,8 @@ DEFAULT_PSK = "extsock-lab-shared-secret"
 MAX_GATEWAYS = 3
 SWANCTL_DIR_ENV = "EXTSOCK_SWANCTL_DIR"
 
-# LAB-FACTS: an explicit list, or modular loading pulls in plugins that break the lab.
-PLUGINS = (
-    "random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey curve25519 "
-    "sha1 sha2 hmac gcm aes kdf kernel-libipsec kernel-netlink socket-default vici counters"
-)
+# The explicit plugin list of every lab charon (see plugins.py for why and where each comes from).
+PLUGINS = " ".join(LAB_LOAD_LIST)
 CONF_FILES = ("strongswan.conf", "swanctl.conf")
 
 _PSK_OK = re.compile(r"^[A-Za-z0-9_.:+/=-]{8,128}$")
