@@ -29,6 +29,7 @@ from extsock_py.usecases.config_usecase import ConfigUsecase
 from extsock_py.usecases.event_usecase import EventUsecase
 from extsock_py.usecases.failover_manager import FailoverManager
 from extsock_py.usecases.resync import reconcile, resync
+from extsock_py.usecases.takeover import Takeover
 
 log = logging.getLogger("extsock.daemon")
 
@@ -80,6 +81,7 @@ class Daemon:
         self.manager = manager
         self.config = ConfigUsecase(charon, manager)
         self.events = EventUsecase(manager.is_managed, manager.handle, publisher)
+        self.takeover = Takeover(charon, manager, clock)
         self._read_config = read_config
         self._make_listener = make_listener
         self._inbox: queue.Queue[Any] = queue.Queue()
@@ -181,6 +183,7 @@ class Daemon:
             len(outcome.adopted),
             len(outcome.started),
         )
+        self.takeover.scan(report.managed)
 
     def _iterate(self) -> None:
         if self._reload.is_set():
@@ -195,7 +198,11 @@ class Daemon:
         timeout = _POLL
         now = self.clock.monotonic()
         if self.charon_reachable:
-            wakes = [self.manager.next_wake(), *(waker() for waker in self.wakers)]
+            wakes = [
+                self.manager.next_wake(),
+                self.takeover.next_wake(),
+                *(waker() for waker in self.wakers),
+            ]
             due = [t for t in wakes if t is not None]
             if due:
                 timeout = min(_POLL, max(0.0, min(due) - now))
@@ -217,9 +224,12 @@ class Daemon:
                 item = None
         if self.charon_reachable:  # deadlines wait while charon is away: no command could run
             self._guarded(self.manager.tick)
+            self._guarded(self.takeover.tick)
             if now >= self._reconcile_at:
                 self._reconcile_at = now + _RECONCILE_EVERY
                 self._guarded(reconcile, self.charon, self.manager)
+                # e.g. `swanctl --load-all` of a connection that starts nothing by itself
+                self._guarded(self.takeover.scan, self.manager.names())
         for callback in self.on_iteration:
             callback()
 
@@ -251,6 +261,10 @@ class Daemon:
             case ob.CharonBack():
                 if not self.charon_reachable:  # else the loop reconnected first: done already
                     self._charon_back()
+            case ob.IkeUpdown(sa, True) | ob.ChildUpdown(sa, _, True) if self.manager.is_managed(
+                sa.name
+            ):
+                self.takeover.noticed(sa.name)  # named as written: loaded outside extsock
             case _:
                 self._observe(item)
 
@@ -335,6 +349,7 @@ class Daemon:
             len(report.plain),
             len(report.removed),
         )
+        self.takeover.scan(report.managed)
         self.publisher.publish("reloaded", {"managed": report.managed})
         return {
             "ok": True,

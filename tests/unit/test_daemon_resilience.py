@@ -94,15 +94,19 @@ class Running:
 
 
 def _start(
-    tmp_path: Path, store: MemoryStateStore | None = None, charon_first: bool = True
+    tmp_path: Path,
+    store: MemoryStateStore | None = None,
+    charon_first: bool = True,
+    fake: FakeCharon | None = None,
 ) -> Running:
     conf = tmp_path / "swanctl.conf"
     conf.write_text(CONF)
-    fake = FakeCharon()
-    fake._dir = str(tmp_path / "charon")  # the socket's path is known before charon starts
-    Path(fake._dir).mkdir()
-    if charon_first:
-        fake.start()
+    if fake is None:  # else: one the test started and filled already
+        fake = FakeCharon()
+        fake._dir = str(tmp_path / "charon")  # the socket's path is known before charon starts
+        Path(fake._dir).mkdir()
+        if charon_first:
+            fake.start()
     clock = SystemClock()
     publisher = RecordingPublisher()
     store = store if store is not None else MemoryStateStore()
@@ -330,3 +334,45 @@ def test_a_backlog_longer_than_one_iteration_loses_nothing(running: Running) -> 
     for future in futures:
         future.result(5.0)
     assert handled == list(range(2500))
+
+
+# --- an as-written copy loaded outside extsock (strongswan.service's swanctl --load-all) ----
+
+
+def _as_written_up(fake: FakeCharon) -> int:
+    """What `swanctl --load-all` does with `start_action = start`: load as written, come up."""
+    fake.conns["home"] = {"remote_addrs": [GW1, GW2], "children": {"net": {}}}
+    return fake.establish("home", "net")
+
+
+def test_charon_restart_then_swanctl_load_all_leaves_one_tunnel(running: Running) -> None:
+    running.fake.stop()
+    assert running.wait(lambda: not running.daemon.charon_reachable)
+    running.fake.conns.clear()
+    running.fake.sas.clear()
+    running.fake.start()
+    assert running.wait(lambda: running.status()["phase"] == "up"), running.status()
+    _as_written_up(running.fake)  # after extsock came back, as ExecStartPost runs late
+    assert running.wait(lambda: "home" not in running.fake.conns), running.fake.conns
+    assert running.wait(lambda: [n for n, _ in running.fake.sas.values()] == [f"home@{GW1}"])
+    _failover_still_works(running)
+    assert [n for n, _ in running.fake.sas.values()] == [f"home@{GW2}"]
+    assert "home" not in running.fake.conns
+
+
+def test_extsock_started_after_swanctl_replaces_the_as_written_tunnel(tmp_path: Path) -> None:
+    fake = FakeCharon()
+    fake._dir = str(tmp_path / "charon")
+    Path(fake._dir).mkdir()
+    fake.start()
+    first = _as_written_up(fake)  # swanctl --load-all before extsock starts
+    r = _start(tmp_path, fake=fake)
+    try:
+        assert r.wait(lambda: "home" not in r.fake.conns), r.fake.conns
+        assert r.wait(lambda: r.status()["phase"] == "up"), r.status()
+        assert first not in r.fake.sas
+        assert [n for n, _ in r.fake.sas.values()] == [f"home@{GW1}"]
+    finally:
+        r.daemon.request_stop()
+        r.thread.join(5.0)
+        r.fake.stop()
