@@ -99,7 +99,7 @@ def test_the_copy_goes_after_the_grace_even_when_the_clone_never_comes_up() -> N
 
 
 def test_unmanaged_names_are_left_alone() -> None:
-    charon, manager, _clock, takeover = world()
+    charon, _manager, _clock, takeover = world()
     charon.conns["plain"] = {}
     plain = charon.add_sa("plain")
     takeover.scan(["home", "plain"])
