@@ -13,13 +13,13 @@ from extsock_py.adapters.config_reader import read_desired_config
 from extsock_py.adapters.control.protocol import DEFAULT_SOCKET
 from extsock_py.adapters.publisher import Broadcast
 from extsock_py.adapters.state_store import DEFAULT_DIRECTORY, SqliteStateStore
+from extsock_py.adapters.vici import dialects
 from extsock_py.adapters.vici.commands import ViciCharon
-from extsock_py.adapters.vici.listener import Coalescing, ViciEventListener, log_prefilter
+from extsock_py.adapters.vici.listener import Coalescing, ViciEventListener
 from extsock_py.adapters.vici.transport import DEFAULT_URI
 from extsock_py.daemon import Daemon, DaemonOptions, Listener
 from extsock_py.domain.observations import Observation
 from extsock_py.interfaces.ports import StateStore
-from extsock_py.usecases.event_usecase import MEANINGFUL_LOG_PREFIXES
 from extsock_py.usecases.failover_manager import FailoverManager
 
 log = logging.getLogger("extsock.app")
@@ -73,8 +73,8 @@ def build_app(settings: AppSettings) -> App:
         return ViciEventListener(
             deliver,
             settings.uri,
-            keep_log=log_prefilter(MEANINGFUL_LOG_PREFIXES),
             coalescing=Coalescing(),
+            dialects=dialects.choose,
         )
 
     daemon = Daemon(

@@ -55,7 +55,7 @@ class TunnelDown:
 
     gateway: str
     ike_id: int
-    what: str = "ike-down"  # ike-down, child-down, no-route
+    what: str = "ike-down"  # ike-down, child-down, no-route, expired (hard lifetime)
 
 
 @dataclass(frozen=True)

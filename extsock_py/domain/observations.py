@@ -7,6 +7,7 @@ which connection and gateway each concerns and what it means for failover.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,29 @@ class Alert:
     message: str = ""
 
 
+class Signal(Enum):
+    """What charon did to one IKE_SA, whichever way its release says it (a log line, an alert)."""
+
+    INITIATING = "initiating"  # started a new IKE_SA (not a rekey)
+    RETRANSMIT = "retransmit"  # sent a request again: the peer has not answered
+    ANSWERED = "answered"  # a response came after retransmits
+    GAVE_UP = "gave-up"  # abandoned the exchange (retransmit timeout, peer unreachable)
+    REFUSED = "refused"  # the peer refused it (an error notify)
+    NO_ROUTE = "no-route"  # no route to the peer: MOBIKE deferred, nothing is sent
+    EXPIRED = "expired"  # the IKE_SA's hard lifetime ended
+
+
+@dataclass(frozen=True)
+class IkeSignal:
+    """A `Signal` about the IKE_SA `ike_name[ike_id]`, read by the dialect of charon's release
+    from a log line or an alert; `detail` is the line or the alert's type."""
+
+    signal: Signal
+    ike_name: str
+    ike_id: int
+    detail: str = ""
+
+
 @dataclass(frozen=True)
 class CharonLost:
     """The event session lost charon (socket closed or broken)."""
@@ -107,6 +131,7 @@ Observation = (
     | ChildUpdown
     | LogLine
     | Alert
+    | IkeSignal
     | CharonLost
     | CharonBack
     | Undecodable

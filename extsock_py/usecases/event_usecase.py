@@ -4,12 +4,15 @@ Clone and probe names carry their connection and gateway (`home@10.99.1.2`), so 
 observation about an IKE_SA is attributed by its config name alone. It keeps each
 managed connection's IKE state for operators, publishes `ike-state` changes, and
 turns what matters for failover into domain events for the failover manager.
+
+It knows nothing of how a charon release words its log or which alerts it has: the vici
+adapter's dialect hands it `IkeSignal`s (initiating, retransmit, gave up...) whatever the
+release.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,47 +22,6 @@ from extsock_py.domain.profile import CloneName, parse_clone_name
 from extsock_py.interfaces.ports import EventPublisher
 
 log = logging.getLogger("extsock.events")
-
-# charon 5.9.8's log lines that matter (src/libcharon/sa/ike_sa.c, task_manager_v2.c).
-_INITIATING = re.compile(r"^initiating IKE_SA .*\[(\d+)\] to ")
-# With MOBIKE, after a roam charon checks the new path with "path probing attempt N"
-# instead of "retransmit N ..." (task_manager_v2.c): the peer is just as silent.
-_RETRANSMIT = re.compile(
-    r"^retransmit \d+ of request with message ID \d+|^path probing attempt \d+"
-)
-_GIVING_UP = re.compile(
-    r"^giving up after \d+ (retransmits|path probings)|^establishing IKE_SA failed"
-)
-# With MOBIKE and no route left to the gateway (the local link towards it went down), charon
-# marks the IKE_SA stale and then sends nothing at all (no DPD, no retransmit) until a route
-# comes back: without this line the tunnel would look up forever.
-_NO_ROUTE = re.compile(r"^no route found to reach .*MOBIKE update deferred")
-_REFUSALS = (
-    "AUTHENTICATION_FAILED",
-    "NO_PROPOSAL_CHOSEN",
-    "TS_UNACCEPTABLE",
-    "INVALID_SYNTAX",
-    "FAILED_CP_REQUIRED",
-    "INTERNAL_ADDRESS_FAILURE",
-)
-_REFUSED = re.compile(rf"^received ({'|'.join(_REFUSALS)}) notify")
-_MEANINGFUL_LOG = (_INITIATING, _NO_ROUTE, _RETRANSMIT, _GIVING_UP, _REFUSED)
-MEANINGFUL_LOG_PREFIXES = (
-    "initiating IKE_SA ",
-    "no route found to reach ",
-    "retransmit ",
-    "path probing attempt ",
-    "giving up after ",
-    "establishing IKE_SA failed",
-    *(f"received {refusal} notify" for refusal in _REFUSALS),
-)
-"""What every line of `_MEANINGFUL_LOG` starts with: the listener drops any other log line
-before decoding it (`EventUsecase.wants` then decides exactly). As narrow as the patterns:
-a bare "received " would let through each DPD exchange's "received packet" line."""
-# strongSwan >= 6.0.3 alerts.
-_ALERT_RETRANSMIT = {"retransmit-send"}
-_ALERT_CLEARED = {"retransmit-send-cleared"}
-_ALERT_DEAD = {"retransmit-send-timeout", "peer-init-unreachable"}
 
 
 @dataclass
@@ -89,14 +51,15 @@ class EventUsecase:
 
     @staticmethod
     def wants(obs: ob.Observation) -> bool:
-        """False for a log line that cannot matter (most of charon's chatter, e.g. each
-        DPD exchange's five lines): the listener thread drops it before it is queued, so
-        the main loop does not wake for it. Safe to call from any thread."""
-        if not isinstance(obs, ob.LogLine):
-            return True
-        if not obs.ike_name or "@" not in obs.ike_name:  # only clones and probes matter
+        """False for what cannot matter: raw log lines and alerts (the dialect turns those
+        that matter into IkeSignals), signals about SAs that are neither clones nor probes.
+        The listener thread drops these before they are queued, so the main loop does not
+        wake for them. Safe to call from any thread."""
+        if isinstance(obs, ob.LogLine | ob.Alert):
             return False
-        return any(pattern.match(obs.message) for pattern in _MEANINGFUL_LOG)
+        if isinstance(obs, ob.IkeSignal):
+            return "@" in obs.ike_name  # only clones and probes matter
+        return True
 
     def observe(self, obs: ob.Observation) -> None:
         self.processed += 1
@@ -109,10 +72,8 @@ class EventUsecase:
                 self._rekey(old, new)
             case ob.IkeUpdate(sa, _local, _remote):
                 self._track(sa.name, sa.state, sa.unique_id)
-            case ob.LogLine():
-                self._log_line(obs)
-            case ob.Alert():
-                self._alert(obs)
+            case ob.IkeSignal():
+                self._signal(obs)
             case ob.Undecodable(name, reason):
                 self.skipped += 1
                 log.warning("skipped an undecodable %s event: %s", name, reason)
@@ -189,44 +150,34 @@ class EventUsecase:
         self._track(new.name, new.state, new.unique_id)
         self._send(owner, ev.IkeRekeyed(owner.gateway, old.unique_id, new.unique_id))
 
-    def _log_line(self, line: ob.LogLine) -> None:
-        owner = self._owner(line.ike_name)
-        if owner is None or line.ike_id is None:
+    def _signal(self, sig: ob.IkeSignal) -> None:
+        owner = self._owner(sig.ike_name)
+        if owner is None:
             return
-        msg = line.message
-        if initiating := _INITIATING.match(msg):
-            # An IKE_SA rekey logs "initiating IKE_SA name[new]" in the old SA's context:
-            # that SA is up (the ike-rekey event follows), not connecting.
-            rekey = int(initiating.group(1)) != line.ike_id
-            if not owner.probe and not rekey:  # a probe's SA is never an IkeConnecting
-                self._track(line.ike_name or "", "CONNECTING", line.ike_id)
-                self._send(owner, ev.IkeConnecting(owner.gateway, line.ike_id))
-        elif _NO_ROUTE.match(msg):
-            if owner.probe:
-                self._send(owner, ev.ProbeFailed(owner.gateway, line.ike_id))
-            else:
-                self._send(owner, ev.TunnelDown(owner.gateway, line.ike_id, "no-route"))
-        elif _RETRANSMIT.match(msg):
-            if owner.probe:
-                self._send(owner, ev.ProbeFailed(owner.gateway, line.ike_id))
-            else:
-                self._send(owner, ev.RetransmitSeen(owner.gateway, line.ike_id))
-        elif _GIVING_UP.match(msg) or _REFUSED.match(msg):
-            if owner.probe:
-                self._send(owner, ev.ProbeFailed(owner.gateway, line.ike_id))
-            else:
-                self._send(owner, ev.InitiateFailed(owner.gateway, msg, line.ike_id))
-
-    def _alert(self, alert: ob.Alert) -> None:
-        owner = self._owner(alert.ike_name)
-        if owner is None or alert.ike_id is None:
-            return
+        gateway, ike_id, kind = owner.gateway, sig.ike_id, sig.signal
         if owner.probe:
-            if alert.kind in _ALERT_RETRANSMIT | _ALERT_DEAD:
-                self._send(owner, ev.ProbeFailed(owner.gateway, alert.ike_id))
-        elif alert.kind in _ALERT_RETRANSMIT:
-            self._send(owner, ev.RetransmitSeen(owner.gateway, alert.ike_id))
-        elif alert.kind in _ALERT_CLEARED:
-            self._send(owner, ev.PeerAnswered(owner.gateway, alert.ike_id))
-        elif alert.kind in _ALERT_DEAD:
-            self._send(owner, ev.InitiateFailed(owner.gateway, alert.kind, alert.ike_id))
+            # A probe's SA is never an IkeConnecting; anything that says its peer is silent,
+            # refusing or out of reach fails the probe.
+            if kind in _PROBE_FAILS:
+                self._send(owner, ev.ProbeFailed(gateway, ike_id))
+            return
+        match kind:
+            case ob.Signal.INITIATING:
+                self._track(sig.ike_name, "CONNECTING", ike_id)
+                self._send(owner, ev.IkeConnecting(gateway, ike_id))
+            case ob.Signal.NO_ROUTE:
+                self._send(owner, ev.TunnelDown(gateway, ike_id, "no-route"))
+            case ob.Signal.RETRANSMIT:
+                self._send(owner, ev.RetransmitSeen(gateway, ike_id))
+            case ob.Signal.ANSWERED:
+                self._send(owner, ev.PeerAnswered(gateway, ike_id))
+            case ob.Signal.GAVE_UP | ob.Signal.REFUSED:
+                self._send(owner, ev.InitiateFailed(gateway, sig.detail, ike_id))
+            case ob.Signal.EXPIRED:
+                # The hard lifetime ended: charon deletes the SA (its ike-updown follows).
+                self._send(owner, ev.TunnelDown(gateway, ike_id, "expired"))
+
+
+_PROBE_FAILS = frozenset(
+    {ob.Signal.RETRANSMIT, ob.Signal.GAVE_UP, ob.Signal.REFUSED, ob.Signal.NO_ROUTE}
+)

@@ -22,6 +22,7 @@ import pytest
 from extsock_py.adapters.clock import SystemClock
 from extsock_py.adapters.config_reader import read_desired_config
 from extsock_py.adapters.vici.commands import ViciCharon
+from extsock_py.adapters.vici.dialects import choose
 from extsock_py.adapters.vici.listener import ViciEventListener
 from extsock_py.daemon import Daemon, DaemonOptions, Listener
 from extsock_py.domain import observations as ob
@@ -114,7 +115,7 @@ def _start(
     manager = FailoverManager(charon, clock, publisher, store)
 
     def make_listener(deliver: Any) -> Listener:
-        return ViciEventListener(deliver, fake.uri)
+        return ViciEventListener(deliver, fake.uri, dialects=choose)
 
     daemon = Daemon(
         DaemonOptions(conf), charon, make_listener, read_desired_config, clock, publisher, manager
@@ -160,7 +161,8 @@ def _alive(r: Running) -> bool:
         (b"ike-updown", b""),  # empty message
         (b"child-updown", b"\x01\x03key"),  # truncated section
         (b"\xff\xfe", b""),  # event name not UTF-8
-        (b"log", b"\x03\x05level\x00\x02xx"),  # list value where a string is due
+        # a line the dialect's prefilter keeps (its msg matters), with a bad level
+        (b"log", b"\x03\x05level\x00\x02xx\x03\x03msg\x00\x0bretransmit "),
     ],
 )
 def test_malformed_event_is_logged_and_skipped(
@@ -218,7 +220,7 @@ def test_a_handler_that_raises_is_logged_and_skipped(
     original = running.daemon.events.observe
 
     def explode(obs: ob.Observation) -> None:
-        if isinstance(obs, ob.LogLine) and obs.message == BOOM:
+        if isinstance(obs, ob.IkeSignal) and obs.detail == BOOM:
             raise RuntimeError("handler bug")
         original(obs)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from extsock_py.adapters.vici.dialects import choose
 from extsock_py.domain import events as ev
 from extsock_py.domain import observations as ob
-from extsock_py.usecases.event_usecase import EventUsecase
+from extsock_py.usecases.event_usecase import EventUsecase, IkeView
 from tests.fakes.ports import RecordingPublisher
 
 CLONE = "home@10.99.1.2"
@@ -21,10 +22,35 @@ class Sink:
         self.events.append((connection, event))
 
 
+class Fed:
+    """The usecase as the listener feeds it: raw log lines and alerts go through the dialect
+    of a charon that has alerts (alert rows) or not (log rows) first."""
+
+    def __init__(self, uc: EventUsecase) -> None:
+        self.uc = uc
+        self.logs = choose("5.9.8").dialect.reader(alerts=False)
+        self.alerts = choose("6.1.0").dialect.reader(alerts=True)
+
+    def observe(self, obs: ob.Observation) -> None:
+        reader = self.alerts if isinstance(obs, ob.Alert) else self.logs
+        translated = reader.translate(obs)
+        if translated is not None and EventUsecase.wants(translated):
+            self.uc.observe(translated)
+
+    @property
+    def ike(self) -> dict[str, IkeView]:
+        return self.uc.ike
+
+
 def usecase(managed: tuple[str, ...] = ("home",)) -> tuple[EventUsecase, Sink, RecordingPublisher]:
     sink = Sink()
     publisher = RecordingPublisher()
     return EventUsecase(lambda name: name in managed, sink, publisher), sink, publisher
+
+
+def fed(managed: tuple[str, ...] = ("home",)) -> tuple[Fed, Sink, RecordingPublisher]:
+    uc, sink, publisher = usecase(managed)
+    return Fed(uc), sink, publisher
 
 
 def sa(name: str = CLONE, ike_id: int = 3, state: str = "ESTABLISHED") -> ob.IkeSaInfo:
@@ -124,6 +150,10 @@ ROWS: list[tuple[ob.Observation, list[tuple[str, ev.Event]]]] = [
         [("home", ev.InitiateFailed("10.99.1.2", "peer-init-unreachable", 3))],
     ),
     (ob.Alert("proposal-mismatch-ike", CLONE, 3), []),
+    (
+        ob.Alert("ike-sa-expired", CLONE, 3),
+        [("home", ev.TunnelDown("10.99.1.2", 3, "expired"))],
+    ),
     (ob.Alert("retransmit-send", CLONE, None), []),
     # probes produce probe events only
     (ob.IkeUpdown(sa(PROBE), True), [("home", ev.ProbeUp("10.99.1.1", 3))]),
@@ -163,14 +193,13 @@ ROWS: list[tuple[ob.Observation, list[tuple[str, ev.Event]]]] = [
 def test_observation_table(
     observation: ob.Observation, expected: list[tuple[str, ev.Event]]
 ) -> None:
-    uc, sink, _ = usecase()
+    uc, sink, _ = fed()
     uc.observe(observation)
     assert sink.events == expected
-    assert uc.processed == 1
 
 
 def test_clone_of_an_ipv6_gateway() -> None:
-    uc, sink, _ = usecase()
+    uc, sink, _ = fed()
     uc.observe(log("initiating IKE_SA home@2001:db8::2[9] to 2001:db8::2", "home@2001:db8::2", 9))
     assert sink.events == [("home", ev.IkeConnecting("2001:db8::2", 9))]
 
@@ -182,7 +211,7 @@ def test_undecodable_is_counted_as_skipped() -> None:
 
 
 def test_ike_state_is_tracked_and_published_on_change() -> None:
-    uc, _, publisher = usecase()
+    uc, _, publisher = fed()
     uc.observe(log("initiating IKE_SA home@10.99.1.2[3] to 10.99.1.2"))
     uc.observe(log("retransmit 1 of request with message ID 0"))
     uc.observe(ob.ChildUpdown(sa(), CHILD, True))
@@ -219,7 +248,7 @@ def test_probes_and_unmanaged_connections_are_not_tracked() -> None:
 
 
 def test_an_ike_rekey_does_not_show_the_tunnel_as_connecting() -> None:
-    uc, sink, publisher = usecase()
+    uc, sink, publisher = fed()
     uc.observe(ob.ChildUpdown(sa(), CHILD, True))
     # charon 5.9.8 logs the rekey's new SA [4] in the context of the SA being rekeyed (3)
     uc.observe(log("initiating IKE_SA home@10.99.1.2[4] to 10.99.1.2"))
@@ -232,19 +261,17 @@ def test_an_ike_rekey_does_not_show_the_tunnel_as_connecting() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "message", "wanted"),
+    ("obs", "wanted"),
     [
-        ("home@10.0.0.1", "retransmit 1 of request with message ID 2", True),
-        ("home@10.0.0.1", "initiating IKE_SA home@10.0.0.1[3] to 10.0.0.1", True),
-        ("home@10.0.0.1", "giving up after 5 retransmits", True),
-        ("home@10.0.0.1", "received AUTHENTICATION_FAILED notify error", True),
-        ("home@10.0.0.1", "sending DPD request", False),
-        ("home@10.0.0.1", "sending packet: from 10.99.1.1[4500] to 10.99.1.2[4500]", False),
-        ("plain", "retransmit 1 of request with message ID 2", False),
-        (None, "retransmit 1 of request with message ID 2", False),
+        (ob.IkeSignal(ob.Signal.RETRANSMIT, "home@10.0.0.1", 3), True),
+        (ob.IkeSignal(ob.Signal.RETRANSMIT, "home@10.0.0.1~probe", 3), True),
+        (ob.IkeSignal(ob.Signal.RETRANSMIT, "plain", 3), False),
+        # raw lines and alerts mean nothing until a dialect has read them
+        (ob.LogLine("IKE", 1, "retransmit 1 of request with message ID 2", "home@10.0.0.1", 3),
+         False),
+        (ob.Alert("retransmit-send", "home@10.0.0.1", 3), False),
+        (ob.CharonBack(), True),
     ],
-)
-def test_only_meaningful_log_lines_are_queued(name: str | None, message: str, wanted: bool) -> None:
-    line = ob.LogLine("IKE", 1, message, ike_name=name, ike_id=3 if name else None)
-    assert EventUsecase.wants(line) is wanted
-    assert EventUsecase.wants(ob.CharonBack()) is True
+)  # fmt: skip
+def test_only_meaningful_observations_are_queued(obs: ob.Observation, wanted: bool) -> None:
+    assert EventUsecase.wants(obs) is wanted

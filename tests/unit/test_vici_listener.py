@@ -13,6 +13,7 @@ import tenacity
 from vici.protocol import Message, Packet
 
 from extsock_py.adapters.vici.commands import ViciCharon
+from extsock_py.adapters.vici.dialects import choose
 from extsock_py.adapters.vici.listener import Coalescing, ViciEventListener, log_prefilter
 from extsock_py.adapters.vici.transport import FrameReader, send_frame
 from extsock_py.domain.observations import (
@@ -25,7 +26,6 @@ from extsock_py.domain.observations import (
     Observation,
     Undecodable,
 )
-from extsock_py.usecases.event_usecase import MEANINGFUL_LOG_PREFIXES, EventUsecase
 from tests.fakes import charon_messages as cm
 from tests.fakes.fake_charon import FakeCharon
 
@@ -308,6 +308,10 @@ def test_log_prefilter_drops_chatter_before_decoding(fake: FakeCharon) -> None:
     assert not any(isinstance(x, Undecodable) for x in got.items)
 
 
+# What the 5.9 dialect reads from the log (no alerts): every prefix of its rules.
+MEANINGFUL_LOG_PREFIXES = choose("5.9.8").dialect.reader(alerts=False).log_prefixes
+
+
 @pytest.mark.parametrize(
     "message",
     [
@@ -322,9 +326,9 @@ def test_log_prefilter_drops_chatter_before_decoding(fake: FakeCharon) -> None:
     ],
 )
 def test_prefilter_keeps_every_line_the_usecase_wants(message: str) -> None:
-    """The prefilter must never drop a line `EventUsecase.wants` would keep."""
+    """The prefilter must never drop a line the dialect turns into a signal."""
     line = LogLine("IKE", 1, message, ike_name="home@10.0.0.1", ike_id=3)
-    assert EventUsecase.wants(line)
+    assert choose("5.9.8").dialect.reader(alerts=False).translate(line) is not None
     payload = Message.serialize(cm.log(message, ike_name="home@10.0.0.1", ike_id=3))
     assert log_prefilter(MEANINGFUL_LOG_PREFIXES).search(bytes(payload))
 

@@ -15,17 +15,19 @@ import tenacity
 from vici.protocol import FiniteStream, Message, Packet
 
 from extsock_py.adapters.vici.decode import decode_event
+from extsock_py.adapters.vici.dialects import BASE_EVENTS, Choice, DialectReader
 from extsock_py.adapters.vici.transport import DEFAULT_URI, FrameReader, open_socket, send_frame
 from extsock_py.domain.errors import CharonUnreachable
 from extsock_py.domain.observations import CharonBack, CharonLost, Observation, Undecodable
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("ike-updown", "child-updown", "ike-rekey", "ike-update", "log")
+EVENTS = BASE_EVENTS
 OPTIONAL_EVENTS = ("alert",)
 """Registered when charon knows them (alert: strongSwan >= 6.0.3); 5.9.8 answers EVENT_UNKNOWN."""
 
 Deliver = Callable[[Observation], None]
+ChooseDialect = Callable[[str | None], Choice]
 
 
 def log_prefilter(prefixes: Iterable[str]) -> re.Pattern[bytes]:
@@ -94,8 +96,16 @@ class ViciEventListener:
         keep_log: re.Pattern[bytes] | None = None,
         coalescing: Coalescing | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        dialects: ChooseDialect | None = None,
     ) -> None:
+        """With `dialects`, each connect asks charon's version, registers the events of the
+        chosen dialect and delivers its IkeSignals instead of raw log lines and alerts (the
+        dialect's prefilter replaces `keep_log`). Without, raw decoded events are delivered."""
         self.uri = uri
+        self._dialects = dialects
+        self.dialect: DialectReader | None = None
+        """The dialect in use since the last registration (None before, or without dialects)."""
+        self.charon_version: str | None = None
         self._deliver_fn = deliver
         self._connect_timeout = connect_timeout
         self._wait = wait if wait is not None else default_wait()
@@ -216,21 +226,56 @@ class ViciEventListener:
             raise _Stopped()
         reader = FrameReader(sock)
         try:
-            for event in EVENTS:
+            choice = None
+            events: tuple[str, ...] = EVENTS
+            optional: tuple[str, ...] = OPTIONAL_EVENTS
+            if self._dialects is not None:
+                self.charon_version = self._ask_version(sock, reader)
+                choice = self._dialects(self.charon_version)
+                if choice.warning:
+                    log.warning("%s", choice.warning)
+                events, optional = choice.dialect.events, choice.dialect.optional_events
+            for event in events:
                 self._register(sock, reader, event)
             alert = True
-            for event in OPTIONAL_EVENTS:
+            for event in optional:
                 try:
                     self._register(sock, reader, event)
                 except _Refused:
                     alert = False
-            self.alert_supported = alert
+            self.alert_supported = alert and "alert" in optional
+            if choice is not None:
+                self.dialect = choice.dialect.reader(self.alert_supported)
+                self._keep_log = log_prefilter(self.dialect.log_prefixes)
+                log.info(
+                    "charon %s: dialect %s, %s",
+                    self.charon_version or "(version unknown)",
+                    choice.dialect.name,
+                    "alerts first" if self.dialect.uses_alerts else "log lines",
+                )
         except (OSError, _Refused, ValueError) as exc:
             self._pending.clear()
             self._close_socket()
             raise CharonUnreachable(f"registering for events at {self.uri} failed: {exc}") from exc
         self._ready.set()
         return reader
+
+    def _ask_version(self, sock: socket.socket, reader: FrameReader) -> str | None:
+        """charon's `version` (e.g. "6.1.0"), asked before any registration (so no event can
+        come first); None when charon does not answer the command."""
+        send_frame(sock, bytes(Packet.request("version")))
+        packets: list[bytes] = []
+        while not packets:
+            packets, _ = reader.read_batch(None)
+        if len(packets) != 1:
+            raise ValueError(f"{len(packets)} packets answer one request")
+        packet = packets[0]
+        if not packet or packet[0] != Packet.CMD_RESPONSE:
+            return None
+        value = Message.deserialize(FiniteStream(packet[1:])).get("version")
+        if isinstance(value, bytes):
+            return value.decode("utf-8", errors="replace")
+        return value if isinstance(value, str) else None
 
     def _register(self, sock: socket.socket, reader: FrameReader, event: str) -> None:
         """Register one event; keep events that arrive meanwhile (prefiltered, as when
@@ -259,7 +304,11 @@ class ViciEventListener:
         except Exception as exc:
             self._deliver(Undecodable(_name(name), f"{type(exc).__name__}: {exc}"))
             return
-        self._deliver(decode_event(name, message))
+        obs: Observation | None = decode_event(name, message)
+        if self.dialect is not None and obs is not None:
+            obs = self.dialect.translate(obs)
+        if obs is not None:
+            self._deliver(obs)
 
     def _listen(self, reader: FrameReader) -> str:
         """Deliver events until the socket breaks or stop() shuts it down; return why it ended.
