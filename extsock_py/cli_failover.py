@@ -2,7 +2,9 @@
 
 The main group attaches them (`for c in COMMANDS: main.add_command(c)`) and fills
 `ctx.obj["control_socket"]` from `--control-socket` / `EXTSOCK_CONTROL_SOCKET`. Exit
-codes: 0 ok, 1 the daemon refused or the check failed, 2 usage, 3 daemon unreachable.
+codes: 0 ok, 1 the daemon refused or the check failed, 2 usage, 3 daemon unreachable,
+4 the daemon is up but refused this connection (too many clients, idle), 5 not permitted
+(this uid lacks the role the command needs).
 """
 
 from __future__ import annotations
@@ -19,11 +21,18 @@ from typing import Any, NoReturn
 
 import click
 
-from extsock_py.adapters.control.client import ControlClient, ControlError, DaemonUnreachable
+from extsock_py.adapters.control.client import (
+    ControlClient,
+    ControlError,
+    DaemonRefused,
+    DaemonUnreachable,
+    NotPermitted,
+)
 from extsock_py.adapters.control.protocol import DEFAULT_SOCKET, EVENT_KINDS
 
 ENV_SOCKET = "EXTSOCK_CONTROL_SOCKET"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_REFUSED, EXIT_NOT_PERMITTED = 4, 5
 
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _AGO_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -53,6 +62,10 @@ def _client(ctx: click.Context, timeout: float | None = 15.0) -> Iterator[Contro
         yield client
     except DaemonUnreachable as exc:
         _fail(str(exc), EXIT_UNREACHABLE)
+    except DaemonRefused as exc:
+        _fail(f"the daemon is running but refused this connection: {exc}", EXIT_REFUSED)
+    except NotPermitted as exc:
+        _fail(str(exc), EXIT_NOT_PERMITTED)
     except ControlError as exc:
         _fail(str(exc), EXIT_FAILED)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from extsock_py.adapters.access_conf import read_access
 from extsock_py.adapters.monitor_prober import NETNS_DIR, check_local, describe_error
 from extsock_py.adapters.policy_conf import SectionLike, locate_policy_key, read_policies
 from extsock_py.adapters.swanctl.loader import read_swanctl_conf
@@ -25,6 +26,7 @@ def read_desired_config(path: Path) -> DesiredConfig:
         policies=policies,
         shared_secrets=tuple(loaded.shared_secrets),
         private_keys=tuple(loaded.private_keys),
+        control=read_access(loaded.extsock_section),
     )
 
 

@@ -20,7 +20,14 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from extsock_py.domain.errors import ConfigError
 from extsock_py.domain.policy import (
@@ -36,13 +43,13 @@ DURATION_FORM = "a duration such as 500ms, 5s, 2m or 1h (a bare number means sec
 BOOL_FORM = "yes or no"
 ADDRESS_FORM = "an IPv4 or IPv6 address"
 NETNS_FORM = "the name of a network namespace in /run/netns"
-_NETNS = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}$")
+_NETNS = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}")
 
 
 def parse_duration(value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    match = _DURATION.match(str(value))
+    match = _DURATION.fullmatch(str(value))
     if not match:
         raise ValueError(f"invalid duration {str(value)!r}: expected {DURATION_FORM}")
     return float(match.group(1)) * _UNITS[match.group(2)]
@@ -59,8 +66,27 @@ def parse_bool(value: object) -> bool:
     raise ValueError(f"invalid boolean {str(value)!r}: expected {BOOL_FORM}")
 
 
+def _spoken(seconds: float) -> str:
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
+def at_most(limit: float) -> AfterValidator:
+    """A duration bound that names itself: a policy never waits for 10^16 s."""
+
+    def check(value: float) -> float:
+        if value > limit:
+            raise ValueError(f"{_spoken(value)} is too long: at most {_spoken(limit)}")
+        return value
+
+    return AfterValidator(check)
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+HOUR, DAY = 3600.0, 86400.0
 Flag = Annotated[bool, BeforeValidator(parse_bool)]
 
 
@@ -69,17 +95,17 @@ class _Strict(BaseModel):
 
 
 class BackoffModel(_Strict):
-    initial: PositiveDuration = 1.0
-    maximum: PositiveDuration = 60.0
+    initial: Annotated[PositiveDuration, at_most(HOUR)] = 1.0
+    maximum: Annotated[PositiveDuration, at_most(DAY)] = 60.0
     multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
     jitter: float = Field(default=0.2, ge=0.0, le=1.0)
 
 
 class FailbackModel(_Strict):
     enabled: Flag = False
-    probe_interval: PositiveDuration = 10.0
-    probe_timeout: PositiveDuration = 5.0
-    hold_down: Duration = 30.0
+    probe_interval: Annotated[PositiveDuration, at_most(HOUR)] = 10.0
+    probe_timeout: Annotated[PositiveDuration, at_most(10 * 60.0)] = 5.0
+    hold_down: Annotated[Duration, at_most(DAY)] = 30.0
 
 
 def parse_address(value: object) -> str:
@@ -92,7 +118,7 @@ def parse_address(value: object) -> str:
 
 def parse_netns(value: object) -> str:
     text = str(value).strip()
-    if not _NETNS.match(text):
+    if not _NETNS.fullmatch(text):
         raise ValueError(f"invalid network namespace name {text!r}: expected {NETNS_FORM}")
     return text
 
@@ -106,16 +132,16 @@ class MonitorModel(_Strict):
     local: Address | None = None
     remote: Address | None = None
     port: int = Field(default=33434, ge=1, le=65535)
-    interval: PositiveDuration = 0.5
+    interval: Annotated[PositiveDuration, at_most(60.0)] = 0.5
     misses: int = Field(default=3, ge=1, le=100)
     netns: NetnsName | None = None
 
 
 class PolicyModel(_Strict):
-    connect_timeout: PositiveDuration = 5.0
+    connect_timeout: Annotated[PositiveDuration, at_most(10 * 60.0)] = 5.0
     dead_after_retransmits: int = Field(default=1, ge=0, le=10)
     attempts_per_gateway: int = Field(default=1, ge=1, le=100)
-    max_cycles: int = Field(default=10, ge=0)
+    max_cycles: int = Field(default=10, ge=0, le=1_000_000)
     backoff: BackoffModel = Field(default_factory=BackoffModel)
     failback: FailbackModel = Field(default_factory=FailbackModel)
     monitor: MonitorModel = Field(default_factory=MonitorModel)
@@ -151,10 +177,10 @@ class SectionLike(Protocol):
     def line(self) -> int: ...
 
 
-def _as_dict(section: SectionLike, skip: str | None = None) -> dict[str, Any]:
+def _as_dict(section: SectionLike, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     data: dict[str, Any] = {key: value.text for key, value in section.entries.items()}
     for name, sub in section.sections.items():
-        if name != skip:
+        if name not in skip:
             data[name] = _as_dict(sub)
     return data
 
@@ -268,7 +294,7 @@ def read_policies(
     if section is None:
         default = FailoverPolicy()
         return default, {name: default for name in connections}
-    defaults = _as_dict(section, skip="connections")
+    defaults = _as_dict(section, skip=("connections", "control"))  # control: access_conf
     default_model = _validate(defaults, section, "extsock")
     overrides = section.sections.get("connections")
     policies: dict[str, FailoverPolicy] = {}

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from extsock_py.domain.access import ControlAccess
 from extsock_py.domain.gateways import initiable_gateways
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
@@ -24,6 +25,7 @@ class DesiredConfig:
     policies: Mapping[str, FailoverPolicy] = field(default_factory=dict)
     shared_secrets: Sequence[Credential] = ()
     private_keys: Sequence[Credential] = ()
+    control: ControlAccess = field(default_factory=ControlAccess)  # who may do what
 
 
 def remote_addrs_of(body: Mapping[str, Any]) -> list[str]:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 # A DNS name as charon resolves it for remote_addrs: labels of letters, digits and hyphens.
 _DNS_NAME = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
-    r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?$"
+    r"(?=.{1,253}\Z)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?"
 )
 
 
@@ -34,13 +34,28 @@ def classify_address(entry: str) -> AddressVerdict:
     if "-" in text and _is_range(text):
         return AddressVerdict(text, False, "a range matches peers and names no single gateway")
     try:
-        ipaddress.ip_address(text)
-        return AddressVerdict(text, True)
+        address = ipaddress.ip_address(text)
     except ValueError:
         pass
-    if _DNS_NAME.match(text) and not text.replace(".", "").isdigit():
+    else:
+        why = _not_unicast(address)
+        return AddressVerdict(text, False, why) if why else AddressVerdict(text, True)
+    if _DNS_NAME.fullmatch(text) and not text.replace(".", "").isdigit():
         return AddressVerdict(text, True)
     return AddressVerdict(text, False, "not an IPv4 or IPv6 address or a DNS name")
+
+
+def _not_unicast(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """Why `address` cannot be a gateway: charon cannot initiate to it, or only to itself."""
+    if address.is_unspecified:
+        return "the unspecified address names no gateway"
+    if address.is_loopback:
+        return "a loopback address is this host, not a gateway"
+    if address.is_multicast:
+        return "a multicast address names no single gateway"
+    if address == ipaddress.IPv4Address("255.255.255.255"):
+        return "the broadcast address names no single gateway"
+    return ""
 
 
 def _is_range(text: str) -> bool:

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from extsock_py.domain import events as ev
 from extsock_py.domain.config import DesiredConfig
-from extsock_py.domain.errors import ExtsockError
+from extsock_py.domain.errors import CharonError, CharonUnreachable, ExtsockError
 from extsock_py.domain.failover import Phase
+from extsock_py.domain.isolation import collision
 from extsock_py.domain.policy import FailoverPolicy
-from extsock_py.domain.profile import ConnectionProfile
+from extsock_py.domain.profile import ConnectionProfile, clone_body, clone_name
 from extsock_py.interfaces.ports import StateStore
 
 if TYPE_CHECKING:
@@ -318,10 +319,15 @@ class OperatorUsecase:
 
         def work() -> dict[str, Any]:
             overlay = _overlay_of(self._daemon)
-            if conn in overlay.file_connections():
+            configured = overlay.file_connections()
+            if conn in configured:
                 raise ConnectionConflict(
                     f"'{conn}' is defined in the config file: change it there and reload"
                 )
+            clash = collision(profile.body, configured)
+            if clash:
+                raise ConnectionConflict(f"{conn}: {clash}; pick another")
+            self._accepted_by_charon(profile)
             new = self._daemon.manager.manage(profile)
             overlay.pushed[conn] = _Pushed(dict(profile.body), profile.policy)
             overlay.refresh_current()
@@ -334,15 +340,32 @@ class OperatorUsecase:
 
         return self._on_loop(work, "load")
 
+    def _accepted_by_charon(self, profile: ConnectionProfile) -> None:
+        """Load the first gateway's clone now, so that `load` answers with charon's own
+        verdict: a body charon refuses is refused here, never retried forever."""
+        gateway = profile.gateways[0]
+        try:
+            self._daemon.charon.load_conn(
+                clone_name(profile.name, gateway), clone_body(profile, gateway)
+            )
+        except CharonUnreachable:
+            raise
+        except CharonError as exc:
+            raise InvalidConnection(f"{profile.name}: charon refused it: {exc}") from None
+
     def unload(self, conn: str) -> dict[str, Any]:
-        """Stop managing `conn`: its tunnel goes down and its clone is unloaded."""
+        """Stop managing a pushed `conn`: its tunnel goes down and its clone is unloaded.
+        A connection of the config file is not unloaded this way (`terminate` it)."""
 
         def work() -> dict[str, Any]:
             self._managed(conn)
             overlay = _overlay_of(self._daemon)
-            notes = []
+            notes: list[str] = []
             if conn in overlay.file_connections():
-                notes.append("defined in the config file: the next reload brings it back")
+                raise ConnectionConflict(
+                    f"'{conn}' is defined in the config file: 'terminate' brings it down and "
+                    "keeps it down; to remove it, take it out of the file and reload"
+                )
             self._daemon.manager.forget(conn)
             self._daemon.events.ike.pop(conn, None)
             if overlay.pushed.pop(conn, None) is not None:

@@ -199,7 +199,9 @@ def test_health(harness: Harness, server: ControlServer) -> None:
 
 def test_load_and_unload(server: ControlServer, tmp_path: Path) -> None:
     body = tmp_path / "app.json"
-    body.write_text(json.dumps({"remote_addrs": "203.0.113.1,%any,203.0.113.2"}))
+    body.write_text(
+        json.dumps({"remote_addrs": "203.0.113.1,%any,203.0.113.2", "local": {"id": "app"}})
+    )
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"connect_timeout": "3s"}))
     result = run(server, failover, "load", "app", str(body), "--policy", str(policy))

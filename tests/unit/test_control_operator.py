@@ -217,10 +217,10 @@ def test_loading_again_updates_and_unload_forgets(harness: Harness, op: Operator
     assert "app" not in op.reload()["managed"]  # and a reload does not bring it back
 
 
-def test_unloading_a_file_connection_warns_that_reload_restores_it(op: OperatorUsecase) -> None:
-    result = op.unload("office")
-    assert "next reload brings it back" in result["notes"][0]
-    assert "office" in op.reload()["managed"]
+def test_a_file_connection_cannot_be_unloaded_over_the_socket(op: OperatorUsecase) -> None:
+    with pytest.raises(ConnectionConflict, match="'terminate' brings it down"):
+        op.unload("office")
+    assert "office" in op.status()["connections"][1]["connection"]
 
 
 def test_load_refuses_a_name_the_config_file_owns(op: OperatorUsecase) -> None:
@@ -257,7 +257,9 @@ def test_load_validates_what_the_application_sends(
 
 def test_profile_from_request_keeps_the_rejected_entries_as_notes() -> None:
     profile = profile_from_request(
-        "app", {"remote_addrs": "203.0.113.1,%any,203.0.113.2,203.0.113.1"}, None
+        "app",
+        {"remote_addrs": "203.0.113.1,%any,203.0.113.2,203.0.113.1", "local": {"id": "app"}},
+        None,
     )
     assert profile.gateways == ("203.0.113.1", "203.0.113.2")
     assert [v.address for v in profile.not_gateways] == ["%any"]

@@ -162,7 +162,10 @@ def test_every_command_over_the_socket(harness: Harness, client: ControlClient) 
     assert client.request("retry", conn="home")["connection"]["phase"] == "connecting"
     assert client.request("reload")["managed"] == ["home", "office"]
     loaded = client.request(
-        "load", conn="app", body={"remote_addrs": "203.0.113.1,203.0.113.2"}, policy={}
+        "load",
+        conn="app",
+        body={"remote_addrs": "203.0.113.1,203.0.113.2", "local": {"id": "app"}},
+        policy={},
     )
     assert loaded["started"] is True
     assert client.request("unload", conn="app")["unloaded"] is True

@@ -23,6 +23,28 @@ class ControlError(ExtsockError):
     """The daemon answered a request with an error (the text is the daemon's)."""
 
 
+class NotPermitted(ControlError):
+    """The daemon refused the request: this uid lacks the role the command needs."""
+
+
+class DaemonRefused(ExtsockError):
+    """The daemon is up but closed this connection: too many clients (of this uid), or idle
+    for too long. The text is the daemon's own line."""
+
+
+def _refusal(message: dict[str, Any]) -> DaemonRefused | None:
+    """The daemon's line that it closes this connection (it has no request id)."""
+    error = message.get("error")
+    if (
+        message.get("ok") is False
+        and message.get("id") is None
+        and isinstance(error, str)
+        and error.startswith("connect failed:")
+    ):
+        return DaemonRefused(error)
+    return None
+
+
 class ControlClient:
     """One connection to the daemon: `request(cmd, **fields)` and `events()`."""
 
@@ -97,6 +119,9 @@ class ControlClient:
                 message = json.loads(line)
                 if not isinstance(message, dict):
                     raise ControlError(f"the daemon sent a line that is not an object: {line!r}")
+                refused = _refusal(message)
+                if refused is not None:
+                    raise refused
                 return message
             try:
                 data = sock.recv(65536)
@@ -123,6 +148,7 @@ class ControlClient:
         try:
             self._sock.sendall(encode_line(message))
         except OSError as exc:
+            self._raise_pending_refusal()
             raise DaemonUnreachable(f"lost the daemon at {self.path}: {exc}") from None
         while True:
             reply = self._read_message()
@@ -133,7 +159,32 @@ class ControlClient:
                 continue  # a late answer to an earlier request that timed out
             if reply.get("ok"):
                 return reply.get("result")
-            raise ControlError(str(reply.get("error", "the daemon refused the request")))
+            error = str(reply.get("error", "the daemon refused the request"))
+            if ": NotPermitted: " in error:
+                raise NotPermitted(error)
+            raise ControlError(error)
+
+    def _raise_pending_refusal(self) -> None:
+        """A send failed: if the daemon said why it closed us before it did, raise that."""
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            while b"\n" not in self._buffer:
+                data = sock.recv(65536, socket.MSG_DONTWAIT)
+                if not data:
+                    break
+                self._buffer += data
+        except OSError:
+            pass
+        for line in bytes(self._buffer).split(b"\n"):
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            refused = _refusal(message) if isinstance(message, dict) else None
+            if refused is not None:
+                raise refused
 
     def subscribe(self, events: list[str] | None = None) -> list[str]:
         result = self.request("subscribe", events=events)

@@ -26,6 +26,11 @@ VERSION = 1
 DEFAULT_SOCKET = "/run/extsock/extsock.sock"
 MAX_REQUEST = 64 * 1024  # bytes of one request line, newline excluded
 MAX_CLIENTS = 256
+MAX_CLIENTS_PER_UID = 32  # root and the daemon's own uid are not counted against this
+RESERVED_FOR_ROOT = 1  # slots only root (or the daemon's uid) may take
+IDLE_TIMEOUT = 60.0  # seconds a connection that is not subscribed may go without a request
+SEND_TIMEOUT = 10.0  # seconds a response or event line may wait for the client to read
+SUBSCRIBER_BYTES = 1 << 20  # bytes of event lines waiting per subscriber at most
 EVENT_QUEUE = 1024  # events buffered per subscriber before they are dropped and counted
 
 
@@ -38,7 +43,21 @@ class UnknownCommand(InvalidRequest):
 
 
 class TooManyClients(Exception):
-    """The daemon serves MAX_CLIENTS clients already."""
+    """The daemon serves MAX_CLIENTS clients already (or this uid its share of them)."""
+
+
+class IdleTimeout(Exception):
+    """The client sent no request for IDLE_TIMEOUT seconds and was not subscribed."""
+
+
+class NotPermitted(Exception):
+    """The client's uid and groups do not carry the role the command needs."""
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """User input as it may appear in a log line or an error: bounded, on one line."""
+    flat = text.replace("\n", "\\n").replace("\r", "\\r")
+    return flat if len(flat) <= limit else f"{flat[:limit]}...({len(flat)} chars)"
 
 
 # --- requests -----------------------------------------------------------------------------
@@ -112,7 +131,7 @@ def describe_validation(exc: ValidationError) -> str:
     """One line naming each wrong field, e.g. `field 'conn': Field required`."""
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "request"
+        where = clip(".".join(str(p) for p in err["loc"]) or "request")
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown field '{where}'")
         elif err["type"] == "missing":
@@ -125,26 +144,30 @@ def describe_validation(exc: ValidationError) -> str:
 def parse_request(line: bytes) -> tuple[Envelope, _Args]:
     """Decode one request line; raise InvalidRequest with a message fit for the client."""
     try:
-        data = json.loads(line)
+        data = json.loads(line, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
-        raise InvalidRequest(f"not valid JSON: {exc}") from None
+        raise InvalidRequest(f"not valid JSON: {clip(str(exc))}") from None
     if not isinstance(data, dict):
         raise InvalidRequest("a request must be a JSON object with a 'cmd' field")
     try:
         envelope = Envelope.model_validate(data)
     except ValidationError as exc:
-        raise InvalidRequest(describe_validation(exc)) from None
+        raise InvalidRequest(clip(describe_validation(exc), 400)) from None
     if envelope.v != VERSION:
         raise InvalidRequest(f"protocol version {envelope.v} is not supported (use {VERSION})")
     model = COMMANDS.get(envelope.cmd)
     if model is None:
         known = ", ".join(sorted(COMMANDS))
-        raise UnknownCommand(f"unknown command '{envelope.cmd}' (commands: {known})")
+        raise UnknownCommand(f"unknown command '{clip(envelope.cmd)}' (commands: {known})")
     fields = {k: v for k, v in data.items() if k not in ("v", "id", "cmd")}
     try:
         return envelope, model.model_validate(fields)
     except ValidationError as exc:
-        raise InvalidRequest(describe_validation(exc)) from None
+        raise InvalidRequest(clip(describe_validation(exc), 400)) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def request_id_of(line: bytes) -> str | int | None:

@@ -9,6 +9,12 @@ reported as a `missed` event once it reads again) and never slows the daemon dow
 Nothing a client sends reaches the daemon unchecked: a line longer than MAX_REQUEST is
 refused and skipped up to the next newline, bad JSON or an unknown command gets an error
 response, and the connection stays usable.
+
+Who may do what is the kernel's word (SO_PEERCRED: uid, and the groups of the peer's
+process), checked against the policy's `control` section on every request. What one
+client can hold is bounded: connections per uid, a slot kept for root, an idle timeout for
+connections that ask nothing, a send timeout and a byte budget for subscribers, and a log
+budget, so that no client fills the daemon's log either.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import pwd
 import selectors
 import socket
 import stat
+import struct
 import threading
 import time
 from collections import deque
@@ -30,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from extsock_py.adapters.control import protocol as p
 from extsock_py.adapters.control.pushed import profile_from_request
+from extsock_py.domain.access import ControlAccess, Peer, Role, role_needed
 from extsock_py.domain.errors import ExtsockError
 from extsock_py.interfaces.ports import StateStore
 from extsock_py.usecases.operator import DEFAULT_TIMEOUT, OperatorUsecase
@@ -40,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("extsock.control")
 
 Unsubscribe = Callable[[], None]
+_REAP_EVERY = 1.0  # seconds between looks for idle clients
 
 
 @runtime_checkable
@@ -55,33 +64,51 @@ class ControlSocketError(ExtsockError):
 
 
 class _Subscription:
-    """A bounded queue of events for one subscriber; drops are counted, not blocked on."""
+    """A bounded queue of events for one subscriber; drops are counted, not blocked on.
 
-    def __init__(self, kinds: frozenset[str] | None, capacity: int) -> None:
+    Bounded twice: in events (`capacity`) and in bytes (`budget`, the encoded lines
+    waiting), so a few large events cannot hold more memory than many small ones."""
+
+    def __init__(
+        self, kinds: frozenset[str] | None, capacity: int, budget: int = p.SUBSCRIBER_BYTES
+    ) -> None:
         self._kinds = kinds
         self._capacity = capacity
+        self._budget = budget
         self._cond = threading.Condition()
-        self._queue: deque[tuple[str, Mapping[str, Any], float] | int] = deque()
+        self._queue: deque[bytes | int] = deque()
         self._missed = 0
         self._closed = False
+        self.queued_bytes = 0
         self.dropped_total = 0
 
     def offer(self, kind: str, fields: Mapping[str, Any]) -> None:
         """Called by the publisher (on the daemon's main loop): never blocks."""
         if kind not in p.EVENT_KINDS or (self._kinds is not None and kind not in self._kinds):
             return
-        stamp = time.time()
         with self._cond:
             if self._closed:
                 return
-            if len(self._queue) >= self._capacity:
+            if len(self._queue) >= self._capacity or self.queued_bytes >= self._budget:
+                self._missed += 1
+                self.dropped_total += 1
+                return
+        event = p.encode_event(kind, fields, time.time())
+        if event is None:
+            return
+        line = p.encode_line(event)
+        with self._cond:
+            if self._closed:
+                return
+            if self.queued_bytes + len(line) > self._budget:
                 self._missed += 1
                 self.dropped_total += 1
                 return
             if self._missed:
                 self._queue.append(self._missed)  # the gap, where it happened
                 self._missed = 0
-            self._queue.append((kind, dict(fields), stamp))
+            self._queue.append(line)
+            self.queued_bytes += len(line)
             self._cond.notify()
 
     def next_line(self) -> bytes | None:
@@ -93,29 +120,77 @@ class _Subscription:
                 return None
             if self._queue:
                 item = self._queue.popleft()
+                if isinstance(item, bytes):
+                    self.queued_bytes -= len(item)
             else:
                 item, self._missed = self._missed, 0
         if isinstance(item, int):
             return p.encode_line(p.missed_event(item, time.time()))
-        kind, fields, stamp = item
-        event = p.encode_event(kind, fields, stamp)
-        return p.encode_line(event) if event is not None else b""
+        return item
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._queue.clear()
+            self.queued_bytes = 0
             self._cond.notify_all()
+
+
+class _LogBudget:
+    """At most `burst` log lines per `window` seconds for one source; the rest are counted
+    and told in one line when the window ends (or the source goes)."""
+
+    def __init__(self, burst: int, window: float, clock: Callable[[], float]) -> None:
+        self._burst = burst
+        self._window = window
+        self._clock = clock
+        self._start = clock()
+        self._used = 0
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = self._clock()
+        if now - self._start >= self._window:
+            self._start, self._used = now, 0
+            if self.suppressed:
+                log.warning("... %d more such lines were suppressed", self.suppressed)
+                self.suppressed = 0
+        if self._used < self._burst:
+            self._used += 1
+            return True
+        self.suppressed += 1
+        return False
+
+
+def peer_credentials(sock: socket.socket) -> Peer:
+    """The peer of a unix socket as the kernel saw it at connect(): pid, uid, and groups
+    (its process's supplementary groups, else the user's from the group database)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    groups: set[int] = {gid}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    groups.update(int(g) for g in line.split()[1:])
+                    break
+    except (OSError, ValueError):
+        with contextlib.suppress(KeyError, OSError):
+            groups.update(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+    return Peer(pid, uid, frozenset(groups))
 
 
 # --- one client ---------------------------------------------------------------------------
 
 
 class _Client:
-    def __init__(self, server: ControlServer, sock: socket.socket, number: int) -> None:
+    def __init__(self, server: ControlServer, sock: socket.socket, number: int, peer: Peer) -> None:
         self._server = server
         self._sock = sock
-        self.name = f"control-client-{number}"
+        self.peer = peer
+        self.name = f"control-client-{number} (uid {peer.uid}, pid {peer.pid})"
+        self.last_request = server.clock()
+        self.logs = _LogBudget(server.log_burst, server.log_window, server.clock)
         self._send_lock = threading.Lock()
         self._closed = threading.Event()
         self._subscription: _Subscription | None = None
@@ -134,14 +209,20 @@ class _Client:
             with self._send_lock:
                 self._sock.sendall(data)
 
+    @property
+    def subscribed(self) -> bool:
+        return self._subscription is not None
+
     def _run(self) -> None:
         try:
+            self._sock.settimeout(self._server.send_timeout)
             self._read_loop()
         except OSError as exc:
             if not self._closed.is_set():
                 log.debug("%s: %s", self.name, exc)
-        except Exception:
-            log.exception("%s: unexpected error; the client is dropped", self.name)
+        except Exception as exc:
+            if self.logs.allow():
+                log.warning("%s: unexpected error, the client is dropped: %s", self.name, exc)
         finally:
             self.close()
 
@@ -150,7 +231,10 @@ class _Client:
         buffer = bytearray()
         skipping = False  # inside an oversized line: drop bytes up to the next newline
         while not self._closed.is_set():
-            data = self._sock.recv(65536)
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                continue  # quiet is fine here; the server's reaper judges idleness
             if not data:
                 return
             buffer += data
@@ -181,19 +265,24 @@ class _Client:
         self.send(p.error_response(None, "request", error))
 
     def _handle(self, line: bytes) -> None:
+        self.last_request = self._server.clock()
         try:
             envelope, args = p.parse_request(line)
         except p.InvalidRequest as exc:
             self.send(p.error_response(p.request_id_of(line), p.command_of(line), exc))
             return
         try:
+            self._server.check_role(self.peer, envelope.cmd)
             if isinstance(args, p.SubscribeArgs):
                 self._subscribe(envelope.id, args)
                 return
             result = self._server.execute(envelope.cmd, args)
+        except OSError:
+            raise  # the client went away while being answered: nothing to tell anyone
         except Exception as exc:
-            if not isinstance(exc, ExtsockError):
-                log.warning("%s: %s failed: %r", self.name, envelope.cmd, exc)
+            quiet = isinstance(exc, ExtsockError | p.InvalidRequest | p.NotPermitted)
+            if not quiet and self.logs.allow():
+                log.warning("%s: %s failed: %s", self.name, envelope.cmd, p.clip(repr(exc), 200))
             self.send(p.error_response(envelope.id, envelope.cmd, exc))
             return
         self.send(p.ok_response(envelope.id, result))
@@ -206,9 +295,11 @@ class _Client:
             unknown = sorted(set(args.events) - p.EVENT_KINDS)
             if unknown:
                 known = ", ".join(sorted(p.EVENT_KINDS))
-                raise p.InvalidRequest(f"unknown event kind {unknown[0]!r} (kinds: {known})")
+                raise p.InvalidRequest(
+                    f"unknown event kind {p.clip(unknown[0])!r} (kinds: {known})"
+                )
             kinds = frozenset(args.events)
-        subscription = _Subscription(kinds, self._server.event_queue)
+        subscription = _Subscription(kinds, self._server.event_queue, self._server.subscriber_bytes)
         self._subscription = subscription
         self._unsubscribe = self._server.publisher.subscribe(subscription.offer)
         self.send(p.ok_response(request_id, {"events": sorted(kinds or p.EVENT_KINDS)}))
@@ -226,11 +317,29 @@ class _Client:
                 if line is None:
                     return
                 self.send_raw(line)
+        except TimeoutError:
+            if not self._closed.is_set() and self.logs.allow():
+                log.info(
+                    "%s: a subscriber that read nothing for %gs is dropped",
+                    self.name,
+                    self._server.send_timeout,
+                )
         except OSError as exc:
             if not self._closed.is_set():
                 log.debug("%s: subscriber gone: %s", self.name, exc)
         finally:
             self.close()
+
+    def drop(self, error: Exception) -> None:
+        """Tell the client why it is closed (if its socket takes the line now), then close."""
+        with contextlib.suppress(OSError):
+            data = p.encode_line(p.error_response(None, "connect", error))
+            self._sock.send(data, socket.MSG_DONTWAIT)
+        self.close()
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._subscription.queued_bytes if self._subscription is not None else 0
 
     @property
     def dropped(self) -> int:
@@ -248,6 +357,8 @@ class _Client:
             self._sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._sock.close()
+        if self.logs.suppressed:
+            log.warning("%s: %d more log lines were suppressed", self.name, self.logs.suppressed)
         self._server.forget(self)
 
 
@@ -292,6 +403,16 @@ class ControlServer:
         max_request: int = p.MAX_REQUEST,
         event_queue: int = p.EVENT_QUEUE,
         timeout: float = DEFAULT_TIMEOUT,
+        max_per_uid: int = p.MAX_CLIENTS_PER_UID,
+        reserved_for_root: int = p.RESERVED_FOR_ROOT,
+        idle_timeout: float = p.IDLE_TIMEOUT,
+        send_timeout: float = p.SEND_TIMEOUT,
+        subscriber_bytes: int = p.SUBSCRIBER_BYTES,
+        access: Callable[[], ControlAccess] | None = None,
+        peer_of: Callable[[socket.socket], Peer] = peer_credentials,
+        clock: Callable[[], float] = time.monotonic,
+        log_burst: int = 5,
+        log_window: float = 60.0,
     ) -> None:
         publisher = daemon.publisher
         if not isinstance(publisher, Subscribable):
@@ -305,6 +426,18 @@ class ControlServer:
         self.max_clients = max_clients
         self.max_request = max_request
         self.event_queue = event_queue
+        self.max_per_uid = max_per_uid
+        self.reserved_for_root = reserved_for_root
+        self.idle_timeout = idle_timeout
+        self.send_timeout = send_timeout
+        self.subscriber_bytes = subscriber_bytes
+        self.clock = clock
+        self.log_burst = log_burst
+        self.log_window = log_window
+        self._access = access if access is not None else (lambda: _access_of(daemon))
+        self._peer_of = peer_of
+        self._own_uid = os.geteuid()
+        self._refusals = _LogBudget(1, log_window, clock)
         self._clients: set[_Client] = set()
         self._lock = threading.Lock()
         self._count = 0
@@ -403,39 +536,107 @@ class ControlServer:
             selector.register(self._listener, selectors.EVENT_READ)
             selector.register(wake, selectors.EVENT_READ)
             while not self._closing:
-                for key, _ in selector.select():
+                for key, _ in selector.select(timeout=_REAP_EVERY):
                     if key.fileobj is wake:
                         return
                     try:
                         sock, _ = self._listener.accept()
                     except OSError as exc:
-                        log.warning("control socket: accept failed: %s", exc)
+                        if self._refusals.allow():
+                            log.warning("control socket: accept failed: %s", exc)
                         continue
                     self._admit(sock)
+                self.reap_idle()
+
+    def _privileged(self, peer: Peer) -> bool:
+        return peer.uid in (0, self._own_uid)
 
     def _admit(self, sock: socket.socket) -> None:
+        try:
+            peer = self._peer_of(sock)
+        except OSError:
+            sock.close()
+            return
         with self._lock:
-            full = len(self._clients) >= self.max_clients
-            if not full:
+            refusal = self._refusal(peer)
+            if refusal is None:
                 self._count += 1
-                client = _Client(self, sock, self._count)
+                client = _Client(self, sock, self._count, peer)
                 self._clients.add(client)
-        if full:
+        if refusal is not None:
             self.refused += 1
-            log.warning("control socket: refused a client, %d are connected", self.max_clients)
-            error = p.TooManyClients(
-                f"the daemon serves {self.max_clients} clients already: try again later"
-            )
+            if self._refusals.allow():
+                log.warning("control socket: refused uid %d: %s", peer.uid, refusal)
             with contextlib.suppress(OSError):
-                sock.settimeout(1.0)
-                sock.sendall(p.encode_line(p.error_response(None, "connect", error)))
+                line = p.encode_line(p.error_response(None, "connect", p.TooManyClients(refusal)))
+                sock.send(line, socket.MSG_DONTWAIT)  # a short line: the socket takes it whole
             sock.close()
             return
         client.start()
 
+    def _refusal(self, peer: Peer) -> str | None:
+        """Why `peer` gets no slot now (None: it does); called with the lock held."""
+        total = len(self._clients)
+        if total >= self.max_clients:
+            return f"the daemon serves {self.max_clients} clients already: try again later"
+        if self._privileged(peer):
+            return None
+        if total >= self.max_clients - self.reserved_for_root:
+            return (
+                f"the daemon serves {total} clients; the last {self.reserved_for_root} "
+                "slots are kept for root: try again later"
+            )
+        mine = sum(1 for c in self._clients if c.peer.uid == peer.uid)
+        if mine >= self.max_per_uid:
+            return (
+                f"uid {peer.uid} has {mine} connections open already, the most one uid may "
+                "have: close some, or try again later"
+            )
+        return None
+
+    def reap_idle(self) -> int:
+        """Close the clients that asked nothing for `idle_timeout` (subscribers excepted:
+        they are bounded by the send timeout); returns how many were closed."""
+        now = self.clock()
+        idle = [
+            c
+            for c in self.clients_snapshot()
+            if not c.subscribed and now - c.last_request >= self.idle_timeout
+        ]
+        for client in idle:
+            client.drop(
+                p.IdleTimeout(
+                    f"no request for {self.idle_timeout:g}s: closed (connect again when needed)"
+                )
+            )
+        if idle and self._refusals.allow():
+            log.info("control socket: closed %d idle clients", len(idle))
+        return len(idle)
+
+    def check_role(self, peer: Peer, command: str) -> None:
+        """Raise NotPermitted unless `peer` carries the role `command` needs."""
+        needed = role_needed(command)
+        if needed is Role.NONE:
+            return
+        role = self._access().role_of(peer, self._own_uid)
+        if role >= needed:
+            return
+        group_key = "extsock.control.operate" if needed is Role.OPERATE else "extsock.control.read"
+        raise p.NotPermitted(
+            f"'{command}' needs the {needed.name.lower()} role; uid {peer.uid} has "
+            f"{'only the read role' if role is Role.READ else 'no role'}: add it to a group "
+            f"named in {group_key} (root always operates)"
+        )
+
     def forget(self, client: _Client) -> None:
         with self._lock:
             self._clients.discard(client)
+
+    @property
+    def admitted(self) -> int:
+        """Clients admitted since start (refused ones are counted in `refused`)."""
+        with self._lock:
+            return self._count
 
     @property
     def clients(self) -> int:
@@ -475,7 +676,12 @@ class ControlServer:
             return op.health()
         if cmd == "ping":
             return {"pong": True, "v": p.VERSION}
-        raise p.UnknownCommand(f"unknown command '{cmd}'")
+        raise p.UnknownCommand(f"unknown command '{p.clip(cmd)}'")
+
+
+def _access_of(daemon: Daemon) -> ControlAccess:
+    current = daemon.config.current
+    return current.control if current is not None else ControlAccess()
 
 
 def attach_control(
