@@ -14,14 +14,18 @@ connection names, gateway addresses, phases and reasons only: never a secret.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from prometheus_client import (
@@ -47,7 +51,11 @@ __all__ = ["DEFAULT_ADDRESS", "MetricsServer", "attach_metrics", "parse_address"
 DEFAULT_ADDRESS = "127.0.0.1:9814"
 DETECTION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 PLANNED_REASONS = frozenset({"failback", "operator"})  # switches, not outages
-_SAFE = re.compile(r"^[A-Za-z0-9_.:@%~/+-]{1,128}$")
+_SAFE = re.compile(r"[A-Za-z0-9_.:@%~/+-]{1,128}")
+WORKERS = 2  # threads that answer requests; never more, whatever the clients do
+MAX_CONNECTIONS = 64  # connections held at once; past it the oldest waiting one is dropped
+HEADER_TIMEOUT = 5.0  # seconds a connection may wait before it sends its request
+IO_TIMEOUT = 2.0  # seconds a worker waits on one read or write of a client
 
 
 @runtime_checkable
@@ -60,7 +68,7 @@ class _Subscribable(Protocol):
 def _label(value: object) -> str:
     """A label value: names, addresses and reason words pass; anything else is 'other'."""
     text = str(value) if value is not None else ""
-    return text if _SAFE.match(text) else "other"
+    return text if _SAFE.fullmatch(text) else "other"
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -237,8 +245,12 @@ class _EventMetrics:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
+    """One request per connection (`Connection: close`): a worker is never held by a
+    client's keep-alive."""
+
+    server: _Listener  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"
+    timeout = IO_TIMEOUT
 
     def do_GET(self) -> None:
         owner = self.server.owner
@@ -257,28 +269,139 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, "text/plain; charset=utf-8", b"not found: try /metrics or /health\n")
 
     def _reply(self, code: int, content_type: str, body: bytes) -> None:
+        self.close_connection = True
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+        log.debug("%s %s", self.address_string(), (format % args)[:200])
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    owner: MetricsServer
+class _Listener:
+    """Accepts on one thread with a selector; a connection goes to one of WORKERS threads
+    only once its request has begun to arrive. Idle connections cost a file descriptor,
+    never a thread; past MAX_CONNECTIONS the oldest waiting one is closed, and one that
+    sends nothing for HEADER_TIMEOUT is closed."""
 
+    def __init__(self, owner: MetricsServer, sock: socket.socket) -> None:
+        self.owner = owner
+        self.sock = sock
+        self.server_address = sock.getsockname()
+        self._waiting: dict[socket.socket, float] = {}  # accepted, request not begun: since
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="metrics-worker")
+        self._wake = socket.socketpair()
+        self._closing = False
+        self.dropped = 0
 
-class _HTTPServer6(_HTTPServer):
-    address_family = socket.AF_INET6
+    def serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            self.sock.setblocking(False)
+            selector.register(self.sock, selectors.EVENT_READ)
+            selector.register(self._wake[0], selectors.EVENT_READ)
+            while not self._closing:
+                for key, _ in selector.select(timeout=0.5):
+                    if key.fileobj is self._wake[0]:
+                        return self._drop_all(selector)
+                    if key.fileobj is self.sock:
+                        self._accept(selector)
+                    else:
+                        conn = key.fileobj
+                        assert isinstance(conn, socket.socket)
+                        selector.unregister(conn)
+                        del self._waiting[conn]
+                        self._hand_over(conn)
+                self._expire(selector, time.monotonic())
+        return None
+
+    def _accept(self, selector: selectors.BaseSelector) -> None:
+        for _ in range(64):  # a burst is taken in one go, bounded
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("metrics: accept failed: %s", exc)
+                return
+            if len(self._waiting) + self._busy >= MAX_CONNECTIONS and self._waiting:
+                oldest = min(self._waiting, key=self._waiting.__getitem__)
+                self._close(selector, oldest)
+                self.dropped += 1
+            if len(self._waiting) + self._busy >= MAX_CONNECTIONS:
+                conn.close()  # every slot is at work: this one must come back
+                self.dropped += 1
+                continue
+            conn.setblocking(False)
+            self._waiting[conn] = time.monotonic()
+            selector.register(conn, selectors.EVENT_READ)
+
+    def _expire(self, selector: selectors.BaseSelector, now: float) -> None:
+        for conn, since in list(self._waiting.items()):
+            if now - since >= HEADER_TIMEOUT:
+                self._close(selector, conn)
+                self.dropped += 1
+
+    def _close(self, selector: selectors.BaseSelector, conn: socket.socket) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(conn)
+        self._waiting.pop(conn, None)
+        conn.close()
+
+    def _drop_all(self, selector: selectors.BaseSelector) -> None:
+        for conn in list(self._waiting):
+            self._close(selector, conn)
+
+    def _hand_over(self, conn: socket.socket) -> None:
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            self._pool.submit(self._answer, conn)
+        except RuntimeError:  # the pool is shut down: closing
+            self._done(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            conn.setblocking(True)
+            _Handler(conn, conn.getpeername(), self)  # type: ignore[arg-type]
+        except OSError as exc:  # the client left mid-request or mid-answer: nothing to do
+            log.debug("metrics: client gone: %s", exc)
+        except Exception as exc:  # one line, never a traceback on stderr
+            log.warning("metrics: request failed: %s", str(exc)[:200])
+        finally:
+            self._done(conn)
+
+    def _done(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        with self._busy_lock:
+            self._busy -= 1
+
+    def close(self) -> None:
+        self._closing = True
+        with contextlib.suppress(OSError):
+            self._wake[1].send(b"x")
+
+    def release(self) -> None:
+        """After the serving thread ended: the pool, the listening socket, the wake pair."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.sock.close()
+        for end in self._wake:
+            end.close()
+
+    @property
+    def connections(self) -> int:
+        return len(self._waiting) + self._busy
 
 
 class MetricsServer:
-    """`/metrics` and `/health` over HTTP, in threads of their own."""
+    """`/metrics` and `/health` over HTTP: one selector thread and WORKERS worker threads."""
 
     def __init__(self, daemon: Daemon, address: str = DEFAULT_ADDRESS, timeout: float = 2.0):
         self.host, self._port = parse_address(address)
@@ -291,7 +414,7 @@ class MetricsServer:
             raise TypeError("the daemon's publisher must offer subscribe() (a Broadcast)")
         self._publisher: _Subscribable = publisher
         self._unsubscribe: Callable[[], None] | None = None
-        self._http: _HTTPServer | None = None
+        self._http: _Listener | None = None
         self._thread: threading.Thread | None = None
 
     def health(self) -> dict[str, Any]:
@@ -303,27 +426,37 @@ class MetricsServer:
     @property
     def port(self) -> int:
         """The bound port (useful when the address asked for port 0)."""
-        return self._http.server_address[1] if self._http is not None else self._port
+        return int(self._http.server_address[1]) if self._http is not None else self._port
 
     @property
     def url(self) -> str:
         host = self.host or "0.0.0.0"
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
-    def start(self) -> None:
-        server_class = _HTTPServer6 if ":" in self.host else _HTTPServer
+    @property
+    def connections(self) -> int:
+        """Client connections held now (waiting for their request, or being answered)."""
+        return self._http.connections if self._http is not None else 0
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            http = server_class((self.host, self._port), _Handler)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self._port))
+            sock.listen(128)
         except OSError as exc:
+            sock.close()
             raise OSError(
                 exc.errno, f"cannot listen for metrics on {self.host}:{self._port}: {exc.strerror}"
             ) from None
-        http.owner = self
+        return sock
+
+    def start(self) -> None:
+        http = _Listener(self, self._bind())
         self._http = http
         self._unsubscribe = self._publisher.subscribe(self.events.on_event)
-        self._thread = threading.Thread(
-            target=http.serve_forever, kwargs={"poll_interval": 0.2}, name="metrics", daemon=True
-        )
+        self._thread = threading.Thread(target=http.serve, name="metrics", daemon=True)
         self._thread.start()
         log.info("metrics and health on %s", self.url)
 
@@ -332,12 +465,13 @@ class MetricsServer:
             self._unsubscribe()
             self._unsubscribe = None
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
+            self._http.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._http is not None:
+            self._http.release()
+            self._http = None
 
     def __enter__(self) -> MetricsServer:
         self.start()

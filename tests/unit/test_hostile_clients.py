@@ -14,7 +14,9 @@ import logging
 import os
 import shutil
 import socket
+import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -458,3 +460,63 @@ def test_configured_connections_cannot_be_unloaded_but_can_be_terminated(
             root.request("load", conn="app", body=APP)
             assert root.request("unload", conn="app")["unloaded"] is True
         srv.close()
+
+
+# --- the metrics listener ----------------------------------------------------------------------
+
+
+def test_an_idle_flood_on_metrics_costs_no_threads_and_scrapes_still_work(
+    harness: Harness,
+) -> None:
+    from extsock_py.adapters import metrics as m
+    from tests.unit.test_metrics import get
+
+    with m.attach_metrics(harness.daemon, "127.0.0.1:0") as server:
+        baseline = threading.active_count()
+        idle = []
+        try:
+            for _ in range(300):
+                idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+            wait_until(lambda: server.connections <= m.MAX_CONNECTIONS, timeout=5)
+            assert get(server, "/metrics")[0] == 200  # the oldest idle one made room
+            assert threading.active_count() <= baseline + m.WORKERS
+            assert server.connections <= m.MAX_CONNECTIONS
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_metrics_clients_that_leave_mid_answer_leave_no_traceback(
+    harness: Harness, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from extsock_py.adapters import metrics as m
+    from tests.unit.test_metrics import get
+
+    caplog.set_level(logging.DEBUG, logger="extsock")
+    with m.attach_metrics(harness.daemon, "127.0.0.1:0") as server:
+        for _ in range(50):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset, while the answer is being written
+        garbage = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        garbage.sendall(b"\x00\xff" * 5000 + b"\r\n\r\n")
+        garbage.recv(1000)
+        garbage.close()
+        assert get(server, "/health")[0] in (200, 503)
+    assert "Traceback" not in capsys.readouterr().err
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert max(len(r.getMessage()) for r in caplog.records) < 600
+
+
+def test_a_metrics_client_that_sends_nothing_is_closed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from extsock_py.adapters import metrics as m
+
+    monkeypatch.setattr(m, "HEADER_TIMEOUT", 0.2)
+    with m.attach_metrics(harness.daemon, "127.0.0.1:0") as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        assert sock.recv(10) == b""  # closed by the server after HEADER_TIMEOUT
+        sock.close()
+        wait_until(lambda: server.connections == 0)
