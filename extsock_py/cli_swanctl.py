@@ -30,6 +30,7 @@ from extsock_py.adapters.vici.commands import ViciCharon
 from extsock_py.adapters.vici.transport import DEFAULT_URI, parse_uri
 from extsock_py.domain.errors import CharonError, CharonUnreachable, ConfigError, ExtsockError
 from extsock_py.domain.profile import parse_clone_name
+from extsock_py.usecases.swanctl_sync import Outcome, SwanctlSync, SyncReport, SyncTarget
 
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 3
@@ -295,6 +296,98 @@ def version(ctx: click.Context, as_json: bool) -> None:
 # -- loading ---------------------------------------------------------------------------------
 
 
+def _print_outcome(outcome: Outcome) -> None:
+    """One line per request, worded as swanctl words it; failures to stderr."""
+    kind, name = outcome.kind, outcome.name
+    if outcome.action == "unload":
+        if not outcome.ok:
+            what = {"key": "key", "shared": "secret"}.get(kind, kind)
+            click.echo(f"unloading {what} '{name}' failed: {_clean(outcome.error)}", err=True)
+        return
+    if kind == "certificate":
+        what, done = f"'{name}'", f"loaded certificate from '{name}'"
+    elif kind == "key":
+        key_type = "private" if outcome.detail == "any" else outcome.detail
+        what, done = f"'{name}'", f"loaded {key_type} key from '{name}'"
+    elif kind == "shared":
+        what = f"{outcome.detail} secret '{name}'"
+        done = f"loaded {what}"
+    else:
+        what = f"{kind} '{name}'"
+        done = f"loaded {what}"
+    if outcome.ok:
+        click.echo(done)
+    else:
+        click.echo(f"loading {what} failed: {_clean(outcome.error)}", err=True)
+
+
+def _clean(error: str | None) -> str:
+    """What charon said, without extsock's `<command> failed: CommandException: ` prefix."""
+    text = error or "charon gave no reason"
+    _, sep, rest = text.partition(": CommandException: ")
+    return rest if sep else text
+
+
+_CRED_KINDS = ("certificate", "key", "shared")
+
+
+def _summary(report: SyncReport, kinds: tuple[str, ...], noun: str, found: int) -> str | None:
+    """swanctl's closing line of a stage; None when everything loaded."""
+    loaded = report.count(kinds)
+    unloaded = report.count(kinds, action="unload")
+    failed = report.count(kinds, ok=False)
+    if found == 0 and noun != "credentials":
+        click.echo(f"no {noun} found, {unloaded} unloaded")
+        return None
+    if failed == 0:
+        click.echo(f"successfully loaded {loaded} {noun}, {unloaded} unloaded")
+        return None
+    return (
+        f"loaded {loaded} of {found} {noun}, {found - loaded} failed to load, {unloaded} unloaded"
+    )
+
+
+def _keep_clones(ctx_conf: LoadedConfig) -> Callable[[str], bool]:
+    def keep(name: str) -> bool:
+        clone = parse_clone_name(name)
+        if clone is not None and clone.connection in ctx_conf.connections:
+            click.echo(f"kept connection '{name}' (extsock daemon's, for '{clone.connection}')")
+            return True
+        return False
+
+    return keep
+
+
+def _load(ctx: click.Context, config_file: Path, stages: tuple[str, ...], command: str) -> None:
+    """Run the stages of `swanctl --load-all` (in its order) through the one SwanctlSync."""
+    conf = _read_conf(config_file)
+    target = SyncTarget(
+        credentials=conf.credentials if "creds" in stages else None,
+        authorities=conf.authorities if "authorities" in stages else None,
+        pools=conf.pools if "pools" in stages else None,
+        connections=conf.connections if "conns" in stages else None,
+        keep_connection=_keep_clones(conf),
+    )
+    with _charon(ctx) as charon:
+        report = SwanctlSync(charon, _print_outcome).run(target)
+    found = {
+        "creds": (_CRED_KINDS, "credentials", len(conf.credentials)),
+        "authorities": (("authority",), "authorities", len(conf.authorities)),
+        "pools": (("pool",), "pools", len(conf.pools)),
+        "conns": (("connection",), "connections", len(conf.connections)),
+    }
+    problems: dict[str, str] = {}
+    for stage in stages:
+        if (problem := _summary(report, *found[stage])) is not None:
+            problems[found[stage][1]] = problem
+    if problems:
+        what = " and ".join(problems)
+        _fail(
+            EXIT_FAILED,
+            "; ".join(problems.values()) + f"; fix the {what} named above and run {command} again",
+        )
+
+
 @click.command("load-conns")
 @_swanctl_file_option("swanctl.conf whose connections to load.")
 @click.pass_context
@@ -306,123 +399,34 @@ def load_conns(ctx: click.Context, config_file: Path) -> None:
     (CONN@GATEWAY) the extsock daemon made of connections still in the file. While the
     daemon runs, prefer `extsock reload`: it loads managed connections one gateway at a time.
     """
-    loaded_conf = _read_conf(config_file)
-    names = list(loaded_conf.connections)
-    loaded = unloaded = 0
-    with _charon(ctx) as charon:
-        present = charon.list_conn_names()
-        for name in names:
-            try:
-                charon.load_conn(name, loaded_conf.connections[name])
-            except CharonUnreachable:
-                raise
-            except CharonError as exc:
-                click.echo(f"loading connection '{name}' failed: {_reason(exc)}", err=True)
-            else:
-                click.echo(f"loaded connection '{name}'")
-                loaded += 1
-        for name in present:
-            if name in loaded_conf.connections:
-                continue
-            clone = parse_clone_name(name)
-            if clone is not None and clone.connection in loaded_conf.connections:
-                click.echo(f"kept connection '{name}' (extsock daemon's, for '{clone.connection}')")
-                continue
-            try:
-                charon.unload_conn(name)
-            except CharonUnreachable:
-                raise
-            except CharonError as exc:
-                click.echo(f"unloading connection '{name}' failed: {_reason(exc)}", err=True)
-            else:
-                unloaded += 1
-    if not names:
-        click.echo(f"no connections found, {unloaded} unloaded")
-    elif loaded == len(names):
-        click.echo(f"successfully loaded {loaded} connections, {unloaded} unloaded")
-    else:
-        _fail(
-            EXIT_FAILED,
-            f"loaded {loaded} of {len(names)} connections, {len(names) - loaded} failed to "
-            f"load, {unloaded} unloaded; fix the connections named above and run load-conns again",
-        )
-
-
-def _ids(charon: ViciCharon, command: str) -> list[str] | None:
-    """The ids `get-keys` / `get-shared` list; None if this charon lacks the command."""
-    try:
-        keys = charon.request(command).get("keys", [])
-    except CharonUnreachable:
-        raise
-    except CharonError:
-        return None
-    return [render.text(k) for k in keys] if isinstance(keys, list) else []
+    _load(ctx, config_file, ("conns",), "load-conns")
 
 
 @click.command("load-creds")
-@_swanctl_file_option("swanctl.conf whose secrets (and the private keys beside it) to load.")
+@_swanctl_file_option("swanctl.conf whose secrets (and the credentials beside it) to load.")
 @click.pass_context
 def load_creds(ctx: click.Context, config_file: Path) -> None:
-    """Load secrets and private keys into charon, as `swanctl --load-creds --noprompt`.
+    """Load credentials into charon, as `swanctl --load-creds --noprompt`.
 
-    Private keys come from private/, rsa/, ecdsa/ and pkcs8/ beside the file; shared
-    secrets (ike, eap, xauth, ntlm, ppk) from its `secrets` section. Keys and shared
-    secrets charon holds that the file no longer has are unloaded. No secret is ever printed.
+    Certificates from x509/, x509ca/, x509ocsp/, x509aa/, x509ac/, x509crl/, pubkey/;
+    private keys from private/, rsa/, ecdsa/, pkcs8/ (decrypted with a passphrase from
+    `secrets`, as swanctl does); PKCS#12 containers from pkcs12/ with their passphrase;
+    shared secrets (ike, eap, xauth, ntlm, ppk) from `secrets`. Keys and shared secrets
+    charon holds that the file no longer has are unloaded. No secret is ever printed.
     """
-    conf = _read_conf(config_file)
-    total = len(conf.private_keys) + len(conf.shared_secrets)
-    loaded = unloaded = 0
-    with _charon(ctx) as charon:
-        stale_keys = _ids(charon, "get-keys")
-        stale_shared = _ids(charon, "get-shared")
-        for key in conf.private_keys:
-            try:
-                response = charon.request("load-key", key.vici_message())
-            except CharonUnreachable:
-                raise
-            except CharonError as exc:
-                click.echo(f"loading '{key.path}' failed: {_reason(exc)}", err=True)
-                continue
-            kind = "private" if key.type == "any" else key.type
-            click.echo(f"loaded {kind} key from '{key.path}'")
-            loaded += 1
-            if stale_keys is not None:
-                # without the key id charon gave it, no key can safely count as stale
-                key_id = render.text(response["id"]) if "id" in response else None
-                stale_keys = None if key_id is None else [k for k in stale_keys if k != key_id]
-        for secret in conf.shared_secrets:
-            try:
-                charon.load_shared(secret.vici_message())
-            except CharonUnreachable:
-                raise
-            except CharonError as exc:
-                click.echo(
-                    f"loading {secret.type} secret '{secret.id}' failed: {_reason(exc)}", err=True
-                )
-                continue
-            click.echo(f"loaded {secret.type} secret '{secret.id}'")
-            loaded += 1
-            if stale_shared is not None:
-                stale_shared = [k for k in stale_shared if k != secret.id]
-        stale = (("unload-key", "key", stale_keys), ("unload-shared", "secret", stale_shared))
-        for command, what, ids in stale:
-            for cred_id in ids or []:
-                try:
-                    charon.request(command, {"id": cred_id})
-                except CharonUnreachable:
-                    raise
-                except CharonError as exc:
-                    click.echo(f"unloading {what} '{cred_id}' failed: {_reason(exc)}", err=True)
-                else:
-                    unloaded += 1
-    if loaded == total:
-        click.echo(f"successfully loaded {loaded} credentials, {unloaded} unloaded")
-    else:
-        _fail(
-            EXIT_FAILED,
-            f"loaded {loaded} of {total} credentials, {total - loaded} failed to load, "
-            f"{unloaded} unloaded; fix the credentials named above and run load-creds again",
-        )
+    _load(ctx, config_file, ("creds",), "load-creds")
+
+
+@click.command("load-all")
+@_swanctl_file_option("swanctl.conf to load, with the credential folders beside it.")
+@click.pass_context
+def load_all(ctx: click.Context, config_file: Path) -> None:
+    """Load credentials, authorities, pools and connections, as `swanctl --load-all --noprompt`.
+
+    The same requests as swanctl, in its order; what charon holds that the file no longer
+    has is unloaded (the extsock daemon's clones of connections in the file are kept).
+    """
+    _load(ctx, config_file, ("creds", "authorities", "pools", "conns"), "load-all")
 
 
 # -- control ---------------------------------------------------------------------------------
@@ -535,6 +539,7 @@ COMMANDS: tuple[click.Command, ...] = (
     list_conns,
     load_conns,
     load_creds,
+    load_all,
     initiate,
     terminate,
     stats,

@@ -24,7 +24,7 @@ from extsock_py.domain import observations as ob
 from extsock_py.domain.config import DesiredConfig
 from extsock_py.domain.errors import CharonError, CharonUnreachable, ConfigError
 from extsock_py.domain.failover import initial_state
-from extsock_py.interfaces.ports import CharonPort, Clock, EventPublisher
+from extsock_py.interfaces.ports import Clock, EventPublisher, SyncedCharon
 from extsock_py.usecases.config_usecase import ConfigUsecase
 from extsock_py.usecases.event_usecase import EventUsecase
 from extsock_py.usecases.failover_manager import FailoverManager
@@ -41,7 +41,7 @@ _RECONNECT_MAX = 1.0  # longest pause between attempts while charon is away
 _RECONCILE_EVERY = 30.0  # seconds between checks that tunnels believed up are in charon
 
 
-class ManagedCharon(CharonPort, Protocol):
+class ManagedCharon(SyncedCharon, Protocol):
     def connect(self) -> None: ...
 
     def close(self) -> None: ...

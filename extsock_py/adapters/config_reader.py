@@ -24,8 +24,9 @@ def read_desired_config(path: Path) -> DesiredConfig:
         source=str(path),
         connections=loaded.connections,
         policies=policies,
-        shared_secrets=tuple(loaded.shared_secrets),
-        private_keys=tuple(loaded.private_keys),
+        credentials=loaded.credentials,
+        authorities=loaded.authorities,
+        pools=loaded.pools,
         control=read_access(loaded.extsock_section),
     )
 

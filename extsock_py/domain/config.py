@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from extsock_py.domain.access import ControlAccess
+from extsock_py.domain.credentials import AuthorityLoad, Credentials, PoolLoad
 from extsock_py.domain.gateways import initiable_gateways
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
-
-
-class Credential(Protocol):
-    """A secret or key; only the adapter that sends it to charon reveals its bytes."""
-
-    def vici_message(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -23,8 +18,9 @@ class DesiredConfig:
     source: str
     connections: Mapping[str, Mapping[str, Any]]  # name -> load-conn body
     policies: Mapping[str, FailoverPolicy] = field(default_factory=dict)
-    shared_secrets: Sequence[Credential] = ()
-    private_keys: Sequence[Credential] = ()
+    credentials: Credentials = field(default_factory=Credentials)
+    authorities: Sequence[AuthorityLoad] = ()
+    pools: Sequence[PoolLoad] = ()
     control: ControlAccess = field(default_factory=ControlAccess)  # who may do what
 
 

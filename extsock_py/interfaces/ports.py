@@ -5,6 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from extsock_py.domain.credentials import (
+    AuthorityLoad,
+    CertificateLoad,
+    KeyLoad,
+    PoolLoad,
+    SharedLoad,
+)
 from extsock_py.domain.observations import IkeSaInfo
 
 
@@ -29,11 +36,52 @@ class CharonPort(Protocol):
 
     def list_sas(self) -> list[IkeSaInfo]: ...
 
-    def load_shared(self, message: Mapping[str, Any]) -> None: ...
-
-    def load_key(self, message: Mapping[str, Any]) -> None: ...
-
     def version(self) -> dict[str, str]: ...
+
+
+class LoadPort(Protocol):
+    """What `swanctl --load-all` does to charon: typed load, unload and list per kind.
+
+    The list operations return None when this charon lacks the command (swanctl then
+    unloads nothing of that kind).
+    """
+
+    def load_cert(self, cert: CertificateLoad) -> None: ...
+
+    def load_key(self, key: KeyLoad) -> str | None:
+        """Load a private key; returns the key id charon gave it (None if it gave none)."""
+
+    def unload_key(self, key_id: str) -> None: ...
+
+    def key_ids(self) -> list[str] | None: ...
+
+    def load_shared(self, secret: SharedLoad) -> None: ...
+
+    def unload_shared(self, secret_id: str) -> None: ...
+
+    def shared_ids(self) -> list[str] | None: ...
+
+    def load_authority(self, authority: AuthorityLoad) -> None: ...
+
+    def unload_authority(self, name: str) -> None: ...
+
+    def authority_names(self) -> list[str] | None: ...
+
+    def load_pool(self, pool: PoolLoad) -> None: ...
+
+    def unload_pool(self, name: str) -> None: ...
+
+    def pool_names(self) -> list[str] | None: ...
+
+    def load_conn(self, name: str, body: Mapping[str, Any]) -> None: ...
+
+    def unload_conn(self, name: str) -> None: ...
+
+    def list_conn_names(self) -> list[str]: ...
+
+
+class SyncedCharon(CharonPort, LoadPort, Protocol):
+    """charon as the daemon's config usecase drives it: connections and credentials."""
 
 
 class Clock(Protocol):

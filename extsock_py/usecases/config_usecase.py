@@ -1,21 +1,21 @@
 """The config usecase: brings charon and the failover manager to a desired configuration.
 
 Connections with two or more initiable gateways are managed: extsock loads clones of
-them, one gateway at a time. Every other connection is loaded as swanctl would load
-it, and charon alone handles it.
+them, one gateway at a time. Everything else (credentials, authorities, pools, the other
+connections) goes through the same SwanctlSync as the CLI's load-all, and charon alone
+handles it; what disappeared from the file is unloaded, the managed clones aside.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from extsock_py.domain.config import DesiredConfig, split_managed
-from extsock_py.domain.errors import CharonError, CharonUnreachable
-from extsock_py.interfaces.ports import CharonPort
+from extsock_py.domain.profile import parse_clone_name
+from extsock_py.interfaces.ports import SyncedCharon
 from extsock_py.usecases.failover_manager import FailoverManager
+from extsock_py.usecases.swanctl_sync import Outcome, SwanctlSync, SyncTarget
 
 log = logging.getLogger("extsock.config")
 
@@ -27,33 +27,42 @@ class ApplyReport:
     removed: list[str] = field(default_factory=list)
     credentials: int = 0
     notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # what charon refused, one line each
 
 
 class ConfigUsecase:
-    def __init__(self, charon: CharonPort, manager: FailoverManager) -> None:
+    def __init__(self, charon: SyncedCharon, manager: FailoverManager) -> None:
         self._charon = charon
         self._manager = manager
-        self._plain_loaded: set[str] = set()
+        self._sync = SwanctlSync(charon, _log_outcome)
         self.current: DesiredConfig | None = None
 
     def apply(self, desired: DesiredConfig, start: bool = True) -> ApplyReport:
-        """Load credentials and connections; start managed connections that are new."""
+        """Load what swanctl --load-all would, managed connections aside; start new ones."""
         report = ApplyReport()
-        for credential in [*desired.shared_secrets, *desired.private_keys]:
-            message = credential.vici_message()
-            if "type" in message and "id" in message:
-                self._charon.load_shared(message)
-            else:
-                self._charon.load_key(message)
-            report.credentials += 1
         managed, plain = split_managed(desired)
-        for name, body in plain.items():
-            self._load_plain(name, body)
+        managed_before = set(self._manager.names())
+
+        def keep(name: str) -> bool:
+            clone = parse_clone_name(name)
+            return clone is not None and (
+                clone.connection in managed or clone.connection in managed_before
+            )
+
+        synced = self._sync.run(
+            SyncTarget(
+                credentials=desired.credentials,
+                authorities=desired.authorities,
+                pools=desired.pools,
+                connections=plain,
+                keep_connection=keep,
+            )
+        )
+        report.credentials = synced.count(("certificate", "key", "shared"))
+        report.failures = [f"{o.action} {o.kind} '{o.name}': {o.error}" for o in synced.failures]
+        for name in plain:
             report.plain.append(name)
-        for gone in sorted(self._plain_loaded - set(plain)):
-            self._quiet_unload(gone)
-            report.removed.append(gone)
-        self._plain_loaded = set(plain)
+        report.removed.extend(o.name for o in synced.of("connection", "unload") if o.ok)
         for gone in [n for n in self._manager.names() if n not in managed]:
             self._manager.forget(gone)
             report.removed.append(gone)
@@ -72,14 +81,12 @@ class ConfigUsecase:
             self._manager.start_all(to_start)
         return report
 
-    def _load_plain(self, name: str, body: Mapping[str, Any]) -> None:
-        self._charon.load_conn(name, body)
-        log.info("%s: loaded as is (fewer than two gateways: charon handles it)", name)
 
-    def _quiet_unload(self, name: str) -> None:
-        try:
-            self._charon.unload_conn(name)
-        except CharonUnreachable:
-            raise
-        except CharonError as exc:
-            log.debug("ignored: %s", exc)
+def _log_outcome(outcome: Outcome) -> None:
+    what = f"{outcome.kind} '{outcome.name}'" + (f" ({outcome.detail})" if outcome.detail else "")
+    if not outcome.ok:
+        log.warning("%sing %s failed: %s", outcome.action, what, outcome.error)
+    elif outcome.kind == "connection" and outcome.action == "load":
+        log.info("%s: loaded as is (fewer than two gateways: charon handles it)", outcome.name)
+    else:
+        log.info("%sed %s", outcome.action, what)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import socket
@@ -81,6 +82,11 @@ class FakeCharon:
         self.version = version
         self.known_events = set(EVENTS_598) | ({"alert"} if alert_supported else set())
         self.conns: dict[str, dict[str, Any]] = {}
+        self.certs: list[dict[str, Any]] = []
+        self.keys: dict[str, dict[str, Any]] = {}
+        self.shared: dict[str, dict[str, Any]] = {}
+        self.authorities: dict[str, dict[str, Any]] = {}
+        self.pools: dict[str, dict[str, Any]] = {}
         self.sas: dict[int, tuple[str, OrderedDict[str, Any]]] = {}
         self.silent: set[str] = set()
         self.on_initiate: OnInitiate | None = None
@@ -145,6 +151,8 @@ class FakeCharon:
         self.stop()
         if not keep_state:
             self.conns.clear()
+            for store in (self.certs, self.keys, self.shared, self.authorities, self.pools):
+                store.clear()
             self.sas.clear()
         self.start()
 
@@ -471,8 +479,60 @@ def _terminate(fake: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[st
     return _ok(matches=len(hits), terminated=len(hits))
 
 
-def _record_only(fake: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[str, Any]:
+def _load_cert(fake: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[str, Any]:
+    if "type" not in msg or "data" not in msg:
+        return _no("certificate type or data missing")
+    fake.certs.append(msg)
     return _ok()
+
+
+def _load_key(fake: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[str, Any]:
+    if "type" not in msg or "data" not in msg:
+        return _no("key type or data missing")
+    # charon answers the key's id (its public key's SHA-1); the data's hash stands in for it
+    key_id = hashlib.sha1(bytes(msg["data"])).hexdigest()
+    fake.keys[key_id] = msg
+    return _ok(id=key_id)
+
+
+def _load_shared(fake: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[str, Any]:
+    if "type" not in msg or "data" not in msg:
+        return _no("shared key type or data missing")
+    key = _text(msg["id"]) if "id" in msg else f"%unnamed-{len(fake.shared)}"
+    fake.shared[key] = msg
+    return _ok()
+
+
+def _named_load(store: str) -> Handler:
+    def load(fake: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[str, Any]:
+        for name, body in msg.items():
+            if not isinstance(body, dict):
+                return _no(f"invalid section: {name}")
+            getattr(fake, store)[name] = body
+        return _ok()
+
+    return load
+
+
+def _unload(store: str, field: str) -> Handler:
+    def unload(fake: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[str, Any]:
+        name = _text(msg.get(field, b""))
+        if getattr(fake, store).pop(name, None) is None:
+            return _no(f"'{name}' not found")
+        return _ok()
+
+    return unload
+
+
+def _listing(store: str, key: str) -> Handler:
+    def listing(fake: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[str, Any]:
+        return {key: list(getattr(fake, store))}
+
+    return listing
+
+
+def _get_pools(fake: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[str, Any]:
+    return {name: {"base": "0.0.0.0", "size": 0, "online": 0, "offline": 0} for name in fake.pools}
 
 
 _HANDLERS: dict[str, Handler] = {
@@ -485,6 +545,17 @@ _HANDLERS: dict[str, Handler] = {
     "list-sas": _list_sas,
     "initiate": _initiate,
     "terminate": _terminate,
-    "load-shared": _record_only,
-    "load-key": _record_only,
+    "load-cert": _load_cert,
+    "load-key": _load_key,
+    "unload-key": _unload("keys", "id"),
+    "get-keys": _listing("keys", "keys"),
+    "load-shared": _load_shared,
+    "unload-shared": _unload("shared", "id"),
+    "get-shared": _listing("shared", "keys"),
+    "load-authority": _named_load("authorities"),
+    "unload-authority": _unload("authorities", "name"),
+    "get-authorities": _listing("authorities", "authorities"),
+    "load-pool": _named_load("pools"),
+    "unload-pool": _unload("pools", "name"),
+    "get-pools": _get_pools,
 }

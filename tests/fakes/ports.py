@@ -6,10 +6,18 @@ Tests assert on what the fakes hold and recorded, never on mock calls.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from extsock_py.domain.credentials import (
+    AuthorityLoad,
+    CertificateLoad,
+    KeyLoad,
+    PoolLoad,
+    SharedLoad,
+)
 from extsock_py.domain.errors import CharonError
 from extsock_py.domain.observations import ChildSaInfo, IkeSaInfo
 
@@ -35,8 +43,11 @@ class FakeCharonPort:
         self.calls: list[Call] = []
         self.conns: dict[str, dict[str, Any]] = {}
         self.sas: dict[int, IkeSaInfo] = {}
-        self.shared: list[Mapping[str, Any]] = []
-        self.keys: list[Mapping[str, Any]] = []
+        self.shared: dict[str, SharedLoad] = {}
+        self.keys: dict[str, KeyLoad] = {}
+        self.certs: list[CertificateLoad] = []
+        self.authorities: dict[str, AuthorityLoad] = {}
+        self.pools: dict[str, PoolLoad] = {}
         self.next_ike_id = 1
         self._failures: list[_Failure] = []
 
@@ -152,15 +163,70 @@ class FakeCharonPort:
         self._check("list_sas", None)
         return list(self.sas.values())
 
-    def load_shared(self, message: Mapping[str, Any]) -> None:
-        self.calls.append(("load_shared", dict(message)))
-        self._check("load_shared", None)
-        self.shared.append(message)
+    # --- LoadPort ----------------------------------------------------------------------
 
-    def load_key(self, message: Mapping[str, Any]) -> None:
-        self.calls.append(("load_key", dict(message)))
-        self._check("load_key", None)
-        self.keys.append(message)
+    def load_cert(self, cert: CertificateLoad) -> None:
+        self.calls.append(("load_cert", cert.source))
+        self._check("load_cert", cert.source)
+        self.certs.append(cert)
+
+    def load_key(self, key: KeyLoad) -> str | None:
+        self.calls.append(("load_key", key.source, key.type))
+        self._check("load_key", key.source)
+        key_id = hashlib.sha1(key.data.reveal()).hexdigest()
+        self.keys[key_id] = key
+        return key_id
+
+    def unload_key(self, key_id: str) -> None:
+        self.calls.append(("unload_key", key_id))
+        self._check("unload_key", key_id)
+        if self.keys.pop(key_id, None) is None:
+            raise CharonError(f"unload-key failed: key '{key_id}' not found")
+
+    def key_ids(self) -> list[str] | None:
+        return list(self.keys)
+
+    def load_shared(self, secret: SharedLoad) -> None:
+        self.calls.append(("load_shared", secret.id, secret.type))
+        self._check("load_shared", secret.id)
+        self.shared[secret.id] = secret
+
+    def unload_shared(self, secret_id: str) -> None:
+        self.calls.append(("unload_shared", secret_id))
+        self._check("unload_shared", secret_id)
+        if self.shared.pop(secret_id, None) is None:
+            raise CharonError(f"unload-shared failed: '{secret_id}' not found")
+
+    def shared_ids(self) -> list[str] | None:
+        return list(self.shared)
+
+    def load_authority(self, authority: AuthorityLoad) -> None:
+        self.calls.append(("load_authority", authority.name))
+        self._check("load_authority", authority.name)
+        self.authorities[authority.name] = authority
+
+    def unload_authority(self, name: str) -> None:
+        self.calls.append(("unload_authority", name))
+        self._check("unload_authority", name)
+        if self.authorities.pop(name, None) is None:
+            raise CharonError(f"unload-authority failed: '{name}' not found")
+
+    def authority_names(self) -> list[str] | None:
+        return list(self.authorities)
+
+    def load_pool(self, pool: PoolLoad) -> None:
+        self.calls.append(("load_pool", pool.name))
+        self._check("load_pool", pool.name)
+        self.pools[pool.name] = pool
+
+    def unload_pool(self, name: str) -> None:
+        self.calls.append(("unload_pool", name))
+        self._check("unload_pool", name)
+        if self.pools.pop(name, None) is None:
+            raise CharonError(f"unload-pool failed: '{name}' not found")
+
+    def pool_names(self) -> list[str] | None:
+        return list(self.pools)
 
     def version(self) -> dict[str, str]:
         self.calls.append(("version",))

@@ -469,9 +469,9 @@ def test_load_conns_sends_lists_and_cert_bytes_and_unloads_the_rest(
 
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [
+        "kept connection 'home@10.99.1.2' (extsock daemon's, for 'home')",
         "loaded connection 'home'",
         "loaded connection 'office'",
-        "kept connection 'home@10.99.1.2' (extsock daemon's, for 'home')",
         "successfully loaded 2 connections, 2 unloaded",
     ]
     home = fake.commands("load-conn")[0].message["home"]
@@ -540,10 +540,14 @@ def test_load_creds_sends_secrets_and_keys_and_never_prints_them(
 
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [
+        f"loaded certificate from '{conf.parent / 'x509' / 'moonCert.pem'}'",
         f"loaded private key from '{conf.parent / 'private' / 'moonKey.pem'}'",
         "loaded ike secret 'ike-home'",
         "loaded eap secret 'eap-carol'",
-        "successfully loaded 3 credentials, 0 unloaded",
+        "successfully loaded 4 credentials, 0 unloaded",
+    ]
+    assert [r.message for r in fake.commands("load-cert")] == [
+        {"type": b"X509", "flag": b"NONE", "data": CERT}
     ]
     assert PSK not in result.output and "0123456789" not in result.output
     assert "BEGIN PRIVATE KEY" not in result.output
@@ -568,7 +572,7 @@ def test_load_creds_refused_secret_is_named_not_shown(fake: FakeCharon, conf: Pa
     assert result.stderr.splitlines()[0] == (
         "loading ike secret 'ike-home' failed: loading shared key failed"
     )
-    assert result.stderr.splitlines()[-1].startswith("extsock: loaded 1 of 3 credentials")
+    assert result.stderr.splitlines()[-1].startswith("extsock: loaded 2 of 4 credentials")
 
 
 def test_load_creds_unloads_stale_credentials_as_swanctl(
@@ -598,7 +602,7 @@ def test_load_creds_unloads_stale_credentials_as_swanctl(
     result = run(fake.uri, "load-creds", "--file", str(conf))
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "successfully loaded 3 credentials, 2 unloaded"
+    assert result.stdout.splitlines()[-1] == "successfully loaded 4 credentials, 2 unloaded"
     assert [r.message for r in fake.commands("unload-key")] == [{"id": b"bb22"}]
     assert [r.message for r in fake.commands("unload-shared")] == [{"id": b"ike-old"}]
 
@@ -609,7 +613,11 @@ def test_load_creds_unloads_no_key_when_charon_gives_no_key_id(
     def get_keys(f: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[str, Any]:
         return {"keys": ["aa11"]}
 
+    def load_key(f: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"success": "yes"}
+
     handlers("get-keys", get_keys)
+    handlers("load-key", load_key)
 
     result = run(fake.uri, "load-creds", "--file", str(conf))
 
@@ -817,6 +825,7 @@ def test_attach_adds_swanctls_command_names_once() -> None:
             "list-conns",
             "load-conns",
             "load-creds",
+            "load-all",
             "initiate",
             "terminate",
             "stats",

@@ -46,8 +46,10 @@ def _exercise(desired: DesiredConfig) -> None:
             Message.serialize({clone_name(name, gateway): to_vici(clone_body(profile, gateway))})
     for name, body in plain.items():
         Message.serialize({name: to_vici(body)})
-    for credential in [*desired.shared_secrets, *desired.private_keys]:
-        Message.serialize(to_vici(credential.vici_message()))
+    for secret in desired.credentials.shared:
+        Message.serialize(to_vici({"id": secret.id, "data": secret.data.reveal()}))
+    for key in desired.credentials.keys:
+        Message.serialize(to_vici({"type": key.type, "data": key.data.reveal()}))
 
 
 def _loads_or_config_error(path: Path) -> DesiredConfig | None:

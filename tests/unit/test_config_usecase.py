@@ -6,19 +6,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from extsock_py.domain.config import DesiredConfig, remote_addrs_of, split_managed
+from extsock_py.domain.credentials import (
+    AuthorityLoad,
+    CertificateLoad,
+    Credentials,
+    KeyLoad,
+    PoolLoad,
+    SharedLoad,
+)
 from extsock_py.domain.failover import Phase
 from extsock_py.domain.policy import FailoverPolicy
+from extsock_py.domain.secret import Secret
 from extsock_py.usecases.config_usecase import ConfigUsecase
 from extsock_py.usecases.failover_manager import FailoverManager
 from tests.fakes.ports import FakeCharonPort, FakeClock, RecordingPublisher
-
-
-class Secret:
-    def __init__(self, message: dict[str, Any]) -> None:
-        self._message = message
-
-    def vici_message(self) -> dict[str, Any]:
-        return dict(self._message)
 
 
 def conn(*remote: str, child: str = "net") -> dict[str, Any]:
@@ -72,9 +73,10 @@ def test_apply_loads_plain_as_is_and_starts_managed_clones() -> None:
                 "home": conn("10.0.0.1", "%any", "10.0.0.0/24", "10.0.0.5-10.0.0.9", "10.0.0.2"),
                 "road": conn("%any"),
             },
-            shared_secrets=[Secret({"type": "IKE", "data": b"s3cret", "owners": ["home"],
-                                    "id": "psk-home"})],
-            private_keys=[Secret({"type": "rsa", "data": b"-der-"})],
+            credentials=Credentials(
+                keys=(KeyLoad("rsa/k.pem", "rsa", Secret(b"-der-")),),
+                shared=(SharedLoad("psk-home", "ike", Secret(b"s3cret"), ("home",)),),
+            ),
         )
     )  # fmt: skip
     assert report.managed == ["home"] and report.plain == ["road"]
@@ -86,8 +88,8 @@ def test_apply_loads_plain_as_is_and_starts_managed_clones() -> None:
         "home: remote_addrs entry '10.0.0.5-10.0.0.9' ignored: "
         "a range matches peers and names no single gateway",
     ]
-    assert [m["id"] for m in charon.shared] == ["psk-home"]
-    assert [m["type"] for m in charon.keys] == ["rsa"]
+    assert list(charon.shared) == ["psk-home"]
+    assert [k.type for k in charon.keys.values()] == ["rsa"]
     assert sorted(charon.conns) == ["home@10.0.0.1", "road"]
     assert charon.conns["road"] == conn("%any")  # as is
     assert charon.commands("initiate") == [("initiate", "home@10.0.0.1", "net")]
@@ -152,4 +154,35 @@ def test_unloading_a_plain_connection_charon_no_longer_knows_is_fine() -> None:
     uc.apply(desired({"road": conn("%any")}))
     del charon.conns["road"]  # e.g. unloaded by someone else
     report = uc.apply(desired({}))
-    assert report.removed == ["road"]
+    assert report.removed == [] and report.failures == []  # as swanctl: charon's list counts
+
+
+def test_reload_unloads_what_disappeared_as_swanctl_but_keeps_managed_clones() -> None:
+    uc, manager, charon = setup()
+    creds = Credentials(
+        certificates=(CertificateLoad("x509ca/ca.pem", "X509", "CA", b"ca"),),
+        keys=(KeyLoad("private/a.pem", "any", Secret(b"a")), KeyLoad("rsa/b", "rsa", Secret(b"b"))),
+        shared=(SharedLoad("ike-a", "ike", Secret(b"x")), SharedLoad("ike-b", "ike", Secret(b"y"))),
+    )
+    first = desired(
+        {"home": conn("10.0.0.1", "10.0.0.2"), "road": conn("%any"), "old": conn("%any")},
+        credentials=creds,
+        authorities=(AuthorityLoad("ca-a", {"crl_uris": ["http://a"]}), AuthorityLoad("ca-b", {})),
+        pools=(PoolLoad("p1", {"addrs": "10.9.0.0/24"}), PoolLoad("p2", {"addrs": "10.8.0.0/24"})),
+    )
+    uc.apply(first)
+    assert sorted(charon.conns) == ["home@10.0.0.1", "old", "road"]
+    second = desired(
+        {"home": conn("10.0.0.1", "10.0.0.2"), "road": conn("%any")},
+        credentials=Credentials(keys=creds.keys[:1], shared=creds.shared[:1]),
+        authorities=first.authorities[:1],
+        pools=first.pools[:1],
+    )
+    report = uc.apply(second)
+    assert report.removed == ["old"] and report.failures == []
+    assert sorted(charon.conns) == ["home@10.0.0.1", "road"]  # the managed clone stays
+    assert [k.source for k in charon.keys.values()] == ["private/a.pem"]
+    assert list(charon.shared) == ["ike-a"]
+    assert list(charon.authorities) == ["ca-a"] and list(charon.pools) == ["p1"]
+    assert manager.names() == ["home"]
+    assert not charon.commands("terminate")

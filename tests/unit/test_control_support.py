@@ -17,9 +17,11 @@ from extsock_py.adapters.publisher import Broadcast
 from extsock_py.daemon import Daemon, DaemonOptions
 from extsock_py.domain import observations as ob
 from extsock_py.domain.config import DesiredConfig
+from extsock_py.domain.credentials import Credentials, SharedLoad
 from extsock_py.domain.errors import ConfigError
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import clone_name
+from extsock_py.domain.secret import Secret
 from tests.fakes.ports import FakeCharonPort, FakeClock, MemoryStateStore
 
 T = TypeVar("T")
@@ -54,12 +56,8 @@ class NullListener:
         pass
 
 
-@dataclass(frozen=True)
-class FakePsk:
-    """A credential whose bytes must never show up outside the VICI message."""
-
-    def vici_message(self) -> dict[str, Any]:
-        return {"type": "IKE", "data": SECRET, "owners": ["home"]}
+# A credential whose bytes must never show up outside the VICI message.
+PSK = SharedLoad("ike-home", "ike", Secret(SECRET.encode()), ("home",))
 
 
 def _body(gateways: tuple[str, ...]) -> dict[str, Any]:
@@ -81,7 +79,7 @@ def sample_config(with_office: bool = True) -> DesiredConfig:
         source="/etc/swanctl/swanctl.conf",
         connections=connections,
         policies={"home": FailoverPolicy(max_cycles=2)},
-        shared_secrets=(FakePsk(),),
+        credentials=Credentials(shared=(PSK,)),
     )
 
 

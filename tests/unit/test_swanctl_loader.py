@@ -14,8 +14,15 @@ import pytest
 from vici.protocol import FiniteStream, Message
 
 from extsock_py.adapters.swanctl import ConfigError, read_swanctl_conf
+from extsock_py.domain.credentials import SharedLoad
 
 DATA = Path(__file__).parent / "data" / "swanctl"
+
+
+def shared_message(secret: SharedLoad) -> dict[str, object]:
+    """The load-shared message ViciCharon sends for `secret`."""
+    owners = list(secret.owners)
+    return {"id": secret.id, "type": secret.type, "data": secret.data.reveal(), "owners": owners}
 
 
 def copy(name: str, tmp_path: Path) -> Path:
@@ -57,12 +64,12 @@ def test_psk_connection_body_matches_load_conns() -> None:
         "children",
     ]
     assert loaded.connection_lines == {"rw-carol": 4}
-    assert loaded.private_keys == []
+    assert loaded.credentials.keys == () and loaded.credentials.certificates == ()
 
 
 def test_psk_shared_secrets_match_load_creds() -> None:
     loaded = read_swanctl_conf(DATA / "psk" / "swanctl.conf")
-    assert [s.vici_message() for s in loaded.shared_secrets] == [
+    assert [shared_message(s) for s in loaded.credentials.shared] == [
         {
             "id": "ike-carol",
             "type": "ike",
@@ -77,7 +84,7 @@ def test_psk_shared_secrets_match_load_creds() -> None:
         },
         {"id": "ike-hex", "type": "ike", "data": bytes.fromhex("0123456789abcdef"), "owners": []},
     ]
-    assert "secret" not in repr(loaded.shared_secrets).replace("Secret(", "")
+    assert "secret" not in repr(loaded.credentials.shared).replace("Secret(", "")
 
 
 def test_extsock_section_is_kept() -> None:
@@ -120,12 +127,18 @@ def test_cert_connection_reads_files_beside_the_conf() -> None:
 
 def test_private_keys_as_load_creds_noprompt() -> None:
     loaded = read_swanctl_conf(DATA / "cert" / "swanctl.conf")
-    assert [(k.path.parent.name, k.path.name, k.type) for k in loaded.private_keys] == [
+    keys = loaded.credentials.keys
+    assert [(Path(k.source).parent.name, Path(k.source).name, k.type) for k in keys] == [
         ("private", "moonKey.pem", "any"),
         ("rsa", "oldKey.pem", "rsa"),
     ]
-    message = loaded.private_keys[0].vici_message()
-    assert message == {"type": "any", "data": loaded.private_keys[0].path.read_bytes()}
+    assert keys[0].data.reveal() == Path(keys[0].source).read_bytes()
+    certs = loaded.credentials.certificates
+    assert [(Path(c.source).parent.name, c.type, c.flag) for c in certs] == [
+        ("x509", "X509", "NONE"),
+        ("x509ca", "X509", "CA"),
+    ]
+    assert certs[1].data == Path(certs[1].source).read_bytes()
     assert b"MIIE" not in repr(loaded).encode()
 
 
@@ -149,11 +162,11 @@ def test_eap_multiple_rounds_and_inline_cert() -> None:
         "id": "moon.strongswan.org",
     }
     assert body["remote-2"] == {"auth": "eap-md5", "eap_id": "%any", "round": "2"}
-    assert [(s.id, s.type, s.owners) for s in loaded.shared_secrets] == [
+    assert [(s.id, s.type, s.owners) for s in loaded.credentials.shared] == [
         ("eap-carol", "eap", ("carol",)),
         ("xauth-dave", "xauth", ("dave",)),
     ]
-    assert loaded.shared_secrets[1].data.reveal() == b"dave"
+    assert loaded.credentials.shared[1].data.reveal() == b"dave"
     model = loaded.model.connections["rw-eap"]
     assert [r.name for r in model.remote] == ["remote-1", "remote-2"]
 
@@ -170,7 +183,7 @@ def test_includes_with_globs() -> None:
             "children": {"net": {"remote_ts": ["10.0.0.0/8"]}},
         }
     assert loaded.model.connections["gw-b"].section.file.endswith("conf.d/20-b.conf")
-    assert [s.id for s in loaded.shared_secrets] == ["ike-all"]
+    assert [s.id for s in loaded.credentials.shared] == ["ike-all"]
 
 
 @pytest.mark.parametrize("name", ["psk", "cert", "eap", "includes"])
@@ -179,8 +192,8 @@ def test_bodies_serialize_for_vici(name: str) -> None:
     for conn in loaded.connections:
         wire = Message.serialize(loaded.load_conn_message(conn))
         assert Message.deserialize(FiniteStream(wire))[conn]  # the vici package round-trips it
-    for secret in loaded.shared_secrets:
-        assert Message.deserialize(FiniteStream(Message.serialize(secret.vici_message())))["type"]
+    for secret in loaded.credentials.shared:
+        assert Message.deserialize(FiniteStream(Message.serialize(shared_message(secret))))["type"]
 
 
 def test_missing_cert_file_names_file_line_key(tmp_path: Path) -> None:
@@ -206,22 +219,23 @@ def test_absolute_cert_path_is_used_as_is(tmp_path: Path) -> None:
     }
 
 
-def test_encrypted_private_key_is_refused(tmp_path: Path) -> None:
+def test_encrypted_key_without_passphrase_goes_out_as_is(tmp_path: Path) -> None:
+    """swanctl --noprompt: no configured secret, so the file is sent typed by its folder."""
     conf = copy("cert", tmp_path)
     key = conf.parent / "pkcs8" / "enc.pem"
     key.parent.mkdir()
     key.write_bytes(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIE\n")
-    with pytest.raises(ConfigError, match="encrypted") as info:
-        read_swanctl_conf(conf)
-    assert info.value.file == str(key)
+    sent = [k for k in read_swanctl_conf(conf).credentials.keys if k.source == str(key)]
+    assert [(k.type, k.data.reveal()) for k in sent] == [("any", key.read_bytes())]
 
 
-def test_pkcs12_container_is_refused(tmp_path: Path) -> None:
+def test_pkcs12_container_without_passphrase_is_not_opened(tmp_path: Path) -> None:
     conf = copy("cert", tmp_path)
     (conf.parent / "pkcs12").mkdir()
     (conf.parent / "pkcs12" / "a.p12").write_bytes(b"\x30")
-    with pytest.raises(ConfigError, match="PKCS#12"):
-        read_swanctl_conf(conf)
+    creds = read_swanctl_conf(conf).credentials
+    sources = [c.source for c in creds.certificates] + [k.source for k in creds.keys]
+    assert not [s for s in sources if s.endswith("a.p12")]
 
 
 def test_missing_conf_file(tmp_path: Path) -> None:

@@ -9,8 +9,16 @@ from collections.abc import Iterator
 import pytest
 
 from extsock_py.adapters.vici.commands import ViciCharon, to_vici
+from extsock_py.domain.credentials import (
+    AuthorityLoad,
+    CertificateLoad,
+    KeyLoad,
+    PoolLoad,
+    SharedLoad,
+)
 from extsock_py.domain.errors import CharonError, CharonUnreachable
 from extsock_py.domain.observations import ChildSaInfo, IkeSaInfo
+from extsock_py.domain.secret import Secret
 from extsock_py.interfaces.ports import CharonPort
 from tests.fakes.fake_charon import FakeCharon, Received
 
@@ -164,10 +172,32 @@ def test_raw_helpers(fake: FakeCharon, charon: ViciCharon) -> None:
         "release": "6.1.0",
         "machine": "x86_64",
     }
-    charon.load_shared({"type": "IKE", "data": b"secret", "owners": ["gw"]})
-    charon.load_key({"type": "any", "data": b"\x30\x82"})
-    assert fake.commands("load-shared")[0].message["owners"] == [b"gw"]
-    assert fake.commands("load-key")[0].message["data"] == b"\x30\x82"
+    charon.load_shared(SharedLoad("ike-gw", "ike", Secret(b"secret"), ("gw",)))
+    key_id = charon.load_key(KeyLoad("private/k", "any", Secret(b"\x30\x82")))
+    charon.load_cert(CertificateLoad("x509ca/ca.pem", "X509", "CA", b"ca"))
+    charon.load_cert(CertificateLoad("pubkey/p.pem", "PUBKEY", None, b"pk"))
+    charon.load_authority(AuthorityLoad("ca", {"crl_uris": ["http://crl"]}))
+    charon.load_pool(PoolLoad("p", {"addrs": "10.9.0.0/24", "dns": ["10.9.0.1"]}))
+    assert fake.commands("load-shared")[0].message == {
+        "id": b"ike-gw",
+        "type": b"ike",
+        "data": b"secret",
+        "owners": [b"gw"],
+    }
+    assert fake.commands("load-key")[0].message == {"type": b"any", "data": b"\x30\x82"}
+    assert [c.message for c in fake.commands("load-cert")] == [
+        {"type": b"X509", "flag": b"CA", "data": b"ca"},
+        {"type": b"PUBKEY", "data": b"pk"},
+    ]
+    assert charon.key_ids() == [key_id] and charon.shared_ids() == ["ike-gw"]
+    assert charon.authority_names() == ["ca"] and charon.pool_names() == ["p"]
+    assert key_id is not None
+    charon.unload_key(key_id)
+    charon.unload_shared("ike-gw")
+    charon.unload_authority("ca")
+    charon.unload_pool("p")
+    assert charon.key_ids() == [] and charon.shared_ids() == []
+    assert charon.authority_names() == [] and charon.pool_names() == []
     charon.unload_conn(CONN)
     assert charon.list_conn_names() == []
 
@@ -182,7 +212,7 @@ def test_unknown_command_is_charon_error_not_unreachable(charon: ViciCharon) -> 
 def test_scripted_failure(fake: FakeCharon, charon: ViciCharon) -> None:
     fake.fail["load-shared"] = "loading shared key failed"
     with pytest.raises(CharonError, match=r"^load-shared failed: CommandException: loading"):
-        charon.load_shared({"type": "IKE", "data": b"x"})
+        charon.load_shared(SharedLoad("ike-x", "ike", Secret(b"x")))
 
 
 def test_broken_socket_is_unreachable_then_reconnect(fake: FakeCharon) -> None:

@@ -2,17 +2,15 @@
 
 from extsock_py.domain.errors import ConfigError
 
-from .loader import LoadedConfig, PrivateKey, SharedSecret, read_swanctl_conf
+from .loader import LoadedConfig, read_swanctl_conf
 from .secret import Secret
 from .settings import Section, Value, parse_settings
 
 __all__ = [
     "ConfigError",
     "LoadedConfig",
-    "PrivateKey",
     "Secret",
     "Section",
-    "SharedSecret",
     "Value",
     "parse_settings",
     "read_swanctl_conf",

@@ -1,11 +1,13 @@
-"""swanctl.conf -> the VICI messages `swanctl --load-conns` / `--load-creds --noprompt` send.
+"""swanctl.conf -> the VICI messages `swanctl --load-all --noprompt` sends.
 
 load_conns.c sends each `connections.<name>` section as it is in the file: options first (in
 order of first appearance), then subsections; the values of list keys (is_list_key) split on
 commas at any depth; certs/cacerts/pubkeys (is_file_list_key) replaced by the contents of the
 files, relative names looked up in x509/, x509ca/, pubkey/ beside the top-level swanctl.conf.
-load_creds.c sends `load-shared` per ike/eap/xauth/ntlm/ppk secret and `load-key` per file in
-private/, rsa/, ecdsa/, pkcs8/.
+load_creds.c sends `load-cert`/`load-key` per file of the credential folders (creds.py) and
+`load-shared` per ike/eap/xauth/ntlm/ppk secret; load_authorities.c `load-authority` per
+`authorities.<name>` (cacert the file's bytes from x509ca/, crl_uris/ocsp_uris lists);
+load_pools.c `load-pool` per `pools.<name>` (addrs a value, any other attribute a list).
 """
 
 from __future__ import annotations
@@ -16,46 +18,15 @@ from pathlib import Path
 
 from pydantic_core import PydanticCustomError
 
+from extsock_py.domain.credentials import AuthorityLoad, Credentials, PoolLoad, SharedLoad
 from extsock_py.domain.errors import ConfigError
+from extsock_py.domain.secret import Secret
 
 from . import keys
+from .creds import MAX_VICI_VALUE, read_credentials
 from .model import SwanctlConfig, validate
-from .secret import Secret
 from .settings import FileReader, LocalFiles, Section, Value, parse_settings, split_list
 from .values import decode_blob
-
-MAX_VICI_VALUE = 0xFFFF  # a VICI value is prefixed by a 16-bit length
-_UNSUPPORTED_DIRS = {"bliss": "BLISS keys", "pkcs12": "PKCS#12 containers"}
-
-
-@dataclass(frozen=True)
-class SharedSecret:
-    """A `load-shared` message: a PSK/EAP/XAUTH/NTLM/PPK secret and its owners."""
-
-    id: str
-    type: str
-    owners: tuple[str, ...]
-    data: Secret
-
-    def vici_message(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "type": self.type,
-            "data": self.data.reveal(),
-            "owners": list(self.owners),
-        }
-
-
-@dataclass(frozen=True)
-class PrivateKey:
-    """A `load-key` message: a private key file's bytes and the VICI key type."""
-
-    path: Path
-    type: str
-    data: Secret
-
-    def vici_message(self) -> dict[str, object]:
-        return {"type": self.type, "data": self.data.reveal()}
 
 
 @dataclass(frozen=True)
@@ -65,8 +36,9 @@ class LoadedConfig:
     path: Path
     connections: dict[str, dict[str, object]]
     connection_lines: dict[str, int]
-    shared_secrets: list[SharedSecret]
-    private_keys: list[PrivateKey]
+    credentials: Credentials
+    authorities: tuple[AuthorityLoad, ...]
+    pools: tuple[PoolLoad, ...]
     extsock_section: Section | None
     model: SwanctlConfig = field(repr=False, compare=False)
 
@@ -94,15 +66,21 @@ def read_swanctl_conf(path: Path, reader: FileReader | None = None) -> LoadedCon
         for name, conn in model.connections.items()
     }
     _refuse_unsupported(model)
+    files = read_credentials(base, model)
+    shared = tuple(
+        SharedLoad(s.name, s.type, Secret(s.secret.get_secret_value()), s.owners)
+        for s in model.shared_secrets
+    )
     return LoadedConfig(
         path=path,
         connections=connections,
         connection_lines={name: conn.section.line for name, conn in model.connections.items()},
-        shared_secrets=[
-            SharedSecret(s.name, s.type, s.owners, Secret(s.secret.get_secret_value()))
-            for s in model.shared_secrets
-        ],
-        private_keys=_private_keys(base),
+        credentials=Credentials(files.certificates, files.keys, shared),
+        authorities=tuple(
+            AuthorityLoad(name, _authority_body(section, base))
+            for name, section in model.authorities.items()
+        ),
+        pools=tuple(PoolLoad(name, _pool_body(section)) for name, section in model.pools.items()),
         extsock_section=model.extsock,
         model=model,
     )
@@ -152,32 +130,43 @@ def _file_item(
     return data
 
 
-def _files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file())
+def _authority_body(section: Section, base: Path) -> dict[str, object]:
+    body: dict[str, object] = {}
+    for key, value in section.entries.items():
+        if key == "cacert":
+            body[key] = _authority_cacert(section, key, value, base)
+        elif key in keys.AUTHORITY_LIST_KEYS:
+            body[key] = split_list(value.text)
+        else:
+            body[key] = value.text
+    return body
 
 
-def _private_keys(base: Path) -> list[PrivateKey]:
-    loaded: list[PrivateKey] = []
-    for folder, vici_type in keys.KEY_DIRS.items():
-        for path in _files(base / folder):
-            data = path.read_bytes()
-            if not data:
-                raise ConfigError(str(path), None, None, "empty private key file")
-            if b"ENCRYPTED" in data[:4096]:
-                raise ConfigError(
-                    str(path),
-                    None,
-                    None,
-                    "private key is encrypted; extsock does not decrypt keys",
-                    "an unencrypted key (openssl pkey -in KEY -out KEY)",
-                )
-            loaded.append(PrivateKey(path, vici_type, Secret(data)))
-    for folder, what in _UNSUPPORTED_DIRS.items():
-        for path in _files(base / folder):
-            raise ConfigError(str(path), None, None, f"{what} are not supported by extsock")
-    return loaded
+def _authority_cacert(section: Section, key: str, value: Value, base: Path) -> bytes:
+    """load_authorities.c add_file_key_value(): a path, relative ones in x509ca/."""
+    token = value.text
+    path = Path(token) if os.path.isabs(token) else base / "x509ca" / token
+    accepted = "a file in x509ca/ beside swanctl.conf, or an absolute path"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        why = "not found" if isinstance(exc, FileNotFoundError) else exc.strerror
+        raise ConfigError(
+            value.file, value.line, section.key_path(key), f"file '{path}': {why}", accepted
+        ) from None
+    if len(data) > MAX_VICI_VALUE:
+        raise ConfigError(
+            value.file, value.line, section.key_path(key), f"file '{path}' is too large", accepted
+        )
+    return data
+
+
+def _pool_body(section: Section) -> dict[str, object]:
+    """load_pools.c add_key_values(): `addrs` as a value, every other attribute a list."""
+    return {
+        key: value.text if key == "addrs" else split_list(value.text)
+        for key, value in section.entries.items()
+    }
 
 
 def _refuse_unsupported(model: SwanctlConfig) -> None:

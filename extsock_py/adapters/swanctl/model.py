@@ -1,7 +1,8 @@
 """Validated models of the parts of swanctl.conf extsock uses.
 
-Every option swanctl.opt (5.9.8) lists is accepted and carried through as text; the ones
-extsock reads are checked. Unknown options and sections are errors naming close matches.
+Every option a strongSwan release lists in swanctl.opt (keys.py: 5.9.8 to 6.0.6) is accepted
+and carried through as text; the ones extsock reads are checked. Unknown options and sections
+are errors naming close matches.
 Secrets are held as SecretBytes / SecretStr and never appear in repr or in errors.
 """
 
@@ -82,16 +83,9 @@ class Connection(_Model):
     proposals: NameList = ()
     local: tuple[AuthRound, ...] = ()
     remote: tuple[AuthRound, ...] = ()
-    children: dict[str, Child]
+    children: dict[str, Child] = Field(default_factory=dict)  # none: IKE_SA only, as swanctl
     options: dict[str, str] = Field(default_factory=dict)
     section: Section = Field(repr=False, exclude=True)
-
-    @field_validator("children")
-    @classmethod
-    def _some_children(cls, children: dict[str, Child]) -> dict[str, Child]:
-        if not children:
-            raise values.fail("connection has no CHILD_SA", "children { <name> { ... } }")
-        return children
 
 
 class SharedSecret(_Model):
@@ -137,6 +131,8 @@ class SwanctlConfig(_Model):
     shared_secrets: tuple[SharedSecret, ...] = ()
     key_file_secrets: tuple[KeyFileSecret, ...] = ()
     tokens: tuple[Token, ...] = ()
+    authorities: dict[str, Section] = Field(default_factory=dict)
+    pools: dict[str, Section] = Field(default_factory=dict)
     extsock: Section | None = None
 
 
@@ -187,7 +183,8 @@ def _check(
     for key in section.entries:
         if not key_ok(key):
             key_accepted = (
-                f"an option of {what} listed in swanctl.opt"
+                f"an option of {what} known to strongSwan {keys.RELEASES[0]} to "
+                f"{keys.RELEASES[-1]} (swanctl.opt)"
                 if key_names
                 else f"no options directly in {what}, only sections"
             )
@@ -307,8 +304,23 @@ def validate(root: Section) -> SwanctlConfig:
         for sub in section.sections.values():
             _check(sub, f"secret '{sub.name}'", key_ok=bool)
             secrets.append(_secret(sub))
+    authorities: dict[str, Section] = {}
+    if (section := root.sections.get("authorities")) is not None:
+        _check(section, "authorities", section_ok=bool)
+        for name, sub in section.sections.items():
+            keys_ok = keys.AUTHORITY_KEYS
+            _check(sub, f"authority '{name}'", keys_ok.__contains__, keys_ok)
+            authorities[name] = sub
+    pools: dict[str, Section] = {}
+    if (section := root.sections.get("pools")) is not None:
+        _check(section, "pools", section_ok=bool)
+        for name, sub in section.sections.items():
+            _check(sub, f"pool '{name}'", key_ok=bool)  # attributes: charon judges the names
+            pools[name] = sub
     return SwanctlConfig(
         file=root.file,
+        authorities=authorities,
+        pools=pools,
         connections=connections,
         shared_secrets=tuple(s for s in secrets if isinstance(s, SharedSecret)),
         key_file_secrets=tuple(s for s in secrets if isinstance(s, KeyFileSecret)),

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 
 from pydantic_core import PydanticCustomError
 
+from . import keys
 from .settings import split_list
 
 _DNS_NAME = re.compile(
@@ -61,11 +62,8 @@ def action(value: str) -> str:
     return one_of(text, _ACTIONS, "none, clear, trap, route, start, restart or trap|start")
 
 
-_MODES = ("tunnel", "transport", "transport_proxy", "beet", "drop", "pass")
-
-
 def mode(value: str) -> str:
-    return one_of(value, _MODES, ", ".join(_MODES))
+    return one_of(value, keys.MODES, ", ".join(keys.MODES) + " (iptfs from strongSwan 6.0.2)")
 
 
 def auth(value: str) -> str:

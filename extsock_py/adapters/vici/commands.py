@@ -15,6 +15,13 @@ from vici.protocol import Message, Packet
 
 from extsock_py.adapters.vici.decode import DecodeError, parse_list_sa
 from extsock_py.adapters.vici.transport import DEFAULT_URI, open_socket
+from extsock_py.domain.credentials import (
+    AuthorityLoad,
+    CertificateLoad,
+    KeyLoad,
+    PoolLoad,
+    SharedLoad,
+)
 from extsock_py.domain.errors import CharonError, CharonUnreachable
 from extsock_py.domain.observations import IkeSaInfo
 
@@ -266,11 +273,73 @@ class ViciCharon:
         except DecodeError as exc:
             raise CharonError(f"list-sas failed: DecodeError: {exc}") from exc
 
-    def load_shared(self, message: Mapping[str, Any]) -> None:
+    # -- LoadPort (what swanctl --load-all sends; load_creds.c and friends) ------------------
+
+    def load_cert(self, cert: CertificateLoad) -> None:
+        message: dict[str, Any] = {"type": cert.type}
+        if cert.flag is not None:
+            message["flag"] = cert.flag
+        message["data"] = cert.data
+        self.request("load-cert", message)
+
+    def load_key(self, key: KeyLoad) -> str | None:
+        answer = self.request("load-key", {"type": key.type, "data": key.data.reveal()})
+        return _text(answer["id"]) if "id" in answer else None
+
+    def unload_key(self, key_id: str) -> None:
+        self.request("unload-key", {"id": key_id})
+
+    def key_ids(self) -> list[str] | None:
+        return self._optional_list("get-keys", "keys")
+
+    def load_shared(self, secret: SharedLoad) -> None:
+        message = {
+            "id": secret.id,
+            "type": secret.type,
+            "data": secret.data.reveal(),
+            "owners": list(secret.owners),
+        }
         self.request("load-shared", message)
 
-    def load_key(self, message: Mapping[str, Any]) -> None:
-        self.request("load-key", message)
+    def unload_shared(self, secret_id: str) -> None:
+        self.request("unload-shared", {"id": secret_id})
+
+    def shared_ids(self) -> list[str] | None:
+        return self._optional_list("get-shared", "keys")
+
+    def load_authority(self, authority: AuthorityLoad) -> None:
+        self.request("load-authority", {authority.name: authority.body})
+
+    def unload_authority(self, name: str) -> None:
+        self.request("unload-authority", {"name": name})
+
+    def authority_names(self) -> list[str] | None:
+        return self._optional_list("get-authorities", "authorities")
+
+    def load_pool(self, pool: PoolLoad) -> None:
+        self.request("load-pool", {pool.name: pool.body})
+
+    def unload_pool(self, name: str) -> None:
+        self.request("unload-pool", {"name": name})
+
+    def pool_names(self) -> list[str] | None:
+        try:
+            answer = self.request("get-pools")
+        except CharonUnreachable:
+            raise
+        except CharonError:
+            return None
+        return [str(name) for name, value in answer.items() if isinstance(value, Mapping)]
+
+    def _optional_list(self, command: str, key: str) -> list[str] | None:
+        """A `get-*` listing; None when this charon refuses or lacks the command."""
+        try:
+            values = self.request(command).get(key, [])
+        except CharonUnreachable:
+            raise
+        except CharonError:
+            return None
+        return [_text(v) for v in values] if isinstance(values, list) else []
 
     def version(self) -> dict[str, str]:
         return {k: _text(v) for k, v in self.request("version").items()}
