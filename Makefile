@@ -4,7 +4,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PYTEST_ARGS ?=
 
-.PHONY: install test unit integration lint format demo bench soak lab-docker clean
+.PHONY: install test unit integration lint format demo bench soak lab-docker clean fresh-check \
+	container-host
 
 install:
 	VENV=$(VENV) bash scripts/install-deps.sh
@@ -35,6 +36,14 @@ bench: install
 
 soak: install
 	$(PY) -m pytest -q -s -m soak tests --soak-cycles=$(or $(CYCLES),1000)
+
+# The README's two commands in a new container from a pristine Debian bookworm image, on a
+# fresh clone of the committed HEAD (root and podman; scripts/container-host.sh sets podman up).
+fresh-check:
+	bash scripts/fresh-check.sh $(if $(DEMO_ONLY),--demo-only)
+
+container-host:
+	bash scripts/container-host.sh --compose
 
 lab-docker:
 	docker compose -f docker/compose.yaml up --build
