@@ -71,7 +71,7 @@ source "$HERE/lib/host-config.sh"
 host_config_args
 podman run -d --name "$NAME" --privileged --network host \
   "${HOST_CONFIG_ARGS[@]}" -v "$work:/in:ro" "$IMAGE" sleep infinity >/dev/null
-podman exec "$NAME" git clone --quiet /in/repo.bundle /root/extsock
+podman exec "$NAME" git -c advice.detachedHead=false clone --quiet /in/repo.bundle /root/extsock
 podman exec -w /root/extsock "$NAME" git checkout --quiet --detach "$HEAD"
 
 # step NAME COMMAND: run one README command in the clone; log, time and exit code.
