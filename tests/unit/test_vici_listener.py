@@ -156,10 +156,18 @@ def test_silent_gateway_emits_initiating_line_then_test_pushes_retransmits(
 
 def test_on_initiate_script(fake: FakeCharon, inbox: Inbox, listener: ViciEventListener) -> None:
     seen: list[dict[str, object]] = []
-    fake.on_initiate = lambda f, msg: seen.append(msg)
+    called = threading.Event()
+
+    def on_initiate(f: FakeCharon, msg: dict[str, object]) -> None:
+        seen.append(msg)
+        called.set()
+
+    fake.on_initiate = on_initiate
     with ViciCharon(fake.uri) as charon:
         charon.load_conn(CONN, BODY)
         charon.initiate(CONN, "net")
+    # the fake runs the script after it answered: wait for it, bounded
+    assert called.wait(2.0)
     assert seen == [{"ike": CONN.encode(), "child": b"net", "timeout": b"-1"}]
 
 
