@@ -80,7 +80,9 @@ class Daemon:
         self.publisher = publisher
         self.manager = manager
         self.config = ConfigUsecase(charon, manager)
-        self.events = EventUsecase(manager.is_managed, manager.handle, publisher)
+        self.events = EventUsecase(
+            manager.is_managed, manager.handle, publisher, connections=manager, sas=manager.sas
+        )
         self.takeover = Takeover(charon, manager, clock)
         self._read_config = read_config
         self._make_listener = make_listener
@@ -227,7 +229,7 @@ class Daemon:
             self._guarded(self.takeover.tick)
             if now >= self._reconcile_at:
                 self._reconcile_at = now + _RECONCILE_EVERY
-                self._guarded(reconcile, self.charon, self.manager)
+                self._guarded(reconcile, self.charon, self.manager, self.events.sync)
                 # e.g. `swanctl --load-all` of a connection that starts nothing by itself
                 self._guarded(self.takeover.scan, self.manager.names())
         for callback in self.on_iteration:

@@ -28,10 +28,14 @@ class Initiate:
 
 @dataclass(frozen=True)
 class Terminate:
-    """Force-terminate the IKE_SA towards `gateway` (by id when known, else by clone name)."""
+    """Force-terminate the IKE_SA towards `gateway` (by id when known, else by clone name).
+
+    `child_only`: the failure is the CHILD_SA's, not the IKE_SA's; when the IKE_SA also
+    carries another connection's tunnel, only this connection's CHILD_SA is terminated."""
 
     gateway: str
     ike_id: int | None
+    child_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class StopProbe:
 class Notify:
     """Tell operators and subscribers something happened (no effect on charon)."""
 
-    kind: str  # tunnel-up, tunnel-down, failover-started, failover, gave-up, held, released
+    kind: str  # tunnel-up, tunnel-down, failover-started, failover, redirected, gave-up, ...
     gateway: str | None = None
     from_gateway: str | None = None
     reason: str | None = None

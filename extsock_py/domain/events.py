@@ -59,6 +59,16 @@ class TunnelDown:
 
 
 @dataclass(frozen=True)
+class Redirected:
+    """The gateway redirected the IKE_SA `ike_id` (RFC 5685) and charon follows it to
+    `target`: not a failure (the clone stays the one towards `gateway`)."""
+
+    gateway: str
+    ike_id: int
+    target: str
+
+
+@dataclass(frozen=True)
 class InitiateFailed:
     """charon refused or abandoned the initiation towards `gateway`."""
 
@@ -145,6 +155,7 @@ Event = (
     | TunnelUp
     | IkeRekeyed
     | TunnelDown
+    | Redirected
     | InitiateFailed
     | RetransmitSeen
     | PeerAnswered

@@ -11,6 +11,13 @@ Rules of this module (as h11's _state.py states its own):
 - At most one clone is loaded per connection, except during a make-before-break
   switch (failback or an operator switch while up), when the new clone is brought up
   next to the old one and the old one goes only once the new tunnel is installed.
+- A redirect from the gateway (RFC 5685) is followed, not fought: charon moves the
+  tunnel to the target under the same clone; `remote` names where it really is, no
+  failure is counted, and the IKE_SAs it left behind (`retired`) are news of nothing.
+  When the target later fails, the failover goes on with the configured list.
+- A failure of the CHILD_SA alone (child-down, the tunnel monitor) and every teardown of
+  a healthy tunnel ask charon to end only this connection's CHILD_SA when the IKE_SA
+  carries another connection's tunnel (`Terminate.child_only`).
 """
 
 from __future__ import annotations
@@ -57,6 +64,17 @@ class Standby:
 
 
 @dataclass(frozen=True)
+class Redirect:
+    """A redirect charon follows: the tunnel is being set up again towards `target`."""
+
+    target: str
+    from_id: int
+    started: float
+    deadline: float
+    from_remote: str | None = None
+
+
+@dataclass(frozen=True)
 class Probe:
     """A failback probe in flight."""
 
@@ -87,6 +105,14 @@ class ConnState:
     probe: Probe | None = None
     next_probe_at: float | None = None
     healthy_since: float | None = None
+    remote: str | None = None  # where a redirect took the tunnel (None: `gateway` itself)
+    redirect: Redirect | None = None
+    retired: tuple[int, ...] = ()  # IKE_SAs a redirect left behind: their news is stale
+
+    @property
+    def peer(self) -> str | None:
+        """The gateway the tunnel really goes to."""
+        return self.remote if self.remote is not None else self.gateway
 
     @property
     def primary(self) -> str:
@@ -109,6 +135,8 @@ def wake_at(state: ConnState) -> float | None:
         times.append(state.standby.deadline)
     if state.probe is not None:
         times.append(state.probe.deadline)
+    if state.redirect is not None:
+        times.append(state.redirect.deadline)
     pending = [t for t in times if t is not None]
     return min(pending) if pending else None
 
@@ -142,6 +170,8 @@ def _attempt(state: ConnState, gateway: str, now: float, reload_clone: bool = Tr
         deadline=now + state.policy.connect_timeout,
         next_probe_at=None,
         healthy_since=None,
+        remote=None,
+        redirect=None,
     )
     return new, actions
 
@@ -200,6 +230,8 @@ def _reset_counters(state: ConnState) -> ConnState:
 def _is_current(state: ConnState, gateway: str, ike_id: int | None) -> bool:
     if gateway != state.gateway or state.phase not in (Phase.CONNECTING, Phase.UP):
         return False
+    if ike_id is not None and ike_id in state.retired:
+        return False
     return state.ike_id is None or ike_id is None or ike_id == state.ike_id
 
 
@@ -214,7 +246,9 @@ def _on_connecting(state: ConnState, event: ev.IkeConnecting, now: float) -> Res
     if _is_standby(state, event.gateway, None) and state.standby is not None:
         return replace(state, standby=replace(state.standby, ike_id=event.ike_id)), []
     if state.phase is Phase.CONNECTING and event.gateway == state.gateway:
-        return replace(state, ike_id=event.ike_id), []
+        # A redirect at IKE_SA_INIT starts the same IKE_SA again towards its target.
+        retired = tuple(i for i in state.retired if i != event.ike_id)
+        return replace(state, ike_id=event.ike_id, retired=retired), []
     return state, []
 
 
@@ -223,6 +257,8 @@ def _on_tunnel_up(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
         return _complete_standby(state, event, now)
     if not _is_current(state, event.gateway, event.ike_id):
         return state, []
+    if state.redirect is not None:
+        return _complete_redirect(state, event, now)
     if state.phase is Phase.UP:
         return replace(state, ike_id=event.ike_id), []
     actions: list[Action] = []
@@ -258,6 +294,66 @@ def _on_tunnel_down(state: ConnState, event: ev.TunnelDown, now: float) -> Resul
     if not _is_current(state, event.gateway, event.ike_id):
         return state, []
     return _fail(state, now, event.what, terminate=terminate)
+
+
+def _on_redirected(state: ConnState, event: ev.Redirected, now: float) -> Result:
+    if not _is_current(state, event.gateway, event.ike_id):
+        return state, []
+    redirect = Redirect(
+        target=event.target,
+        from_id=event.ike_id,
+        started=state.redirect.started if state.redirect is not None else now,
+        deadline=now + state.policy.connect_timeout,
+        from_remote=state.peer,
+    )
+    # charon sets the tunnel up again towards the target, under a new IKE_SA (established,
+    # or redirected during IKE_AUTH) or the same one (IKE_SA_INIT): which one is unknown
+    # until it is up, and the one left behind goes away without meaning anything.
+    followed = replace(
+        state,
+        ike_id=None,
+        retired=(*state.retired, event.ike_id)[-4:],
+        redirect=redirect,
+        retransmits=0,
+    )
+    if state.phase is Phase.CONNECTING:
+        followed = replace(followed, remote=event.target, deadline=redirect.deadline)
+    return followed, []
+
+
+def _complete_redirect(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
+    rd = state.redirect
+    assert rd is not None and state.gateway is not None
+    actions: list[Action] = [
+        Notify(
+            "redirected",
+            gateway=rd.target,
+            from_gateway=rd.from_remote,
+            reason="redirect",
+            duration=now - rd.started,
+        )
+    ]
+    if state.phase is not Phase.UP:
+        if state.outage_since is not None:  # a failover that a redirect completed
+            actions.append(
+                Notify(
+                    "failover",
+                    gateway=rd.target,
+                    from_gateway=state.outage_from,
+                    reason=state.outage_reason,
+                    duration=now - state.outage_since,
+                )
+            )
+        actions.append(Notify("tunnel-up", gateway=rd.target, reason="redirect"))
+    up = replace(
+        _reset_counters(state),
+        phase=Phase.UP,
+        ike_id=event.ike_id,
+        remote=rd.target if rd.target != state.gateway else None,
+        redirect=None,
+        deadline=None,
+    )
+    return _schedule_failback(up, now), actions
 
 
 def _on_initiate_failed(state: ConnState, event: ev.InitiateFailed, now: float) -> Result:
@@ -299,10 +395,14 @@ def _on_monitor_dead(state: ConnState, event: ev.MonitorDead, now: float) -> Res
 # --- failure, the heart ----------------------------------------------------------------
 
 
+_CHILD_FAILURES = frozenset({"child-down", "monitor"})
+
+
 def _fail(state: ConnState, now: float, reason: str, terminate: bool) -> Result:
     """The current gateway failed: terminate what is left and decide where to go next."""
     assert state.gateway is not None
     gateway = state.gateway
+    peer = state.peer
     actions: list[Action] = []
     base = state
     if state.standby is not None:
@@ -310,9 +410,9 @@ def _fail(state: ConnState, now: float, reason: str, terminate: bool) -> Result:
     if base.probe is not None:
         actions.append(StopProbe(base.probe.gateway, base.probe.ike_id))
     if terminate:
-        actions.append(Terminate(gateway, base.ike_id))
+        actions.append(Terminate(gateway, base.ike_id, child_only=reason in _CHILD_FAILURES))
     if base.phase is Phase.UP:
-        actions.append(Notify("tunnel-down", gateway=gateway, reason=reason))
+        actions.append(Notify("tunnel-down", gateway=peer, reason=reason))
     failed = replace(
         base,
         ike_id=None,
@@ -324,7 +424,8 @@ def _fail(state: ConnState, now: float, reason: str, terminate: bool) -> Result:
         attempts_on_gateway=base.attempts_on_gateway + 1,
         outage_since=base.outage_since if base.outage_since is not None else now,
         outage_reason=base.outage_reason or reason,
-        outage_from=base.outage_from or gateway,
+        outage_from=base.outage_from or peer,
+        redirect=None,
     )
     if failed.held:
         return replace(failed, phase=Phase.DOWN), actions
@@ -362,6 +463,12 @@ def _on_tick(state: ConnState, event: ev.Tick, now: float) -> Result:
     if state.probe is not None and now >= state.probe.deadline:
         state, more = _probe_failed(state, now)
         actions += more
+    if state.redirect is not None and now >= state.redirect.deadline:
+        if state.phase is Phase.UP:
+            state, more = _fail(state, now, "redirect-failed", terminate=True)
+            actions += more
+        else:
+            state = replace(state, redirect=None)  # CONNECTING: connect_timeout judges it
     if state.deadline is not None and now >= state.deadline:
         if state.phase is Phase.CONNECTING:
             state, more = _fail(state, now, "connect-timeout", terminate=True)
@@ -439,7 +546,7 @@ def _complete_standby(state: ConnState, event: ev.TunnelUp, now: float) -> Resul
     assert sb is not None and state.gateway is not None
     old = state.gateway
     actions: list[Action] = [
-        Terminate(old, state.ike_id),
+        Terminate(old, state.ike_id, child_only=True),
         UnloadClone(old),
         Notify(
             "failover",
@@ -457,6 +564,8 @@ def _complete_standby(state: ConnState, event: ev.TunnelUp, now: float) -> Resul
         ike_id=event.ike_id,
         standby=None,
         deadline=None,
+        remote=None,
+        redirect=None,
     )
     return _schedule_failback(up, now), actions
 
@@ -490,7 +599,7 @@ def _on_switch(state: ConnState, event: ev.Switch, now: float) -> Result:
         return _begin_standby(state, target, now, "operator")
     actions: list[Action] = []
     if state.phase is Phase.CONNECTING and current is not None:
-        actions.append(Terminate(current, state.ike_id))
+        actions.append(Terminate(current, state.ike_id, child_only=True))
     if state.probe is not None:
         actions.append(StopProbe(state.probe.gateway, state.probe.ike_id))
     fresh = _forget_unloaded_clone(replace(_reset_counters(state), probe=None))
@@ -537,13 +646,15 @@ def _on_stop(state: ConnState, event: ev.Stop, now: float) -> Result:
         actions.append(StopProbe(state.probe.gateway, state.probe.ike_id))
     if state.gateway is not None and state.phase not in (Phase.GAVE_UP, Phase.STOPPED):
         if state.phase in (Phase.CONNECTING, Phase.UP):
-            actions.append(Terminate(state.gateway, state.ike_id))
+            actions.append(Terminate(state.gateway, state.ike_id, child_only=True))
         actions.append(UnloadClone(state.gateway))
     if state.phase is Phase.UP:
-        actions.append(Notify("tunnel-down", gateway=state.gateway, reason="operator"))
+        actions.append(Notify("tunnel-down", gateway=state.peer, reason="operator"))
     stopped = replace(
         _reset_counters(state),
         phase=Phase.STOPPED,
+        remote=None,
+        redirect=None,
         ike_id=None,
         deadline=None,
         probe=None,
@@ -561,6 +672,7 @@ _HANDLERS: dict[type, Callable[[ConnState, Any, float], Result]] = {
     ev.TunnelUp: _on_tunnel_up,
     ev.IkeRekeyed: _on_rekeyed,
     ev.TunnelDown: _on_tunnel_down,
+    ev.Redirected: _on_redirected,
     ev.InitiateFailed: _on_initiate_failed,
     ev.RetransmitSeen: _on_retransmit,
     ev.PeerAnswered: _on_peer_answered,

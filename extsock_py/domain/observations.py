@@ -91,6 +91,8 @@ class Signal(Enum):
     REFUSED = "refused"  # the peer refused it (an error notify)
     NO_ROUTE = "no-route"  # no route to the peer: MOBIKE deferred, nothing is sent
     EXPIRED = "expired"  # the IKE_SA's hard lifetime ended
+    REDIRECTED = "redirected"  # the gateway redirected it (RFC 5685): charon follows `target`
+    DESTROYED = "destroyed"  # destroyed without any ike-updown (it was never established)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class IkeSignal:
     ike_name: str
     ike_id: int
     detail: str = ""
+    target: str | None = None  # REDIRECTED: the gateway charon was sent to
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,11 @@ class CharonPort(Protocol):
         """load_conn then initiate, as one exchange where the transport allows it; raises
         CharonError if either fails (and then no SA of this config is left starting)."""
 
-    def terminate(self, ike: str | None = None, ike_id: int | None = None) -> None:
-        """Force-terminate IKE_SAs by config name or unique id, without waiting."""
+    def terminate(
+        self, ike: str | None = None, ike_id: int | None = None, child_id: int | None = None
+    ) -> None:
+        """Force-terminate IKE_SAs by config name or unique id, or one CHILD_SA by its
+        unique id, without waiting."""
 
     def list_sas(self) -> list[IkeSaInfo]: ...
 

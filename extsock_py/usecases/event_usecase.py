@@ -1,9 +1,12 @@
 """The event usecase: attributes charon's observations to managed connections and gateways.
 
-Clone and probe names carry their connection and gateway (`home@10.99.1.2`), so an
-observation about an IKE_SA is attributed by its config name alone. It keeps each
-managed connection's IKE state for operators, publishes `ike-state` changes, and
-turns what matters for failover into domain events for the failover manager.
+Clone and probe names carry their connection and gateway (`home@10.99.1.2`). A CHILD_SA
+belongs to the connection that has a child of that name and waits for a tunnel through that
+gateway, whatever IKE_SA carries it (charon puts a second connection's CHILD_SA into the
+first's IKE_SA when their configs are equal but for the children). News about an IKE_SA
+goes to the connection it is named after and to every connection with a CHILD_SA in it.
+It keeps charon's SAs in a `SaTable`, publishes each IKE_SA's `ike-state` transitions,
+and turns what matters for failover into domain events for the failover manager.
 
 It knows nothing of how a charon release words its log or which alerts it has: the vici
 adapter's dialect hands it `IkeSignal`s (initiating, retransmit, gave up...) whatever the
@@ -15,10 +18,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from extsock_py.domain import events as ev
 from extsock_py.domain import observations as ob
 from extsock_py.domain.profile import CloneName, parse_clone_name
+from extsock_py.domain.sas import DESTROYING, IkeTransition, SaTable
 from extsock_py.interfaces.ports import EventPublisher
 
 log = logging.getLogger("extsock.events")
@@ -36,15 +41,50 @@ class IkeView:
 Sink = Callable[[str, ev.Event], None]
 
 
+class Connections(Protocol):
+    """What the usecase needs to know of the managed connections (read only)."""
+
+    def is_managed(self, name: str) -> bool: ...
+
+    def children(self, name: str) -> tuple[str, ...]: ...
+
+    def expects(self, name: str, gateway: str) -> bool: ...
+
+    def names(self) -> list[str]: ...
+
+
+class _ByName:
+    """Connections known by `is_managed` alone: no child names, no expectations."""
+
+    def __init__(self, is_managed: Callable[[str], bool]) -> None:
+        self.is_managed = is_managed
+
+    def children(self, name: str) -> tuple[str, ...]:
+        return ()
+
+    def expects(self, name: str, gateway: str) -> bool:
+        return False
+
+    def names(self) -> list[str]:
+        return []
+
+
 class EventUsecase:
     """Routes observations: `sink(connection, event)` receives the domain events."""
 
     def __init__(
-        self, is_managed: Callable[[str], bool], sink: Sink, publisher: EventPublisher
+        self,
+        is_managed: Callable[[str], bool],
+        sink: Sink,
+        publisher: EventPublisher,
+        connections: Connections | None = None,
+        sas: SaTable | None = None,
     ) -> None:
+        self._conns: Connections = connections if connections is not None else _ByName(is_managed)
         self._is_managed = is_managed
         self._sink = sink
         self._publisher = publisher
+        self.sas = sas if sas is not None else SaTable()
         self.ike: dict[str, IkeView] = {}
         self.processed = 0
         self.skipped = 0
@@ -70,8 +110,8 @@ class EventUsecase:
                 self._child_updown(sa, child, up)
             case ob.IkeRekey(old, new):
                 self._rekey(old, new)
-            case ob.IkeUpdate(sa, _local, _remote):
-                self._track(sa.name, sa.state, sa.unique_id)
+            case ob.IkeUpdate(sa, _local, remote):
+                self._state(sa.unique_id, sa.name, sa.state, remote or sa.remote_host)
             case ob.IkeSignal():
                 self._signal(obs)
             case ob.Undecodable(name, reason):
@@ -79,6 +119,19 @@ class EventUsecase:
                 log.warning("skipped an undecodable %s event: %s", name, reason)
             case _:
                 pass
+
+    def sync(self, sas: list[ob.IkeSaInfo]) -> None:
+        """list-sas answered: learn what events did not tell, forget what is gone."""
+        for sa in sas:
+            self._state(sa.unique_id, sa.name, sa.state, sa.remote_host)
+            for child in sa.children:
+                if (
+                    child.state == "INSTALLED"
+                    and self.sas.owner_of_child(sa.unique_id, child.unique_id) is None
+                ):
+                    owner = self._child_owner(sa.name, sa.unique_id, child.name)
+                    self.sas.child_up(sa.unique_id, child.unique_id, child.name, owner)
+        self._publish(self.sas.sync({sa.unique_id for sa in sas}))
 
     # --- attribution --------------------------------------------------------------------
 
@@ -90,27 +143,75 @@ class EventUsecase:
             return None
         return parsed
 
-    def _send(self, owner: CloneName, event: ev.Event) -> None:
-        self._sink(owner.connection, event)
-
-    def _track(self, ike_name: str, state: str, ike_id: int | None) -> None:
+    def _child_owner(self, ike_name: str, ike_id: int, child_name: str) -> str | None:
+        """The managed connection a CHILD_SA named `child_name` in IKE_SA `ike_name` is of:
+        one that waits for a tunnel through that gateway, has a child of that name and none
+        in this IKE_SA yet (the IKE_SA's own connection first), else the IKE_SA's own."""
         owner = self._owner(ike_name)
         if owner is None or owner.probe:
+            return None
+        names = self._conns.names()
+        if not names:  # connections known by name alone
+            return owner.connection
+        has_one = set(self.sas.connections_on(ike_id))
+        waiting = [
+            name
+            for name in names
+            if child_name in self._conns.children(name)
+            and self._conns.expects(name, owner.gateway)
+            and name not in has_one
+        ]
+        if owner.connection in waiting:
+            return owner.connection
+        return waiting[0] if waiting else owner.connection
+
+    def _related(self, owner: CloneName, ike_id: int | None) -> list[str]:
+        """The connections news about IKE_SA `ike_id` (named after `owner`) concerns."""
+        related = [] if owner.probe else [owner.connection]
+        if ike_id is not None:
+            related += [c for c in self.sas.connections_on(ike_id) if c not in related]
+        return related
+
+    def _fan_out(self, owner: CloneName, ike_id: int | None, event: ev.Event) -> None:
+        for connection in self._related(owner, ike_id):
+            self._sink(connection, event)
+
+    # --- the IKE state stream -----------------------------------------------------------
+
+    def _state(self, ike_id: int, name: str, state: str, remote: str | None) -> None:
+        owner = self._owner(name)
+        if owner is None or owner.probe:
             return
-        view = self.ike.setdefault(owner.connection, IkeView())
-        if view.gateway not in (None, owner.gateway) and state in ("DELETING", "DESTROYING"):
-            return  # the old SA of a make-before-break switch going away
-        old = view.state
-        view.state, view.gateway, view.ike_id = state, owner.gateway, ike_id
-        if old != state:
+        self._publish(self.sas.ike_state(ike_id, name, state, remote))
+
+    def _gone(self, ike_id: int, name: str, remote: str | None = None) -> None:
+        owner = self._owner(name)
+        if owner is None or owner.probe:
+            return
+        self._publish(self.sas.ike_gone(ike_id, name, remote))
+
+    def _publish(self, transitions: list[IkeTransition]) -> None:
+        for t in transitions:
+            owner = parse_clone_name(t.name)
+            connection = owner.connection if owner is not None else t.name
+            gateway = t.remote or (owner.gateway if owner is not None else None)
+            for related in dict.fromkeys((connection, *t.connections)):
+                if not self._is_managed(related):
+                    continue
+                view = self.ike.setdefault(related, IkeView())
+                if t.new in ("DELETING", DESTROYING) and view.ike_id not in (None, t.ike_id):
+                    continue  # an SA it left (a switch, a redirect) going away
+                view.state, view.gateway, view.ike_id = t.new, gateway, t.ike_id
             self._publisher.publish(
                 "ike-state",
                 {
-                    "connection": owner.connection,
-                    "gateway": owner.gateway,
-                    "old": old,
-                    "new": state,
-                    "ike_id": ike_id,
+                    "connection": connection,
+                    "connections": list(t.connections),
+                    "ike": t.name,
+                    "gateway": gateway,
+                    "old": t.old,
+                    "new": t.new,
+                    "ike_id": t.ike_id,
                 },
             )
 
@@ -121,34 +222,53 @@ class EventUsecase:
         if owner is None:
             return
         if owner.probe:
-            self._send(
-                owner,
-                ev.ProbeUp(owner.gateway, sa.unique_id)
-                if up
-                else ev.ProbeFailed(owner.gateway, sa.unique_id),
-            )
+            self._send_probe(owner, up, sa.unique_id)
             return
-        self._track(sa.name, sa.state if up else "DESTROYING", sa.unique_id)
-        if not up:
-            self._send(owner, ev.TunnelDown(owner.gateway, sa.unique_id, "ike-down"))
+        if up:
+            self._state(sa.unique_id, sa.name, sa.state, sa.remote_host)
+            return
+        related = self._related(owner, sa.unique_id)
+        self._state(sa.unique_id, sa.name, sa.state, sa.remote_host)
+        self._gone(sa.unique_id, sa.name, sa.remote_host)
+        for connection in related:
+            self._sink(connection, ev.TunnelDown(owner.gateway, sa.unique_id, "ike-down"))
+
+    def _send_probe(self, owner: CloneName, up: bool, ike_id: int) -> None:
+        self._sink(
+            owner.connection,
+            ev.ProbeUp(owner.gateway, ike_id) if up else ev.ProbeFailed(owner.gateway, ike_id),
+        )
 
     def _child_updown(self, sa: ob.IkeSaInfo, child: ob.ChildSaInfo, up: bool) -> None:
         owner = self._owner(sa.name)
         if owner is None or owner.probe:
             return
-        self._track(sa.name, sa.state, sa.unique_id)
+        self._state(sa.unique_id, sa.name, sa.state, sa.remote_host)
         if up:
-            self._send(owner, ev.TunnelUp(owner.gateway, sa.unique_id))
-        elif sa.state not in ("DELETING", "DESTROYING"):
-            # The IKE_SA lives on without its CHILD_SA: the tunnel is down all the same.
-            self._send(owner, ev.TunnelDown(owner.gateway, sa.unique_id, "child-down"))
+            connection = self._child_owner(sa.name, sa.unique_id, child.name)
+            self.sas.child_up(sa.unique_id, child.unique_id, child.name, connection)
+            if connection is not None:
+                self._sink(connection, ev.TunnelUp(owner.gateway, sa.unique_id))
+            return
+        connection = self.sas.owner_of_child(sa.unique_id, child.unique_id)
+        if connection is None and not self._conns.names():
+            connection = owner.connection
+        self.sas.child_down(sa.unique_id, child.unique_id)
+        if connection is not None and sa.state not in ("DELETING", DESTROYING):
+            # The IKE_SA lives on without this CHILD_SA: that tunnel is down all the same.
+            self._sink(connection, ev.TunnelDown(owner.gateway, sa.unique_id, "child-down"))
 
     def _rekey(self, old: ob.IkeSaInfo, new: ob.IkeSaInfo) -> None:
         owner = self._owner(new.name)
         if owner is None or owner.probe:
             return
-        self._track(new.name, new.state, new.unique_id)
-        self._send(owner, ev.IkeRekeyed(owner.gateway, old.unique_id, new.unique_id))
+        related = self._related(owner, old.unique_id)
+        self._state(old.unique_id, old.name, old.state, old.remote_host)
+        self._state(new.unique_id, new.name, new.state, new.remote_host)
+        self.sas.move_children(old.unique_id, new.unique_id)
+        self._gone(old.unique_id, old.name)  # a rekeyed IKE_SA is always deleted
+        for connection in related:
+            self._sink(connection, ev.IkeRekeyed(owner.gateway, old.unique_id, new.unique_id))
 
     def _signal(self, sig: ob.IkeSignal) -> None:
         owner = self._owner(sig.ike_name)
@@ -157,27 +277,41 @@ class EventUsecase:
         gateway, ike_id, kind = owner.gateway, sig.ike_id, sig.signal
         if owner.probe:
             # A probe's SA is never an IkeConnecting; anything that says its peer is silent,
-            # refusing or out of reach fails the probe.
+            # refusing, out of reach or elsewhere fails the probe.
             if kind in _PROBE_FAILS:
-                self._send(owner, ev.ProbeFailed(gateway, ike_id))
+                self._sink(owner.connection, ev.ProbeFailed(gateway, ike_id))
             return
         match kind:
             case ob.Signal.INITIATING:
-                self._track(sig.ike_name, "CONNECTING", ike_id)
-                self._send(owner, ev.IkeConnecting(gateway, ike_id))
+                self._state(ike_id, sig.ike_name, "CONNECTING", None)
+                self._sink(owner.connection, ev.IkeConnecting(gateway, ike_id))
             case ob.Signal.NO_ROUTE:
-                self._send(owner, ev.TunnelDown(gateway, ike_id, "no-route"))
+                self._fan_out(owner, ike_id, ev.TunnelDown(gateway, ike_id, "no-route"))
             case ob.Signal.RETRANSMIT:
-                self._send(owner, ev.RetransmitSeen(gateway, ike_id))
+                self._fan_out(owner, ike_id, ev.RetransmitSeen(gateway, ike_id))
             case ob.Signal.ANSWERED:
-                self._send(owner, ev.PeerAnswered(gateway, ike_id))
+                self._fan_out(owner, ike_id, ev.PeerAnswered(gateway, ike_id))
             case ob.Signal.GAVE_UP | ob.Signal.REFUSED:
-                self._send(owner, ev.InitiateFailed(gateway, sig.detail, ike_id))
+                self._fan_out(owner, ike_id, ev.InitiateFailed(gateway, sig.detail, ike_id))
+                known = self.sas.get(ike_id)
+                if kind is ob.Signal.GAVE_UP and (known is None or known.state == "CONNECTING"):
+                    # A connect abandoned: charon destroys it without any ike-updown.
+                    self._gone(ike_id, sig.ike_name)
             case ob.Signal.EXPIRED:
                 # The hard lifetime ended: charon deletes the SA (its ike-updown follows).
-                self._send(owner, ev.TunnelDown(gateway, ike_id, "expired"))
+                self._fan_out(owner, ike_id, ev.TunnelDown(gateway, ike_id, "expired"))
+            case ob.Signal.REDIRECTED if sig.target:
+                self._fan_out(owner, ike_id, ev.Redirected(gateway, ike_id, sig.target))
+            case ob.Signal.DESTROYED:
+                self._gone(ike_id, sig.ike_name)
 
 
 _PROBE_FAILS = frozenset(
-    {ob.Signal.RETRANSMIT, ob.Signal.GAVE_UP, ob.Signal.REFUSED, ob.Signal.NO_ROUTE}
+    {
+        ob.Signal.RETRANSMIT,
+        ob.Signal.GAVE_UP,
+        ob.Signal.REFUSED,
+        ob.Signal.NO_ROUTE,
+        ob.Signal.REDIRECTED,
+    }
 )

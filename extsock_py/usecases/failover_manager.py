@@ -33,12 +33,14 @@ from extsock_py.domain.profile import (
     probe_body,
     probe_name,
 )
+from extsock_py.domain.sas import SaTable
 from extsock_py.interfaces.ports import CharonPort, Clock, EventPublisher, StateStore
 
 log = logging.getLogger("extsock.failover")
 
 # Events that one event may cause through failed commands, handled in the same call.
 _MAX_CASCADE = 64
+_HISTORY_KINDS = frozenset({"failover", "gave-up", "switch-failed", "redirected"})
 
 
 class Managed:
@@ -88,8 +90,11 @@ class FailoverManager:
         clock: Clock,
         publisher: EventPublisher,
         store: StateStore | None = None,
+        sas: SaTable | None = None,
     ) -> None:
         self._charon = charon
+        # charon's SAs as the event usecase learns them (read here, written there).
+        self.sas = sas if sas is not None else SaTable()
         self._clock = clock
         self._publisher = publisher
         self._store = store
@@ -112,6 +117,24 @@ class FailoverManager:
 
     def is_managed(self, name: str) -> bool:
         return name in self._conns
+
+    def children(self, name: str) -> tuple[str, ...]:
+        """The CHILD_SA names of managed connection `name` (none when not managed)."""
+        managed = self._conns.get(name)
+        return managed.profile.children if managed is not None else ()
+
+    def expects(self, name: str, gateway: str) -> bool:
+        """True when `name` waits for a CHILD_SA through its clone towards `gateway`
+        (connecting, switching there, or following a redirect)."""
+        managed = self._conns.get(name)
+        if managed is None:
+            return False
+        s = managed.state
+        if s.standby is not None and s.standby.gateway == gateway:
+            return True
+        if s.gateway != gateway:
+            return False
+        return s.phase is Phase.CONNECTING or (s.phase is Phase.UP and s.redirect is not None)
 
     def manage(self, profile: ConnectionProfile) -> bool:
         """Add or update a connection; True when it is new and must be started."""
@@ -253,11 +276,8 @@ class FailoverManager:
                 case Initiate(gateway):
                     child = profile.children[0] if profile.children else None
                     self._charon.initiate(clone_name(profile.name, gateway), child)
-                case Terminate(gateway, ike_id):
-                    if ike_id is not None:
-                        self._quietly_terminate(ike_id=ike_id)
-                    else:
-                        self._quietly_terminate(ike=clone_name(profile.name, gateway))
+                case Terminate(gateway, ike_id, child_only):
+                    self._terminate(profile.name, gateway, ike_id, child_only)
                 case StartProbe(gateway):
                     self._charon.load_conn(
                         probe_name(profile.name, gateway), probe_body(profile, gateway)
@@ -298,6 +318,16 @@ class FailoverManager:
             return [ev.InitiateFailed(gateway, str(exc))]
         return []
 
+    def _terminate(self, conn: str, gateway: str, ike_id: int | None, child_only: bool) -> None:
+        if ike_id is None:
+            self._quietly_terminate(ike=clone_name(conn, gateway))
+        elif child_only and self.sas.shared_with_others(ike_id, conn):
+            # The IKE_SA carries another connection's tunnel: end only ours in it.
+            for child_id in self.sas.children_of(ike_id, conn):
+                self._quietly_terminate(child_id=child_id)
+        else:
+            self._quietly_terminate(ike_id=ike_id)
+
     def _quietly(self, command: Callable[[str], None], name: str) -> None:
         try:
             command(name)
@@ -320,14 +350,14 @@ class FailoverManager:
             value = getattr(notice, key)
             if value is not None:
                 fields[key] = round(value, 6) if isinstance(value, float) else value
-        if notice.kind in ("failover", "failover-started"):
+        if notice.kind in ("failover", "failover-started", "redirected"):
             arrow = f"{notice.from_gateway} -> {notice.gateway}"
             took = f" in {notice.duration:.3f}s" if notice.duration is not None else ""
             log.info("%s: %s %s (reason %s)%s", name, notice.kind, arrow, notice.reason, took)
         else:
             log.info("%s: %s %s", name, notice.kind, notice.gateway or "")
         self._publisher.publish(notice.kind, fields)
-        if self._store is not None and notice.kind in ("failover", "gave-up", "switch-failed"):
+        if self._store is not None and notice.kind in _HISTORY_KINDS:
             self._store.append_history(
                 {
                     "time": self._clock.wall(),
@@ -335,7 +365,7 @@ class FailoverManager:
                     "from": notice.from_gateway,
                     "to": notice.gateway,
                     "reason": notice.reason,
-                    "result": {"failover": "up"}.get(notice.kind, notice.kind),
+                    "result": {"failover": "up", "redirected": "up"}.get(notice.kind, notice.kind),
                     "duration": notice.duration,
                 }
             )
@@ -370,7 +400,7 @@ class FailoverManager:
                 {
                     "connection": conn,
                     "gateways": list(s.gateways),
-                    "active_gateway": s.gateway if s.phase is Phase.UP else None,
+                    "active_gateway": s.peer if s.phase is Phase.UP else None,
                     "target_gateway": s.gateway,
                     "phase": str(s.phase),
                     "ike_id": s.ike_id,
@@ -381,6 +411,7 @@ class FailoverManager:
                     "next_action": _next_action(s),
                     "next_action_in": None if due is None else round(max(0.0, due - now), 3),
                     "standby_gateway": s.standby.gateway if s.standby else None,
+                    "redirected_to": s.remote,
                 }
             )
         return out
@@ -405,6 +436,8 @@ def _next_action(s: ConnState) -> str | None:
         return "held by operator"
     if s.standby is not None:
         return f"switching to {s.standby.gateway} ({s.standby.reason})"
+    if s.redirect is not None:
+        return f"following a redirect to {s.redirect.target}"
     if s.probe is not None:
         return f"probing {s.probe.gateway}"
     if s.phase is Phase.CONNECTING:

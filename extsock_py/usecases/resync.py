@@ -7,6 +7,7 @@ restart must not cost a tunnel) and when charon comes back after a restart.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from extsock_py.domain import events as ev
@@ -87,14 +88,24 @@ def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> Re
     return report
 
 
-def reconcile(charon: CharonPort, manager: FailoverManager) -> list[str]:
+def reconcile(
+    charon: CharonPort,
+    manager: FailoverManager,
+    on_sas: Callable[[list[IkeSaInfo]], None] | None = None,
+) -> list[str]:
     """A safety net for lost events: a connection believed up whose tunnel charon no longer
     has is treated as down (reason `lost`), so it fails over instead of staying dark.
+    `on_sas` gets the list (the SA model learns from it what events did not tell).
 
     Returns the connections found down. Cheap enough to run every few tens of seconds.
     """
+    sas = charon.list_sas()
+    if on_sas is not None:
+        on_sas(sas)
     # Lenient on purpose: an SA being rekeyed counts as there; only none at all is lost.
-    present = {sa.name for sa in charon.list_sas() if sa.state not in ("DELETING", "DESTROYING")}
+    alive = [sa for sa in sas if sa.state not in ("DELETING", "DESTROYING")]
+    present = {sa.name for sa in alive}
+    present_ids = {sa.unique_id for sa in alive}
     lost = []
     for name in manager.names():
         managed = manager.get(name)
@@ -103,7 +114,8 @@ def reconcile(charon: CharonPort, manager: FailoverManager) -> list[str]:
         state = managed.state
         if state.phase is not Phase.UP or state.gateway is None or state.standby is not None:
             continue
-        if clone_name(name, state.gateway) not in present:
+        # Its CHILD_SA may ride in another connection's IKE_SA (charon's reuse_ikesa).
+        if clone_name(name, state.gateway) not in present and state.ike_id not in present_ids:
             log.warning(
                 "%s: charon has no tunnel on %s any more: treated as down", name, state.gateway
             )

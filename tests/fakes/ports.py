@@ -145,7 +145,13 @@ class FakeCharonPort:
         self.load_conn(name, body)
         self.initiate(name, child)
 
-    def terminate(self, ike: str | None = None, ike_id: int | None = None) -> None:
+    def terminate(
+        self, ike: str | None = None, ike_id: int | None = None, child_id: int | None = None
+    ) -> None:
+        if child_id is not None:
+            self.calls.append(("terminate-child", child_id))
+            self._check("terminate", ike)
+            return
         self.calls.append(("terminate", ike, ike_id))
         self._check("terminate", ike)
         doomed = [

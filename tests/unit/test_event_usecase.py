@@ -210,7 +210,21 @@ def test_undecodable_is_counted_as_skipped() -> None:
     assert (uc.processed, uc.skipped) == (1, 1)
 
 
-def test_ike_state_is_tracked_and_published_on_change() -> None:
+def chain(publisher: RecordingPublisher) -> list[tuple[int, str, str]]:
+    return [(e["ike_id"], e["old"], e["new"]) for e in publisher.of("ike-state")]
+
+
+def assert_true_stream(publisher: RecordingPublisher) -> None:
+    """Per IKE_SA: starts from CREATED, each event starts where the last ended, and
+    nothing follows DESTROYING."""
+    last: dict[int, str] = {}
+    for ike_id, old, new in chain(publisher):
+        assert old == last.get(ike_id, "CREATED"), (ike_id, old, new, last)
+        assert old != "DESTROYING"
+        last[ike_id] = new
+
+
+def test_ike_state_is_per_ike_sa_and_ends_with_destroying() -> None:
     uc, _, publisher = fed()
     uc.observe(log("initiating IKE_SA home@10.99.1.2[3] to 10.99.1.2"))
     uc.observe(log("retransmit 1 of request with message ID 0"))
@@ -218,14 +232,19 @@ def test_ike_state_is_tracked_and_published_on_change() -> None:
     uc.observe(ob.ChildUpdown(sa(), CHILD, True))  # no change, no notice
     uc.observe(ob.IkeRekey(sa(state="REKEYED"), sa(ike_id=4)))
     uc.observe(ob.IkeUpdown(sa(ike_id=4), False))
-    assert publisher.of("ike-state") == [
-        {"connection": "home", "gateway": "10.99.1.2", "old": "NONE", "new": "CONNECTING",
-         "ike_id": 3},
-        {"connection": "home", "gateway": "10.99.1.2", "old": "CONNECTING", "new": "ESTABLISHED",
-         "ike_id": 3},
-        {"connection": "home", "gateway": "10.99.1.2", "old": "ESTABLISHED", "new": "DESTROYING",
-         "ike_id": 4},
-    ]  # fmt: skip
+    uc.observe(ob.IkeUpdown(sa(ike_id=4), False))  # nothing follows DESTROYING
+    uc.observe(ob.IkeUpdate(sa(ike_id=3), None, None))
+    assert chain(publisher) == [
+        (3, "CREATED", "CONNECTING"),
+        (3, "CONNECTING", "ESTABLISHED"),
+        (3, "ESTABLISHED", "REKEYED"),
+        (4, "CREATED", "ESTABLISHED"),
+        (3, "REKEYED", "DESTROYING"),
+        (4, "ESTABLISHED", "DESTROYING"),
+    ]
+    assert_true_stream(publisher)
+    first = publisher.of("ike-state")[0]
+    assert (first["connection"], first["gateway"], first["ike"]) == ("home", "10.99.1.2", CLONE)
     view = uc.ike["home"]
     assert (view.state, view.gateway, view.ike_id) == ("DESTROYING", "10.99.1.2", 4)
 
@@ -237,7 +256,30 @@ def test_old_sa_of_a_switch_going_away_does_not_hide_the_new_one() -> None:
     uc.observe(ob.IkeUpdate(sa("home@10.99.1.1", 3, "DELETING"), None, None))
     view = uc.ike["home"]
     assert (view.state, view.gateway, view.ike_id) == ("ESTABLISHED", "10.99.1.2", 5)
-    assert [e["new"] for e in publisher.of("ike-state")] == ["ESTABLISHED"]
+    assert chain(publisher) == [
+        (3, "CREATED", "ESTABLISHED"),
+        (5, "CREATED", "ESTABLISHED"),
+        (3, "ESTABLISHED", "DELETING"),
+    ]
+
+
+def test_an_ike_sa_destroyed_without_notification_ends_the_stream() -> None:
+    uc, _, publisher = fed()
+    uc.observe(log("initiating IKE_SA home@10.99.1.2[3] to 10.99.1.2"))
+    uc.observe(log("destroying IKE_SA in state CONNECTING without notification"))
+    uc.observe(log("retransmit 1 of request with message ID 0"))
+    assert chain(publisher) == [(3, "CREATED", "CONNECTING"), (3, "CONNECTING", "DESTROYING")]
+
+
+def test_list_sas_ends_ike_sas_charon_no_longer_has() -> None:
+    uc, _, publisher = usecase()
+    uc.observe(ob.ChildUpdown(sa(ike_id=3), CHILD, True))
+    uc.sync([sa(ike_id=9)])
+    assert chain(publisher) == [
+        (3, "CREATED", "ESTABLISHED"),
+        (9, "CREATED", "ESTABLISHED"),
+        (3, "ESTABLISHED", "DESTROYING"),
+    ]
 
 
 def test_probes_and_unmanaged_connections_are_not_tracked() -> None:
@@ -253,7 +295,12 @@ def test_an_ike_rekey_does_not_show_the_tunnel_as_connecting() -> None:
     # charon 5.9.8 logs the rekey's new SA [4] in the context of the SA being rekeyed (3)
     uc.observe(log("initiating IKE_SA home@10.99.1.2[4] to 10.99.1.2"))
     uc.observe(ob.IkeRekey(sa(state="REKEYING"), sa(ike_id=4)))
-    assert [e["new"] for e in publisher.of("ike-state")] == ["ESTABLISHED"]
+    assert chain(publisher) == [
+        (3, "CREATED", "ESTABLISHED"),
+        (3, "ESTABLISHED", "REKEYING"),
+        (4, "CREATED", "ESTABLISHED"),
+        (3, "REKEYING", "DESTROYING"),
+    ]
     assert sink.events == [
         ("home", ev.TunnelUp("10.99.1.2", 3)),
         ("home", ev.IkeRekeyed("10.99.1.2", 3, 4)),

@@ -165,7 +165,7 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         Phase.CONNECTING,
         GW2,
         [
-            Terminate(GW1, 1),
+            Terminate(GW1, 1, child_only=True),
             Notify("tunnel-down", gateway=GW1, reason="child-down"),
             started(GW2, GW1, "child-down"),
             LoadClone(GW2),
@@ -208,7 +208,7 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         Phase.CONNECTING,
         GW2,
         [
-            Terminate(GW1, 1),
+            Terminate(GW1, 1, child_only=True),
             Notify("tunnel-down", gateway=GW1, reason="monitor"),
             started(GW2, GW1, "monitor"),
             LoadClone(GW2),
@@ -265,12 +265,18 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         Phase.STOPPED,
         GW1,
         [
-            Terminate(GW1, 1),
+            Terminate(GW1, 1, child_only=True),
             UnloadClone(GW1),
             Notify("tunnel-down", gateway=GW1, reason="operator"),
         ],
     ),
-    ("connecting-gw1", ev.Stop(), Phase.STOPPED, GW1, [Terminate(GW1, 1), UnloadClone(GW1)]),
+    (
+        "connecting-gw1",
+        ev.Stop(),
+        Phase.STOPPED,
+        GW1,
+        [Terminate(GW1, 1, child_only=True), UnloadClone(GW1)],
+    ),
     ("backoff", ev.Stop(), Phase.STOPPED, GW2, [UnloadClone(GW2)]),
     ("held-down", ev.Stop(), Phase.STOPPED, GW1, [UnloadClone(GW1)]),
     ("gave-up", ev.Stop(), Phase.STOPPED, GW2, []),
@@ -300,7 +306,7 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         ev.Switch(GW2),
         Phase.CONNECTING,
         GW2,
-        [Terminate(GW1, 1), LoadClone(GW2), Initiate(GW2), UnloadClone(GW1)],
+        [Terminate(GW1, 1, child_only=True), LoadClone(GW2), Initiate(GW2), UnloadClone(GW1)],
     ),
     (
         "backoff",
@@ -626,7 +632,7 @@ def test_hold_during_backoff_cancels_the_deadline() -> None:
 def test_stop_is_not_a_failure_and_start_brings_it_back() -> None:
     state, actions = run(s_up_gw2(), ev.Stop())
     assert actions == [
-        Terminate(GW2, 2),
+        Terminate(GW2, 2, child_only=True),
         UnloadClone(GW2),
         Notify("tunnel-down", gateway=GW2, reason="operator"),
     ]
@@ -652,7 +658,7 @@ def test_operator_switch_while_up_is_make_before_break() -> None:
     assert step(state, ev.Switch(GW1), 200.2) == (state, [])  # one switch at a time
     state, actions = run(state, ev.TunnelUp(GW2, 2), now=200.5)
     assert actions == [
-        Terminate(GW1, 1),
+        Terminate(GW1, 1, child_only=True),
         UnloadClone(GW1),
         Notify("failover", gateway=GW2, from_gateway=GW1, reason="operator", duration=0.5),
         Notify("tunnel-up", gateway=GW2),
@@ -745,7 +751,7 @@ def test_failback_probes_then_switches_back_after_hold_down() -> None:
     assert (state.phase, state.gateway) == (Phase.UP, GW2)
     state, actions = run(state, ev.TunnelUp(GW1, 20), now=now + 2)
     assert actions == [
-        Terminate(GW2, 2),
+        Terminate(GW2, 2, child_only=True),
         UnloadClone(GW2),
         Notify("failover", gateway=GW1, from_gateway=GW2, reason="failback", duration=1.0),
         Notify("tunnel-up", gateway=GW1),
@@ -858,7 +864,7 @@ def test_ike_rekeyed_keeps_tracking_the_new_id() -> None:
     assert state.ike_id == 5
     assert step(state, ev.TunnelDown(GW1, 1), T0) == (state, [])
     state, actions = run(state, ev.TunnelDown(GW1, 5, "child-down"))
-    assert actions[0] == Terminate(GW1, 5)
+    assert actions[0] == Terminate(GW1, 5, child_only=True)
     assert state.gateway == GW2
 
 

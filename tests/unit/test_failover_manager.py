@@ -297,6 +297,7 @@ def test_status_fields() -> None:
         "next_action": f"connect timeout on {GW1}",
         "next_action_in": 5.0,
         "standby_gateway": None,
+        "redirected_to": None,
     }
     w.clock.advance(1.5)
     assert w.manager.status("home")[0]["next_action_in"] == 3.5

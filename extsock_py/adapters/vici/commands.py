@@ -255,14 +255,18 @@ class ViciCharon:
         if not _succeeded(initiated):
             raise CharonError(f"initiate failed: CommandException: {_failure(initiated)}")
 
-    def terminate(self, ike: str | None = None, ike_id: int | None = None) -> None:
-        if ike is None and ike_id is None:
-            raise ValueError("terminate needs ike or ike_id")
+    def terminate(
+        self, ike: str | None = None, ike_id: int | None = None, child_id: int | None = None
+    ) -> None:
+        if ike is None and ike_id is None and child_id is None:
+            raise ValueError("terminate needs ike, ike_id or child_id")
         message: dict[str, Any] = {}
         if ike is not None:
             message["ike"] = ike
         if ike_id is not None:
             message["ike-id"] = ike_id
+        if child_id is not None:
+            message["child-id"] = child_id
         message["force"] = True
         message["timeout"] = -1
         self.request("terminate", message)  # as initiate: -1 answers at once, no control-log

@@ -75,7 +75,8 @@ class DialectReader:
                 continue
             if rule.signal is ob.Signal.INITIATING and int(match.group(1)) != line.ike_id:
                 return None  # an IKE_SA rekey, logged in the old (established) SA's context
-            return ob.IkeSignal(rule.signal, line.ike_name, line.ike_id, line.message)
+            target = match.groupdict().get("target")
+            return ob.IkeSignal(rule.signal, line.ike_name, line.ike_id, line.message, target)
         return None
 
     def _alert(self, alert: ob.Alert) -> ob.IkeSignal | None:

@@ -70,6 +70,20 @@ RULES_5_9: tuple[LogRule, ...] = (
         re.compile(r"^establishing IKE_SA failed"),
         alert_covers=True,  # peer-init-unreachable
     ),
+    # RFC 5685: handle_redirect() (ike_sa.c) logs the target, an address or a name, before
+    # it follows: the IKE_SA is set up again there (redirect_connecting at IKE_SA_INIT,
+    # redirect_established with a new IKE_SA when established or during IKE_AUTH).
+    LogRule(Signal.REDIRECTED, "redirected to ", re.compile(r"^redirected to (?P<target>\S+)")),
+    # delete_() (ike_sa.c) of an IKE_SA that never got established (a forced terminate of a
+    # connect): it goes without any ike-updown.
+    LogRule(
+        Signal.DESTROYED,
+        "destroying IKE_SA in state ",
+        re.compile(r"^destroying IKE_SA in state \S+ without notification"),
+    ),
+    LogRule(
+        Signal.DESTROYED, "deleting unestablished IKE_SA", re.compile(r"^deleting unestablished")
+    ),
     *(
         LogRule(
             Signal.REFUSED,
