@@ -204,6 +204,10 @@ def describe_event(event: Mapping[str, Any]) -> str:
             took = event.get("duration")
             took_text = f" in {took:.3f}s" if isinstance(took, int | float) else ""
             text = f"{conn}: failover {event.get('from')} -> {event.get('to')}{reason}{took_text}"
+        case "redirected":
+            took = event.get("duration")
+            took_text = f" in {took:.3f}s" if isinstance(took, int | float) else ""
+            text = f"{conn}: redirected {event.get('from')} -> {event.get('to')}{took_text}"
         case "switch-failed":
             text = f"{conn}: switch {event.get('from')} -> {event.get('to')} failed{reason}"
         case "gave-up":

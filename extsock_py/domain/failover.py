@@ -448,7 +448,7 @@ def _move_on(state: ConnState, now: float, reason: str, actions: list[Action]) -
     assert state.gateway is not None
     target = next_gateway(state.gateways, state.gateway)
     moved, more = _attempt(state, target, now)
-    notice = Notify("failover-started", gateway=target, from_gateway=state.gateway, reason=reason)
+    notice = Notify("failover-started", gateway=target, from_gateway=state.peer, reason=reason)
     return moved, [*actions, notice, *more]
 
 

@@ -698,9 +698,12 @@ class Lab:
             return False
         return proc.returncode == 0
 
-    def udp_echo(self, timeout: float = 1.0, tries: int = 1) -> str | None:
-        """UDP from 10.100.0.1 to the echo server on 10.200.0.1: the answering gateway or None."""
-        argv = [sys.executable, "-c", _ECHO_CLIENT, INI_ADDR, PROTECTED_ADDR, str(ECHO_PORT),
+    def udp_echo(
+        self, timeout: float = 1.0, tries: int = 1, source: str = INI_ADDR
+    ) -> str | None:
+        """UDP from `source` (10.100.0.1) to the echo server on 10.200.0.1: the answering
+        gateway or None."""
+        argv = [sys.executable, "-c", _ECHO_CLIENT, source, PROTECTED_ADDR, str(ECHO_PORT),
                 str(timeout), str(tries)]  # fmt: skip
         try:
             proc = self.ns_exec(INI, argv, timeout=tries * timeout + 10.0)

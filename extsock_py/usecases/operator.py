@@ -185,9 +185,14 @@ class OperatorUsecase:
         view = self._daemon.events.ike.get(conn)
         now_wall = self._daemon.clock.wall()
         row = dict(row)
-        row["ike_state"] = view.state if view is not None else "NONE"
-        row["ike_gateway"] = view.gateway if view is not None else None
-        row["ike_id"] = view.ike_id if view is not None else row.get("ike_id")
+        # The IKE_SA carrying its tunnel, whatever connection it is named after.
+        sa = self._daemon.events.sas.get(row["ike_id"]) if row.get("ike_id") else None
+        if sa is not None:
+            row["ike_state"], row["ike_gateway"] = sa.state, sa.remote
+        else:
+            row["ike_state"] = view.state if view is not None else "NONE"
+            row["ike_gateway"] = view.gateway if view is not None else None
+            row["ike_id"] = view.ike_id if view is not None else row.get("ike_id")
         due = row.get("next_action_in")
         row["next_action_at"] = None if due is None else round(now_wall + due, 3)
         row["source"] = "control" if conn in pushed else "config"

@@ -227,8 +227,10 @@ class _Event(BaseModel):
 
 class IkeStateEvent(_Event):
     event: Literal["ike-state"] = "ike-state"
-    connection: str
-    gateway: str | None = None
+    connection: str  # the connection the IKE_SA is named after (its clone)
+    connections: list[str] = Field(default_factory=list)  # those with a CHILD_SA in it
+    ike: str | None = None  # the IKE_SA's config name (`home@192.0.2.1`)
+    gateway: str | None = None  # the IKE_SA's remote address
     old: str
     new: str
     ike_id: int | None = None
@@ -263,6 +265,15 @@ class FailoverEvent(_Event):
     to: str | None = None
     reason: str | None = None
     duration: float | None = None  # seconds, detection (or switch start) to tunnel up
+
+
+class RedirectedEvent(_Event):
+    event: Literal["redirected"] = "redirected"
+    connection: str
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+    reason: str | None = None
+    duration: float | None = None  # seconds, redirect received to tunnel up at the target
 
 
 class SwitchFailedEvent(_Event):
@@ -322,6 +333,7 @@ EVENT_MODELS: dict[str, type[_Event]] = {
     "tunnel-down": TunnelDownEvent,
     "failover-started": FailoverStartedEvent,
     "failover": FailoverEvent,
+    "redirected": RedirectedEvent,
     "switch-failed": SwitchFailedEvent,
     "gave-up": GaveUpEvent,
     "held": HeldEvent,
@@ -340,7 +352,7 @@ def encode_event(kind: str, fields: Mapping[str, Any], time: float) -> dict[str,
     if model is None:
         return None
     data = dict(fields)
-    if "from_gateway" in data or model in (FailoverEvent, FailoverStartedEvent, SwitchFailedEvent):
+    if "from_gateway" in data or model in (FailoverEvent, FailoverStartedEvent, SwitchFailedEvent, RedirectedEvent):
         data["from"] = data.pop("from_gateway", None)
         data["to"] = data.pop("gateway", None)
     data["time"] = round(time, 6)

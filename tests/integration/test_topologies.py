@@ -1,0 +1,276 @@
+"""Real topologies against real charon daemons: shared IKE_SAs, IKE redirect, and the
+`ike-state` stream per IKE_SA (issue 14).
+
+- Two managed connections (`home`, `upb`) whose configs are equal but for their children:
+  charon (reuse_ikesa = yes, its default) puts `upb`'s CHILD_SA into `home`'s IKE_SA.
+  `home` carries 10.100.0.0/25 (traffic from 10.100.0.1), `upb` 10.100.0.128/25 (from
+  10.100.0.129), so traffic proves each tunnel on its own.
+- A gateway redirects the client (RFC 5685, `swanctl --redirect` on the gateway) to a
+  third gateway that is not in `remote_addrs`.
+
+Each test starts from a reset lab and a fresh extsock; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from extsock_py.adapters.control.client import ControlClient
+from extsock_py.lab.extsock_runner import ExtsockRunner
+from extsock_py.lab.lab import Lab, wait_until
+from extsock_py.lab.topology import INI
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("lab", [{"gateways": 3}], indirect=True),
+]
+
+GW1, GW2, GW3 = "10.99.1.2", "10.99.2.2", "10.99.3.2"
+HOME_SRC, UPB_SRC = "10.100.0.1", "10.100.0.129"
+POLICY = """
+    connect_timeout = 5s
+    dead_after_retransmits = 1
+    max_cycles = 2
+    backoff {
+        initial = 500ms
+        maximum = 1s
+    }
+"""
+_CONNECTIONS = re.compile(r"^connections \{\n(.*?)^\}\n", re.S | re.M)
+
+
+def two_connections(text: str) -> str:
+    """`home` on 10.100.0.0/25 plus `upb`: the same IKE config, child net2 on .128/25,
+    and both towards the two configured gateways only (segw3 is a redirect target)."""
+    match = _CONNECTIONS.search(text)
+    assert match is not None
+    home = match.group(1).replace("10.100.0.0/24", "10.100.0.0/25")
+    upb = home.replace("    home {", "    upb {", 1).replace("net {", "net2 {", 1)
+    upb = upb.replace("10.100.0.0/25", "10.100.0.128/25")
+    return text.replace(match.group(1), home + upb)
+
+
+def two_gateways(text: str) -> str:
+    """`home` towards segw1 and segw2 only: segw3 is reached by redirect alone."""
+    return text.replace(f"{GW1}, {GW2}, {GW3}", f"{GW1}, {GW2}")
+
+
+class Events:
+    """Everything extsock publishes, collected by a subscriber thread (bounded)."""
+
+    def __init__(self, runner: ExtsockRunner) -> None:
+        self.items: list[dict[str, Any]] = []
+        self._client = ControlClient(runner.control_socket, timeout=1.0)
+        self._client.subscribe()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and len(self.items) < 10_000:
+            try:
+                self.items.append(self._client.next_event())
+            except Exception:  # timeouts while idle; the daemon gone at the end
+                continue
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in list(self.items) if e.get("event") == kind]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        self._client.close()
+
+
+@pytest.fixture
+def start(fresh_lab: Lab, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    made: list[tuple[ExtsockRunner, Events | None]] = []
+
+    def make(transform: Callable[[str], str]) -> tuple[ExtsockRunner, Events]:
+        tag = hashlib.blake2b(request.node.name.encode(), digest_size=4).hexdigest()
+        runner = ExtsockRunner(fresh_lab, POLICY, name=f"t-{tag}", conf_transform=transform)
+        runner.write_config()
+        made.append((runner, None))
+        runner.start()
+        events = Events(runner)
+        made[-1] = (runner, events)
+        return runner, events
+
+    # The address of upb's traffic, inside its local_ts (libipsec routes need it).
+    fresh_lab.ns_exec(INI, ["ip", "addr", "replace", f"{UPB_SRC}/32", "dev", "lo"], check=True)
+    try:
+        yield make
+    finally:
+        for runner, events in made:
+            if events is not None:
+                events.close()
+            runner.stop()
+
+
+def children_on(lab: Lab, node: str) -> dict[str, int]:
+    """INSTALLED CHILD_SAs by name on a node."""
+    counts: dict[str, int] = {}
+    for entry in lab.list_sas(node):
+        for ike in entry.values():
+            for child in (ike.get("child-sas") or {}).values():
+                if child.get("state") == "INSTALLED":
+                    counts[child["name"]] = counts.get(child["name"], 0) + 1
+    return counts
+
+
+def ike_sas(lab: Lab, node: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(name, ike) for entry in lab.list_sas(node) for name, ike in entry.items()]
+
+
+def both_up_on(runner: ExtsockRunner, gateway: str) -> bool:
+    return all(
+        runner.status(conn)["phase"] == "up" and runner.status(conn)["active_gateway"] == gateway
+        for conn in ("home", "upb")
+    )
+
+
+def assert_true_stream(events: Events, born_after: int) -> None:
+    """Per IKE_SA: each event starts where the last ended, nothing after DESTROYING, and
+    one with an id above `born_after` (created after the subscription) from CREATED."""
+    last: dict[int, str] = {}
+    for e in events.of("ike-state"):
+        ike_id = e["ike_id"]
+        if ike_id in last or ike_id > born_after:
+            assert e["old"] == last.get(ike_id, "CREATED"), (e, events.of("ike-state"))
+        assert e["old"] != "DESTROYING", e
+        last[ike_id] = e["new"]
+
+
+# --- 1. shared IKE_SAs ------------------------------------------------------------------
+
+
+def test_a_second_connection_in_the_first_ones_ike_sa_is_up_and_stays(
+    fresh_lab: Lab, start: Callable[..., tuple[ExtsockRunner, Events]]
+) -> None:
+    runner, events = start(two_connections)
+    assert wait_until(lambda: both_up_on(runner, GW1), 15.0), runner.log_tail()
+    assert fresh_lab.udp_echo(timeout=1.0, tries=3, source=HOME_SRC) == "segw1"
+    assert fresh_lab.udp_echo(timeout=1.0, tries=3, source=UPB_SRC) == "segw1"
+    # Past connect_timeout (5 s): nothing failed over, each child installed once.
+    assert not wait_until(lambda: runner.status("upb")["phase"] != "up", 7.0)
+    assert children_on(fresh_lab, INI) == {"net": 1, "net2": 1}
+    sas = ike_sas(fresh_lab, INI)
+    assert len(sas) == 1, sas  # charon's reuse_ikesa: one IKE_SA carries both
+    assert runner.status("home")["ike_id"] == runner.status("upb")["ike_id"]
+    assert runner.status("upb")["failures_total"] == 0
+    assert not events.of("failover-started")
+    assert_true_stream(events, born_after=runner.status("upb")["ike_id"])
+    upb = runner.status("upb")
+    assert (upb["ike_state"], upb["ike_gateway"]) == ("ESTABLISHED", GW1)
+
+
+def test_a_dead_gateway_moves_every_connection_riding_its_ike_sa(
+    fresh_lab: Lab, start: Callable[..., tuple[ExtsockRunner, Events]]
+) -> None:
+    runner, events = start(two_connections)
+    assert wait_until(lambda: both_up_on(runner, GW1), 15.0), runner.log_tail()
+    first_id = runner.status("home")["ike_id"]
+    fresh_lab.fail("segw1", "link")
+    assert wait_until(lambda: both_up_on(runner, GW2), 20.0), runner.log_tail()
+    assert fresh_lab.udp_echo(timeout=1.0, tries=5, source=HOME_SRC) == "segw2"
+    assert fresh_lab.udp_echo(timeout=1.0, tries=5, source=UPB_SRC) == "segw2"
+    assert children_on(fresh_lab, INI) == {"net": 1, "net2": 1}
+    assert_true_stream(events, born_after=first_id)
+
+
+def test_moving_one_connection_keeps_the_shared_ike_sa_of_the_other(
+    fresh_lab: Lab, start: Callable[..., tuple[ExtsockRunner, Events]]
+) -> None:
+    runner, events = start(two_connections)
+    assert wait_until(lambda: both_up_on(runner, GW1), 15.0), runner.log_tail()
+    shared_id = runner.status("home")["ike_id"]
+    runner.request("switch", conn="upb", to=GW2)
+    assert wait_until(lambda: runner.status("upb")["active_gateway"] == GW2, 10.0), (
+        runner.log_tail()
+    )
+    # home never went down: same IKE_SA, child still there, traffic on segw1.
+    assert not wait_until(lambda: runner.status("home")["ike_id"] != shared_id, 2.0)
+    home = runner.status("home")
+    assert home["phase"] == "up" and home["active_gateway"] == GW1
+    assert fresh_lab.udp_echo(timeout=1.0, tries=3, source=HOME_SRC) == "segw1"
+    assert fresh_lab.udp_echo(timeout=1.0, tries=5, source=UPB_SRC) == "segw2"
+    assert children_on(fresh_lab, INI) == {"net": 1, "net2": 1}
+    assert children_on(fresh_lab, "segw1") == {"net": 1}
+    assert not [e for e in events.of("tunnel-down") if e["connection"] == "home"]
+    assert_true_stream(events, born_after=shared_id)
+
+
+# --- 2. redirect --------------------------------------------------------------------------
+
+
+def test_a_redirect_is_followed_then_failover_goes_on_with_the_configured_list(
+    fresh_lab: Lab, start: Callable[..., tuple[ExtsockRunner, Events]]
+) -> None:
+    runner, events = start(two_gateways)
+    assert wait_until(lambda: runner.status()["active_gateway"] == GW1, 15.0), runner.log_tail()
+    assert fresh_lab.udp_echo(timeout=1.0, tries=3) == "segw1"
+    first_id = runner.status()["ike_id"]
+    fresh_lab.swanctl("segw1", "--redirect", "--ike", "lab-ini", "--gateway", GW3)
+    assert wait_until(lambda: runner.status()["active_gateway"] == GW3, 10.0), runner.log_tail()
+    assert fresh_lab.udp_echo(timeout=1.0, tries=5) == "segw3"
+    # It stays there: no failure counted, no failover, one tunnel.
+    assert not wait_until(lambda: runner.status()["active_gateway"] != GW3, 6.0)
+    status = runner.status()
+    assert status["phase"] == "up" and status["failures_total"] == 0
+    assert not events.of("failover-started") and not events.of("tunnel-down")
+    assert children_on(fresh_lab, INI) == {"net": 1}
+    assert not fresh_lab.child_installed("segw1")
+    redirected = events.of("redirected")
+    assert [(e["from"], e["to"], e["reason"]) for e in redirected] == [(GW1, GW3, "redirect")]
+    history = runner.request("history", conn="home")["records"]
+    assert history[-1]["reason"] == "redirect" and history[-1]["to"] == GW3
+    print(*events.of("ike-state"), sep="\n")
+    assert_true_stream(events, born_after=first_id)
+    # The IKE_SA left at segw1 ended with DESTROYING; the new one is at segw3.
+    old = [e for e in events.of("ike-state") if e["ike_id"] == first_id]
+    assert old[-1]["new"] == "DESTROYING" and old[-1]["gateway"] == GW1
+    new = [e for e in events.of("ike-state") if e["ike_id"] == status["ike_id"]]
+    assert new[-1]["new"] == "ESTABLISHED" and new[-1]["gateway"] == GW3
+    # The redirect target dies: the failover goes on with the configured list (segw2).
+    fresh_lab.fail("segw3", "link")
+    assert wait_until(lambda: runner.status()["active_gateway"] == GW2, 20.0), runner.log_tail()
+    assert fresh_lab.udp_echo(timeout=1.0, tries=5) == "segw2"
+    started = events.of("failover-started")
+    assert started and started[-1]["from"] == GW3 and started[-1]["to"] == GW2
+    assert_true_stream(events, born_after=first_id)
+
+
+# --- 3. the ike-state stream ----------------------------------------------------------------
+
+
+def test_the_ike_state_stream_tells_each_ike_sa_from_birth_to_destroying(
+    fresh_lab: Lab, start: Callable[..., tuple[ExtsockRunner, Events]]
+) -> None:
+    runner, events = start(lambda text: text)
+    assert wait_until(lambda: runner.status()["active_gateway"] == GW1, 15.0), runner.log_tail()
+    first_id = runner.status()["ike_id"]
+    fresh_lab.fail("segw1", "link")
+    assert wait_until(lambda: runner.status()["active_gateway"] == GW2, 20.0), runner.log_tail()
+    assert fresh_lab.udp_echo(timeout=1.0, tries=5) == "segw2"
+    second_id = runner.status()["ike_id"]
+    assert wait_until(
+        lambda: any(
+            e["ike_id"] == first_id and e["new"] == "DESTROYING" for e in events.of("ike-state")
+        ),
+        5.0,
+    ), events.of("ike-state")
+    assert_true_stream(events, born_after=first_id)
+    by_id: dict[int, list[str]] = {}
+    for e in events.of("ike-state"):
+        by_id.setdefault(e["ike_id"], []).append(e["new"])
+        assert e["connection"] == "home" and e["gateway"] in (GW1, GW2)
+    assert by_id[first_id][-1] == "DESTROYING"
+    # Born after the subscription: its whole life, as charon went through it.
+    assert by_id[second_id][:2] == ["CONNECTING", "ESTABLISHED"]
+    assert "DESTROYING" not in by_id[second_id]
