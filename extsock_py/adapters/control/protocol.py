@@ -344,6 +344,7 @@ EVENT_MODELS: dict[str, type[_Event]] = {
     "reload-failed": ReloadFailedEvent,
 }
 EVENT_KINDS = frozenset(EVENT_MODELS)
+_FROM_TO = (FailoverEvent, FailoverStartedEvent, SwitchFailedEvent, RedirectedEvent)
 
 
 def encode_event(kind: str, fields: Mapping[str, Any], time: float) -> dict[str, Any] | None:
@@ -352,7 +353,7 @@ def encode_event(kind: str, fields: Mapping[str, Any], time: float) -> dict[str,
     if model is None:
         return None
     data = dict(fields)
-    if "from_gateway" in data or model in (FailoverEvent, FailoverStartedEvent, SwitchFailedEvent, RedirectedEvent):
+    if "from_gateway" in data or model in _FROM_TO:
         data["from"] = data.pop("from_gateway", None)
         data["to"] = data.pop("gateway", None)
     data["time"] = round(time, 6)
