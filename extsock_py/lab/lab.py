@@ -698,9 +698,7 @@ class Lab:
             return False
         return proc.returncode == 0
 
-    def udp_echo(
-        self, timeout: float = 1.0, tries: int = 1, source: str = INI_ADDR
-    ) -> str | None:
+    def udp_echo(self, timeout: float = 1.0, tries: int = 1, source: str = INI_ADDR) -> str | None:
         """UDP from `source` (10.100.0.1) to the echo server on 10.200.0.1: the answering
         gateway or None."""
         argv = [sys.executable, "-c", _ECHO_CLIENT, source, PROTECTED_ADDR, str(ECHO_PORT),
