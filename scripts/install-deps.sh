@@ -23,6 +23,7 @@ DEB_PACKAGES=(
   procps
   util-linux                     # unshare
   mount                          # mount (each charon's own /run)
+  mmdebstrap                     # Debian roots of other strongSwan releases (lab --charon trixie|sid)
   python3-venv
   docker-compose                 # validates docker/compose.yaml
 )

@@ -18,6 +18,7 @@ import click
 
 from extsock_py.lab.lab import FAIL_MODES, Lab, LabError, default_state_dir
 from extsock_py.lab.netns import CommandError
+from extsock_py.lab.releases import DEFAULT_RELEASE, RELEASES
 from extsock_py.lab.topology import (
     SWANCTL_DIR_ENV,
     LabConfig,
@@ -82,6 +83,20 @@ def lab(ctx: click.Context, state_dir: Path | None, swanctl_dir: Path | None) ->
 @click.option("--dpd-delay", default="1s", show_default=True, help="of ini's `home`")
 @click.option("--load-ini", is_flag=True, help="also load `home` into ini with plain swanctl")
 @click.option("--initiate", is_flag=True, help="with --load-ini: swanctl --initiate it")
+@click.option(
+    "--charon",
+    type=click.Choice(list(RELEASES)),
+    default=DEFAULT_RELEASE,
+    show_default=True,
+    help="Debian release every node's charon comes from: bookworm (the host's, 5.9.8), "
+    "trixie (6.0.1), sid (6.1); a Debian root is built with mmdebstrap on first use",
+)
+@click.option(
+    "--node-charon",
+    multiple=True,
+    metavar="NODE=RELEASE",
+    help="one node's charon from another release, e.g. ini=sid (repeatable)",
+)
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 @click.pass_context
 @_friendly
@@ -96,6 +111,8 @@ def up(
     dpd_delay: str,
     load_ini: bool,
     initiate: bool,
+    charon: str,
+    node_charon: tuple[str, ...],
     timeout: float,
 ) -> None:
     """Create namespaces and links, start one charon per node, load the gateways."""
@@ -110,6 +127,8 @@ def up(
         retransmit_tries=retransmit_tries,
         retransmit_base=retransmit_base,
         dpd_delay=dpd_delay,
+        charon=charon,
+        node_charon=node_charon,
     )
     obj = ctx.ensure_object(dict)
     the_lab = Lab(config, obj["state_dir"], obj["swanctl_dir"])
@@ -117,7 +136,7 @@ def up(
     the_lab.up(timeout=timeout)
     click.echo(f"lab up in {time.monotonic() - started:.2f} s; state in {the_lab.state_dir}")
     for node in the_lab.nodes:
-        click.echo(f"  {node:6} {the_lab.vici_uri(node)}")
+        click.echo(f"  {node:6} {the_lab.vici_uri(node)}  charon {the_lab.charon_label(node)}")
     click.echo(f"  ini's managed connection: {the_lab.ini_conf}")
     if load_ini:
         the_lab.load_ini_conf_with_swanctl()

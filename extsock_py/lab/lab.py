@@ -17,14 +17,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import vici
 
-from extsock_py.lab import netns
+from extsock_py.lab import netns, roots
 from extsock_py.lab.certs import make_pki
 from extsock_py.lab.netns import CommandError, run
 from extsock_py.lab.plugins import (
@@ -36,6 +36,7 @@ from extsock_py.lab.plugins import (
     failed_in_log,
     parse_load_list,
 )
+from extsock_py.lab.releases import release
 from extsock_py.lab.topology import (
     ECHO_PORT,
     INI,
@@ -65,6 +66,16 @@ _CHARON_SCRIPT = (
     'set -e; mount --bind "$1" /mnt; mount -t tmpfs -o mode=0755 tmpfs /run; '
     'mkdir -p "$1"; mount --move /mnt "$1"; '
     'STRONGSWAN_CONF="$2" exec "$3"'
+)
+# The same for a charon of another release, from a Debian root ($4): /dev (for /dev/net/tun)
+# and /proc bound into the root, a fresh tmpfs /run and /tmp, the state dir bound at the same
+# path inside, so paths in strongswan.conf and the vici socket read the same from outside.
+# All of it in charon's own mount namespace: the mounts go away with charon, even after a crash.
+_CHROOT_SCRIPT = (
+    'set -e; R="$4"; mount --bind /dev "$R/dev"; mount -t proc proc "$R/proc"; '
+    'mount -t tmpfs -o mode=0755 tmpfs "$R/run"; mount -t tmpfs tmpfs "$R/tmp"; '
+    'mkdir -p "$R$1"; mount --bind "$1" "$R$1"; '
+    'exec chroot "$R" env STRONGSWAN_CONF="$2" "$3"'
 )
 
 _ECHO_SERVER = """\
@@ -325,6 +336,7 @@ class Lab:
             netns.ns_exists(self.namespace(n)) for n in self.nodes
         ):
             self.down()
+        self.ensure_roots()  # a first build takes ~30 s per release, outside `timeout`
         deadline = time.monotonic() + timeout
         try:
             self._write_state(self._state())
@@ -392,6 +404,7 @@ class Lab:
         self._reap()
         for ns in our_ns:
             netns.ns_delete(ns)
+        roots.unmount_leftovers()
         self._remove_state_dir()
 
     def _orphan_charons(self) -> list[int]:
@@ -432,14 +445,44 @@ class Lab:
 
     # ----------------------------------------------------------------- daemons
 
+    def ensure_roots(self) -> dict[str, Path]:
+        """The Debian root of each node whose charon is not the host's, built if missing."""
+        found: dict[str, Path] = {}
+        for node in self.nodes:
+            rel = release(self.config.charon_of(node))
+            if not rel.host:
+                try:
+                    found[node] = roots.ensure_root(rel)
+                except roots.RootError as exc:
+                    raise LabError(f"charon {rel.name} of {node}: {exc}") from exc
+        return found
+
+    def charon_root(self, node: str) -> Path | None:
+        """Where ``node``'s charon runs from: a Debian root, or None for the host's charon."""
+        rel = release(self.config.charon_of(node))
+        return None if rel.host else roots.root_dir(rel)
+
+    def charon_label(self, node: str) -> str:
+        """``sid (6.1.0)``: the release of ``node``'s charon and its strongSwan version."""
+        rel = release(self.config.charon_of(node))
+        root = self.charon_root(node)
+        version = rel.strongswan if root is None else roots.charon_version(root)
+        return f"{rel.name} ({version or '?'})"
+
     def _spawn_charon(self, node: str) -> int:
         node_dir = self.node_dir(node)
         self.vici_path(node).unlink(missing_ok=True)
-        argv = netns.ns_argv(
-            self.namespace(node),
-            ["unshare", "-m", "sh", "-c", _CHARON_SCRIPT, "lab-charon", str(self.state_dir),
-             str(node_dir / "strongswan.conf"), str(CHARON)],
-        )  # fmt: skip
+        conf = str(node_dir / "strongswan.conf")
+        root = self.charon_root(node)
+        if root is None:
+            script = ["sh", "-c", _CHARON_SCRIPT, "lab-charon", str(self.state_dir), conf,
+                      str(CHARON)]  # fmt: skip
+        else:
+            if not roots.is_ready(root):
+                raise LabError(f"no charon root at {root}: run `extsock lab up` to build it")
+            script = ["sh", "-c", _CHROOT_SCRIPT, "lab-charon", str(self.state_dir), conf,
+                      roots.CHARON_IN_ROOT, str(root)]  # fmt: skip
+        argv = netns.ns_argv(self.namespace(node), ["unshare", "-m", *script])
         with open(node_dir / "charon.out", "ab") as out:
             child = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
@@ -481,9 +524,14 @@ class Lab:
     def _check_plugins(self, node: str, loaded: Sequence[str]) -> None:
         """Stop with the plugin and its Debian package unless charon loaded its whole list."""
         try:
-            check_loaded(f"charon of {node}", self.load_list(node), loaded)
+            check_loaded(f"charon of {node}", self.load_list(node), loaded, self._packages(node))
         except PluginsMissing as exc:
             raise LabError(str(exc)) from exc
+
+    def _packages(self, node: str) -> Mapping[str, str]:
+        """plugin -> Debian package for ``node``'s charon (its root's own, if it has one)."""
+        root = self.charon_root(node)
+        return DEBIAN_PLUGIN_PACKAGES if root is None else roots.plugin_packages(root)
 
     def _failed_plugins(self, node: str) -> str:
         """Which plugins of the load list charon's log says failed to load, and the fix; or ''."""
@@ -492,7 +540,8 @@ class Lab:
             log += (self.node_dir(node) / "charon.out").read_text(errors="replace")
             failed = [p for p in failed_in_log(log) if p in self.load_list(node)]
             if failed:
-                missing = [MissingPlugin(p, DEBIAN_PLUGIN_PACKAGES.get(p)) for p in failed]
+                packages = self._packages(node)
+                missing = [MissingPlugin(p, packages.get(p)) for p in failed]
                 return describe_missing(f"charon of {node}", missing)
         return ""
 

@@ -18,6 +18,7 @@ from string import Template
 from typing import Any, Literal
 
 from extsock_py.lab.plugins import LAB_LOAD_LIST
+from extsock_py.lab.releases import DEFAULT_RELEASE, RELEASES, release
 
 AuthMode = Literal["psk", "cert"]
 NodeKind = Literal["ini", "segw"]
@@ -120,6 +121,10 @@ class LabConfig:
     retransmit_base: float | None = None
     dpd_delay: str = "1s"
     prefix: str = DEFAULT_PREFIX
+    charon: str = DEFAULT_RELEASE
+    """The Debian release every node's charon comes from (releases.py)."""
+    node_charon: tuple[str, ...] = ()
+    """Per-node exceptions, ``NODE=RELEASE`` (``ini=sid``)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.gateways <= MAX_GATEWAYS:
@@ -136,6 +141,16 @@ class LabConfig:
             raise ValueError("retransmit_tries must be >= 0")
         if self.retransmit_base is not None and self.retransmit_base < 1:
             raise ValueError("retransmit_base must be >= 1")
+        release(self.charon)  # ValueError naming the accepted releases
+        object.__setattr__(self, "node_charon", tuple(self.node_charon))
+        for entry in self.node_charon:
+            node, sep, name = entry.partition("=")
+            if not sep or node not in self.nodes:
+                raise ValueError(
+                    f"node charon {entry!r}: expected NODE=RELEASE with NODE one of "
+                    f"{', '.join(self.nodes)} and RELEASE one of {', '.join(RELEASES)}"
+                )
+            release(name)
 
     @property
     def gateway_names(self) -> tuple[str, ...]:
@@ -155,6 +170,14 @@ class LabConfig:
 
     def link(self, gateway: str) -> Link:
         return Link(gateway_index(gateway), self.prefix)
+
+    def charon_of(self, node: str) -> str:
+        """The release of ``node``'s charon: its NODE=RELEASE entry, else ``charon``."""
+        for entry in self.node_charon:
+            name, _, rel = entry.partition("=")
+            if name == node:
+                return rel
+        return self.charon
 
     def remote_addrs(self) -> list[str]:
         """The initiator's ordered gateway addresses (what `home.remote_addrs` lists)."""
@@ -247,7 +270,7 @@ def render_strongswan_conf(
     base = templates if templates is not None else swanctl_templates_dir()
     values = {
         "node": node,
-        "plugins": PLUGINS,
+        "plugins": " ".join(release(cfg.charon_of(node)).load_list),
         "vici_socket": vici_socket,
         "log_path": log_path,
         "retransmit": _retransmit_block(cfg, node),
