@@ -270,6 +270,8 @@ def test_command_session_breaking_alone_reconnects_and_adopts(running: Running) 
     future = running.daemon.submit(lambda: running.daemon.charon.list_sas())
     with pytest.raises(CharonUnreachable):
         future.result(5.0)
+    # the future fails before the loop marks charon lost: wait for the way back, not the flag
+    assert running.wait(lambda: "charon-back" in running.publisher.kinds()), "no reconnect"
     assert running.wait(lambda: running.daemon.charon_reachable), "no reconnect"
     assert _alive(running)
     assert running.status()["phase"] == "up"
