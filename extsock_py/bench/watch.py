@@ -135,7 +135,7 @@ class EventWatch:
         with self._cond:
             self.counts[kind] = self.counts.get(kind, 0) + 1
             if self.keep_raw and len(self.raw) < MAX_RECORDS:
-                self.raw.append({"event": kind, "message": _json_safe(msg)})
+                self.raw.append({"event": kind, "message": _json_safe(msg), "at": at})
             if seen is not None and len(self.seen) < MAX_RECORDS:
                 self.seen.append(seen)
             self._cond.notify_all()

@@ -1,0 +1,202 @@
+"""Record the golden scenarios from the lab (root; real charon 5.9.8 daemons, real extsock).
+
+    EXTSOCK_LAB_PREFIX=xyz- python -m tests.golden.record [SCENARIO ...]
+
+For each scenario: a lab of three gateways, extsock running as users run it, an independent
+listener on ini's VICI socket keeping every event with its arrival time; the scenario's
+steps; then the events extsock reacts to (charon's ike/child events, and the log lines the
+5.9.8 dialect reads) are written as input lines, and the replay writes the transcript
+(`tests/golden/<scenario>.ci`). Review the diff before committing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from extsock_py.adapters.vici.decode import decode_event
+from extsock_py.adapters.vici.dialects import choose
+from extsock_py.bench.watch import EventWatch
+from extsock_py.lab.extsock_runner import ExtsockRunner
+from extsock_py.lab.lab import Lab, wait_until
+from extsock_py.lab.topology import INI, LabConfig
+from extsock_py.usecases.event_usecase import EventUsecase
+from tests.golden.replay import HERE, replay
+from tests.integration.test_topologies import (
+    GW1,
+    GW2,
+    GW3,
+    POLICY,
+    UPB_SRC,
+    two_connections,
+    two_gateways,
+)
+
+EVENTS = ("ike-updown", "child-updown", "ike-rekey", "ike-update", "child-rekey", "log")
+_READER = choose("5.9.8").dialect.reader(alerts=False)
+
+
+@dataclass
+class Run:
+    lab: Lab
+    runner: ExtsockRunner
+    marks: list[tuple[float, str]] = field(default_factory=list)
+
+    def operator(self, command: str, conn: str, to: str | None = None) -> None:
+        self.marks.append((time.monotonic(), f"{command} {conn}" + (f" {to}" if to else "")))
+        self.runner.request(command, conn=conn, **({"to": to} if to else {}))
+
+    def up(self, gateway: str, conn: str = "home", timeout: float = 20.0) -> None:
+        def there() -> bool:
+            row = self.runner.status(conn)
+            return bool(row["phase"] == "up" and row["active_gateway"] == gateway)
+
+        if not wait_until(there, timeout):
+            raise RuntimeError(f"{conn} not up on {gateway}:\n{self.runner.log_tail()}")
+
+
+def s_failover(run: Run) -> None:
+    run.up(GW1)
+    run.lab.fail("segw1", "link")
+    run.up(GW2)
+
+
+def s_switch(run: Run) -> None:
+    run.up(GW1)
+    run.operator("switch", "home", GW2)
+    run.up(GW2)
+    wait_until(lambda: not run.lab.child_installed("segw1"), 5.0)
+
+
+def s_rekey(run: Run) -> None:
+    run.up(GW1)
+    ike_id = run.runner.status()["ike_id"]
+    run.lab.swanctl(INI, "--rekey", "--ike-id", str(ike_id))
+    wait_until(lambda: run.runner.status()["ike_id"] != ike_id, 5.0)
+
+
+def s_redirect(run: Run) -> None:
+    run.up(GW1)
+    run.lab.swanctl("segw1", "--redirect", "--ike", "lab-ini", "--gateway", GW3)
+    run.up(GW3)
+    wait_until(lambda: not run.lab.child_installed("segw1"), 5.0)
+
+
+def s_reuse(run: Run) -> None:
+    run.up(GW1)
+    run.up(GW1, "upb")
+    time.sleep(6.0)  # past connect_timeout: nothing may move
+    run.lab.fail("segw1", "link")
+    run.up(GW2)
+    run.up(GW2, "upb")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    about: str
+    conns: tuple[tuple[str, str, tuple[str, ...]], ...]
+    transform: Callable[[str], str]
+    steps: Callable[[Run], None]
+
+
+THREE = (GW1, GW2, GW3)
+SCENARIOS: dict[str, Scenario] = {
+    "failover": Scenario(
+        "segw1 goes silent (link down): retransmit, failover to segw2",
+        (("home", "net", THREE),),
+        lambda text: text,
+        s_failover,
+    ),
+    "switch": Scenario(
+        "operator switch to segw2 while up: make-before-break",
+        (("home", "net", THREE),),
+        lambda text: text,
+        s_switch,
+    ),
+    "rekey": Scenario(
+        "IKE_SA rekeyed on ini (swanctl --rekey): the tunnel stays, the id moves",
+        (("home", "net", THREE),),
+        lambda text: text,
+        s_rekey,
+    ),
+    "redirect": Scenario(
+        "segw1 redirects the IKE_SA to segw3 (not in remote_addrs): followed, no failure",
+        (("home", "net", (GW1, GW2)),),
+        two_gateways,
+        s_redirect,
+    ),
+    "reuse": Scenario(
+        "two connections in one IKE_SA (reuse_ikesa): both up, then segw1 dies, both move",
+        (("home", "net", THREE), ("upb", "net2", THREE)),
+        two_connections,
+        s_reuse,
+    ),
+}
+
+
+def _kept(event: dict[str, Any]) -> bool:
+    kind = str(event["event"])
+    if kind not in EVENTS:
+        return False
+    if kind != "log":
+        return True
+    obs = _READER.translate(decode_event(kind, event["message"]))
+    return obs is not None and EventUsecase.wants(obs)
+
+
+def record(name: str, scenario: Scenario, prefix: str) -> Path:
+    with tempfile.TemporaryDirectory(prefix="golden-") as tmp:
+        lab = Lab(LabConfig(gateways=3, prefix=prefix), state_dir=Path(tmp) / "lab")
+        try:
+            lab.up(timeout=30.0)
+            lab.ns_exec(INI, ["ip", "addr", "replace", f"{UPB_SRC}/32", "dev", "lo"], check=True)
+            runner = ExtsockRunner(lab, POLICY, name="golden", conf_transform=scenario.transform)
+            runner.write_config()
+            marks: list[tuple[float, str]] = []
+            with EventWatch(str(lab.vici_path(INI)), EVENTS, raw=True) as watch:
+                started = time.monotonic()
+                runner.start()
+                try:
+                    scenario.steps(Run(lab, runner, marks))
+                    time.sleep(1.0)  # what follows the last step
+                finally:
+                    runner.stop()
+                raw = [e for e in list(watch.raw) if _kept(e)]
+        finally:
+            lab.down()
+    timed: list[tuple[float, str]] = [
+        (float(e["at"]), f"< {e['event']} {json.dumps(e['message'], separators=(',', ':'))}")
+        for e in raw
+    ]
+    timed += [(at, f"@ {what}") for at, what in marks]
+    timed.sort(key=lambda item: item[0])
+    lines = [f"# {name}: {scenario.about}", "# recorded from the lab, strongSwan 5.9.8"]
+    lines += [f"conn {conn} {child} {' '.join(gws)}" for conn, child, gws in scenario.conns]
+    lines.append("start")
+    last = started
+    for at, line in timed:
+        head, rest = line.split(" ", 1)
+        lines.append(f"{head} +{max(0.0, at - last):.3f} {rest}")
+        last = at
+    out = HERE / f"{name}.ci"
+    out.write_text(replay("\n".join(lines) + "\n"))
+    return out
+
+
+def main() -> None:
+    prefix = os.environ.get("EXTSOCK_LAB_PREFIX", "gld-")
+    names = sys.argv[1:] or list(SCENARIOS)
+    for name in names:
+        path = record(name, SCENARIOS[name], prefix)
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()
