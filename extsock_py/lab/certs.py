@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
 from extsock_py.lab.netns import run
 from extsock_py.lab.topology import ID_DOMAIN, LabConfig, node_id
 
@@ -66,4 +68,18 @@ def make_pki(cfg: LabConfig, ca_dir: Path, node_dirs: dict[str, Path]) -> None:
         cert = _pki(args)
         _write(node_dir / "x509ca" / "ca.pem", ca_cert.read_text(encoding="ascii"), 0o644)
         _write(node_dir / "x509" / f"{node}.pem", cert, 0o644)
-        _write(node_dir / "private" / f"{node}.pem", key.read_text(encoding="ascii"), 0o600)
+        key_text = key.read_text(encoding="ascii")
+        if cfg.key_passphrase is not None:
+            key_text = _encrypted(key_text, cfg.key_passphrase)
+        _write(node_dir / "private" / f"{node}.pem", key_text, 0o600)
+
+
+def _encrypted(key_pem: str, passphrase: str) -> str:
+    """The key as an encrypted PKCS#8 PEM, as `openssl pkcs8 -topk8 -v2 aes256` writes it."""
+    key = serialization.load_pem_private_key(key_pem.encode("ascii"), None)
+    data = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.encode()),
+    )
+    return data.decode("ascii")

@@ -125,6 +125,7 @@ class LabConfig:
     """The Debian release every node's charon comes from (releases.py)."""
     node_charon: tuple[str, ...] = ()
     """Per-node exceptions, ``NODE=RELEASE`` (``ini=sid``)."""
+    key_passphrase: str | None = None  # cert labs: private keys encrypted, passphrase in secrets
 
     def __post_init__(self) -> None:
         if not 1 <= self.gateways <= MAX_GATEWAYS:
@@ -133,6 +134,12 @@ class LabConfig:
             raise ValueError(f"auth must be psk or cert, not {self.auth!r}")
         if not _PSK_OK.match(self.psk):
             raise ValueError("psk: 8-128 characters of [A-Za-z0-9_.:+/=-]")
+        if self.key_passphrase is not None and (
+            self.auth != "cert" or not _PSK_OK.match(self.key_passphrase)
+        ):
+            raise ValueError(
+                "key_passphrase: cert labs only, 8-128 characters of [A-Za-z0-9_.:+/=-]"
+            )
         if not _PREFIX_OK.match(self.prefix):
             raise ValueError(f"prefix must look like 'exs-' (<= 7 chars), not {self.prefix!r}")
         if self.retransmit_timeout is not None and self.retransmit_timeout <= 0:
@@ -240,9 +247,18 @@ def _indent(lines: list[str], depth: int) -> str:
     return "\n".join(pad + line for line in lines)
 
 
-def _secrets_block(cfg: LabConfig) -> str:
+def _secrets_block(cfg: LabConfig, node: str) -> str:
     if cfg.auth == "psk":
         return _indent(["ike-lab {", f'    secret = "{cfg.psk}"', "}"], 4)
+    if cfg.key_passphrase is not None:
+        # swanctl (and extsock) decrypt private/<node>.pem with this passphrase
+        lines = [
+            f"private-{node} {{",
+            f"    file = {node}.pem",
+            f'    secret = "{cfg.key_passphrase}"',
+            "}",
+        ]
+        return _indent(lines, 4)
     return "    # pubkey auth: private keys are loaded from private/ beside this file"
 
 
@@ -289,7 +305,7 @@ def render_swanctl_conf(node: str, cfg: LabConfig, *, templates: Path | None = N
         "local_id": node_id(node),
         "ini_net": INI_NET,
         "protected_net": PROTECTED_NET,
-        "secrets": _secrets_block(cfg),
+        "secrets": _secrets_block(cfg, node),
     }
     if kind == "ini":
         values["remote_addrs"] = ", ".join(cfg.remote_addrs())
@@ -299,8 +315,10 @@ def render_swanctl_conf(node: str, cfg: LabConfig, *, templates: Path | None = N
         link = cfg.link(node)
         values["local_addrs"] = link.gw_addr(cfg.ipv6)
     if cfg.auth == "cert":
+        # The layout swanctl documents: own cert in x509/ (named here), the CA in x509ca/,
+        # trusted because it is loaded from there (load-cert flag CA), no `cacerts` needed.
         values["local_extra"] = _indent([f"certs = {node}.pem"], 12)
-        values["remote_extra"] = _indent(["cacerts = ca.pem"], 12)
+        values["remote_extra"] = ""
     else:
         values["local_extra"] = ""
         values["remote_extra"] = ""

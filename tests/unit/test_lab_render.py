@@ -102,8 +102,17 @@ def test_ini_cert_conf() -> None:
     assert _balanced(text)
     assert _value(text, "auth") == "pubkey"
     assert _value(text, "certs") == "ini.pem"
-    assert _value(text, "cacerts") == "ca.pem"
+    assert "cacerts" not in text  # the CA is trusted from x509ca/, as swanctl documents
     assert "secret =" not in text
+
+
+def test_ini_cert_conf_with_encrypted_key() -> None:
+    text = render_swanctl_conf("ini", LabConfig(auth="cert", key_passphrase="lab-key-pass"))
+    assert _balanced(text)
+    assert _value(text, "file") == "ini.pem"
+    assert _value(text, "secret") == '"lab-key-pass"'
+    with pytest.raises(ValueError, match="cert labs only"):
+        LabConfig(key_passphrase="lab-key-pass")
 
 
 @pytest.mark.parametrize("auth", ["psk", "cert"])
