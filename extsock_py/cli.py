@@ -153,6 +153,13 @@ def check_config(config_file: Path) -> None:
             click.echo(f"  ignored '{verdict.address}': {verdict.reason}")
     for name in plain:
         click.echo(f"{name}: loaded as is (fewer than two gateways)")
+    creds = desired.credentials
+    decoded = sum(k.type.isupper() for k in creds.keys)
+    click.echo(
+        f"credentials: {len(creds.certificates)} certificates, {len(creds.keys)} private keys "
+        f"({decoded} decrypted or decoded as swanctl does), {len(creds.shared)} shared secrets; "
+        f"{len(desired.authorities)} authorities, {len(desired.pools)} pools"
+    )
 
 
 def _attach_subcommands() -> None:

@@ -359,6 +359,7 @@ class Daemon:
             "plain": report.plain,
             "removed": report.removed,
             "notes": report.notes,
+            "failures": report.failures,
         }
 
     def _shutdown(self, listener: Listener) -> None:

@@ -573,3 +573,15 @@ def test_a_difference_names_message_and_key_never_the_secret() -> None:
     assert "data: swanctl <10 secret bytes>, extsock <9 secret bytes>" in text
     assert "load-shared b'ike-1': swanctl sends it, extsock does not" in text
     assert "secret-der" not in text and "other-der" not in text and "psk'" not in text
+
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.conf")))
+def test_corpus_files_load_as_swanctl_loads_them(name: str) -> None:
+    """The hand-written corpus (real-world layouts, includes, templates), in place."""
+    conf = CORPUS / name
+    swanctl = run_swanctl(conf)
+    assert_same_requests(swanctl, run_cli(conf))
+    assert_same_requests(swanctl, undo_clone_overrides(swanctl, run_daemon_usecase(conf)))
