@@ -8,6 +8,7 @@ The exit code is 0 whenever the bench ran, goals met or not; 2 when it could not
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 import time
@@ -21,6 +22,9 @@ from extsock_py.bench.proc import LoadSampler, machine
 from extsock_py.bench.runs import run_all
 from extsock_py.bench.stats import Figure
 from extsock_py.lab.lab import Lab
+from extsock_py.lab.releases import RELEASES
+
+ALL_RELEASES = tuple(RELEASES)
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,23 @@ class Plan:
     events_trials: int
     events_count: int
     alone_cap: float  # 0: skip the charon-alone baseline
+    releases: tuple[str, ...] = ALL_RELEASES  # figures 2 and 3 with ini on each (2r, 3r)
+    only_releases: bool = False  # nothing but the 2r and 3r rows
 
     @classmethod
-    def make(cls, quick: bool, smoke: bool, trials: int | None) -> Plan:
+    def make(
+        cls,
+        quick: bool,
+        smoke: bool,
+        trials: int | None,
+        releases: tuple[str, ...] = ALL_RELEASES,
+        only_releases: bool = False,
+    ) -> Plan:
+        plan = cls._make(quick, smoke, trials)
+        return dataclasses.replace(plan, releases=releases, only_releases=only_releases)
+
+    @classmethod
+    def _make(cls, quick: bool, smoke: bool, trials: int | None) -> Plan:
         if smoke:
             plan = cls("smoke", 3, 1, 1, 10, 1, 0, 1, 3.0, 2, 2000, 0.0)
         elif quick:
@@ -73,12 +91,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="skip the 165 s baseline and 1000s")
     parser.add_argument("--smoke", action="store_true", help="tiny n: check the bench works")
     parser.add_argument("--trials", type=int, help="trials of every repeated figure")
+    parser.add_argument(
+        "--releases",
+        default=",".join(ALL_RELEASES),
+        help="Debian releases of ini's charon for figures 2r and 3r (comma list; '' for none)",
+    )
+    parser.add_argument(
+        "--only-releases", action="store_true", help="run nothing but figures 2r and 3r"
+    )
     args = parser.parse_args(argv)
+    releases = tuple(r for r in args.releases.split(",") if r)
+    unknown = [r for r in releases if r not in RELEASES]
+    if unknown:
+        parser.error(f"--releases: unknown {', '.join(unknown)}; accepted: {', '.join(RELEASES)}")
     why = Lab.preflight()
     if why:
         print(f"bench: cannot build the lab here: {why}", file=sys.stderr)
         sys.exit(2)
-    plan = Plan.make(args.quick, args.smoke, args.trials)
+    plan = Plan.make(args.quick, args.smoke, args.trials, releases, args.only_releases)
     began = time.monotonic()
     load_before = machine()
     sampler = LoadSampler()
@@ -86,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     background = Background(
         [(ALONE_PREFIX, None, plan.alone_cap), (ALONE_FAST_PREFIX, 1.0, 60.0)], log
     )
-    if plan.alone_cap > 0:
+    if plan.alone_cap > 0 and not plan.only_releases:
         background.start()
     figures: list[Figure] = []
     try:

@@ -1,13 +1,15 @@
 """Labs for the bench: always downed, extsock at its production log level, gateway-side actions.
 
-Every lab the bench builds has a prefix starting with ``ex7`` (the main one ``ex7-``): other
-engineers' labs run on the same machine with other prefixes and are never touched.
+Every lab the bench builds has a prefix starting with ``ex7`` (the main one ``ex7-``;
+``$EXTSOCK_BENCH_PREFIX`` changes it): other engineers' labs run on the same machine with
+other prefixes and are never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -19,9 +21,13 @@ from extsock_py.lab.lab import Lab, LabError
 from extsock_py.lab.netns import CommandError
 from extsock_py.lab.topology import INI, LabConfig
 
-MAIN_PREFIX = "ex7-"
-ALONE_PREFIX = "ex7a-"  # charon alone, default retransmission (the 165 s baseline)
-ALONE_FAST_PREFIX = "ex7b-"  # charon alone, retransmit_timeout = 1
+# Every bench lab's namespaces start with BASE (``$EXTSOCK_BENCH_PREFIX``, default ex7): a
+# second bench on the same machine sets its own, and the two never touch each other's labs.
+BASE = os.environ.get("EXTSOCK_BENCH_PREFIX") or "ex7"
+MAIN_PREFIX = f"{BASE}-"
+ALONE_PREFIX = f"{BASE}a-"  # charon alone, default retransmission (the 165 s baseline)
+ALONE_FAST_PREFIX = f"{BASE}b-"  # charon alone, retransmit_timeout = 1
+RELEASE_PREFIX = f"{BASE}r-"  # figures 2 and 3 with ini on another strongSwan release
 LAB_UP_TIMEOUT = 40.0
 
 POLICY = """
@@ -38,8 +44,8 @@ POLICY = """
 @contextlib.contextmanager
 def bench_lab(config: LabConfig) -> Iterator[Lab]:
     """A lab up for the duration of the block, in its own temporary state dir; always downed."""
-    if not config.prefix.startswith("ex7"):
-        raise ValueError(f"the bench only builds ex7* labs, not {config.prefix!r}")
+    if not config.prefix.startswith(BASE):
+        raise ValueError(f"the bench only builds {BASE}* labs, not {config.prefix!r}")
     with tempfile.TemporaryDirectory(prefix=f"extsock-bench-{config.prefix}") as tmp:
         lab = Lab(config, state_dir=Path(tmp) / "lab")
         try:

@@ -11,7 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from extsock_py.bench import confgen, families, fig_detection, fig_events, fig_mass, fig_reaction
+from extsock_py.bench import (
+    confgen,
+    families,
+    fig_detection,
+    fig_events,
+    fig_mass,
+    fig_reaction,
+    fig_releases,
+)
 from extsock_py.bench.fig_alone import AloneResult, Background
 from extsock_py.bench.fig_detection import Durations
 from extsock_py.bench.labs import ALONE_FAST_PREFIX, ALONE_PREFIX, MAIN_PREFIX, bench_lab
@@ -39,7 +47,18 @@ def guard(what: str, work: Callable[[], T], log: Log) -> T | str:
         return f"{what} failed: {type(exc).__name__}: {exc}"
 
 
+def run_releases(plan: Plan, log: Log, known: dict[str, fig_releases.ReleaseRun]) -> list[Figure]:
+    """Figures 2r and 3r: each release of `plan.releases` not `known` (measured already)."""
+    runs = [
+        known.get(r) or fig_releases.measure(r, plan.detection, DETECT_TIMEOUT, log)
+        for r in plan.releases
+    ]
+    return fig_releases.figures(runs)
+
+
 def run_all(plan: Plan, background: Background, log: Log) -> list[Figure]:
+    if plan.only_releases:
+        return run_releases(plan, log, {})
     figures: list[Figure] = []
     got = guard(
         "6 event throughput",
@@ -65,6 +84,7 @@ def run_all(plan: Plan, background: Background, log: Log) -> list[Figure]:
     if plan.alone_cap > 0:
         log("bench: waiting for the charon-alone baseline")
         alone = background.join(plan.alone_cap + 120.0)
+    releases = run_releases(plan, log, {"bookworm": _host_run(figures)})
     why = "charon-alone baseline skipped (--quick/--smoke): ~165 s to notice, never moves"
     figures.insert(
         2,
@@ -79,7 +99,21 @@ def run_all(plan: Plan, background: Background, log: Log) -> list[Figure]:
             )
         elif f.name.startswith("3 ") and f.skipped is None:
             figures[k] = families.initial(f.extra.pop("_raw"), alone.get(ALONE_PREFIX), why)
-    return sorted([*figures, events], key=lambda f: f.name.split()[0])
+    return sorted([*figures, *releases, events], key=lambda f: f.name.split()[0])
+
+
+def _host_run(figures: list[Figure]) -> fig_releases.ReleaseRun:
+    """Figures 2 and 3 of the main lab (every charon the host's) as the bookworm release run."""
+    raw: dict[str, Durations | str] = {}
+    for f in figures:
+        key = f.name.split()[0]
+        if key in ("2", "3"):
+            got = f.extra.get("_raw")
+            raw[key] = got if isinstance(got, Durations) else (f.skipped or "not measured")
+    label = f"bookworm ({fig_releases.host_version()})"
+    return fig_releases.ReleaseRun(
+        "bookworm", label, raw.get("2", "not measured"), raw.get("3", "not measured")
+    )
 
 
 def _detection_fig(

@@ -62,3 +62,30 @@ def test_recorded_events_replay_through_extsock_and_vici() -> None:
     assert json.loads(DATA.read_text())["strongswan"].startswith("5.9")
     fig = fig_events.measure(1, 300, lambda _: None)
     assert fig.extsock.n == 1 and fig.baseline.n == 1
+
+
+def test_figures_2_and_3_per_release_side_by_side() -> None:
+    from extsock_py.bench import fig_releases
+    from extsock_py.bench.fig_detection import Durations
+
+    runs = [
+        fig_releases.ReleaseRun(
+            "bookworm", "bookworm (5.9.8)", Durations([5.0, 5.2], [4.1, 4.2]), Durations([5.5])
+        ),
+        fig_releases.ReleaseRun(
+            "sid", "sid (6.1.0)", Durations([4.8, 5.0], [4.0, 4.1]), "lab failed: boom"
+        ),
+    ]
+    rows = fig_releases.figures(runs)
+    assert [r.name.split(":")[0] for r in rows] == [
+        "2r ini on bookworm (5.9.8)",
+        "2r ini on sid (6.1.0)",
+        "3r ini on bookworm (5.9.8)",
+        "3r ini on sid (6.1.0)",
+    ]
+    sid2 = rows[1]
+    assert sid2.extsock.median == 4.9 and sid2.baseline.median == 5.1  # against bookworm
+    assert sid2.extra["silence_to_first_retransmit_s"]["median"] == 4.05
+    assert rows[3].skipped == "lab failed: boom"
+    plan = Plan.make(False, True, None, ("sid",), only_releases=True)
+    assert plan.releases == ("sid",) and plan.only_releases
