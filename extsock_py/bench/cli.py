@@ -2,6 +2,8 @@
 
 Modes: full (default), ``--quick`` (no charon-alone baseline, no 1000-connection parts,
 shorter idle window), ``--smoke`` (tiny n everywhere, < 2 min, to check the bench works).
+Every mode adds figures 2r and 3r (figures 2 and 3 with ini's charon on each strongSwan
+release, ``--releases``); ``--only-releases`` runs nothing else.
 The exit code is 0 whenever the bench ran, goals met or not; 2 when it could not run.
 """
 
@@ -54,7 +56,8 @@ class Plan:
         only_releases: bool = False,
     ) -> Plan:
         plan = cls._make(quick, smoke, trials)
-        return dataclasses.replace(plan, releases=releases, only_releases=only_releases)
+        mode = f"{plan.mode} (figures 2r and 3r only)" if only_releases else plan.mode
+        return dataclasses.replace(plan, mode=mode, releases=releases, only_releases=only_releases)
 
     @classmethod
     def _make(cls, quick: bool, smoke: bool, trials: int | None) -> Plan:

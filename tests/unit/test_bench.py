@@ -89,3 +89,16 @@ def test_figures_2_and_3_per_release_side_by_side() -> None:
     assert rows[3].skipped == "lab failed: boom"
     plan = Plan.make(False, True, None, ("sid",), only_releases=True)
     assert plan.releases == ("sid",) and plan.only_releases
+
+
+def test_a_full_run_reuses_figures_2_and_3_as_the_bookworm_rows() -> None:
+    from extsock_py.bench import runs
+    from extsock_py.bench.fig_detection import Durations
+    from extsock_py.bench.stats import skipped
+
+    two = runs._raw("2 detection", Durations([4.5], [4.4]))
+    three = runs._raw("3 initial", "lab broke")
+    host = runs._host_run([skipped("1 reaction", "ms", "", "x"), two, three])
+    assert host.release == "bookworm" and host.label.startswith("bookworm (")
+    assert isinstance(host.detection, Durations) and host.detection.total == [4.5]
+    assert host.initial == "lab broke"
