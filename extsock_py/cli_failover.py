@@ -127,7 +127,10 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 
 def _state_cell(row: Mapping[str, Any]) -> str:
-    return f"{row['phase']} (held)" if row.get("held") else str(row["phase"])
+    phase = str(row["phase"])
+    if row.get("last_phase"):
+        phase = f"{phase} (charon down; was {row['last_phase']})"
+    return f"{phase} (held)" if row.get("held") else phase
 
 
 def _ike_cell(row: Mapping[str, Any]) -> str:

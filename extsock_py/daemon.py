@@ -177,6 +177,8 @@ class Daemon:
             if restored:
                 log.info("restored the persisted state of %s", ", ".join(restored))
         outcome = resync(self.charon, self.manager, report.managed)
+        for sa in outcome.adopted_sas.values():  # operators see charon's state at once
+            self.events.track(sa)
         log.info(
             "loaded %d managed and %d plain connections from %s; adopted %d, started %d",
             len(report.managed),

@@ -47,7 +47,15 @@ MAX_TEXT: Final = 256
 
 #: The only keys `save_connection` stores (what the failover manager persists).
 CONNECTION_FIELDS: Final = frozenset(
-    {"gateway", "phase", "held", "failures_total", "cycles_failed", "attempts_on_gateway"}
+    {
+        "gateway",
+        "phase",
+        "held",
+        "failures_total",
+        "cycles_failed",
+        "attempts_on_gateway",
+        "last_up",
+    }
 )
 #: The only keys `append_history` stores; "from" and "to" are gateways.
 HISTORY_FIELDS: Final = frozenset(
@@ -269,6 +277,18 @@ class SqliteStateStore:
 
     def _connect_file(self) -> sqlite3.Connection:
         fresh = not self.path.exists()
+        if fresh:
+            # Created 0600 before SQLite opens it: SQLite gives -wal and -shm the mode of
+            # the database file, so no state file is ever readable by others, even briefly.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+        else:
+            truncated = _truncation(self.path)
+            if truncated:
+                log.warning(
+                    "state database %s looks truncated (%s): state or history may be missing",
+                    self.path,
+                    truncated,
+                )
         db = self._connect(str(self.path))
         try:
             if not fresh:
@@ -278,8 +298,9 @@ class SqliteStateStore:
             mode = db.execute("PRAGMA journal_mode").fetchone()[0]
             if str(mode).lower() != "wal":
                 log.warning("state database %s is not in WAL mode (%s)", self.path, mode)
-            with contextlib.suppress(OSError):
-                os.chmod(self.path, 0o600)
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(OSError):
+                    os.chmod(f"{self.path}{suffix}", 0o600)
         except BaseException:
             db.close()
             raise
@@ -375,3 +396,27 @@ def _text(value: str) -> str:
 
 def _as_str(value: Scalar) -> str | None:
     return None if value is None else _text(str(value))
+
+
+def _truncation(path: Path) -> str:
+    """Why the database file looks cut short ('' when it does not): shorter than the page
+    count its own header states, not a whole number of pages, or empty."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            header = file.read(100)
+    except OSError:
+        return ""
+    if size == 0:
+        return "the file is empty"
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return ""  # not a database at all: quick_check says so and the file is moved aside
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    valid = header[24:28] == header[92:96]  # the header's page count is current
+    if page_size and size % page_size:
+        return f"{size} bytes, not a whole number of {page_size}-byte pages"
+    if valid and pages and size < pages * page_size:
+        return f"{size // page_size} of the {pages} pages its header states"
+    return ""

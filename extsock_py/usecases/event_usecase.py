@@ -178,6 +178,10 @@ class EventUsecase:
 
     # --- the IKE state stream -----------------------------------------------------------
 
+    def track(self, sa: ob.IkeSaInfo) -> None:
+        """Take an SA's state as listed by charon (a tunnel adopted at start)."""
+        self._state(sa.unique_id, sa.name, sa.state, sa.remote_host)
+
     def _state(self, ike_id: int, name: str, state: str, remote: str | None) -> None:
         owner = self._owner(name)
         if owner is None or owner.probe:

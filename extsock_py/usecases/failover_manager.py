@@ -99,6 +99,9 @@ class FailoverManager:
         self._publisher = publisher
         self._store = store
         self._conns: dict[str, Managed] = {}
+        # The gateway each connection was last up on as the last run persisted it: a tunnel
+        # adopted on another one failed over while extsock was away.
+        self._last_up: dict[str, str] = {}
         # Bumped on every state or membership change: lets the loop and the tunnel monitor
         # skip work when nothing changed (an idle daemon with many tunnels sees many events
         # that change nothing).
@@ -179,6 +182,11 @@ class FailoverManager:
             managed.state = replace(
                 managed.state, held=stored.get("held") is True, failures_total=total
             )
+            last_up = stored.get("last_up")
+            if last_up is None and stored.get("phase") == str(Phase.UP):
+                last_up = stored.get("gateway")
+            if isinstance(last_up, str):
+                self._last_up[name] = last_up
             restored.append(name)
             log.info(
                 "%s: last run left it %s on %s%s, %d failures so far",
@@ -189,6 +197,29 @@ class FailoverManager:
                 total,
             )
         return restored
+
+    def note_adopted(self, name: str, gateway: str) -> None:
+        """A tunnel of `name` was found up on `gateway` at start: if the last run had it up
+        on another gateway, charon moved it while extsock was away (a failover extsock began
+        and charon finished, or one made by hand): it goes into the history as such."""
+        before = self._last_up.get(name)
+        if before is None or before == gateway:
+            return
+        log.info("%s: found up on %s, was up on %s before: moved while away", name, gateway, before)
+        fields = {"connection": name, "gateway": gateway, "from_gateway": before}
+        self._publisher.publish("failover", {**fields, "reason": "while-away"})
+        if self._store is not None:
+            self._store.append_history(
+                {
+                    "time": self._clock.wall(),
+                    "connection": name,
+                    "from": before,
+                    "to": gateway,
+                    "reason": "while-away",
+                    "result": "up",
+                    "duration": None,
+                }
+            )
 
     def forget(self, name: str) -> None:
         """Stop managing `name`: its tunnel goes down and its clone is unloaded."""
@@ -374,9 +405,12 @@ class FailoverManager:
         if self._store is None:
             return
         s = managed.state
+        if s.phase is Phase.UP and s.gateway is not None:
+            self._last_up[s.name] = s.gateway
         self._store.save_connection(
             s.name,
             {
+                "last_up": self._last_up.get(s.name),
                 "gateway": s.gateway,
                 "phase": str(s.phase),
                 "held": s.held,

@@ -196,6 +196,17 @@ class OperatorUsecase:
         due = row.get("next_action_in")
         row["next_action_at"] = None if due is None else round(now_wall + due, 3)
         row["source"] = "control" if conn in pushed else "config"
+        if not self._daemon.charon_reachable:
+            # Nothing is known while charon is away: say so, and what was last known.
+            row["last_phase"] = row["phase"]
+            row.update(
+                phase="unknown",
+                active_gateway=None,
+                ike_state="UNKNOWN",
+                next_action="waiting for charon to come back",
+                next_action_in=None,
+                next_action_at=None,
+            )
         return row
 
     def _rows(self, conn: str | None) -> list[dict[str, Any]]:
@@ -245,10 +256,11 @@ class OperatorUsecase:
             reasons.append("charon is not reachable over VICI")
         phases: dict[str, str] = {}
         for row in status["connections"]:
+            phase = row.get("last_phase", row["phase"])  # while charon is away: the last known
             phases[row["connection"]] = row["phase"]
-            if row["held"] or row["phase"] in SANCTIONED_PHASES:
+            if row["held"] or phase in SANCTIONED_PHASES:
                 continue
-            reasons.append(f"{row['connection']}: {row['phase']}")
+            reasons.append(f"{row['connection']}: {phase}")
         return {
             "healthy": not reasons,
             "charon_reachable": status["charon_reachable"],

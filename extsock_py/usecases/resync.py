@@ -24,6 +24,7 @@ log = logging.getLogger("extsock.resync")
 @dataclass
 class ResyncReport:
     adopted: dict[str, str] = field(default_factory=dict)  # connection -> gateway
+    adopted_sas: dict[str, IkeSaInfo] = field(default_factory=dict)  # connection -> its SA
     started: list[str] = field(default_factory=list)
     unloaded: list[str] = field(default_factory=list)
 
@@ -77,8 +78,10 @@ def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> Re
         if found is not None:
             owner = parse_clone_name(found.name)
             assert owner is not None
+            manager.note_adopted(name, owner.gateway)  # before Adopt persists the new gateway
             manager.handle(name, ev.Adopt(owner.gateway, found.unique_id))
             report.adopted[name] = owner.gateway
+            report.adopted_sas[name] = found
             log.info(
                 "%s: adopted the tunnel up on %s (IKE_SA #%d)", name, owner.gateway, found.unique_id
             )

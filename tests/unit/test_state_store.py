@@ -35,6 +35,7 @@ CONN = {
     "failures_total": 3,
     "cycles_failed": 1,
     "attempts_on_gateway": 2,
+    "last_up": "gw2.example.net",
 }
 
 
@@ -433,3 +434,42 @@ def test_committed_records_survive_sigkill(tmp_path: Path) -> None:
             assert not s.in_memory
             assert s.load_connections()["kill"]["failures_total"] >= reported[-1]
             assert len(s.history(connection="kill", limit=10**9)) == len(stored)
+
+
+def test_every_state_file_is_0600_from_creation(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with SqliteStateStore(tmp_path / "state") as s:
+            s.save_connection("home", {"phase": "up"})  # the WAL and its index exist now
+            files = sorted(p.name for p in (tmp_path / "state").iterdir())
+            assert files == [DB_NAME, f"{DB_NAME}-shm", f"{DB_NAME}-wal"]
+            for name in files:
+                mode = stat.S_IMODE((tmp_path / "state" / name).stat().st_mode)
+                assert mode == 0o600, (name, oct(mode))
+    finally:
+        os.umask(old)
+
+
+def test_a_truncated_database_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with SqliteStateStore(tmp_path) as s:
+        for i in range(300):
+            s.append_history({"time": float(i), "connection": "home", "reason": "x" * 200})
+    path = tmp_path / DB_NAME
+    size = path.stat().st_size
+    assert size > 8 * 4096
+    with path.open("r+b") as f:
+        f.truncate(size // 2 // 4096 * 4096)
+    with caplog.at_level(logging.WARNING, "extsock.state"), SqliteStateStore(tmp_path):
+        pass
+    assert "looks truncated" in caplog.text
+    assert "of the" in caplog.text and "pages its header states" in caplog.text
+
+
+def test_an_intact_database_is_not_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with SqliteStateStore(tmp_path) as s:
+        s.append_history({"time": 1.0, "connection": "home"})
+    with caplog.at_level(logging.WARNING, "extsock.state"), SqliteStateStore(tmp_path):
+        pass
+    assert "truncated" not in caplog.text
