@@ -358,7 +358,13 @@ def _keep_clones(ctx_conf: LoadedConfig) -> Callable[[str], bool]:
     return keep
 
 
-def _load(ctx: click.Context, config_file: Path, stages: tuple[str, ...], command: str) -> None:
+def _load(
+    ctx: click.Context,
+    config_file: Path,
+    stages: tuple[str, ...],
+    command: str,
+    clear: bool = False,
+) -> None:
     """Run the stages of `swanctl --load-all` (in its order) through the one SwanctlSync."""
     conf = _read_conf(config_file)
     target = SyncTarget(
@@ -367,6 +373,7 @@ def _load(ctx: click.Context, config_file: Path, stages: tuple[str, ...], comman
         pools=conf.pools if "pools" in stages else None,
         connections=conf.connections if "conns" in stages else None,
         keep_connection=_keep_clones(conf),
+        clear=clear,
     )
     with _charon(ctx) as charon:
         report = SwanctlSync(charon, _print_outcome).run(target)
@@ -402,10 +409,14 @@ def load_conns(ctx: click.Context, config_file: Path) -> None:
     _load(ctx, config_file, ("conns",), "load-conns")
 
 
+_CLEAR_HELP = "Clear every loaded credential first (certificates too), as swanctl --clear."
+
+
 @click.command("load-creds")
 @_swanctl_file_option("swanctl.conf whose secrets (and the credentials beside it) to load.")
+@click.option("--clear", is_flag=True, help=_CLEAR_HELP)
 @click.pass_context
-def load_creds(ctx: click.Context, config_file: Path) -> None:
+def load_creds(ctx: click.Context, config_file: Path, clear: bool) -> None:
     """Load credentials into charon, as `swanctl --load-creds --noprompt`.
 
     Certificates from x509/, x509ca/, x509ocsp/, x509aa/, x509ac/, x509crl/, pubkey/;
@@ -414,19 +425,20 @@ def load_creds(ctx: click.Context, config_file: Path) -> None:
     shared secrets (ike, eap, xauth, ntlm, ppk) from `secrets`. Keys and shared secrets
     charon holds that the file no longer has are unloaded. No secret is ever printed.
     """
-    _load(ctx, config_file, ("creds",), "load-creds")
+    _load(ctx, config_file, ("creds",), "load-creds", clear)
 
 
 @click.command("load-all")
 @_swanctl_file_option("swanctl.conf to load, with the credential folders beside it.")
+@click.option("--clear", is_flag=True, help=_CLEAR_HELP)
 @click.pass_context
-def load_all(ctx: click.Context, config_file: Path) -> None:
+def load_all(ctx: click.Context, config_file: Path, clear: bool) -> None:
     """Load credentials, authorities, pools and connections, as `swanctl --load-all --noprompt`.
 
     The same requests as swanctl, in its order; what charon holds that the file no longer
     has is unloaded (the extsock daemon's clones of connections in the file are kept).
     """
-    _load(ctx, config_file, ("creds", "authorities", "pools", "conns"), "load-all")
+    _load(ctx, config_file, ("creds", "authorities", "pools", "conns"), "load-all", clear)
 
 
 # -- control ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ def read_desired_config(path: Path) -> DesiredConfig:
         credentials=loaded.credentials,
         authorities=loaded.authorities,
         pools=loaded.pools,
+        newer_options=loaded.newer_options,
         control=read_access(loaded.extsock_section),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,29 @@ from extsock_py.domain.profile import ConnectionProfile
 
 
 @dataclass(frozen=True)
+class NewerOption:
+    """An option (or value) only some strongSwan releases know, where the file uses it."""
+
+    file: str
+    line: int
+    key: str  # dotted, e.g. connections.home.children.net.per_cpu_sas
+    since: str  # the first release that knows it, e.g. "6.0.2"
+
+    def needs_newer_than(self, version: str) -> bool:
+        """True if a charon of `version` (e.g. "5.9.8", "6.0.1dr1") predates this option."""
+        return _release(version) < _release(self.since)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(6, 0, 1) of "6.0.1" or "6.0.1dr1"; what does not parse counts as 0."""
+    parts = []
+    for piece in version.split(".")[:3]:
+        match = re.match(r"\d+", piece)
+        parts.append(int(match.group()) if match else 0)
+    return tuple(parts)
+
+
+@dataclass(frozen=True)
 class DesiredConfig:
     source: str
     connections: Mapping[str, Mapping[str, Any]]  # name -> load-conn body
@@ -21,6 +45,7 @@ class DesiredConfig:
     credentials: Credentials = field(default_factory=Credentials)
     authorities: Sequence[AuthorityLoad] = ()
     pools: Sequence[PoolLoad] = ()
+    newer_options: Sequence[NewerOption] = ()  # checked against the charon in use
     control: ControlAccess = field(default_factory=ControlAccess)  # who may do what
 
 

@@ -51,6 +51,9 @@ class LoadPort(Protocol):
 
     def load_cert(self, cert: CertificateLoad) -> None: ...
 
+    def clear_creds(self) -> None:
+        """Drop every credential loaded over VICI, certificates too (`swanctl --clear`)."""
+
     def load_key(self, key: KeyLoad) -> str | None:
         """Load a private key; returns the key id charon gave it (None if it gave none)."""
 

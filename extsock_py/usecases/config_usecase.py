@@ -40,6 +40,7 @@ class ConfigUsecase:
     def apply(self, desired: DesiredConfig, start: bool = True) -> ApplyReport:
         """Load what swanctl --load-all would, managed connections aside; start new ones."""
         report = ApplyReport()
+        report.notes.extend(self._too_new(desired))
         managed, plain = split_managed(desired)
         managed_before = set(self._manager.names())
 
@@ -80,6 +81,22 @@ class ConfigUsecase:
         if start:
             self._manager.start_all(to_start)
         return report
+
+    def _too_new(self, desired: DesiredConfig) -> list[str]:
+        """What the file uses that the charon in use is too old for (asked only then)."""
+        if not desired.newer_options:
+            return []
+        version = self._charon.version().get("version", "")
+        notes = []
+        for option in desired.newer_options:
+            if option.needs_newer_than(version):
+                note = (
+                    f"{option.file}:{option.line}: {option.key} needs strongSwan "
+                    f"{option.since} or later, charon is {version}: it will refuse that config"
+                )
+                log.warning("%s", note)
+                notes.append(note)
+        return notes
 
 
 def _log_outcome(outcome: Outcome) -> None:

@@ -6,7 +6,8 @@ has, then unloads what charon holds and the file no longer has:
 - keys: `get-keys`, then each `load-key` answers the id it got; ids not answered are
   unloaded (load_creds.c). Shared secrets likewise by their section name (`get-shared`).
 - certificates cannot be unloaded one by one over VICI (there is no unload-cert);
-  swanctl leaves them too, and only `--clear` (`clear-creds`) drops them all.
+  swanctl leaves them too, and only `--clear` (`clear-creds`, SyncTarget.clear) drops
+  them all, with every key and secret, before the credentials are loaded again.
 - authorities, pools and connections by name; connections `keep_connection` accepts
   (the daemon's clones, managed connections) are left alone.
 A failure of one item is reported and the sync goes on; losing charon stops it.
@@ -76,6 +77,7 @@ class SyncTarget:
     pools: Sequence[PoolLoad] | None = None
     connections: Mapping[str, Mapping[str, Any]] | None = None
     keep_connection: Callable[[str], bool] = _keep_nothing
+    clear: bool = False  # clear-creds first, as `swanctl --clear`: drops certificates too
 
 
 class SwanctlSync:
@@ -90,6 +92,8 @@ class SwanctlSync:
     def run(self, target: SyncTarget) -> SyncReport:
         report = SyncReport()
         if target.credentials is not None:
+            if target.clear:
+                self._charon.clear_creds()
             self._credentials(target.credentials, report)
         if target.authorities is not None:
             self._named(

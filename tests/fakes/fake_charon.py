@@ -503,6 +503,12 @@ def _load_shared(fake: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[
     return _ok()
 
 
+def _clear_creds(fake: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[str, Any]:
+    for store in (fake.certs, fake.keys, fake.shared):
+        store.clear()
+    return _ok()
+
+
 def _named_load(store: str) -> Handler:
     def load(fake: FakeCharon, client: Client, msg: dict[str, Any]) -> dict[str, Any]:
         for name, body in msg.items():
@@ -546,6 +552,7 @@ _HANDLERS: dict[str, Handler] = {
     "initiate": _initiate,
     "terminate": _terminate,
     "load-cert": _load_cert,
+    "clear-creds": _clear_creds,
     "load-key": _load_key,
     "unload-key": _unload("keys", "id"),
     "get-keys": _listing("keys", "keys"),

@@ -176,6 +176,13 @@ class FakeCharonPort:
         self._check("load_cert", cert.source)
         self.certs.append(cert)
 
+    def clear_creds(self) -> None:
+        self.calls.append(("clear_creds",))
+        self._check("clear_creds", None)
+        self.certs.clear()
+        self.keys.clear()
+        self.shared.clear()
+
     def load_key(self, key: KeyLoad) -> str | None:
         self.calls.append(("load_key", key.source, key.type))
         self._check("load_key", key.source)

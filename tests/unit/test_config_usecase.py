@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from extsock_py.domain.config import DesiredConfig, remote_addrs_of, split_managed
+from extsock_py.domain.config import (
+    DesiredConfig,
+    NewerOption,
+    remote_addrs_of,
+    split_managed,
+)
 from extsock_py.domain.credentials import (
     AuthorityLoad,
     CertificateLoad,
@@ -186,3 +191,24 @@ def test_reload_unloads_what_disappeared_as_swanctl_but_keeps_managed_clones() -
     assert list(charon.authorities) == ["ca-a"] and list(charon.pools) == ["p1"]
     assert manager.names() == ["home"]
     assert not charon.commands("terminate")
+
+
+def test_an_option_newer_than_the_charon_in_use_is_noted_and_still_sent() -> None:
+    uc, _, charon = setup()
+    newer = NewerOption(
+        "/etc/swanctl/swanctl.conf", 12, "connections.road.children.c.icmp", "6.0.5"
+    )
+    report = uc.apply(desired({"road": conn("%any")}, newer_options=(newer,)))
+    assert report.notes == [
+        "/etc/swanctl/swanctl.conf:12: connections.road.children.c.icmp needs strongSwan 6.0.5 "
+        "or later, charon is 5.9.8: it will refuse that config"
+    ]
+    assert "road" in charon.conns  # extsock never refuses what swanctl would send
+    assert not NewerOption("f", 1, "k", "6.0.2").needs_newer_than("6.1.0")
+    assert NewerOption("f", 1, "k", "6.0.2").needs_newer_than("6.0.1dr2")
+
+
+def test_no_version_request_without_newer_options() -> None:
+    uc, _, charon = setup()
+    uc.apply(desired({"road": conn("%any")}))
+    assert not charon.commands("version")

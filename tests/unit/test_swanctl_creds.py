@@ -169,3 +169,19 @@ def test_a_token_is_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="smartcard") as info:
         read_swanctl_conf(conf)
     assert "1234" not in str(info.value)
+
+
+def test_options_of_newer_releases_are_located_for_the_charon_check(tmp_path: Path) -> None:
+    conf = _write(
+        tmp_path,
+        "connections {\n home {\n  ocsp = request\n  children {\n   c {\n"
+        "    per_cpu_sas = yes\n    mode = iptfs\n    icmp = yes\n   }\n  }\n }\n}\n",
+        {},
+    )
+    found = [(o.line, o.key, o.since) for o in read_swanctl_conf(conf).newer_options]
+    assert found == [
+        (3, "connections.home.ocsp", "6.0.0"),
+        (6, "connections.home.children.c.per_cpu_sas", "6.0.2"),
+        (7, "connections.home.children.c.mode", "6.0.2"),
+        (8, "connections.home.children.c.icmp", "6.0.5"),
+    ]

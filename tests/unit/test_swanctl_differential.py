@@ -342,7 +342,7 @@ def _canon(value: Any) -> Any:
 
 
 def _loads(received: list[Received]) -> list[Received]:
-    return [r for r in received if r.command.startswith(("load-", "unload-"))]
+    return [r for r in received if r.command.startswith(("load-", "unload-", "clear-"))]
 
 
 def _show(path: str, value: Any) -> str:
@@ -508,10 +508,10 @@ def _twice(first: Path, second: Path, load: Callable[[FakeCharon, Path], None]) 
         return _loads(fake.received[done:])
 
 
-def _swanctl_into(fake: FakeCharon, conf: Path) -> None:
+def _swanctl_into(fake: FakeCharon, conf: Path, *extra: str) -> None:
     assert SWANCTL is not None
     done = subprocess.run(
-        [SWANCTL, "--load-all", "--noprompt", "--file", str(conf), "-u", fake.uri],
+        [SWANCTL, "--load-all", "--noprompt", *extra, "--file", str(conf), "-u", fake.uri],
         capture_output=True,
         timeout=TIMEOUT,
         check=False,
@@ -519,8 +519,8 @@ def _swanctl_into(fake: FakeCharon, conf: Path) -> None:
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-500:]
 
 
-def _cli_into(fake: FakeCharon, conf: Path) -> None:
-    result = CliRunner().invoke(cli(), ["-u", fake.uri, "load-all", "--file", str(conf)])
+def _cli_into(fake: FakeCharon, conf: Path, *extra: str) -> None:
+    result = CliRunner().invoke(cli(), ["-u", fake.uri, "load-all", *extra, "--file", str(conf)])
     assert result.exit_code == 0, result.output
 
 
@@ -585,3 +585,18 @@ def test_corpus_files_load_as_swanctl_loads_them(name: str) -> None:
     swanctl = run_swanctl(conf)
     assert_same_requests(swanctl, run_cli(conf))
     assert_same_requests(swanctl, undo_clone_overrides(swanctl, run_daemon_usecase(conf)))
+
+
+def test_clear_drops_certificates_as_swanctl_clear(material: Material, tmp_path: Path) -> None:
+    first = _write(tmp_path / "a", *SETUPS["everything"](material))
+    second = _write(tmp_path / "b", *SETUPS["cert-folders"](material))
+
+    def swanctl(fake: FakeCharon, conf: Path) -> None:
+        _swanctl_into(fake, conf, "--clear")
+
+    def extsock(fake: FakeCharon, conf: Path) -> None:
+        _cli_into(fake, conf, "--clear")
+
+    requests = _twice(first, second, swanctl)
+    assert requests[0].command == "clear-creds"
+    assert_same_requests(requests, _twice(first, second, extsock))

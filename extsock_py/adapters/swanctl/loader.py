@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic_core import PydanticCustomError
 
+from extsock_py.domain.config import NewerOption
 from extsock_py.domain.credentials import AuthorityLoad, Credentials, PoolLoad, SharedLoad
 from extsock_py.domain.errors import ConfigError
 from extsock_py.domain.secret import Secret
@@ -39,6 +40,7 @@ class LoadedConfig:
     credentials: Credentials
     authorities: tuple[AuthorityLoad, ...]
     pools: tuple[PoolLoad, ...]
+    newer_options: tuple[NewerOption, ...]
     extsock_section: Section | None
     model: SwanctlConfig = field(repr=False, compare=False)
 
@@ -81,6 +83,7 @@ def read_swanctl_conf(path: Path, reader: FileReader | None = None) -> LoadedCon
             for name, section in model.authorities.items()
         ),
         pools=tuple(PoolLoad(name, _pool_body(section)) for name, section in model.pools.items()),
+        newer_options=tuple(_newer_options(model)),
         extsock_section=model.extsock,
         model=model,
     )
@@ -128,6 +131,26 @@ def _file_item(
     if len(data) > MAX_VICI_VALUE:
         raise error(f"file '{path}' is {len(data)} bytes", f"at most {MAX_VICI_VALUE} bytes")
     return data
+
+
+def _newer_options(model: SwanctlConfig) -> list[NewerOption]:
+    """Where the file uses what only newer releases know (keys.INTRODUCED)."""
+    found: list[NewerOption] = []
+
+    def check(section: Section, kind: str) -> None:
+        for key, value in section.entries.items():
+            since = keys.INTRODUCED.get((kind, key))
+            if since is None and kind == "child" and key == "mode":
+                since = keys.INTRODUCED.get(("child.mode", value.text.strip()))
+            if since is not None:
+                found.append(NewerOption(value.file, value.line, section.key_path(key), since))
+
+    for conn in model.connections.values():
+        check(conn.section, "connection")
+        children = conn.section.sections.get("children")
+        for child in children.sections.values() if children is not None else ():
+            check(child, "child")
+    return found
 
 
 def _authority_body(section: Section, base: Path) -> dict[str, object]:

@@ -286,6 +286,9 @@ class ViciCharon:
         message["data"] = cert.data
         self.request("load-cert", message)
 
+    def clear_creds(self) -> None:
+        self.request("clear-creds")
+
     def load_key(self, key: KeyLoad) -> str | None:
         answer = self.request("load-key", {"type": key.type, "data": key.data.reveal()})
         return _text(answer["id"]) if "id" in answer else None
