@@ -90,6 +90,13 @@ config_file_option = click.option(
 @click.option("--no-state", is_flag=True, help="Keep no state on disk.")
 @click.option("--no-control", is_flag=True, help="Open no control socket.")
 @click.option(
+    "--control-group",
+    metavar="GROUP",
+    default=None,
+    help="Group of the control socket (mode 0660): its members may connect; what they may "
+    "do is set by extsock.control in the config (read by default).",
+)
+@click.option(
     "--metrics",
     metavar="HOST:PORT",
     default=None,
@@ -107,6 +114,7 @@ def run(
     state_dir: Path,
     no_state: bool,
     no_control: bool,
+    control_group: str | None,
     metrics: str | None,
     down_on_exit: bool,
 ) -> None:
@@ -121,6 +129,7 @@ def run(
         control_socket=None if no_control else Path(ctx.obj["control_socket"]),
         metrics=metrics,
         down_on_exit=down_on_exit,
+        control_group=control_group,
     )
     app = build_app(settings)
     app.daemon.install_signal_handlers()
