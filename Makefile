@@ -5,7 +5,7 @@ PY := $(BIN)/python
 PYTEST_ARGS ?=
 
 .PHONY: install test unit integration lint format demo bench soak lab-docker clean fresh-check \
-	container-host
+	compose-demo container-host
 
 install:
 	VENV=$(VENV) bash scripts/install-deps.sh
@@ -41,6 +41,11 @@ soak: install
 # fresh clone of the committed HEAD (root and podman; scripts/container-host.sh sets podman up).
 fresh-check:
 	bash scripts/fresh-check.sh $(if $(DEMO_ONLY),--demo-only)
+
+# The compose lab for real: build, start, kill segw1, tunnel on segw2, tear down (Docker, or
+# podman as root).
+compose-demo:
+	bash scripts/compose-demo.sh
 
 container-host:
 	bash scripts/container-host.sh --compose

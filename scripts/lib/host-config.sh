@@ -10,8 +10,11 @@
 #   - the CA bundle /etc/ssl/certs/ca-certificates.crt (pip over a TLS proxy needs it);
 #   - http_proxy, https_proxy, no_proxy (either case), when set.
 # A path is mounted at the same path inside.  Only existing paths are mounted.
+# `host_config_args --mounts-only` leaves the -e options out (podman build takes -v, not -e).
 
 host_config_args() {
+  local with_env=1
+  [ "${1:-}" = "--mounts-only" ] && with_env=0
   HOST_CONFIG_ARGS=()
   local -A seen=()
   local p
@@ -44,7 +47,7 @@ host_config_args() {
     done <"$f"
   done
   while IFS= read -r var; do
-    HOST_CONFIG_ARGS+=(-e "$var")
+    ((with_env)) && HOST_CONFIG_ARGS+=(-e "$var")
     values+=("${!var}")
   done < <(compgen -e | grep '^PIP_' || true)
   local v word
@@ -57,7 +60,7 @@ host_config_args() {
   # CA bundle and proxies
   _hc_mount /etc/ssl/certs/ca-certificates.crt
   for var in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
-    [ -n "${!var:-}" ] && HOST_CONFIG_ARGS+=(-e "$var")
+    [ -n "${!var:-}" ] && ((with_env)) && HOST_CONFIG_ARGS+=(-e "$var")
   done
   unset -f _hc_mount
   return 0
