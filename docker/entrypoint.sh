@@ -37,6 +37,10 @@ until [ -S "$VICI" ]; do
     sleep 0.1
 done
 
+# Every plugin of the load list must have loaded (else: which, and the package to install).
+python3 -m extsock_py.lab.cli check-plugins --conf "$CONF_DIR/strongswan.conf" \
+    --vici-socket "$VICI" --name "charon of $NODE" || { kill "$CHARON"; exit 1; }
+
 case "$NODE" in
     segw*)
         timeout 15 swanctl --load-all --file "$CONF_DIR/swanctl.conf" -u "unix://$VICI"

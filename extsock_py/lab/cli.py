@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
+import vici
 
 from extsock_py.lab.lab import FAIL_MODES, Lab, LabError, default_state_dir
 from extsock_py.lab.netns import CommandError
+from extsock_py.lab.plugins import PluginsMissing, check_loaded, parse_load_list
 from extsock_py.lab.releases import DEFAULT_RELEASE, RELEASES
 from extsock_py.lab.topology import (
     SWANCTL_DIR_ENV,
@@ -280,6 +283,37 @@ def render(
     for name, text in files.items():
         (out / name).write_text(text)
         click.echo(str(out / name))
+
+
+@lab.command("check-plugins")
+@click.option(
+    "--conf",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="the charon's strongswan.conf (its `load` list is checked)",
+)
+@click.option("--vici-socket", required=True, help="path of that charon's vici socket")
+@click.option("--name", default="charon", show_default=True, help="who, in the message")
+@_friendly
+def check_plugins(conf: Path, vici_socket: str, name: str) -> None:
+    """Exit 1 naming each plugin of the load list a running charon did not load, and the
+    Debian package that ships it (used by the docker lab)."""
+    load_list = parse_load_list(conf.read_text())
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(5.0)
+        sock.connect(vici_socket)
+        stats = vici.Session(sock).stats()
+    except OSError as exc:
+        raise click.ClickException(f"{name}: vici at {vici_socket}: {exc}") from exc
+    finally:
+        sock.close()
+    loaded = [p.decode() if isinstance(p, bytes) else str(p) for p in stats.get("plugins", [])]
+    try:
+        check_loaded(name, load_list, loaded)
+    except PluginsMissing as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{name}: all {len(load_list)} plugins of the load list loaded")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -124,3 +124,26 @@ def test_the_load_list_is_data_a_strongswan6_list_checks_the_same_way() -> None:
     check_loaded("charon 6.0.1 of ini", six, six)
     with pytest.raises(PluginsMissing, match="plugin sha1 "):
         check_loaded("charon of ini", LAB_LOAD_LIST, [*six, "sha2", "hmac", "aes", "kdf"])
+
+
+def test_check_plugins_command_against_a_fake_charon(tmp_path: Path) -> None:
+    """`extsock lab check-plugins` (docker/entrypoint.sh): the fake charon loaded random,
+    nonce and vici only."""
+    from click.testing import CliRunner
+
+    from extsock_py.lab.cli import lab
+    from tests.fakes.fake_charon import FakeCharon
+
+    good = tmp_path / "good.conf"
+    good.write_text("charon {\n    load = random nonce vici\n}\n")
+    bad = tmp_path / "bad.conf"
+    bad.write_text("charon {\n    load = random nonce openssl vici\n}\n")
+    with FakeCharon() as fake:
+        args = ["check-plugins", "--vici-socket", fake.path, "--name", "charon of ini"]
+        ok = CliRunner().invoke(lab, [*args, "--conf", str(good)])
+        assert ok.exit_code == 0, ok.output
+        assert "all 3 plugins" in ok.output
+        no = CliRunner().invoke(lab, [*args, "--conf", str(bad)])
+    assert no.exit_code == 1
+    assert "charon of ini: charon did not load plugin openssl" in no.output
+    assert "libstrongswan-standard-plugins" in no.output
