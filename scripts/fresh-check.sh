@@ -26,7 +26,7 @@ for arg in "$@"; do
 done
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(git -C "$HERE/.." rev-parse --show-toplevel)
+ROOT=$(cd "$HERE/.." && pwd)
 IMAGE=${FRESH_IMAGE:-localhost/extsock-fresh:bookworm}
 NAME="extsock-fresh-$$"
 LOGS="$ROOT/.build/fresh-check"
@@ -46,7 +46,10 @@ if ! bash "$HERE/container-host.sh" --check >/dev/null; then
   exit 2
 fi
 
-HEAD=$(git -C "$ROOT" rev-parse HEAD)
+if ! command -v git >/dev/null || ! HEAD=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null); then
+  echo "fresh-check: $ROOT is not a git checkout (it checks a clone of the committed HEAD)" >&2
+  exit 2
+fi
 if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]; then
   echo "fresh-check: note: uncommitted changes are not checked; checking commit ${HEAD:0:12}" >&2
 fi
