@@ -1,0 +1,67 @@
+"""The whole daemon against fake charons of several releases: the version read at connect
+picks the dialect; alerts are the signal where charon has them; a newer charon still works."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import charon_messages as cm
+from tests.fakes.fake_charon import FakeCharon
+from tests.unit.test_daemon_resilience import GW1, GW2, Running, _start
+
+RETRANSMIT = "retransmit 1 of request with message ID 2"
+
+
+@contextmanager
+def daemon_on(tmp_path: Path, version: str, alerts: bool) -> Iterator[Running]:
+    fake = FakeCharon(version=version, alert_supported=alerts)
+    fake._dir = str(tmp_path / "charon")
+    Path(fake._dir).mkdir()
+    fake.start()
+    r = _start(tmp_path, fake=fake)
+    try:
+        assert r.wait(lambda: r.status()["phase"] == "up"), r.status()
+        yield r
+    finally:
+        r.daemon.request_stop()
+        r.thread.join(5.0)
+        r.fake.stop()
+        assert not r.thread.is_alive()
+
+
+def test_a_newer_charon_works_with_the_newest_dialect_and_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with daemon_on(tmp_path, "7.0.0", alerts=True) as r:
+        assert "charon 7.0.0 is newer than every release extsock knows" in caplog.text
+        assert "charon 7.0.0: dialect strongSwan 6.0.3, alerts first" in caplog.text
+        uid, sa = r.clone_sa(GW1)
+        r.fake.emit("alert", cm.alert("retransmit-send", f"home@{GW1}", sa))
+        assert r.wait(lambda: r.status()["active_gateway"] == GW2), r.status()
+
+
+def test_with_alerts_the_log_line_no_longer_moves_the_tunnel(tmp_path: Path) -> None:
+    with daemon_on(tmp_path, "6.1.0", alerts=True) as r:
+        uid, sa = r.clone_sa(GW1)
+        processed = r.daemon.events.processed
+        r.fake.emit_log(RETRANSMIT, ike_name=f"home@{GW1}", ike_id=uid)
+        r.fake.emit("ike-update", cm.ike_updown(f"home@{GW1}", sa, up=True))  # a marker
+        assert r.wait(lambda: r.daemon.events.processed > processed)
+        assert r.status()["active_gateway"] == GW1  # the line was dropped unread
+        r.fake.emit("alert", cm.alert("retransmit-send", f"home@{GW1}", sa))
+        assert r.wait(lambda: r.status()["active_gateway"] == GW2), r.status()
+        assert r.status()["phase"] == "up"
+
+
+@pytest.mark.parametrize("version", ["5.9.8", "6.0.1"])
+def test_without_alerts_the_log_line_moves_the_tunnel(tmp_path: Path, version: str) -> None:
+    with daemon_on(tmp_path, version, alerts=False) as r:
+        uid, _ = r.clone_sa(GW1)
+        r.fake.emit_log(RETRANSMIT, ike_name=f"home@{GW1}", ike_id=uid)
+        assert r.wait(lambda: r.status()["active_gateway"] == GW2), r.status()
