@@ -41,7 +41,7 @@ def test_a_newer_charon_works_with_the_newest_dialect_and_a_warning(
     with daemon_on(tmp_path, "7.0.0", alerts=True) as r:
         assert "charon 7.0.0 is newer than every release extsock knows" in caplog.text
         assert "charon 7.0.0: dialect strongSwan 6.0.3, alerts first" in caplog.text
-        uid, sa = r.clone_sa(GW1)
+        _, sa = r.clone_sa(GW1)
         r.fake.emit("alert", cm.alert("retransmit-send", f"home@{GW1}", sa))
         assert r.wait(lambda: r.status()["active_gateway"] == GW2), r.status()
 
