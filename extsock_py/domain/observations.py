@@ -31,6 +31,7 @@ class IkeSaInfo:
     remote_host: str | None = None
     local_host: str | None = None
     children: tuple[ChildSaInfo, ...] = field(default_factory=tuple)
+    local_vips: tuple[str, ...] = ()  # virtual IPs the gateway assigned (vips = 0.0.0.0)
 
 
 @dataclass(frozen=True)

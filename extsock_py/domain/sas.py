@@ -42,6 +42,7 @@ class IkeTransition:
     new: str
     remote: str | None
     connections: tuple[str, ...]  # managed connections with a CHILD_SA in it
+    vips: tuple[str, ...] = ()  # the virtual IPs the gateway assigned to it
 
 
 @dataclass
@@ -58,6 +59,7 @@ class IkeSa:
     state: str
     remote: str | None = None
     children: dict[int, ChildSa] = field(default_factory=dict)
+    vips: tuple[str, ...] = ()
 
 
 class SaTable:
@@ -108,7 +110,12 @@ class SaTable:
     # --- charon's news ------------------------------------------------------------------
 
     def ike_state(
-        self, ike_id: int, name: str, state: str, remote: str | None = None
+        self,
+        ike_id: int,
+        name: str,
+        state: str,
+        remote: str | None = None,
+        vips: tuple[str, ...] = (),
     ) -> list[IkeTransition]:
         """charon reported IKE_SA `ike_id` in `state` (DESTROYING: it goes away)."""
         if ike_id in self._gone:
@@ -120,6 +127,8 @@ class SaTable:
             sa = self._ikes[ike_id] = IkeSa(ike_id, name, CREATED, remote)
         if remote is not None:
             sa.remote = remote
+        if vips:
+            sa.vips = vips
         sa.name = name
         if sa.state == state:
             return []
@@ -181,4 +190,4 @@ class SaTable:
 
     def _transition(self, sa: IkeSa, old: str, new: str) -> IkeTransition:
         connections = tuple(sorted({c.connection for c in sa.children.values() if c.connection}))
-        return IkeTransition(sa.unique_id, sa.name, old, new, sa.remote, connections)
+        return IkeTransition(sa.unique_id, sa.name, old, new, sa.remote, connections, sa.vips)

@@ -121,6 +121,7 @@ class LabConfig:
     retransmit_base: float | None = None
     dpd_delay: str = "1s"
     prefix: str = DEFAULT_PREFIX
+    virtual_ips: bool = False  # ini installs the virtual IPs gateways assign (vips)
     charon: str = DEFAULT_RELEASE
     """The Debian release every node's charon comes from (releases.py)."""
     node_charon: tuple[str, ...] = ()
@@ -290,6 +291,7 @@ def render_strongswan_conf(
         "vici_socket": vici_socket,
         "log_path": log_path,
         "retransmit": _retransmit_block(cfg, node),
+        "install_virtual_ip": "yes" if cfg.virtual_ips and kind == "ini" else "no",
     }
     return _substitute(base / kind / "strongswan.conf", values)
 

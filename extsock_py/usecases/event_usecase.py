@@ -111,7 +111,9 @@ class EventUsecase:
             case ob.IkeRekey(old, new):
                 self._rekey(old, new)
             case ob.IkeUpdate(sa, _local, remote):
-                self._state(sa.unique_id, sa.name, sa.state, remote or sa.remote_host)
+                self._state(
+                    sa.unique_id, sa.name, sa.state, remote or sa.remote_host, sa.local_vips
+                )
             case ob.IkeSignal():
                 self._signal(obs)
             case ob.Undecodable(name, reason):
@@ -123,7 +125,7 @@ class EventUsecase:
     def sync(self, sas: list[ob.IkeSaInfo]) -> None:
         """list-sas answered: learn what events did not tell, forget what is gone."""
         for sa in sas:
-            self._state(sa.unique_id, sa.name, sa.state, sa.remote_host)
+            self._state(sa.unique_id, sa.name, sa.state, sa.remote_host, sa.local_vips)
             for child in sa.children:
                 if (
                     child.state == "INSTALLED"
@@ -180,13 +182,20 @@ class EventUsecase:
 
     def track(self, sa: ob.IkeSaInfo) -> None:
         """Take an SA's state as listed by charon (a tunnel adopted at start)."""
-        self._state(sa.unique_id, sa.name, sa.state, sa.remote_host)
+        self._state(sa.unique_id, sa.name, sa.state, sa.remote_host, sa.local_vips)
 
-    def _state(self, ike_id: int, name: str, state: str, remote: str | None) -> None:
+    def _state(
+        self,
+        ike_id: int,
+        name: str,
+        state: str,
+        remote: str | None,
+        vips: tuple[str, ...] = (),
+    ) -> None:
         owner = self._owner(name)
         if owner is None or owner.probe:
             return
-        self._publish(self.sas.ike_state(ike_id, name, state, remote))
+        self._publish(self.sas.ike_state(ike_id, name, state, remote, vips))
 
     def _gone(self, ike_id: int, name: str, remote: str | None = None) -> None:
         owner = self._owner(name)
@@ -216,6 +225,7 @@ class EventUsecase:
                     "old": t.old,
                     "new": t.new,
                     "ike_id": t.ike_id,
+                    "virtual_ips": list(t.vips),
                 },
             )
 
@@ -229,10 +239,10 @@ class EventUsecase:
             self._send_probe(owner, up, sa.unique_id)
             return
         if up:
-            self._state(sa.unique_id, sa.name, sa.state, sa.remote_host)
+            self._state(sa.unique_id, sa.name, sa.state, sa.remote_host, sa.local_vips)
             return
         related = self._related(owner, sa.unique_id)
-        self._state(sa.unique_id, sa.name, sa.state, sa.remote_host)
+        self._state(sa.unique_id, sa.name, sa.state, sa.remote_host, sa.local_vips)
         self._gone(sa.unique_id, sa.name, sa.remote_host)
         for connection in related:
             self._sink(connection, ev.TunnelDown(owner.gateway, sa.unique_id, "ike-down"))
@@ -247,7 +257,7 @@ class EventUsecase:
         owner = self._owner(sa.name)
         if owner is None or owner.probe:
             return
-        self._state(sa.unique_id, sa.name, sa.state, sa.remote_host)
+        self._state(sa.unique_id, sa.name, sa.state, sa.remote_host, sa.local_vips)
         if up:
             connection = self._child_owner(sa.name, sa.unique_id, child.name)
             self.sas.child_up(sa.unique_id, child.unique_id, child.name, connection)
@@ -267,8 +277,8 @@ class EventUsecase:
         if owner is None or owner.probe:
             return
         related = self._related(owner, old.unique_id)
-        self._state(old.unique_id, old.name, old.state, old.remote_host)
-        self._state(new.unique_id, new.name, new.state, new.remote_host)
+        self._state(old.unique_id, old.name, old.state, old.remote_host, old.local_vips)
+        self._state(new.unique_id, new.name, new.state, new.remote_host, new.local_vips)
         self.sas.move_children(old.unique_id, new.unique_id)
         self._gone(old.unique_id, old.name)  # a rekeyed IKE_SA is always deleted
         for connection in related:

@@ -381,6 +381,8 @@ class FailoverManager:
             value = getattr(notice, key)
             if value is not None:
                 fields[key] = round(value, 6) if isinstance(value, float) else value
+        if notice.kind == "tunnel-up":
+            fields["virtual_ips"] = list(self._vips(name))
         if notice.kind in ("failover", "failover-started", "redirected"):
             arrow = f"{notice.from_gateway} -> {notice.gateway}"
             took = f" in {notice.duration:.3f}s" if notice.duration is not None else ""
@@ -400,6 +402,13 @@ class FailoverManager:
                     "duration": notice.duration,
                 }
             )
+
+    def _vips(self, name: str) -> tuple[str, ...]:
+        """The virtual IPs of the IKE_SA carrying `name`'s tunnel (vips = 0.0.0.0)."""
+        managed = self._conns.get(name)
+        ike_id = managed.state.ike_id if managed is not None else None
+        sa = self.sas.get(ike_id) if ike_id is not None else None
+        return sa.vips if sa is not None else ()
 
     def _persist(self, managed: Managed) -> None:
         if self._store is None:
@@ -446,6 +455,7 @@ class FailoverManager:
                     "next_action_in": None if due is None else round(max(0.0, due - now), 3),
                     "standby_gateway": s.standby.gateway if s.standby else None,
                     "redirected_to": s.remote,
+                    "virtual_ips": list(self._vips(conn)) if s.phase is Phase.UP else [],
                 }
             )
         return out

@@ -153,6 +153,14 @@ def test_strongswan_conf_defaults() -> None:
         assert "kernel-libipsec" in PLUGINS
 
 
+def test_virtual_ips_are_installed_on_ini_only_when_asked() -> None:
+    cfg = LabConfig(virtual_ips=True)
+    ini = render_strongswan_conf("ini", cfg, vici_socket="/v", log_path="/l")
+    assert _value(ini, "install_virtual_ip") == "yes"
+    gw = render_strongswan_conf("segw1", cfg, vici_socket="/v", log_path="/l")
+    assert _value(gw, "install_virtual_ip") == "no"
+
+
 def test_retransmit_overrides_only_for_ini() -> None:
     cfg = LabConfig(retransmit_timeout=1, retransmit_tries=3, retransmit_base=1.5)
     ini = render_strongswan_conf("ini", cfg, vici_socket="/v", log_path="/l")

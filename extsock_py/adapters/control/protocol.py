@@ -234,6 +234,7 @@ class IkeStateEvent(_Event):
     old: str
     new: str
     ike_id: int | None = None
+    virtual_ips: list[str] = Field(default_factory=list)  # assigned by the gateway (vips)
 
 
 class TunnelUpEvent(_Event):
@@ -241,6 +242,7 @@ class TunnelUpEvent(_Event):
     connection: str
     gateway: str | None = None
     reason: str | None = None  # "adopted" when found up at start
+    virtual_ips: list[str] = Field(default_factory=list)  # assigned by the gateway (vips)
 
 
 class TunnelDownEvent(_Event):

@@ -52,6 +52,15 @@ def _required(body: Mapping[str, Any], key: str) -> object:
     return body[key]
 
 
+def _text_list(body: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = body.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise DecodeError(f"{key}: expected a list, got {type(value).__name__}")
+    return tuple(_text(item, key) for item in value)
+
+
 def _optional_text(body: Mapping[str, Any], key: str) -> str | None:
     return _text(body[key], key) if key in body else None
 
@@ -92,6 +101,7 @@ def parse_ike_sa(name: str, body: Mapping[str, Any]) -> IkeSaInfo:
         remote_host=_optional_text(body, "remote-host"),
         local_host=_optional_text(body, "local-host"),
         children=tuple(children),
+        local_vips=_text_list(body, "local-vips"),
     )
 
 
