@@ -381,8 +381,8 @@ class FailoverManager:
             value = getattr(notice, key)
             if value is not None:
                 fields[key] = round(value, 6) if isinstance(value, float) else value
-        if notice.kind == "tunnel-up":
-            fields["virtual_ips"] = list(self._vips(name))
+        if notice.kind == "tunnel-up" and (vips := self._vips(name)):
+            fields["virtual_ips"] = list(vips)
         if notice.kind in ("failover", "failover-started", "redirected"):
             arrow = f"{notice.from_gateway} -> {notice.gateway}"
             took = f" in {notice.duration:.3f}s" if notice.duration is not None else ""

@@ -298,6 +298,7 @@ def test_status_fields() -> None:
         "next_action_in": 5.0,
         "standby_gateway": None,
         "redirected_to": None,
+        "virtual_ips": [],
     }
     w.clock.advance(1.5)
     assert w.manager.status("home")[0]["next_action_in"] == 3.5
