@@ -42,3 +42,37 @@ def test_documented_cert_layout_with_encrypted_key_fails_over_with_traffic(fresh
         log = extsock.log_text()
     assert PASSPHRASE not in log and "PRIVATE KEY" not in log
     assert "private/ini.pem' (ECDSA)" in log  # decrypted by extsock, sent as swanctl sends it
+
+
+EXTRA = """
+authorities {
+    lab-ca {
+        cacert = ca.pem
+        crl_uris = http://crl.lab.extsock/ca.crl
+    }
+}
+pools {
+    lab-pool {
+        addrs = 10.77.0.0/24
+        dns = 10.77.0.1
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("lab", [{"gateways": 2, "auth": "cert"}], indirect=True)
+def test_reload_unloads_what_disappeared_and_keeps_the_managed_tunnel(fresh_lab: Lab) -> None:
+    with running_extsock(fresh_lab, POLICY, conf_transform=lambda t: t + EXTRA) as extsock:
+        assert wait_until(lambda: fresh_lab.child_installed("segw1"), 10.0), extsock.log_tail()
+        assert "lab-ca" in fresh_lab.swanctl(INI, "--list-authorities").stdout
+        assert "lab-pool" in fresh_lab.swanctl(INI, "--list-pools").stdout
+        sas_before = [next(iter(sa)) for sa in fresh_lab.list_sas("ini")]
+        extsock.conf.write_text(extsock.conf.read_text().replace(EXTRA, ""))
+        answer = extsock.request("reload")
+        assert answer.get("managed") == ["home"] and not answer.get("failures"), answer
+        assert "lab-ca" not in fresh_lab.swanctl(INI, "--list-authorities").stdout
+        assert "lab-pool" not in fresh_lab.swanctl(INI, "--list-pools").stdout
+        # the managed tunnel is untouched: same IKE_SA, traffic flows
+        assert [next(iter(sa)) for sa in fresh_lab.list_sas("ini")] == sas_before
+        assert fresh_lab.child_installed("segw1")
+        assert fresh_lab.udp_echo(timeout=1.0, tries=3) == "segw1"
