@@ -15,6 +15,7 @@ connection names, gateway addresses, phases and reasons only: never a secret.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import re
@@ -447,8 +448,17 @@ class MetricsServer:
             sock.listen(128)
         except OSError as exc:
             sock.close()
+            hint = ""
+            if exc.errno == errno.EACCES and 0 < self._port < 1024:
+                hint = (
+                    " (a port below 1024 needs CAP_NET_BIND_SERVICE; under systemd add it to"
+                    " CapabilityBoundingSet= and AmbientCapabilities=, or use a port >= 1024)"
+                )
+            elif exc.errno in (errno.EAFNOSUPPORT, errno.EPERM):
+                hint = " (under systemd: check RestrictAddressFamilies= and SystemCallFilter=)"
             raise OSError(
-                exc.errno, f"cannot listen for metrics on {self.host}:{self._port}: {exc.strerror}"
+                exc.errno,
+                f"cannot listen for metrics on {self.host}:{self._port}: {exc.strerror}{hint}",
             ) from None
         return sock
 

@@ -117,7 +117,16 @@ def describe_error(exc: OSError, local: str, netns: str | None) -> str:
     if netns and exc.errno == errno.ENOENT:
         return f"no network namespace {netns!r} ({NETNS_DIR / netns} does not exist)"
     if netns and exc.errno == errno.EPERM:
-        return f"cannot enter network namespace {netns!r} (needs CAP_SYS_ADMIN)"
+        return (
+            f"cannot enter network namespace {netns!r}: setns is refused; it needs"
+            " CAP_SYS_ADMIN, and under systemd CapabilityBoundingSet= must keep CAP_SYS_ADMIN"
+            " and RestrictNamespaces= must allow net (systemd/extsock.service forbids both)"
+        )
+    if exc.errno in (errno.EPERM, errno.EACCES, errno.EAFNOSUPPORT):
+        return (
+            f"cannot bind {local} in {where}: {exc.strerror or exc}"
+            " (under systemd: check RestrictAddressFamilies= and SystemCallFilter=)"
+        )
     return f"cannot bind {local} in {where}: {exc.strerror or exc}"
 
 

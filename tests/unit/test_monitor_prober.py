@@ -118,3 +118,14 @@ def test_a_missing_namespace_is_refused_clearly() -> None:
     assert "no network namespace 'ex8-no-such-namespace'" in describe_error(
         info.value, "127.0.0.1", "ex8-no-such-namespace"
     )
+
+
+def test_what_a_sandbox_forbids_names_the_setting() -> None:
+    """Under systemd/extsock.service, setns(2) is refused (EPERM): the error says which
+    unit settings forbid it, not only the errno."""
+    refused = OSError(errno.EPERM, "Operation not permitted")
+    message = describe_error(refused, "10.100.0.1", "ns1")
+    assert "cannot enter network namespace 'ns1'" in message
+    assert "CAP_SYS_ADMIN" in message and "RestrictNamespaces=" in message
+    family = OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+    assert "RestrictAddressFamilies=" in describe_error(family, "10.100.0.1", None)

@@ -1,0 +1,280 @@
+"""extsock deployed the Debian way, under real systemd, next to Debian's strongswan.service.
+
+A container from Debian's packages boots systemd as PID 1 (systemd_support.py; the image
+is cached). Inside it: strongswan.service (charon-systemd + `swanctl --load-all`) with the
+managed connection `uplink` written for swanctl (start_action = start), two gateways in
+network namespaces, and extsock installed by following the README's deployment section
+line by line. The tests run in file order on that one container and are bounded in time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shlex
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.integration import systemd_support as sd
+
+pytestmark = pytest.mark.integration
+
+GW1, GW2 = "10.99.1.2", "10.99.2.2"
+PREFIX = os.environ.get("EXTSOCK_LAB_PREFIX", "exs-")
+WATCHDOG_SEC, RESTART_SEC = 10.0, 2.0
+CHECKOUT = "/media/checkout"  # read-only; the README's `git clone` becomes a copy of it
+SA_LINE = re.compile(r"^(\S+): #(\d+), (\w+),", re.M)
+
+
+class Secret(str):
+    """The lab's PSK: its repr (in pytest's failure output) does not show it."""
+
+    def __repr__(self) -> str:
+        return "'<the PSK>'"
+
+
+@pytest.fixture(scope="module")
+def secret() -> Secret:
+    return Secret("psk-" + secrets.token_hex(12))
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory, secret: Secret) -> Iterator[sd.Box]:
+    reason = sd.preflight()
+    if reason:
+        pytest.skip(f"systemd container unavailable: {reason}")
+    image = sd.ensure_image()
+    tmp = tmp_path_factory.mktemp("systemd")
+    wheels = sd.build_wheels(tmp / "wheels")
+    checkout = sd.copy_checkout(tmp / "checkout")
+    the_box = sd.Box(
+        f"{PREFIX}extsock-systemd-{os.getpid()}",
+        image,
+        {wheels: "/media/wheels", checkout: CHECKOUT},
+    )
+    try:
+        the_box.start()
+        the_box.sh(f"bash {CHECKOUT}/tests/integration/systemd/lab-setup.sh {secret}", timeout=90)
+        assert wait(lambda: tunnels(the_box) == ["uplink"], 20.0), the_box.out("swanctl -l")
+        yield the_box
+    finally:
+        the_box.remove()
+
+
+def wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def sas(box: sd.Box) -> list[tuple[str, int]]:
+    """(name, unique id) of each IKE_SA with an INSTALLED CHILD_SA, from `swanctl --list-sas`."""
+    text = box.sh("swanctl --list-sas 2>/dev/null", check=False).stdout
+    found = []
+    blocks = re.split(r"^(?=\S)", text, flags=re.M)
+    for block in blocks:
+        head = SA_LINE.match(block)
+        if head and head.group(3) == "ESTABLISHED" and "INSTALLED" in block:
+            found.append((head.group(1), int(head.group(2))))
+    return sorted(found)
+
+
+def tunnels(box: sd.Box) -> list[str]:
+    return [name for name, _ in sas(box)]
+
+
+def conns(box: sd.Box) -> list[str]:
+    text = box.sh("swanctl --list-conns 2>/dev/null", check=False).stdout
+    return sorted(m.group(1) for m in re.finditer(r"^(\S+): ", text, re.M))
+
+
+def ping(box: sd.Box) -> bool:
+    return box.sh("ping -c 2 -W 1 -I 10.100.0.1 10.200.0.1", check=False).returncode == 0
+
+
+def journal(box: sd.Box, unit: str | None = "extsock") -> str:
+    return box.sh(f"journalctl --no-pager -o cat {'-u ' + unit if unit else ''}").stdout
+
+
+def readme_deploy_lines() -> list[str]:
+    """The commands of the README's deployment block, as a new user types them."""
+    text = (sd.REPO / "README.md").read_text()
+    block = text.split("<!-- deploy:", 1)[1].split("```", 2)[1]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_deployment_starts_extsock_under_systemd(box: sd.Box) -> None:
+    # Configuration a user adds (the lab set up swanctl.conf like `sudoedit` would):
+    box.sh("echo 'EXTSOCK_RUN_ARGS=--metrics 127.0.0.1:9814' > /etc/default/extsock")
+    script = ["set -e"]
+    for line in readme_deploy_lines():
+        command = line.split("  #", 1)[0].strip().removeprefix("sudo ")
+        if command.startswith("apt-get install"):  # in the image already: check they are
+            packages = command.split()[2:]
+            script.append(f"dpkg-query -W {' '.join(shlex.quote(p) for p in packages)} >/dev/null")
+        elif command.startswith("git clone"):  # the clone: a copy of this checkout
+            script.append(f"cp -a {CHECKOUT} /root/extsock_py && cd /root/extsock_py")
+        elif command.startswith("sudoedit"):
+            continue
+        else:
+            script.append(command)
+    started = time.monotonic()
+    # pip as configured on a machine with a local wheel mirror: no network in the container
+    proc = box.sh(
+        "\n".join(script),
+        timeout=240,
+        check=False,
+        env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/media/wheels"},
+    )
+    assert proc.returncode == 0, (script, proc.stdout[-3000:], proc.stderr[-3000:])
+    print(f"README deployment block ran in {time.monotonic() - started:.1f}s")
+    assert "uplink" in proc.stdout  # `extsock failover status` at the end of the block
+    assert box.active("extsock") == "active"  # Type=notify: READY=1 came
+    assert box.out("systemctl is-enabled extsock") == "enabled"
+    assert box.out("readlink /usr/local/bin/extsock") == "/opt/extsock/bin/extsock"
+    assert wait(lambda: tunnels(box) == [f"uplink@{GW1}"], 15.0), box.out("swanctl -l")
+    assert "uplink" not in conns(box)  # the as-written copy strongswan.service loaded
+    assert ping(box)
+    took = [line for line in journal(box).splitlines() if "took over" in line]
+    assert len(took) == 1 and "uplink: took over the as-written" in took[0], took
+
+
+def test_install_again_is_idempotent_and_keeps_it_running(box: sd.Box) -> None:
+    pid = box.show("extsock", "MainPID")
+    proc = box.sh(
+        "cd /root/extsock_py && scripts/install-system.sh",
+        timeout=240,
+        env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/media/wheels"},
+    )
+    assert "installed" in proc.stdout
+    assert box.show("extsock", "MainPID") == pid
+    assert box.out("getent group extsock | cut -d: -f1") == "extsock"
+
+
+def test_sandboxed_features_work(box: sd.Box) -> None:
+    # the control socket, for a member of the group extsock and for nobody else
+    box.sh("id op >/dev/null 2>&1 || useradd --no-create-home -G extsock op")
+    member = box.sh("runuser -u op -- extsock failover status --json", check=False)
+    assert member.returncode == 0 and '"uplink"' in member.stdout, member
+    stranger = box.sh("runuser -u nobody -- extsock failover status", check=False)
+    assert stranger.returncode != 0
+    # metrics, from /etc/default/extsock
+    metrics = box.out(
+        'python3 -c "import urllib.request as u;'
+        " print(u.urlopen('http://127.0.0.1:9814/metrics', timeout=5).read().decode())\""
+    )
+    assert "extsock_" in metrics
+    # the tunnel monitor probes through the CHILD_SA (UDP, no raw socket)
+    assert "monitoring the tunnel via" in journal(box)
+
+
+def test_reload_and_a_broken_file(box: sd.Box) -> None:
+    pid = box.show("extsock", "MainPID")
+    box.sh("systemctl reload extsock")
+    assert wait(lambda: "reloaded /etc/swanctl/swanctl.conf" in journal(box), 10.0)
+    box.sh("cp /etc/swanctl/swanctl.conf /root/swanctl.conf.good")
+    box.sh(
+        "printf 'connections {\\n  broken {\\n    remote_addrs = \\n' >> /etc/swanctl/swanctl.conf"
+    )
+    try:
+        box.sh("systemctl reload extsock")
+        assert wait(lambda: "reload refused, running config kept" in journal(box), 10.0)
+        assert box.active("extsock") == "active"
+        assert box.show("extsock", "MainPID") == pid
+        assert tunnels(box) == [f"uplink@{GW1}"]
+    finally:
+        box.sh("cp /root/swanctl.conf.good /etc/swanctl/swanctl.conf")
+    refused = [line for line in journal(box).splitlines() if "reload refused" in line]
+    assert "/etc/swanctl/swanctl.conf" in refused[-1], refused
+
+
+def test_a_hung_main_loop_is_restarted_by_the_watchdog(box: sd.Box) -> None:
+    pid = box.show("extsock", "MainPID")
+    restarts = int(box.show("extsock", "NRestarts"))
+    before = sas(box)
+    started = time.monotonic()
+    box.sh(f"kill -STOP {pid}")
+
+    def restarted() -> bool:
+        return box.show("extsock", "MainPID") not in (pid, "0") and (
+            box.active("extsock") == "active"
+        )
+
+    limit = WATCHDOG_SEC + RESTART_SEC
+    assert wait(restarted, limit + 15.0), journal(box)[-3000:]
+    took = time.monotonic() - started
+    print(f"watchdog: SIGSTOP to active again in {took:.1f}s (WatchdogSec+RestartSec={limit:.0f})")
+    assert took <= limit + 3.0  # a little for systemd's and this test's polling
+    assert int(box.show("extsock", "NRestarts")) == restarts + 1
+    assert "Watchdog timeout" in journal(box, None)
+    assert sas(box) == before  # the tunnel stayed up: the same IKE_SA, adopted
+    assert ping(box)
+
+
+def test_strongswan_restart_brings_back_one_tunnel(box: sd.Box) -> None:
+    assert tunnels(box) == [f"uplink@{GW1}"]
+    charon = box.show("strongswan", "MainPID")
+    started = time.monotonic()
+    box.sh("systemctl restart strongswan", timeout=60)  # returns after its --load-all
+    assert box.show("strongswan", "MainPID") != charon
+
+    def back() -> bool:
+        return tunnels(box) == [f"uplink@{GW1}"] and conns(box) == [f"uplink@{GW1}"]
+
+    assert wait(back, 30.0), (sas(box), conns(box), journal(box)[-3000:])
+    print(f"strongswan restart: one tunnel back in {time.monotonic() - started:.1f}s")
+    # strongswan.service's --load-all brought the as-written `uplink` up too: taken over
+    assert "took over" in journal(box).split("charon is back")[-1]
+    for _ in range(20):  # and it stays one tunnel (5 s)
+        assert tunnels(box) == [f"uplink@{GW1}"], sas(box)
+        time.sleep(0.25)
+    assert ping(box)
+
+
+def test_failover_and_return_under_systemd(box: sd.Box) -> None:
+    box.sh("ip link set ini1 down")
+    try:
+        assert wait(lambda: tunnels(box) == [f"uplink@{GW2}"], 30.0), (
+            sas(box),
+            journal(box)[-2000:],
+        )
+        assert ping(box)
+    finally:
+        box.sh("ip link set ini1 up")
+    time.sleep(3.0)  # the first gateway is back: nothing goes back to it by itself
+    assert tunnels(box) == [f"uplink@{GW2}"]
+    assert conns(box) == [f"uplink@{GW2}"]
+
+
+def test_stop_leaves_the_tunnel_up(box: sd.Box) -> None:
+    before = sas(box)
+    box.sh("systemctl stop extsock", timeout=60)
+    assert box.active("extsock") == "inactive"
+    assert sas(box) == before
+    assert ping(box)
+    assert "tunnels left up" in journal(box)
+
+
+def test_journal_has_extsock_lines_and_no_secret(box: sd.Box, secret: Secret) -> None:
+    assert "extsock.daemon: loaded 1 managed" in journal(box)
+    # counted inside the box, so a failure never prints the secret
+    hits = box.sh(f"journalctl --no-pager | grep -c -F -- {secret}", check=False).stdout
+    assert hits.strip() == "0", "the PSK is in the journal"
+    stored = box.sh(f"grep -rl -F -- {secret} /var/lib/extsock", check=False)
+    assert stored.returncode == 1, "the PSK is in extsock's state"
+
+
+def test_uninstall_removes_it_and_leaves_the_tunnel(box: sd.Box) -> None:
+    before = sas(box)
+    box.sh("cd /root/extsock_py && scripts/install-system.sh --uninstall")
+    assert box.sh("test -e /opt/extsock || test -e /usr/local/bin/extsock", check=False).returncode
+    assert box.sh("test -e /etc/systemd/system/extsock.service", check=False).returncode
+    assert box.sh("getent group extsock", check=False).returncode
+    assert box.sh("test -d /var/lib/extsock").returncode == 0  # state kept without --purge
+    assert sas(box) == before
