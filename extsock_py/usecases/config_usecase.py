@@ -44,7 +44,13 @@ class ConfigUsecase:
         managed, plain = split_managed(desired)
         managed_before = set(self._manager.names())
 
+        plain_before = set(split_managed(self.current)[1]) if self.current else set()
+
         def keep(name: str) -> bool:
+            if name in managed and name not in plain_before:
+                # An as-written copy loaded outside extsock (swanctl): the takeover replaces
+                # it make-before-break; unloading it here would cut its tunnel first.
+                return True
             clone = parse_clone_name(name)
             return clone is not None and (
                 clone.connection in managed or clone.connection in managed_before

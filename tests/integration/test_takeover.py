@@ -84,7 +84,10 @@ def test_extsock_takes_over_what_swanctl_loaded_and_keeps_one_tunnel(
     assert conn_names(fresh_lab) == [f"home@{GW1}"]
     assert extsock.status()["phase"] == "up"
     took = [line for line in extsock.log_text().splitlines() if "took over" in line]
-    assert len(took) == 1 and "home: took over the as-written connection" in took[0], took
+    assert len(took) == 1 and "home: took over the as-written connection" in took[0], (
+        took,
+        extsock.log_text(),
+    )
     assert fresh_lab.udp_echo(timeout=1.0, tries=3) == "segw1"
 
     # failover: nothing restarts towards the dead segw1 beside extsock's tunnel on segw2

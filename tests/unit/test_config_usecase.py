@@ -212,3 +212,18 @@ def test_no_version_request_without_newer_options() -> None:
     uc, _, charon = setup()
     uc.apply(desired({"road": conn("%any")}))
     assert not charon.commands("version")
+
+
+def test_an_as_written_copy_of_a_managed_connection_is_left_to_the_takeover() -> None:
+    """swanctl loaded `home` as written and its tunnel is up: applying the config must not
+    unload it (that would cut the tunnel before the clone is up); usecases/takeover.py
+    replaces it make-before-break. A plain connection that becomes managed still goes."""
+    uc, _manager, charon = setup()
+    charon.conns["home"] = conn("10.0.0.1", "10.0.0.2")
+    live = charon.add_sa("home")
+    uc.apply(desired({"home": conn("10.0.0.1", "10.0.0.2"), "lab": conn("10.2.0.1")}))
+    assert "home" in charon.conns and live.unique_id in charon.sas
+    report = uc.apply(
+        desired({"home": conn("10.0.0.1", "10.0.0.2"), "lab": conn("10.2.0.1", "10.2.0.2")})
+    )
+    assert "lab" in report.removed and "lab" not in charon.conns
