@@ -3,11 +3,14 @@
 #   - a virtualenv in /opt/extsock with extsock in it (from this checkout, or from wheels),
 #   - /usr/local/bin/extsock (on PATH) pointing into it,
 #   - the group `extsock`, whose members may use the control socket,
-#   - /var/lib/extsock (state), /etc/systemd/system/extsock.service, enabled (not started).
+#   - /var/lib/extsock (state), /etc/systemd/system/extsock.service, enabled (not started),
+#   - a drop-in for Debian's strongswan.service that removes its `swanctl --load-all`
+#     (extsock loads the whole of swanctl.conf itself, as swanctl would); --keep-load-all
+#     leaves strongswan.service as it is (extsock then takes over what swanctl loaded).
 # Idempotent: run it again to upgrade. `--uninstall` removes all of it except the state
 # (add --purge to remove /var/lib/extsock too); strongSwan and its config are never touched.
 #
-#   sudo scripts/install-system.sh [--wheels DIR] [--start]
+#   sudo scripts/install-system.sh [--wheels DIR] [--keep-load-all] [--start]
 #   sudo scripts/install-system.sh --uninstall [--purge]
 #
 # --wheels DIR installs offline from a folder of wheels (`pip wheel . -w DIR` made on a
@@ -20,17 +23,20 @@ BIN_LINK="${EXTSOCK_BIN_LINK:-/usr/local/bin/extsock}"
 UNIT_DIR="${EXTSOCK_UNIT_DIR:-/etc/systemd/system}"
 STATE_DIR=/var/lib/extsock
 GROUP=extsock
+DROPIN_DIR="$UNIT_DIR/strongswan.service.d"
+DROPIN="$DROPIN_DIR/50-extsock.conf"
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-wheels="" uninstall=0 purge=0 start=0
+wheels="" uninstall=0 purge=0 start=0 keep_load_all=0
 while (($#)); do
   case "$1" in
     --wheels) wheels="${2:?--wheels needs a folder}"; shift 2 ;;
     --uninstall) uninstall=1; shift ;;
     --purge) purge=1; shift ;;
     --start) start=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "install-system.sh: unknown option '$1' (accepted: --wheels DIR, --start, --uninstall, --purge)" >&2; exit 2 ;;
+    --keep-load-all) keep_load_all=1; shift ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install-system.sh: unknown option '$1' (accepted: --wheels DIR, --keep-load-all, --start, --uninstall, --purge)" >&2; exit 2 ;;
   esac
 done
 if [ "$(id -u)" -ne 0 ]; then
@@ -43,7 +49,8 @@ if ((uninstall)); then
   if have_systemd; then
     systemctl disable --now extsock.service 2>/dev/null || true
   fi
-  rm -f "$UNIT_DIR/extsock.service"
+  rm -f "$UNIT_DIR/extsock.service" "$DROPIN"
+  rmdir "$DROPIN_DIR" 2>/dev/null || true
   have_systemd && systemctl daemon-reload
   if [ -L "$BIN_LINK" ] && [ "$(readlink "$BIN_LINK")" = "$PREFIX/bin/extsock" ]; then
     rm -f "$BIN_LINK"
@@ -79,6 +86,12 @@ version="$("$PREFIX/bin/python" -c 'import importlib.metadata as m; print(m.vers
 getent group "$GROUP" >/dev/null || groupadd --system "$GROUP"
 install -d -m 0700 -o root -g root "$STATE_DIR"
 install -m 0644 "$SRC/systemd/extsock.service" "$UNIT_DIR/extsock.service"
+if ((keep_load_all)); then
+  rm -f "$DROPIN"
+else
+  install -d -m 0755 "$DROPIN_DIR"
+  install -m 0644 "$SRC/systemd/strongswan.service.d/50-extsock.conf" "$DROPIN"
+fi
 if have_systemd; then
   systemctl daemon-reload
   systemctl enable extsock.service >/dev/null 2>&1
