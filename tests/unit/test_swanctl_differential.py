@@ -127,6 +127,10 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
     f["host.p12"] = pkcs12.serialize_key_and_certificates(
         b"host", ec_priv, host_cert, [ca_cert], legacy
     )
+    modern = serialization.BestAvailableEncryption(password)  # AES-256, PBKDF2, SHA-256 MAC
+    f["modern.p12"] = pkcs12.serialize_key_and_certificates(
+        b"rsa", rsa_priv, x509.load_der_x509_certificate(f["host.der"]), None, modern
+    )
     return Material(f)
 
 
@@ -195,6 +199,7 @@ KEY_SECRETS = _secrets(
     f"   private-ed {{\n      file = ed.pem\n      secret = {PASS}\n   }}",
     "   rsa-wrongtype {\n      file = notrsa.pem\n      secret = whatever\n   }",
     f"   pkcs12-host {{\n      file = host.p12\n      secret = {PASS}\n   }}",
+    f"   pkcs12-modern {{\n      file = modern.p12\n      secret = {PASS}\n   }}",
 )
 
 AUTHORITIES = """
@@ -288,6 +293,7 @@ def _keys(m: Material) -> Files:
         "pkcs8/enc.pem": m["ecdsa.enc"],
         "pkcs8/locked.pem": m["ecdsa.enc"],  # encrypted, no secret: sent as it is
         "pkcs12/host.p12": m["host.p12"],
+        "pkcs12/modern.p12": m["modern.p12"],
     }
 
 
