@@ -195,6 +195,13 @@ class _EventMetrics:
             ["connection"],
             registry=registry,
         )
+        self.last_outage = Gauge(
+            "extsock_last_failover_outage_seconds",
+            "seconds from the last sign of life on the old gateway to the tunnel up on the new "
+            "one (failovers the tunnel monitor detected: it alone sees the traffic)",
+            ["connection"],
+            registry=registry,
+        )
         self.detection_to_up = Histogram(
             "extsock_failover_detection_to_up_seconds",
             "seconds from detecting a gateway failure to the tunnel up on another gateway",
@@ -235,6 +242,9 @@ class _EventMetrics:
                 self.last_duration.labels(conn).set(float(duration))
                 if reason not in PLANNED_REASONS:
                     self.detection_to_up.labels(conn).observe(float(duration))
+            outage = fields.get("outage")
+            if isinstance(outage, int | float):
+                self.last_outage.labels(conn).set(float(outage))
         elif kind == "gave-up":
             self.gave_up.labels(conn).inc()
         elif kind == "switch-failed":

@@ -41,7 +41,7 @@ log = logging.getLogger("extsock.state")
 
 DEFAULT_DIRECTORY: Final = Path("/var/lib/extsock")
 DB_NAME: Final = "state.db"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2: history.outage
 DEFAULT_MAX_HISTORY: Final = 10_000
 MAX_TEXT: Final = 256
 
@@ -59,7 +59,7 @@ CONNECTION_FIELDS: Final = frozenset(
 )
 #: The only keys `append_history` stores; "from" and "to" are gateways.
 HISTORY_FIELDS: Final = frozenset(
-    {"time", "connection", "from", "to", "reason", "result", "duration"}
+    {"time", "connection", "from", "to", "reason", "result", "duration", "outage"}
 )
 
 _SCHEMA: Final = (
@@ -76,7 +76,8 @@ _SCHEMA: Final = (
         to_gw TEXT,
         reason TEXT,
         result TEXT,
-        duration REAL
+        duration REAL,
+        outage REAL
     )""",
     "CREATE INDEX IF NOT EXISTS history_connection_time ON history (connection, time)",
     "CREATE INDEX IF NOT EXISTS history_time ON history (time)",
@@ -184,9 +185,7 @@ class SqliteStateStore:
         when = clean.get("time")
         if not isinstance(when, int | float) or isinstance(when, bool):
             when = time.time()
-        duration = clean.get("duration")
-        if not isinstance(duration, int | float) or isinstance(duration, bool):
-            duration = None
+        duration, outage = _as_seconds(clean.get("duration")), _as_seconds(clean.get("outage"))
         row = (
             float(when),
             str(clean.get("connection") or ""),
@@ -194,13 +193,15 @@ class SqliteStateStore:
             _as_str(clean.get("to")),
             _as_str(clean.get("reason")),
             _as_str(clean.get("result")),
-            None if duration is None else float(duration),
+            duration,
+            outage,
         )
 
         def insert(db: sqlite3.Connection) -> None:
             cursor = db.execute(
-                "INSERT INTO history (time, connection, from_gw, to_gw, reason, result, duration)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO history"
+                " (time, connection, from_gw, to_gw, reason, result, duration, outage)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             newest = cursor.lastrowid
@@ -228,7 +229,10 @@ class SqliteStateStore:
         if since is not None:
             where.append("time >= ?")
             args.append(float(since))
-        sql = "SELECT id, time, connection, from_gw, to_gw, reason, result, duration FROM history"
+        sql = (
+            "SELECT id, time, connection, from_gw, to_gw, reason, result, duration, outage"
+            " FROM history"
+        )
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY time DESC, id DESC LIMIT ?"
@@ -244,6 +248,7 @@ class SqliteStateStore:
                 "reason": row[5],
                 "result": row[6],
                 "duration": row[7],
+                "outage": row[8],
             }
             for row in reversed(rows)
         ]
@@ -268,6 +273,9 @@ class SqliteStateStore:
             db.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA:
                 db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(history)")}
+            if "outage" not in columns:  # a schema 1 database: the column comes empty
+                db.execute("ALTER TABLE history ADD COLUMN outage REAL")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
@@ -420,3 +428,10 @@ def _truncation(path: Path) -> str:
     if valid and pages and size < pages * page_size:
         return f"{size // page_size} of the {pages} pages its header states"
     return ""
+
+
+def _as_seconds(value: object) -> float | None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None

@@ -62,6 +62,7 @@ class Notify:
     from_gateway: str | None = None
     reason: str | None = None
     duration: float | None = None
+    outage: float | None = None  # failover: last sign of life to tunnel up, when known
 
 
 Action = LoadClone | UnloadClone | Initiate | Terminate | StartProbe | StopProbe | Notify

@@ -95,9 +95,11 @@ class PeerAnswered:
 
 @dataclass(frozen=True)
 class MonitorDead:
-    """The tunnel monitor lost `misses` probes in a row through `gateway`."""
+    """The tunnel monitor lost `misses` probes in a row through `gateway`; `silence`:
+    seconds since its last sign of life (an answer, or inbound packets)."""
 
     gateway: str
+    silence: float | None = None
 
 
 @dataclass(frozen=True)

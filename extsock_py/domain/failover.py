@@ -101,6 +101,9 @@ class ConnState:
     outage_since: float | None = None
     outage_reason: str | None = None
     outage_from: str | None = None
+    # Seconds of silence before the failure was declared, when a detector knows them (the
+    # tunnel monitor's last answer or inbound packet): outage = that + detection to up.
+    outage_lead: float | None = None
     standby: Standby | None = None
     probe: Probe | None = None
     next_probe_at: float | None = None
@@ -221,6 +224,7 @@ def _reset_counters(state: ConnState) -> ConnState:
         outage_since=None,
         outage_reason=None,
         outage_from=None,
+        outage_lead=None,
     )
 
 
@@ -270,6 +274,9 @@ def _on_tunnel_up(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
                 from_gateway=state.outage_from,
                 reason=state.outage_reason,
                 duration=now - state.outage_since,
+                outage=None
+                if state.outage_lead is None
+                else now - state.outage_since + state.outage_lead,
             )
         )
     actions.append(Notify("tunnel-up", gateway=event.gateway))
@@ -389,7 +396,7 @@ def _on_peer_answered(state: ConnState, event: ev.PeerAnswered, now: float) -> R
 def _on_monitor_dead(state: ConnState, event: ev.MonitorDead, now: float) -> Result:
     if state.phase is not Phase.UP or event.gateway != state.gateway:
         return state, []
-    return _fail(state, now, "monitor", terminate=True)
+    return _fail(state, now, "monitor", terminate=True, lead=event.silence)
 
 
 # --- failure, the heart ----------------------------------------------------------------
@@ -398,7 +405,9 @@ def _on_monitor_dead(state: ConnState, event: ev.MonitorDead, now: float) -> Res
 _CHILD_FAILURES = frozenset({"child-down", "monitor"})
 
 
-def _fail(state: ConnState, now: float, reason: str, terminate: bool) -> Result:
+def _fail(
+    state: ConnState, now: float, reason: str, terminate: bool, lead: float | None = None
+) -> Result:
     """The current gateway failed: terminate what is left and decide where to go next."""
     assert state.gateway is not None
     gateway = state.gateway
@@ -425,6 +434,7 @@ def _fail(state: ConnState, now: float, reason: str, terminate: bool) -> Result:
         outage_since=base.outage_since if base.outage_since is not None else now,
         outage_reason=base.outage_reason or reason,
         outage_from=base.outage_from or peer,
+        outage_lead=base.outage_lead if base.outage_since is not None else lead,
         redirect=None,
     )
     if failed.held:

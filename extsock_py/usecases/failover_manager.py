@@ -377,7 +377,7 @@ class FailoverManager:
 
     def _notify(self, name: str, notice: Notify) -> None:
         fields: dict[str, Any] = {"connection": name}
-        for key in ("gateway", "from_gateway", "reason", "duration"):
+        for key in ("gateway", "from_gateway", "reason", "duration", "outage"):
             value = getattr(notice, key)
             if value is not None:
                 fields[key] = round(value, 6) if isinstance(value, float) else value
@@ -400,6 +400,7 @@ class FailoverManager:
                     "reason": notice.reason,
                     "result": {"failover": "up", "redirected": "up"}.get(notice.kind, notice.kind),
                     "duration": notice.duration,
+                    "outage": notice.outage,
                 }
             )
 

@@ -251,7 +251,7 @@ class TunnelMonitor:
             },
         )
         track.probe.close()
-        self._manager.handle(name, ev.MonitorDead(gateway))
+        self._manager.handle(name, ev.MonitorDead(gateway, silence))
 
 
 def _packets_in(sas: list[IkeSaInfo], name: str, key: TunnelKey | None) -> int | None:

@@ -1000,3 +1000,18 @@ def test_invariants_over_random_sequences(
         if isinstance(event, ev.Tick):
             due = wake_at(state)
             assert due is None or due > now, (state, actions)  # a Tick makes progress
+
+
+def test_outage_counts_from_the_monitors_last_sign_of_life_to_tunnel_up() -> None:
+    state = last(s_up_gw1(), ev.MonitorDead(GW1, silence=1.5), now=T0)
+    state, actions = run(state, ev.TunnelUp(GW2, 2), now=T0 + 0.25)
+    (failover,) = [a for a in actions if isinstance(a, Notify) and a.kind == "failover"]
+    assert failover.duration == 0.25 and failover.outage == 1.75
+    assert state.outage_lead is None  # reset for the next outage
+
+
+def test_outage_is_unknown_when_nothing_saw_the_traffic_stop() -> None:
+    state = last(s_up_gw1(), ev.RetransmitSeen(GW1, 1), now=T0)
+    _, actions = run(state, ev.TunnelUp(GW2, 2), now=T0 + 0.25)
+    (failover,) = [a for a in actions if isinstance(a, Notify) and a.kind == "failover"]
+    assert failover.duration == 0.25 and failover.outage is None

@@ -141,6 +141,7 @@ def test_failover_loads_the_clone_of_the_next_gateway(make: Any) -> None:
             "reason": "ike-down",
             "result": "up",
             "duration": 2.5,
+            "outage": None,  # no monitor: nothing saw the traffic stop
         }
     ]
     assert w.store.connections["home"]["gateway"] == GW2

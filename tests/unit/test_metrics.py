@@ -200,3 +200,18 @@ def test_parse_address_refuses(address: str) -> None:
 def test_an_address_in_use_is_a_clear_error(harness: Harness, metrics: MetricsServer) -> None:
     with pytest.raises(OSError, match=r"cannot listen for metrics on 127\.0\.0\.1"):
         attach_metrics(harness.daemon, f"127.0.0.1:{metrics.port}").start()
+
+
+def test_outage_is_a_metric_and_an_event_field_when_known(
+    harness: Harness, metrics: MetricsServer
+) -> None:
+    from extsock_py.adapters.control.protocol import encode_event
+
+    fields = {"connection": "home", "gateway": "10.0.0.2", "from_gateway": "10.0.0.1"}
+    harness.publish("failover", {**fields, "reason": "monitor", "duration": 0.2, "outage": 1.7})
+    text = get(metrics, "/metrics")[2]
+    assert value(text, "extsock_last_failover_outage_seconds", connection="home") == 1.7
+    wire = encode_event("failover", {**fields, "duration": 0.2, "outage": 1.7}, 1.0)
+    assert wire is not None and wire["outage"] == 1.7
+    unknown = encode_event("failover", {**fields, "duration": 0.2}, 1.0)
+    assert unknown is not None and "outage" not in unknown

@@ -48,6 +48,7 @@ def record(n: int, connection: str = "office", when: float | None = None) -> dic
         "reason": "dpd",
         "result": "up",
         "duration": 0.5 + n,
+        "outage": 1.5 + n,
     }
 
 
@@ -179,6 +180,7 @@ def test_history_roundtrip(store: SqliteStateStore) -> None:
             "reason": None,
             "result": "gave-up",
             "duration": None,
+            "outage": None,
         },
         {"id": 1, **record(1)},
     ]
@@ -473,3 +475,19 @@ def test_an_intact_database_is_not_reported(
     with caplog.at_level(logging.WARNING, "extsock.state"), SqliteStateStore(tmp_path):
         pass
     assert "truncated" not in caplog.text
+
+
+def test_a_schema_1_database_gets_the_outage_column(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    db.execute(
+        "CREATE TABLE history (id INTEGER PRIMARY KEY, time REAL NOT NULL, connection TEXT "
+        "NOT NULL, from_gw TEXT, to_gw TEXT, reason TEXT, result TEXT, duration REAL)"
+    )
+    db.execute("INSERT INTO history (time, connection, duration) VALUES (1.0, 'old', 2.0)")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    with SqliteStateStore(tmp_path) as s:
+        s.append_history({**record(1), "connection": "new"})
+        got = {r["connection"]: (r["duration"], r["outage"]) for r in s.history()}
+    assert got == {"old": (2.0, None), "new": (1.5, 2.5)}

@@ -267,6 +267,7 @@ class FailoverEvent(_Event):
     to: str | None = None
     reason: str | None = None
     duration: float | None = None  # seconds, detection (or switch start) to tunnel up
+    outage: float | None = None  # seconds, last sign of life to tunnel up (when known)
 
 
 class RedirectedEvent(_Event):
@@ -364,7 +365,10 @@ def encode_event(kind: str, fields: Mapping[str, Any], time: float) -> dict[str,
         event = model.model_validate({k: v for k, v in data.items() if k in known})
     except ValidationError:
         return None
-    return event.model_dump(by_alias=True)
+    wire = event.model_dump(by_alias=True)
+    if wire.get("outage", 0) is None:
+        del wire["outage"]  # known only where the tunnel monitor saw the traffic stop
+    return wire
 
 
 def missed_event(count: int, time: float) -> dict[str, Any]:
