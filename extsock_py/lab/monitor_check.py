@@ -87,6 +87,8 @@ def measure_detection(
         "reason": history[-1]["reason"] if history else None,
         "from": history[-1]["from"] if history else None,
         "to": history[-1]["to"] if history else None,
+        "duration": history[-1].get("duration") if history else None,
+        "outage": history[-1].get("outage") if history else None,
     }
 
 

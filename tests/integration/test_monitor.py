@@ -47,6 +47,10 @@ def test_silent_gateway_is_detected_and_traffic_moves_within_2s(
     assert took is not None, extsock.log_tail()
     assert result["reason"] == "monitor" and result["from"] == GW1 and result["to"] == GW2
     assert took <= 2.0, extsock.log_tail()
+    # The outage runs from the monitor's last sign of life, just before the fault, to the
+    # tunnel up on segw2: longer than detection-to-up, about the traffic's own gap.
+    assert result["outage"] is not None and result["duration"] is not None
+    assert result["duration"] < result["outage"] <= took + 0.5, result
 
 
 def test_no_false_failover_while_idle(fresh_lab: Lab, extsock: ExtsockRunner) -> None:
