@@ -141,6 +141,9 @@ def run(
     except ExtsockError as exc:  # a ConfigError among them
         click.echo(f"extsock: {exc}", err=True)
         sys.exit(EXIT_FAILED)
+    except OSError as exc:  # a surface that cannot open (e.g. what a sandbox forbids)
+        click.echo(f"extsock: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 @main.command("check-config")

@@ -196,6 +196,32 @@ def test_reload_and_a_broken_file(box: sd.Box) -> None:
     assert "/etc/swanctl/swanctl.conf" in refused[-1], refused
 
 
+def test_what_the_sandbox_forbids_is_an_error_naming_the_setting(box: sd.Box) -> None:
+    conf = "/etc/swanctl/swanctl.conf"
+    # monitor.netns: setns(2) is what RestrictNamespaces=yes refuses
+    box.sh(f"cp {conf} /root/swanctl.conf.good")
+    box.sh(f"sed -i 's/misses = 3 }}/misses = 3\\n              netns = segw1 }}/' {conf}")
+    assert "netns = segw1" in box.out(f"cat {conf}")
+    try:
+        box.sh("systemctl reload extsock")
+        assert wait(lambda: "RestrictNamespaces=" in journal(box), 10.0), journal(box)[-2000:]
+        assert box.active("extsock") == "active"
+    finally:
+        box.sh(f"cp /root/swanctl.conf.good {conf} && systemctl reload extsock")
+    # a metrics port below 1024: CAP_NET_BIND_SERVICE is not in CapabilityBoundingSet=
+    box.sh("echo 'EXTSOCK_RUN_ARGS=--metrics 127.0.0.1:99' > /etc/default/extsock")
+    try:
+        box.sh("systemctl restart extsock", check=False, timeout=90)
+        assert wait(lambda: "CAP_NET_BIND_SERVICE" in journal(box), 15.0), journal(box)[-2000:]
+        assert box.active("extsock") != "active"
+        assert "Traceback" not in journal(box)
+    finally:
+        box.sh("echo 'EXTSOCK_RUN_ARGS=--metrics 127.0.0.1:9814' > /etc/default/extsock")
+        box.sh("systemctl reset-failed extsock; systemctl restart extsock", timeout=90)
+    assert box.active("extsock") == "active"
+    assert tunnels(box) == [f"uplink@{GW1}"]  # the tunnel never went down meanwhile
+
+
 def test_a_hung_main_loop_is_restarted_by_the_watchdog(box: sd.Box) -> None:
     pid = box.show("extsock", "MainPID")
     restarts = int(box.show("extsock", "NRestarts"))
