@@ -12,6 +12,7 @@ from extsock_py.adapters.clock import SystemClock
 from extsock_py.adapters.config_reader import read_desired_config
 from extsock_py.adapters.control.protocol import DEFAULT_SOCKET
 from extsock_py.adapters.publisher import Broadcast
+from extsock_py.adapters.resolver import SystemResolver
 from extsock_py.adapters.state_store import DEFAULT_DIRECTORY, SqliteStateStore
 from extsock_py.adapters.vici import dialects
 from extsock_py.adapters.vici.commands import ViciCharon
@@ -67,7 +68,7 @@ def build_app(settings: AppSettings) -> App:
     store: SqliteStateStore | None = None
     if settings.state_dir is not None:
         store = SqliteStateStore(settings.state_dir)
-    manager = FailoverManager(charon, clock, publisher, store)
+    manager = FailoverManager(charon, clock, publisher, store, resolver=SystemResolver())
 
     def make_listener(deliver: Callable[[Observation], None]) -> Listener:
         return ViciEventListener(

@@ -119,6 +119,13 @@ class ProbeFailed:
 
 
 @dataclass(frozen=True)
+class GatewaysResolved:
+    """The gateway list with its DNS names resolved again (before an attempt)."""
+
+    gateways: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Tick:
     """Time passed: deadlines may have expired."""
 
@@ -164,6 +171,7 @@ Event = (
     | MonitorDead
     | ProbeUp
     | ProbeFailed
+    | GatewaysResolved
     | Tick
     | Switch
     | Hold

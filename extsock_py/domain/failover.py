@@ -15,6 +15,8 @@ Rules of this module (as h11's _state.py states its own):
   tunnel to the target under the same clone; `remote` names where it really is, no
   failure is counted, and the IKE_SAs it left behind (`retired`) are news of nothing.
   When the target later fails, the failover goes on with the configured list.
+- DNS names in the gateway list are resolved at each attempt (GatewaysResolved, from the
+  caller): a name with several addresses is that many gateways, tried in turn.
 - A failure of the CHILD_SA alone (child-down, the tunnel monitor) and every teardown of
   a healthy tunnel ask charon to end only this connection's CHILD_SA when the IKE_SA
   carries another connection's tunnel (`Terminate.child_only`).
@@ -674,7 +676,15 @@ def _on_stop(state: ConnState, event: ev.Stop, now: float) -> Result:
     return stopped, actions
 
 
+def _on_resolved(state: ConnState, event: ev.GatewaysResolved, now: float) -> Result:
+    # The attempt under way keeps its address; the next one is chosen from this list.
+    if not event.gateways or event.gateways == state.gateways:
+        return state, []
+    return replace(state, gateways=event.gateways), []
+
+
 _HANDLERS: dict[type, Callable[[ConnState, Any, float], Result]] = {
+    ev.GatewaysResolved: _on_resolved,
     ev.Start: _on_start,
     ev.Retry: _on_retry,
     ev.Adopt: _on_adopt,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 # A DNS name as charon resolves it for remote_addrs: labels of letters, digits and hyphens.
@@ -82,6 +83,28 @@ def initiable_gateways(
         else:
             rejected.append(verdict)
     return tuple(gateways), tuple(rejected)
+
+
+def is_name(gateway: str) -> bool:
+    """True for a DNS name (not an IPv4 or IPv6 address)."""
+    try:
+        ipaddress.ip_address(gateway)
+    except ValueError:
+        return True
+    return False
+
+
+def expand(configured: tuple[str, ...], resolved: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """The gateways to try in turn: each address as listed, each name replaced by the
+    addresses it resolved to (kept as a name when it resolved to none: charon will say),
+    each address once."""
+    out: list[str] = []
+    for entry in configured:
+        addresses = (resolved.get(entry) or (entry,)) if is_name(entry) else (entry,)
+        for address in addresses:
+            if address not in out:
+                out.append(address)
+    return tuple(out)
 
 
 def next_gateway(gateways: tuple[str, ...], current: str | None) -> str:

@@ -116,6 +116,13 @@ class StateStore(Protocol):
     ) -> Sequence[Mapping[str, Any]]: ...
 
 
+class Resolver(Protocol):
+    """DNS: the addresses (A and AAAA) a gateway name has now, in the resolver's order;
+    empty when it has none or cannot be resolved."""
+
+    def resolve(self, name: str) -> tuple[str, ...]: ...
+
+
 class ProbePort(Protocol):
     """The tunnel monitor's socket for one tunnel; never blocks (see adapters/monitor_prober)."""
 

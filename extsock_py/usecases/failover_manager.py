@@ -26,6 +26,7 @@ from extsock_py.domain.actions import (
 )
 from extsock_py.domain.errors import CharonError, CharonUnreachable
 from extsock_py.domain.failover import ConnState, Phase, initial_state, step, wake_at
+from extsock_py.domain.gateways import expand, is_name
 from extsock_py.domain.profile import (
     ConnectionProfile,
     clone_body,
@@ -34,10 +35,22 @@ from extsock_py.domain.profile import (
     probe_name,
 )
 from extsock_py.domain.sas import SaTable
-from extsock_py.interfaces.ports import CharonPort, Clock, EventPublisher, StateStore
+from extsock_py.interfaces.ports import CharonPort, Clock, EventPublisher, Resolver, StateStore
 
 log = logging.getLogger("extsock.failover")
 
+# Events after which the machine may start an attempt: DNS names are resolved again first.
+_RESOLVE_ON = (
+    ev.Start,
+    ev.Retry,
+    ev.Switch,
+    ev.Release,
+    ev.Tick,
+    ev.TunnelDown,
+    ev.InitiateFailed,
+    ev.RetransmitSeen,
+    ev.MonitorDead,
+)
 # Events that one event may cause through failed commands, handled in the same call.
 _MAX_CASCADE = 64
 _HISTORY_KINDS = frozenset({"failover", "gave-up", "switch-failed", "redirected"})
@@ -91,8 +104,10 @@ class FailoverManager:
         publisher: EventPublisher,
         store: StateStore | None = None,
         sas: SaTable | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self._charon = charon
+        self._resolver = resolver
         # charon's SAs as the event usecase learns them (read here, written there).
         self.sas = sas if sas is not None else SaTable()
         self._clock = clock
@@ -143,7 +158,7 @@ class FailoverManager:
         """Add or update a connection; True when it is new and must be started."""
         current = self._conns.get(profile.name)
         if current is None:
-            state = initial_state(profile.name, profile.gateways, profile.policy)
+            state = initial_state(profile.name, self._gateways(profile), profile.policy)
             self._conns[profile.name] = Managed(profile, state, self._changed)
             self._changed()
             return True
@@ -159,7 +174,7 @@ class FailoverManager:
             return False
         # The gateway list changed: bring the connection down and start over on the new list.
         self.handle(profile.name, ev.Stop())
-        state = initial_state(profile.name, profile.gateways, profile.policy)
+        state = initial_state(profile.name, self._gateways(profile), profile.policy)
         self._conns[profile.name] = Managed(profile, state, self._changed)
         self._changed()
         return True
@@ -244,8 +259,10 @@ class FailoverManager:
             managed = self._conns.get(conn)
             if managed is None:
                 continue
-            before = managed.state
             now = self._clock.monotonic()
+            if isinstance(current, _RESOLVE_ON):
+                self._resolve(managed, now)
+            before = managed.state
             managed.state, actions = step(before, current, now)
             if before.phase is not managed.state.phase or actions:
                 log.debug("%s: %s -> %s on %s", conn, before.phase, managed.state.phase, current)
@@ -264,6 +281,19 @@ class FailoverManager:
                 self._persist(managed)
         if pending:
             log.error("%s: stopped a cascade of %d events", name, _MAX_CASCADE)
+
+    def _gateways(self, profile: ConnectionProfile) -> tuple[str, ...]:
+        """The gateways to try: the list with its DNS names resolved now."""
+        names = [g for g in profile.gateways if is_name(g)]
+        if not names or self._resolver is None:
+            return profile.gateways
+        return expand(profile.gateways, {n: self._resolver.resolve(n) for n in names})
+
+    def _resolve(self, managed: Managed, now: float) -> None:
+        gateways = self._gateways(managed.profile)
+        if gateways != managed.state.gateways:
+            log.info("%s: gateways now %s", managed.profile.name, ", ".join(gateways))
+            managed.state, _ = step(managed.state, ev.GatewaysResolved(gateways), now)
 
     def tick(self) -> None:
         """Deliver a Tick to every connection whose deadline has come."""

@@ -293,7 +293,7 @@ class OperatorUsecase:
         """Move to gateway `to` now (the next one when None); make-before-break when up."""
 
         def check(managed: Managed) -> None:
-            if to is not None and to not in managed.profile.gateways:
+            if to is not None and to not in (*managed.profile.gateways, *managed.state.gateways):
                 gws = ", ".join(managed.profile.gateways)
                 raise UnknownGateway(f"{to} is not a gateway of {conn} (gateways: {gws})")
 

@@ -43,7 +43,8 @@ def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> Re
         if owner is None or owner.probe or owner.connection not in names:
             continue
         managed = manager.get(owner.connection)
-        if managed is None or owner.gateway not in managed.profile.gateways:
+        listed = (*managed.profile.gateways, *managed.state.gateways) if managed else ()
+        if managed is None or owner.gateway not in listed:
             continue  # a clone towards a gateway no longer listed: stale, not adoptable
         if _tunnel_up(sa) and owner.connection not in up:
             up[owner.connection] = sa
