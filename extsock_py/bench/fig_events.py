@@ -51,8 +51,6 @@ class IdleCharon:
     def list_sas(self) -> list[IkeSaInfo]:
         return []
 
-    def load_shared(self, message: Mapping[str, Any]) -> None: ...
-    def load_key(self, message: Mapping[str, Any]) -> None: ...
     def version(self) -> dict[str, str]:
         return {"version": "5.9.8"}
 

@@ -39,8 +39,13 @@ def test_documented_cert_layout_with_encrypted_key_fails_over_with_traffic(fresh
         assert fresh_lab.udp_echo(timeout=1.0, tries=5) == "segw3"
         certs = fresh_lab.swanctl(INI, "--list-certs").stdout
         assert "CN=CA" in certs  # the CA from x509ca/, loaded by extsock
+        status = str(extsock.request("status"))
         log = extsock.log_text()
-    assert PASSPHRASE not in log and "PRIVATE KEY" not in log
+    assert PASSPHRASE not in log and "PRIVATE KEY" not in log and PASSPHRASE not in status
+    # nor in anything extsock wrote: state database, journal, control socket dir
+    for path in extsock.dir.rglob("*"):
+        if path.is_file():
+            assert PASSPHRASE.encode() not in path.read_bytes(), path
     assert "private/ini.pem' (ECDSA)" in log  # decrypted by extsock, sent as swanctl sends it
 
 
