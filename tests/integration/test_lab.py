@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from extsock_py.lab import netns
+from extsock_py.lab import netns, roots
 from extsock_py.lab.cli import lab as lab_cli
 from extsock_py.lab.lab import FAIL_MODES, Lab, wait_until
 from extsock_py.lab.topology import LabConfig
+from tests.integration.conftest import PREFIX
 
 pytestmark = pytest.mark.integration
 
@@ -219,6 +220,30 @@ def test_down_after_lost_state_cleans_everything(
     assert lab.is_running("ini")
 
 
+def test_a_root_charon_after_lost_state_leaves_no_process_and_no_mount(
+    lab: Lab, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """ini's charon from a Debian root (trixie): its mounts live in its own mount namespace,
+    so once ``down`` has killed it nothing of the root is mounted in ours."""
+    prefix = PREFIX[:-1][:4] + "c-"  # beside the module's lab, never the same names
+    cfg = LabConfig(gateways=1, prefix=prefix, node_charon=("ini=trixie",))
+    state_dir = tmp_path_factory.mktemp("rootcrash")
+    other = Lab(cfg, state_dir=state_dir)
+    try:
+        other.up()
+        assert other.charon_label("ini").startswith("trixie (6.")
+        assert len(_lab_charons(state_dir)) == 2
+        assert not _root_mounts()  # the chroot's mounts are not in our namespace
+        (state_dir / "lab.json").unlink()
+        Lab(cfg, state_dir=state_dir).down()
+        assert wait_until(lambda: not _lab_charons(state_dir), 5)
+        assert not any(netns.ns_exists(cfg.namespace(n)) for n in cfg.nodes)
+        assert not _root_mounts()
+    finally:
+        other.down()
+    assert lab.is_running("ini")
+
+
 def test_down_leaves_nothing_then_up_again(lab: Lab) -> None:
     pids = [lab.pid(n) for n in lab.nodes]
     lab.down()
@@ -229,3 +254,8 @@ def test_down_leaves_nothing_then_up_again(lab: Lab) -> None:
     lab.down()
     lab.up()
     assert all(lab.is_running(n) for n in lab.nodes)
+
+
+def _root_mounts() -> list[str]:
+    """Mounts of the charon roots in this namespace (a root being built elsewhere excepted)."""
+    return [p for p in roots.leftover_mounts() if ".build-" not in p]
