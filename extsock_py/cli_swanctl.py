@@ -365,18 +365,18 @@ def _load(
     command: str,
     clear: bool = False,
 ) -> None:
-    """Run the stages of `swanctl --load-all` (in its order) through the one SwanctlSync."""
+    """Run the stages of `swanctl --load-all` (in its order) through the one SwanctlSync.
+
+    Each stage's closing line follows its requests; as load_all.c, a stage of authorities
+    or pools that failed ends the run (credentials that failed do not).
+    """
     conf = _read_conf(config_file)
-    target = SyncTarget(
-        credentials=conf.credentials if "creds" in stages else None,
-        authorities=conf.authorities if "authorities" in stages else None,
-        pools=conf.pools if "pools" in stages else None,
-        connections=conf.connections if "conns" in stages else None,
-        keep_connection=_keep_clones(conf),
-        clear=clear,
-    )
-    with _charon(ctx) as charon:
-        report = SwanctlSync(charon, _print_outcome).run(target)
+    stage_targets = {
+        "creds": SyncTarget(credentials=conf.credentials, clear=clear),
+        "authorities": SyncTarget(authorities=conf.authorities),
+        "pools": SyncTarget(pools=conf.pools),
+        "conns": SyncTarget(connections=conf.connections, keep_connection=_keep_clones(conf)),
+    }
     found = {
         "creds": (_CRED_KINDS, "credentials", len(conf.credentials)),
         "authorities": (("authority",), "authorities", len(conf.authorities)),
@@ -384,9 +384,14 @@ def _load(
         "conns": (("connection",), "connections", len(conf.connections)),
     }
     problems: dict[str, str] = {}
-    for stage in stages:
-        if (problem := _summary(report, *found[stage])) is not None:
-            problems[found[stage][1]] = problem
+    with _charon(ctx) as charon:
+        sync = SwanctlSync(charon, _print_outcome)
+        for stage in stages:
+            report = sync.run(stage_targets[stage])
+            if (problem := _summary(report, *found[stage])) is not None:
+                problems[found[stage][1]] = problem
+                if stage in ("authorities", "pools"):
+                    break
     if problems:
         what = " and ".join(problems)
         _fail(

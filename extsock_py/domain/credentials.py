@@ -42,6 +42,8 @@ class KeyLoad:
     source: str
     type: str
     data: Secret
+    fallback: KeyLoad | None = None
+    """What swanctl sends when charon refuses the decoded key: the file as it is."""
 
 
 @dataclass(frozen=True)

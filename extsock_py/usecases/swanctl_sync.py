@@ -138,6 +138,10 @@ class SwanctlSync:
             answered: list[str | None] = []
             load_key = partial(_collect, answered, self._charon.load_key, key)
             ok = self._do(report, "key", "load", key.source, key.type, load_key)
+            if not ok and key.fallback is not None:  # as load_creds.c load_keys()
+                fallback = key.fallback
+                load_key = partial(_collect, answered, self._charon.load_key, fallback)
+                ok = self._do(report, "key", "load", fallback.source, fallback.type, load_key)
             if ok and stale_keys is not None:
                 # without the id charon gave a key, no key can safely count as stale
                 got = answered[0] if answered else None

@@ -606,3 +606,30 @@ def test_clear_drops_certificates_as_swanctl_clear(material: Material, tmp_path:
     requests = _twice(first, second, swanctl)
     assert requests[0].command == "clear-creds"
     assert_same_requests(requests, _twice(first, second, extsock))
+
+
+@pytest.mark.parametrize("refused", ["load-authority", "load-pool", "load-key", "load-conn"])
+def test_refusals_stop_where_swanctl_stops(
+    refused: str, material: Material, tmp_path: Path
+) -> None:
+    """A refused authority or pool ends swanctl --load-all (load_all.c); a key or conn not;
+    a refused decoded key is sent again as the file (load_keys())."""
+    conf = _write(tmp_path, *SETUPS["everything"](material))
+    assert SWANCTL is not None
+    with FakeCharon() as fake:
+        fake.fail[refused] = "refused by the test"
+        done = subprocess.run(
+            [SWANCTL, "--load-all", "--noprompt", "--file", str(conf), "-u", fake.uri],
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        swanctl = _loads(fake.received)
+    with FakeCharon() as fake:
+        fake.fail[refused] = "refused by the test"
+        result = CliRunner().invoke(cli(), ["-u", fake.uri, "load-all", "--file", str(conf)])
+        extsock = _loads(fake.received)
+    assert_same_requests(swanctl, extsock)
+    # swanctl exits 0 when only credentials failed; extsock says so with exit code 1
+    assert result.exit_code == 1 and (done.returncode != 0 or refused == "load-key")
+    assert "refused by the test" in result.output and PASS not in result.output

@@ -13,6 +13,7 @@ is opened only with a configured passphrase (--noprompt): its certificates go ou
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -50,8 +51,10 @@ def read_credentials(base: Path, model: SwanctlConfig) -> Credentials:
         for path in _files(base / folder):
             data = _read(path)
             passphrases = _passphrases(model, folder, path.name)
+            raw = KeyLoad(str(path), raw_type, Secret(data))
             decoded = _decode_key(folder, data, passphrases, str(path)) if passphrases else None
-            private.append(decoded or KeyLoad(str(path), raw_type, Secret(data)))
+            # load_keys(): a decoded key charon refuses is sent again as the file
+            private.append(replace(decoded, fallback=raw) if decoded else raw)
     for path in _files(base / keys.PKCS12_DIR):
         passphrases = _passphrases(model, keys.PKCS12_DIR, path.name)
         if not passphrases:
