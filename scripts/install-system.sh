@@ -97,7 +97,13 @@ if have_systemd; then
   systemctl enable extsock.service >/dev/null 2>&1
   if ((start)); then systemctl restart extsock.service; fi
   echo "extsock $version installed: $BIN_LINK, unit extsock.service enabled"
-  ((start)) || echo "start it with: systemctl start extsock"
+  if ((start)); then
+    :
+  elif systemctl is-active --quiet extsock.service; then
+    echo "extsock is running the version it started with: systemctl restart extsock (tunnels stay up)"
+  else
+    echo "start it with: systemctl start extsock"
+  fi
 else
   echo "extsock $version installed: $BIN_LINK; no running systemd here, the unit is in $UNIT_DIR"
 fi
