@@ -212,3 +212,17 @@ def test_a_redirect_log_line_reaches_every_connection_in_the_ike_sa() -> None:
     assert not w.publisher.of("tunnel-down")
     ends = [(e["ike_id"], e["new"]) for e in w.publisher.of("ike-state")]
     assert ends[-1] == (1, "DESTROYING")
+
+
+def test_the_5_9_dialect_reads_redirects_and_silent_destruction() -> None:
+    reader = choose("5.9.8").dialect.reader(alerts=False)
+
+    def read(message: str) -> ob.Observation | None:
+        return reader.translate(ob.LogLine("IKE", 1, message, f"home@{GW1}", 3))
+
+    assert read(f"redirected to {GW3}") == ob.IkeSignal(
+        ob.Signal.REDIRECTED, f"home@{GW1}", 3, f"redirected to {GW3}", GW3
+    )
+    gone = read("destroying IKE_SA in state CONNECTING without notification")
+    assert isinstance(gone, ob.IkeSignal) and gone.signal is ob.Signal.DESTROYED
+    assert "redirected to " in reader.log_prefixes

@@ -32,6 +32,15 @@ def test_ike_updown_up() -> None:
     )
 
 
+def test_virtual_ips_the_gateway_assigned_are_decoded() -> None:
+    sa = cm.ike_sa(3, "ESTABLISHED")
+    sa["local-vips"] = [b"10.100.0.65"]  # list_vips() in vici_query.c
+    obs = decode_event("ike-updown", cm.ike_updown(CONN, sa, up=True))
+    assert isinstance(obs, IkeUpdown) and obs.sa.local_vips == ("10.100.0.65",)
+    sa["local-vips"] = b"10.100.0.65"
+    assert isinstance(decode_event("ike-updown", cm.ike_updown(CONN, sa, up=True)), Undecodable)
+
+
 def test_ike_updown_down_has_no_up_key() -> None:
     msg = cm.ike_updown(CONN, cm.ike_sa(3, "DELETING"), up=False)
     assert "up" not in msg
