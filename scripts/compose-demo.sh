@@ -6,7 +6,7 @@
 # container, network, volume or namespace left).  Exit 0 only when the tunnel moved; 1 when
 # it did not; 2 where it cannot run.
 # Engine: Docker where `docker info` answers; else podman as root, serving the Docker API on
-# a private socket for docker-compose, with the image FROM a bookworm base built from
+# a private socket for compose, with the image FROM a bookworm base built from
 # Debian's packages (scripts/base-image.sh: no registry needed) and the Python wheels built
 # beforehand with the host's pip configuration (.build/wheels).
 # Env: COMPOSE_PROJECT (default extsock-compose), TUNNEL_TIMEOUT (s, default 60).
@@ -25,8 +25,13 @@ say() { echo "compose-demo: $*" >&2; }
 t0=$(date +%s.%N)
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$t0" "$(date +%s.%N)"; }
 
-if ! command -v docker-compose >/dev/null; then
-  say "docker-compose not found (apt-get install docker-compose, or scripts/install-deps.sh)"
+# Compose: Docker's plugin (`docker compose`) where there is one, else docker-compose.
+if command -v docker >/dev/null && docker compose version >/dev/null 2>&1; then
+  COMPOSE=(docker compose)
+elif command -v docker-compose >/dev/null; then
+  COMPOSE=(docker-compose)
+else
+  say "neither \`docker compose\` nor docker-compose found (apt-get install docker-compose)"
   exit 2
 fi
 ENGINE=
@@ -50,7 +55,7 @@ fi
 
 work=$(mktemp -d /var/tmp/extsock-compose.XXXXXX)
 service_pid=
-compose() { docker-compose -p "$PROJECT" -f docker/compose.yaml "$@"; }
+compose() { "${COMPOSE[@]}" -p "$PROJECT" -f docker/compose.yaml "$@"; }
 
 teardown() {
   local rc=$?
