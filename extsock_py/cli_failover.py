@@ -165,6 +165,12 @@ def status_table(result: Mapping[str, Any]) -> str:
         for r in result.get("connections", [])
     ]
     charon = "reachable" if result.get("charon_reachable") else "UNREACHABLE"
+    release = result.get("charon")
+    if isinstance(release, Mapping) and release.get("dialect"):
+        how = "alerts" if release.get("alerts") else "log lines"
+        charon += (
+            f" (strongSwan {release.get('version') or '?'}, dialect {release['dialect']}, {how})"
+        )
     head = f"charon: {charon}; {len(rows)} managed connection{'s' if len(rows) != 1 else ''}"
     if not rows:
         return head

@@ -90,6 +90,7 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.charon_reachable = False
+        self.charon_release: ob.CharonRelease | None = None  # as the event session last read it
         self._listener: Listener | None = None
         self._reconnect_at: float | None = None  # when to open the command session again
         self._reconnect_pause = _RECONNECT_FIRST
@@ -265,6 +266,8 @@ class Daemon:
             case ob.CharonBack():
                 if not self.charon_reachable:  # else the loop reconnected first: done already
                     self._charon_back()
+            case ob.CharonRelease():
+                self.charon_release = item
             case ob.IkeUpdown(sa, True) | ob.ChildUpdown(sa, _, True) if self.manager.is_managed(
                 sa.name
             ):

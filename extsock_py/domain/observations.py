@@ -109,6 +109,15 @@ class IkeSignal:
 
 
 @dataclass(frozen=True)
+class CharonRelease:
+    """What the event session learned on connecting: charon's version and the dialect read."""
+
+    version: str | None
+    dialect: str
+    alerts: bool  # alerts are the signal for retransmits and give-ups
+
+
+@dataclass(frozen=True)
 class CharonLost:
     """The event session lost charon (socket closed or broken)."""
 
@@ -136,6 +145,7 @@ Observation = (
     | LogLine
     | Alert
     | IkeSignal
+    | CharonRelease
     | CharonLost
     | CharonBack
     | Undecodable

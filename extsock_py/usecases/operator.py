@@ -224,8 +224,16 @@ class OperatorUsecase:
         """Each managed connection (or the one named): gateways, state, failures, next step."""
 
         def work() -> dict[str, Any]:
+            release = self._daemon.charon_release
             return {
                 "charon_reachable": self._daemon.charon_reachable,
+                "charon": None
+                if release is None
+                else {
+                    "version": release.version,
+                    "dialect": release.dialect,
+                    "alerts": release.alerts,
+                },
                 "connections": self._rows(conn),
             }
 

@@ -70,6 +70,11 @@ def assert_dialect(lab: Lab, runner: ExtsockRunner) -> None:
     assert wait_until(lambda: re.search(pattern, runner.log_text()) is not None, 5.0), (
         f"no /{pattern}/ in:\n{runner.log_tail()}"
     )
+    # the main loop takes the release from the event session just after it is logged
+    assert wait_until(lambda: runner.request("status")["charon"] is not None, 5.0)
+    charon = runner.request("status")["charon"]
+    assert charon["dialect"] == dialect and re.fullmatch(version, charon["version"])
+    assert charon["alerts"] is (path == "alerts first")
 
 
 def last_record(runner: ExtsockRunner) -> dict[str, object]:

@@ -65,3 +65,23 @@ def test_without_alerts_the_log_line_moves_the_tunnel(tmp_path: Path, version: s
         uid, _ = r.clone_sa(GW1)
         r.fake.emit_log(RETRANSMIT, ike_name=f"home@{GW1}", ike_id=uid)
         assert r.wait(lambda: r.status()["active_gateway"] == GW2), r.status()
+
+
+def test_the_release_read_at_connect_is_kept_for_status(tmp_path: Path) -> None:
+    from extsock_py.cli_failover import status_table
+    from extsock_py.domain.observations import CharonRelease
+
+    with daemon_on(tmp_path, "6.1.0", alerts=True) as r:
+        assert r.wait(lambda: r.daemon.charon_release is not None)
+        assert r.daemon.charon_release == CharonRelease("6.1.0", "strongSwan 6.0.3", True)
+    head = status_table(
+        {
+            "charon_reachable": True,
+            "charon": {"version": "6.1.0", "dialect": "strongSwan 6.0.3", "alerts": True},
+            "connections": [],
+        }
+    )
+    assert head == (
+        "charon: reachable (strongSwan 6.1.0, dialect strongSwan 6.0.3, alerts); "
+        "0 managed connections"
+    )

@@ -18,7 +18,13 @@ from extsock_py.adapters.vici.decode import decode_event
 from extsock_py.adapters.vici.dialects import BASE_EVENTS, Choice, DialectReader
 from extsock_py.adapters.vici.transport import DEFAULT_URI, FrameReader, open_socket, send_frame
 from extsock_py.domain.errors import CharonUnreachable
-from extsock_py.domain.observations import CharonBack, CharonLost, Observation, Undecodable
+from extsock_py.domain.observations import (
+    CharonBack,
+    CharonLost,
+    CharonRelease,
+    Observation,
+    Undecodable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +194,12 @@ class ViciEventListener:
             if lost:
                 self._deliver(CharonBack())
             lost = False
+            if self.dialect is not None:
+                self._deliver(
+                    CharonRelease(
+                        self.charon_version, self.dialect.dialect.name, self.dialect.uses_alerts
+                    )
+                )
             pending, self._pending = self._pending, []
             for name, payload in pending:  # events that arrived while registering
                 self._deliver_raw(name, payload)
