@@ -85,3 +85,34 @@ def test_the_release_read_at_connect_is_kept_for_status(tmp_path: Path) -> None:
         "charon: reachable (strongSwan 6.1.0, dialect strongSwan 6.0.3, alerts); "
         "0 managed connections"
     )
+
+
+def test_with_alerts_a_late_answer_to_a_connect_is_slow_not_dead(tmp_path: Path) -> None:
+    """A connect is judged by connect_timeout alone, whichever signal reports the retransmit:
+    the retransmit-send alert of a CONNECTING IKE_SA moves nothing, the late answer is kept."""
+    fake = FakeCharon(version="6.1.0", alert_supported=True)
+    fake.silent = {GW1}
+    fake._dir = str(tmp_path / "charon")
+    Path(fake._dir).mkdir()
+    fake.start()
+    r = _start(tmp_path, fake=fake)
+    try:
+        assert r.wait(lambda: any(n == f"home@{GW1}" for n, _ in list(fake.sas.values())))
+        uid, sa = r.clone_sa(GW1)
+        assert r.wait(lambda: r.status()["phase"] == "connecting")
+        processed = r.daemon.events.processed
+        fake.emit("alert", cm.alert("retransmit-send", f"home@{GW1}", sa))
+        assert r.wait(lambda: r.daemon.events.processed > processed)
+        status = r.status()
+        assert (status["phase"], status["target_gateway"]) == ("connecting", GW1)
+        # the gateway answers late, within connect_timeout (2 s)
+        sa["state"] = b"ESTABLISHED"
+        child = cm.child_sa("net", uid, "INSTALLED")
+        fake.emit("ike-updown", cm.ike_updown(f"home@{GW1}", sa, up=True))
+        fake.emit("child-updown", cm.child_updown(f"home@{GW1}", sa, child, up=True))
+        assert r.wait(lambda: r.status()["phase"] == "up"), r.status()
+        assert r.status()["active_gateway"] == GW1 and r.status()["failures_total"] == 0
+    finally:
+        r.daemon.request_stop()
+        r.thread.join(5.0)
+        fake.stop()
