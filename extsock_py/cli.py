@@ -151,6 +151,7 @@ def run(
 def check_config(config_file: Path) -> None:
     """Validate a swanctl.conf and show which connections extsock would manage."""
     from extsock_py.adapters.config_reader import read_desired_config
+    from extsock_py.adapters.resolver import SystemResolver
     from extsock_py.domain.config import split_managed
 
     try:
@@ -158,7 +159,7 @@ def check_config(config_file: Path) -> None:
     except ConfigError as exc:
         click.echo(f"extsock: {exc}", err=True)
         sys.exit(EXIT_FAILED)
-    managed, plain = split_managed(desired)
+    managed, plain = split_managed(desired, SystemResolver().resolve)
     for name, profile in managed.items():
         click.echo(f"{name}: managed, gateways {', '.join(profile.gateways)}")
         for verdict in profile.not_gateways:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from extsock_py.domain.access import ControlAccess
 from extsock_py.domain.credentials import AuthorityLoad, Credentials, PoolLoad
-from extsock_py.domain.gateways import initiable_gateways
+from extsock_py.domain.gateways import initiable_gateways, is_name
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
 
@@ -58,13 +58,21 @@ def remote_addrs_of(body: Mapping[str, Any]) -> list[str]:
 
 def split_managed(
     desired: DesiredConfig,
+    resolve: Callable[[str], tuple[str, ...]] | None = None,
 ) -> tuple[dict[str, ConnectionProfile], dict[str, Mapping[str, Any]]]:
-    """Managed profiles (two or more initiable gateways) and the connections left to charon."""
+    """Managed profiles (two or more initiable gateways, or one DNS name with two or more
+    addresses now, as `resolve` says) and the connections left to charon."""
     managed: dict[str, ConnectionProfile] = {}
     plain: dict[str, Mapping[str, Any]] = {}
     for name, body in desired.connections.items():
         gateways, rejected = initiable_gateways(remote_addrs_of(body))
-        if len(gateways) >= 2:
+        several = len(gateways) >= 2 or (
+            len(gateways) == 1
+            and resolve is not None
+            and is_name(gateways[0])
+            and len(resolve(gateways[0])) >= 2
+        )
+        if several:
             policy = desired.policies.get(name, FailoverPolicy())
             managed[name] = ConnectionProfile(name, gateways, body, policy, rejected)
         else:

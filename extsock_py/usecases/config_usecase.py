@@ -41,10 +41,14 @@ class ConfigUsecase:
         """Load what swanctl --load-all would, managed connections aside; start new ones."""
         report = ApplyReport()
         report.notes.extend(self._too_new(desired))
-        managed, plain = split_managed(desired)
+        managed, plain = split_managed(desired, self._manager.resolve_name)
         managed_before = set(self._manager.names())
 
-        plain_before = set(split_managed(self.current)[1]) if self.current else set()
+        plain_before = (
+            set(split_managed(self.current, self._manager.resolve_name)[1])
+            if self.current
+            else set()
+        )
 
         def keep(name: str) -> bool:
             if name in managed and name not in plain_before:

@@ -282,6 +282,10 @@ class FailoverManager:
         if pending:
             log.error("%s: stopped a cascade of %d events", name, _MAX_CASCADE)
 
+    def resolve_name(self, name: str) -> tuple[str, ...]:
+        """The addresses DNS name `name` has now (none without a resolver)."""
+        return self._resolver.resolve(name) if self._resolver is not None else ()
+
     def _gateways(self, profile: ConnectionProfile) -> tuple[str, ...]:
         """The gateways to try: the list with its DNS names resolved now."""
         names = [g for g in profile.gateways if is_name(g)]

@@ -37,13 +37,13 @@ POLICY = """
 class NamedRunner(ExtsockRunner):
     """extsock with the test's hosts file as its /etc/hosts (a private mount namespace)."""
 
-    def __init__(self, lab: Lab, hosts: Path, name: str) -> None:
+    def __init__(self, lab: Lab, hosts: Path, name: str, remote_addrs: str) -> None:
         super().__init__(lab, POLICY, name=name, conf_transform=self.by_name)
         self.hosts = hosts
+        self.remote_addrs = remote_addrs
 
-    @staticmethod
-    def by_name(text: str) -> str:
-        return text.replace(f"{GW1}, {GW2}, {GW3}", f"{NAME}, {GW3}")
+    def by_name(self, text: str) -> str:
+        return text.replace(f"{GW1}, {GW2}, {GW3}", self.remote_addrs)
 
     def command(self) -> list[str]:
         script = 'mount --bind "$0" /etc/hosts && exec "$@"'
@@ -59,7 +59,8 @@ def named(fresh_lab: Lab, request: pytest.FixtureRequest) -> Iterator[NamedRunne
     tag = hashlib.blake2b(request.node.name.encode(), digest_size=4).hexdigest()
     hosts = fresh_lab.state_dir / f"hosts-{tag}"
     hosts.write_text(hosts_text(GW1, GW2))
-    runner = NamedRunner(fresh_lab, hosts, f"d-{tag}")
+    remote_addrs = getattr(request, "param", f"{NAME}, {GW3}")
+    runner = NamedRunner(fresh_lab, hosts, f"d-{tag}", remote_addrs)
     runner.write_config()
     try:
         yield runner
@@ -92,3 +93,15 @@ def test_a_name_with_two_records_is_two_gateways_resolved_at_each_attempt(
     assert wait_until(lambda: active(named) == GW1, 20.0), named.log_tail()
     assert fresh_lab.udp_echo(timeout=1.0, tries=5) == "segw1"
     assert named.status()["gateways"] == [GW1, GW3]
+
+
+@pytest.mark.parametrize("named", [NAME], indirect=True)
+def test_a_lone_name_with_two_records_is_managed_and_fails_over(
+    fresh_lab: Lab, named: NamedRunner
+) -> None:
+    named.start()
+    assert wait_until(lambda: active(named) == GW1, 15.0), named.log_tail()
+    assert named.status()["gateways"] == [GW1, GW2]
+    fresh_lab.fail("segw1", "link")
+    assert wait_until(lambda: active(named) == GW2, 20.0), named.log_tail()
+    assert fresh_lab.udp_echo(timeout=1.0, tries=5) == "segw2"

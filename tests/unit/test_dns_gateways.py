@@ -78,3 +78,14 @@ def test_the_name_is_resolved_again_at_each_attempt() -> None:
     assert loaded(charon)[-1] == "home@192.0.2.7"
     managed = manager.get("home")
     assert managed is not None and managed.state.phase is Phase.CONNECTING
+
+
+def test_one_name_with_two_addresses_is_managed() -> None:
+    from extsock_py.domain.config import DesiredConfig, split_managed
+
+    body = {"remote_addrs": ["gw.example"], "children": {"net": {}}}
+    desired = DesiredConfig("test", {"home": body, "solo": {"remote_addrs": ["one.example"]}})
+    hosts = Hosts(gw_example=("192.0.2.1", "192.0.2.2"), one_example=("192.0.2.9",))
+    managed, plain = split_managed(desired, hosts.resolve)
+    assert list(managed) == ["home"] and list(plain) == ["solo"]
+    assert split_managed(desired)[0] == {}  # without a resolver: as before
