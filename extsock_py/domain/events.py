@@ -69,6 +69,14 @@ class Redirected:
 
 
 @dataclass(frozen=True)
+class RedirectRefused:
+    """charon did not follow the redirect of IKE_SA `ike_id`: it stays where it was."""
+
+    gateway: str
+    ike_id: int
+
+
+@dataclass(frozen=True)
 class InitiateFailed:
     """charon refused or abandoned the initiation towards `gateway`."""
 
@@ -165,6 +173,7 @@ Event = (
     | IkeRekeyed
     | TunnelDown
     | Redirected
+    | RedirectRefused
     | InitiateFailed
     | RetransmitSeen
     | PeerAnswered

@@ -330,6 +330,19 @@ def _on_redirected(state: ConnState, event: ev.Redirected, now: float) -> Result
     return followed, []
 
 
+def _on_redirect_refused(state: ConnState, event: ev.RedirectRefused, now: float) -> Result:
+    rd = state.redirect
+    if rd is None or rd.from_id != event.ike_id or event.gateway != state.gateway:
+        return state, []
+    # charon keeps the IKE_SA where it was: so does the machine.
+    remote = rd.from_remote if rd.from_remote != state.gateway else None
+    retired = tuple(i for i in state.retired if i != rd.from_id)
+    kept = replace(state, redirect=None, ike_id=rd.from_id, retired=retired, remote=remote)
+    if state.phase is Phase.CONNECTING:
+        kept = replace(kept, deadline=rd.started + state.policy.connect_timeout)
+    return kept, []
+
+
 def _complete_redirect(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
     rd = state.redirect
     assert rd is not None and state.gateway is not None
@@ -693,6 +706,7 @@ _HANDLERS: dict[type, Callable[[ConnState, Any, float], Result]] = {
     ev.IkeRekeyed: _on_rekeyed,
     ev.TunnelDown: _on_tunnel_down,
     ev.Redirected: _on_redirected,
+    ev.RedirectRefused: _on_redirect_refused,
     ev.InitiateFailed: _on_initiate_failed,
     ev.RetransmitSeen: _on_retransmit,
     ev.PeerAnswered: _on_peer_answered,

@@ -93,6 +93,7 @@ class Signal(Enum):
     NO_ROUTE = "no-route"  # no route to the peer: MOBIKE deferred, nothing is sent
     EXPIRED = "expired"  # the IKE_SA's hard lifetime ended
     REDIRECTED = "redirected"  # the gateway redirected it (RFC 5685): charon follows `target`
+    REDIRECT_REFUSED = "redirect-refused"  # ... but charon does not follow: the SA stays
     DESTROYED = "destroyed"  # destroyed without any ike-updown (it was never established)
 
 

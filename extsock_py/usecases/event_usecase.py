@@ -316,6 +316,8 @@ class EventUsecase:
                 self._fan_out(owner, ike_id, ev.TunnelDown(gateway, ike_id, "expired"))
             case ob.Signal.REDIRECTED if sig.target:
                 self._fan_out(owner, ike_id, ev.Redirected(gateway, ike_id, sig.target))
+            case ob.Signal.REDIRECT_REFUSED:
+                self._fan_out(owner, ike_id, ev.RedirectRefused(gateway, ike_id))
             case ob.Signal.DESTROYED:
                 self._gone(ike_id, sig.ike_name)
 

@@ -274,3 +274,23 @@ def test_the_ike_state_stream_tells_each_ike_sa_from_birth_to_destroying(
     # Born after the subscription: its whole life, as charon went through it.
     assert by_id[second_id][:2] == ["CONNECTING", "ESTABLISHED"]
     assert "DESTROYING" not in by_id[second_id]
+
+
+def test_a_redirect_charon_refuses_leaves_the_tunnel_where_it_is(
+    fresh_lab: Lab, start: Callable[..., tuple[ExtsockRunner, Events]]
+) -> None:
+    """charon follows 5 redirects within 300 s; it logs the 6th and stays (ike_sa.c)."""
+    runner, events = start(two_gateways)
+    assert wait_until(lambda: runner.status()["active_gateway"] == GW1, 15.0), runner.log_tail()
+    hops = [("segw1", GW3), ("segw3", GW1), ("segw1", GW3), ("segw3", GW1), ("segw1", GW3)]
+    for node, to in hops:
+        fresh_lab.swanctl(node, "--redirect", "--ike", "lab-ini", "--gateway", to)
+        assert wait_until(lambda: runner.status()["active_gateway"] == to, 10.0), (  # noqa: B023
+            runner.log_tail()
+        )
+    fresh_lab.swanctl("segw3", "--redirect", "--ike", "lab-ini", "--gateway", GW1)
+    assert not wait_until(lambda: runner.status()["active_gateway"] != GW3, 7.0)
+    status = runner.status()
+    assert status["phase"] == "up" and status["failures_total"] == 0
+    assert fresh_lab.udp_echo(timeout=1.0, tries=3) == "segw3"
+    assert len(events.of("redirected")) == 5 and not events.of("failover-started")

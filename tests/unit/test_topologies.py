@@ -104,6 +104,17 @@ def test_a_redirect_that_never_comes_up_fails_over_after_connect_timeout() -> No
     assert s.outage_reason == "redirect-failed"
 
 
+def test_a_redirect_charon_refuses_to_follow_leaves_the_tunnel_where_it_is() -> None:
+    # charon logs "redirected to" and then, e.g. past 5 redirects in 300 s, stays.
+    up, _ = run(machine(), ev.Start(), ev.IkeConnecting(GW1, 1), ev.TunnelUp(GW1, 1))
+    s, _ = run(up, ev.Redirected(GW1, 1, GW3), ev.RedirectRefused(GW1, 1))
+    assert s.redirect is None and (s.phase, s.peer, s.ike_id) == (Phase.UP, GW1, 1)
+    s, actions = run(s, ev.Tick(), now=T0 + 10.0)
+    assert actions == [] and s.phase is Phase.UP
+    s, actions = run(s, ev.RetransmitSeen(GW1, 1))  # its news counts again
+    assert s.gateway == GW2
+
+
 def test_a_child_failure_asks_for_the_child_only() -> None:
     up, _ = run(machine(), ev.Start(), ev.IkeConnecting(GW1, 1), ev.TunnelUp(GW1, 1))
     _, actions = run(up, ev.TunnelDown(GW1, 1, "child-down"))
@@ -223,6 +234,8 @@ def test_the_5_9_dialect_reads_redirects_and_silent_destruction() -> None:
     assert read(f"redirected to {GW3}") == ob.IkeSignal(
         ob.Signal.REDIRECTED, f"home@{GW1}", 3, f"redirected to {GW3}", GW3
     )
+    refused = read("only 5 redirects are allowed within 300 seconds")
+    assert isinstance(refused, ob.IkeSignal) and refused.signal is ob.Signal.REDIRECT_REFUSED
     gone = read("destroying IKE_SA in state CONNECTING without notification")
     assert isinstance(gone, ob.IkeSignal) and gone.signal is ob.Signal.DESTROYED
     assert "redirected to " in reader.log_prefixes

@@ -74,6 +74,29 @@ RULES_5_9: tuple[LogRule, ...] = (
     # it follows: the IKE_SA is set up again there (redirect_connecting at IKE_SA_INIT,
     # redirect_established with a new IKE_SA when established or during IKE_AUTH).
     LogRule(Signal.REDIRECTED, "redirected to ", re.compile(r"^redirected to (?P<target>\S+)")),
+    # handle_redirect() logs "redirected to" first, then may refuse to follow: too many
+    # redirects (5 within 300 s), redirects disabled, a target it cannot resolve, a state
+    # it cannot redirect in. The IKE_SA then stays where it is.
+    LogRule(
+        Signal.REDIRECT_REFUSED,
+        "only ",
+        re.compile(r"^only \d+ redirects are allowed within \d+ seconds"),
+    ),
+    LogRule(
+        Signal.REDIRECT_REFUSED,
+        "server sent REDIRECT even though",
+        re.compile(r"^server sent REDIRECT even though we disabled it"),
+    ),
+    LogRule(
+        Signal.REDIRECT_REFUSED,
+        "unable to resolve gateway ID",
+        re.compile(r"^unable to resolve gateway ID .*, redirect failed"),
+    ),
+    LogRule(
+        Signal.REDIRECT_REFUSED,
+        "unable to handle redirect for IKE_SA",
+        re.compile(r"^unable to handle redirect for IKE_SA"),
+    ),
     # delete_() (ike_sa.c) of an IKE_SA that never got established (a forced terminate of a
     # connect): it goes without any ike-updown.
     LogRule(
