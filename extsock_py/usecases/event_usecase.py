@@ -50,6 +50,8 @@ class Connections(Protocol):
 
     def expects(self, name: str, gateway: str) -> bool: ...
 
+    def ike_id_of(self, name: str) -> int | None: ...
+
     def names(self) -> list[str]: ...
 
 
@@ -64,6 +66,9 @@ class _ByName:
 
     def expects(self, name: str, gateway: str) -> bool:
         return False
+
+    def ike_id_of(self, name: str) -> int | None:
+        return None
 
     def names(self) -> list[str]:
         return []
@@ -126,14 +131,16 @@ class EventUsecase:
         """list-sas answered: learn what events did not tell, forget what is gone."""
         for sa in sas:
             self._state(sa.unique_id, sa.name, sa.state, sa.remote_host, sa.local_vips)
-            for child in sa.children:
-                if (
-                    child.state == "INSTALLED"
-                    and self.sas.owner_of_child(sa.unique_id, child.unique_id) is None
-                ):
-                    owner = self._child_owner(sa.name, sa.unique_id, child.name)
-                    self.sas.child_up(sa.unique_id, child.unique_id, child.name, owner)
+            self._children(sa)
         self._publish(self.sas.sync({sa.unique_id for sa in sas}))
+
+    def _children(self, sa: ob.IkeSaInfo) -> None:
+        for child in sa.children:
+            if child.state == "INSTALLED" and (
+                self.sas.owner_of_child(sa.unique_id, child.unique_id) is None
+            ):
+                owner = self._child_owner(sa.name, sa.unique_id, child.name)
+                self.sas.child_up(sa.unique_id, child.unique_id, child.name, owner)
 
     # --- attribution --------------------------------------------------------------------
 
@@ -165,7 +172,15 @@ class EventUsecase:
         ]
         if owner.connection in waiting:
             return owner.connection
-        return waiting[0] if waiting else owner.connection
+        if waiting:
+            return waiting[0]
+        # Already up on this IKE_SA (adopted at start, a list-sas after a lost event).
+        riding = [
+            name
+            for name in names
+            if child_name in self._conns.children(name) and self._conns.ike_id_of(name) == ike_id
+        ]
+        return riding[0] if riding and owner.connection not in riding else owner.connection
 
     def _related(self, owner: CloneName, ike_id: int | None) -> list[str]:
         """The connections news about IKE_SA `ike_id` (named after `owner`) concerns."""
@@ -181,8 +196,9 @@ class EventUsecase:
     # --- the IKE state stream -----------------------------------------------------------
 
     def track(self, sa: ob.IkeSaInfo) -> None:
-        """Take an SA's state as listed by charon (a tunnel adopted at start)."""
+        """Take an SA's state and CHILD_SAs as listed by charon (a tunnel adopted at start)."""
         self._state(sa.unique_id, sa.name, sa.state, sa.remote_host, sa.local_vips)
+        self._children(sa)
 
     def _state(
         self,

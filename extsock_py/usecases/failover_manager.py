@@ -141,6 +141,11 @@ class FailoverManager:
         managed = self._conns.get(name)
         return managed.profile.children if managed is not None else ()
 
+    def ike_id_of(self, name: str) -> int | None:
+        """The IKE_SA carrying `name`'s tunnel, as its machine knows it."""
+        managed = self._conns.get(name)
+        return managed.state.ike_id if managed is not None else None
+
     def expects(self, name: str, gateway: str) -> bool:
         """True when `name` waits for a CHILD_SA through its clone towards `gateway`
         (connecting, switching there, or following a redirect)."""

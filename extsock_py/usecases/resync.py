@@ -48,6 +48,23 @@ def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> Re
             continue  # a clone towards a gateway no longer listed: stale, not adoptable
         if _tunnel_up(sa) and owner.connection not in up:
             up[owner.connection] = sa
+    for sa in sas:  # a CHILD_SA riding in another connection's IKE_SA (reuse_ikesa)
+        owner = parse_clone_name(sa.name)
+        if owner is None or owner.probe or not _tunnel_up(sa):
+            continue
+        own = manager.get(owner.connection)
+        own_children = set(own.profile.children) if own is not None else set()
+        for child in sa.children:
+            if child.state != "INSTALLED" or child.name in own_children:
+                continue  # the IKE_SA's own connection's child
+            for name in names:
+                managed = manager.get(name)
+                if name in up or managed is None:
+                    continue
+                listed = (*managed.profile.gateways, *managed.state.gateways)
+                if child.name in managed.profile.children and owner.gateway in listed:
+                    up[name] = sa
+                    break
     keep: set[str] = {sa.name for sa in up.values()}
     for conn_name in charon.list_conn_names():
         owner = parse_clone_name(conn_name)
@@ -67,7 +84,7 @@ def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> Re
         owner = parse_clone_name(sa.name)
         if owner is None or owner.connection not in names:
             continue
-        if up.get(owner.connection) is not sa:
+        if up.get(owner.connection) is not sa and all(sa is not u for u in up.values()):
             try:
                 charon.terminate(ike_id=sa.unique_id)
             except CharonUnreachable:

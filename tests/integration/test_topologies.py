@@ -206,6 +206,24 @@ def test_moving_one_connection_keeps_the_shared_ike_sa_of_the_other(
     assert_true_stream(events, born_after=shared_id)
 
 
+def test_a_restarted_extsock_adopts_both_connections_of_a_shared_ike_sa(
+    fresh_lab: Lab, start: Callable[..., tuple[ExtsockRunner, Events]]
+) -> None:
+    runner, _ = start(two_connections)
+    assert wait_until(lambda: both_up_on(runner, GW1), 15.0), runner.log_tail()
+    shared_id = runner.status("home")["ike_id"]
+    runner.stop()  # tunnels are left up
+    runner.start()
+    assert wait_until(lambda: both_up_on(runner, GW1), 10.0), runner.log_tail()
+    assert runner.status("upb")["ike_id"] == runner.status("home")["ike_id"] == shared_id
+    # Adopted, not started again: no second CHILD_SA, no second IKE_SA, nothing moves.
+    assert not wait_until(lambda: runner.status("upb")["phase"] != "up", 6.0)
+    assert children_on(fresh_lab, INI) == {"net": 1, "net2": 1}
+    assert len(ike_sas(fresh_lab, INI)) == 1
+    assert fresh_lab.udp_echo(timeout=1.0, tries=3, source=UPB_SRC) == "segw1"
+    assert fresh_lab.udp_echo(timeout=1.0, tries=3, source=HOME_SRC) == "segw1"
+
+
 # --- 2. redirect --------------------------------------------------------------------------
 
 

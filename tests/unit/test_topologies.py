@@ -239,3 +239,21 @@ def test_the_5_9_dialect_reads_redirects_and_silent_destruction() -> None:
     gone = read("destroying IKE_SA in state CONNECTING without notification")
     assert isinstance(gone, ob.IkeSignal) and gone.signal is ob.Signal.DESTROYED
     assert "redirected to " in reader.log_prefixes
+
+
+def test_resync_adopts_a_connection_whose_child_rides_in_another_ones_ike_sa() -> None:
+    from extsock_py.usecases.resync import resync
+
+    charon = FakeCharonPort()
+    manager = FailoverManager(charon, FakeClock(), RecordingPublisher())
+    for name, child in (("home", "net"), ("upb", "net2")):
+        manager.manage(
+            ConnectionProfile(name, (GW1, GW2), body(child, (GW1, GW2)), FailoverPolicy())
+        )
+    kids = (ob.ChildSaInfo("net", 1, "INSTALLED"), ob.ChildSaInfo("net2", 2, "INSTALLED"))
+    charon.sas[1] = ob.IkeSaInfo(f"home@{GW1}", 1, "ESTABLISHED", children=kids)
+    report = resync(charon, manager, ["home", "upb"])
+    assert report.adopted == {"home": GW1, "upb": GW1}
+    assert not [c for c in charon.calls if c[0] in ("terminate", "initiate")]
+    upb = manager.get("upb")
+    assert upb is not None and (upb.state.phase, upb.state.ike_id) == (Phase.UP, 1)
