@@ -14,7 +14,7 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol, TypeVar
@@ -23,7 +23,6 @@ from extsock_py.domain import events as ev
 from extsock_py.domain import observations as ob
 from extsock_py.domain.config import DesiredConfig
 from extsock_py.domain.errors import CharonError, CharonUnreachable, ConfigError
-from extsock_py.domain.failover import initial_state
 from extsock_py.interfaces.ports import Clock, EventPublisher, SyncedCharon
 from extsock_py.usecases.config_usecase import ConfigUsecase
 from extsock_py.usecases.event_usecase import EventUsecase
@@ -320,12 +319,7 @@ class Daemon:
         self._reconnect_at = None
         self.publisher.publish("charon-back", {})
         self.charon_reachable = True
-        for name in self.manager.names():
-            managed = self.manager.get(name)
-            if managed is not None:
-                old = managed.state
-                fresh = initial_state(name, managed.profile.gateways, managed.profile.policy)
-                managed.state = replace(fresh, held=old.held, failures_total=old.failures_total)
+        self.manager.charon_restarted()
         if self.config.current is not None:
             restore, self._restore_pending = self._restore_pending, False
             self._bring_up(self.config.current, restore=restore)

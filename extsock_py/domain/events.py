@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from extsock_py.domain.policy import FailoverPolicy
+
 
 @dataclass(frozen=True)
 class Start:
@@ -165,6 +167,30 @@ class Retry:
     """Operator: try again now, starting from the primary, after a give-up or stop."""
 
 
+@dataclass(frozen=True)
+class CharonRestarted:
+    """charon came back after being away: every SA it had is gone. The machine starts
+    over on `gateways`; the operator's hold and the failure count survive."""
+
+    gateways: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PolicyChanged:
+    """A reload changed the connection's failover policy (its gateways stayed the same)."""
+
+    policy: FailoverPolicy
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What the last run persisted comes back at start (only while still idle): the
+    operator's hold and the failure count."""
+
+    held: bool
+    failures_total: int
+
+
 Event = (
     Start
     | Adopt
@@ -187,4 +213,7 @@ Event = (
     | Release
     | Stop
     | Retry
+    | CharonRestarted
+    | PolicyChanged
+    | Restored
 )

@@ -689,6 +689,25 @@ def _on_stop(state: ConnState, event: ev.Stop, now: float) -> Result:
     return stopped, actions
 
 
+# --- bookkeeping: charon restarted, a reload, a restart of extsock ----------------------
+
+
+def _on_charon_restarted(state: ConnState, event: ev.CharonRestarted, now: float) -> Result:
+    # charon lost every SA: nothing to terminate or unload, the machine starts over.
+    fresh = initial_state(state.name, event.gateways, state.policy)
+    return replace(fresh, held=state.held, failures_total=state.failures_total), []
+
+
+def _on_policy_changed(state: ConnState, event: ev.PolicyChanged, now: float) -> Result:
+    return replace(state, policy=event.policy), []
+
+
+def _on_restored(state: ConnState, event: ev.Restored, now: float) -> Result:
+    if state.phase is not Phase.IDLE:  # charon's state has been read since: it wins
+        return state, []
+    return replace(state, held=event.held, failures_total=event.failures_total), []
+
+
 def _on_resolved(state: ConnState, event: ev.GatewaysResolved, now: float) -> Result:
     # The attempt under way keeps its address; the next one is chosen from this list.
     if not event.gateways or event.gateways == state.gateways:
@@ -718,4 +737,7 @@ _HANDLERS: dict[type, Callable[[ConnState, Any, float], Result]] = {
     ev.Hold: _on_hold,
     ev.Release: _on_release,
     ev.Stop: _on_stop,
+    ev.CharonRestarted: _on_charon_restarted,
+    ev.PolicyChanged: _on_policy_changed,
+    ev.Restored: _on_restored,
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from extsock_py.domain import events as ev
@@ -57,7 +57,10 @@ _HISTORY_KINDS = frozenset({"failover", "gave-up", "switch-failed", "redirected"
 
 
 class Managed:
-    """A managed connection; a new state or profile tells the manager (deadlines may move)."""
+    """A managed connection; a new state or profile tells the manager (deadlines may move).
+
+    Its state is the machine's: only the manager writes it (`_set_state`), with what `step`
+    returned; everything else reads it."""
 
     __slots__ = ("_on_change", "_profile", "_state")
 
@@ -86,8 +89,7 @@ class Managed:
     def state(self) -> ConnState:
         return self._state
 
-    @state.setter
-    def state(self, value: ConnState) -> None:
+    def _set_state(self, value: ConnState) -> None:
         if value is not self._state:
             self._state = value
             if self._on_change is not None:
@@ -175,7 +177,7 @@ class FailoverManager:
                     ", ".join(_policy_diff(current.profile.policy, profile.policy)),
                 )
             current.profile = profile
-            current.state = replace(current.state, policy=profile.policy)
+            self._apply(current, ev.PolicyChanged(profile.policy))
             return False
         # The gateway list changed: bring the connection down and start over on the new list.
         self.handle(profile.name, ev.Stop())
@@ -199,9 +201,7 @@ class FailoverManager:
             total = stored.get("failures_total")
             if not isinstance(total, int) or isinstance(total, bool) or total < 0:
                 total = managed.state.failures_total
-            managed.state = replace(
-                managed.state, held=stored.get("held") is True, failures_total=total
-            )
+            self._apply(managed, ev.Restored(held=stored.get("held") is True, failures_total=total))
             last_up = stored.get("last_up")
             if last_up is None and stored.get("phase") == str(Phase.UP):
                 last_up = stored.get("gateway")
@@ -217,6 +217,20 @@ class FailoverManager:
                 total,
             )
         return restored
+
+    def charon_restarted(self) -> None:
+        """charon came back after being away, without any of its SAs: every machine starts
+        over (holds and failure counts survive); resync then adopts or starts each one."""
+        for managed in self._conns.values():
+            self._apply(managed, ev.CharonRestarted(managed.profile.gateways))
+
+    def _apply(self, managed: Managed, event: ev.Event) -> None:
+        """Feed the machine an event that only updates its records (a restart, a reload,
+        a restore): it asks for no action, and nothing is persisted for it."""
+        state, actions = step(managed.state, event, self._clock.monotonic())
+        if actions:  # a fault of the machine: never drop what it decided silently
+            raise RuntimeError(f"{managed.profile.name}: {event} asked for {actions}")
+        managed._set_state(state)
 
     def note_adopted(self, name: str, gateway: str) -> None:
         """A tunnel of `name` was found up on `gateway` at start: if the last run had it up
@@ -268,7 +282,8 @@ class FailoverManager:
             if isinstance(current, _RESOLVE_ON):
                 self._resolve(managed, now)
             before = managed.state
-            managed.state, actions = step(before, current, now)
+            after, actions = step(before, current, now)
+            managed._set_state(after)
             if before.phase is not managed.state.phase or actions:
                 log.debug("%s: %s -> %s on %s", conn, before.phase, managed.state.phase, current)
             todo = deque(actions)
@@ -302,7 +317,7 @@ class FailoverManager:
         gateways = self._gateways(managed.profile)
         if gateways != managed.state.gateways:
             log.info("%s: gateways now %s", managed.profile.name, ", ".join(gateways))
-            managed.state, _ = step(managed.state, ev.GatewaysResolved(gateways), now)
+            managed._set_state(step(managed.state, ev.GatewaysResolved(gateways), now)[0])
 
     def tick(self) -> None:
         """Deliver a Tick to every connection whose deadline has come."""

@@ -1015,3 +1015,69 @@ def test_outage_is_unknown_when_nothing_saw_the_traffic_stop() -> None:
     _, actions = run(state, ev.TunnelUp(GW2, 2), now=T0 + 0.25)
     (failover,) = [a for a in actions if isinstance(a, Notify) and a.kind == "failover"]
     assert failover.duration == 0.25 and failover.outage is None
+
+
+# --- bookkeeping events: charon restarted, a policy changed, a restore -----------------------
+# The machine is the only writer of its state: these three came in from outside `step` before.
+
+
+@pytest.mark.parametrize("setup", sorted(SETUPS))
+def test_charon_restarted_starts_over_keeping_hold_and_failures(setup: str) -> None:
+    before = last(SETUPS[setup](), ev.TunnelDown(GW1, 1))  # some failures to keep, if up
+    after, actions = step(before, ev.CharonRestarted((GW2, GW3)), T0 + 5)
+    assert actions == []
+    expected = replace(
+        initial_state("home", (GW2, GW3), before.policy),
+        held=before.held,
+        failures_total=before.failures_total,
+    )
+    assert after == expected
+    assert wake_at(after) is None
+
+
+def test_charon_restarted_keeps_what_it_must() -> None:
+    held = last(s_held_down(), ev.TunnelDown(GW1, 1))
+    assert held.failures_total == 1
+    after = last(held, ev.CharonRestarted((GW1, GW2)))
+    assert (after.phase, after.gateway, after.held, after.failures_total) == (
+        Phase.IDLE,
+        None,
+        True,
+        1,
+    )
+    assert last(after, ev.Start()).phase is Phase.CONNECTING
+
+
+@pytest.mark.parametrize("setup", sorted(SETUPS))
+def test_policy_changed_only_changes_the_policy(setup: str) -> None:
+    before = SETUPS[setup]()
+    new = policy(connect_timeout=99.0, attempts_per_gateway=3)
+    after, actions = step(before, ev.PolicyChanged(new), T0 + 1)
+    assert (after, actions) == (replace(before, policy=new), [])
+
+
+def test_policy_changed_rules_the_next_attempt() -> None:
+    state = last(s_up_gw1(), ev.PolicyChanged(policy(connect_timeout=42.0)))
+    state = last(state, ev.TunnelDown(GW1, 1), now=T0 + 10)
+    assert (state.phase, state.gateway) == (Phase.CONNECTING, GW2)
+    assert state.deadline == T0 + 10 + 42.0
+
+
+RESTORE_ROWS: list[tuple[str, bool]] = [(name, name == "idle") for name in sorted(SETUPS)]
+
+
+@pytest.mark.parametrize(("setup", "applies"), RESTORE_ROWS)
+def test_restored_applies_only_while_idle(setup: str, applies: bool) -> None:
+    before = SETUPS[setup]()
+    after, actions = step(before, ev.Restored(held=True, failures_total=7), T0)
+    assert actions == []
+    if applies:
+        assert after == replace(before, held=True, failures_total=7)
+    else:
+        assert after == before
+
+
+def test_restored_hold_keeps_a_start_from_moving_on_failure() -> None:
+    state = last(s_idle(), ev.Restored(held=True, failures_total=3), ev.Start())
+    state = last(state, ev.InitiateFailed(GW1, "x"))
+    assert (state.phase, state.held, state.failures_total) == (Phase.DOWN, True, 4)

@@ -373,3 +373,44 @@ def test_no_store_is_fine() -> None:
     manager.start_all()
     managed = manager.get("home")
     assert managed is not None and managed.state.phase is Phase.GAVE_UP
+
+
+def test_charon_restarted_starts_every_machine_over_through_step() -> None:
+    w = World(make_profile(name="a"), make_profile(name="b"))
+    w.manager.start_all()
+    w.manager.handle("a", ev.Hold())
+    w.manager.handle("b", ev.InitiateFailed(GW1, "x"))
+    b = w.manager.get("b")
+    assert b is not None and b.state.failures_total == 1
+    revision, saved = w.manager.revision, dict(w.store.connections)
+    w.manager.charon_restarted()
+    assert (w.phase("a"), w.gateway("a"), w.phase("b"), w.gateway("b")) == (
+        Phase.IDLE,
+        None,
+        Phase.IDLE,
+        None,
+    )
+    a = w.manager.get("a")
+    assert a is not None and a.state.held and b.state.failures_total == 1
+    assert w.manager.revision > revision  # the loop and the monitor see the change
+    assert w.manager.next_wake() is None
+    assert w.store.connections == saved  # as before: charon's resync decides what is saved
+    w.manager.start_all(["b"])
+    assert w.phase("b") is Phase.CONNECTING
+
+
+def test_restore_persisted_goes_through_the_machine() -> None:
+    w = World()
+    w.store.save_connection("home", {"held": True, "failures_total": 5, "phase": "up"})
+    assert w.manager.restore_persisted(["home", "nobody"]) == ["home"]
+    managed = w.manager.get("home")
+    assert managed is not None
+    assert (managed.state.held, managed.state.failures_total) == (True, 5)
+
+
+def test_the_state_of_a_managed_connection_is_read_only_outside_the_manager() -> None:
+    w = World()
+    managed = w.manager.get("home")
+    assert managed is not None
+    with pytest.raises(AttributeError):
+        managed.state = managed.state  # type: ignore[misc]
