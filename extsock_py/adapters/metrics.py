@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -40,6 +40,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from extsock_py.domain.failover import Phase
+from extsock_py.interfaces.ports import Subscribable
 from extsock_py.usecases.operator import OperatorUsecase
 
 if TYPE_CHECKING:
@@ -57,13 +58,6 @@ WORKERS = 2  # threads that answer requests; never more, whatever the clients do
 MAX_CONNECTIONS = 64  # connections held at once; past it the oldest waiting one is dropped
 HEADER_TIMEOUT = 5.0  # seconds a connection may wait before it sends its request
 IO_TIMEOUT = 2.0  # seconds a worker waits on one read or write of a client
-
-
-@runtime_checkable
-class _Subscribable(Protocol):
-    def subscribe(
-        self, subscriber: Callable[[str, Mapping[str, Any]], None]
-    ) -> Callable[[], None]: ...
 
 
 def _label(value: object) -> str:
@@ -421,9 +415,9 @@ class MetricsServer:
         self.events = _EventMetrics(self.registry)
         self.operator = OperatorUsecase(daemon, None, timeout)
         publisher = daemon.publisher
-        if not isinstance(publisher, _Subscribable):
+        if not isinstance(publisher, Subscribable):
             raise TypeError("the daemon's publisher must offer subscribe() (a Broadcast)")
-        self._publisher: _Subscribable = publisher
+        self._publisher: Subscribable = publisher
         self._unsubscribe: Callable[[], None] | None = None
         self._http: _Listener | None = None
         self._thread: threading.Thread | None = None

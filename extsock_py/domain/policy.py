@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
-
-from tenacity import RetryCallState, wait_exponential
 
 
 @dataclass(frozen=True)
@@ -64,12 +63,11 @@ def backoff_delay(policy: BackoffPolicy, failed_cycles: int, seed: str) -> float
     random source, so the state machine stays a pure function: connections with
     different names still spread apart, and a test can reproduce every delay.
     """
-    wait = wait_exponential(
-        multiplier=policy.initial, exp_base=policy.multiplier, max=policy.maximum
-    )
-    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-    state.attempt_number = max(1, failed_cycles)
-    base = float(wait(state))
+    try:
+        grown = policy.initial * policy.multiplier ** (max(1, failed_cycles) - 1)
+    except OverflowError:  # far past any cap
+        grown = math.inf
+    base = float(max(0.0, min(grown, policy.maximum)))
     digest = hashlib.blake2b(f"{seed}/{failed_cycles}".encode(), digest_size=8).digest()
     fraction = int.from_bytes(digest, "big") / float(1 << 64)
     return base + base * policy.jitter * fraction

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from extsock_py.domain.credentials import (
     AuthorityLoad,
@@ -100,6 +100,17 @@ class EventPublisher(Protocol):
     """Fan-out of extsock's own events (control socket subscribers, metrics, logs)."""
 
     def publish(self, kind: str, fields: Mapping[str, Any]) -> None: ...
+
+
+Subscriber = Callable[[str, Mapping[str, Any]], None]
+Unsubscribe = Callable[[], None]
+
+
+@runtime_checkable
+class Subscribable(Protocol):
+    """A publisher whose events adapters may follow (the control socket, metrics)."""
+
+    def subscribe(self, subscriber: Subscriber) -> Unsubscribe: ...
 
 
 class StateStore(Protocol):

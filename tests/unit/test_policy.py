@@ -62,3 +62,39 @@ def test_defaults() -> None:
     p = FailoverPolicy()
     assert (p.connect_timeout, p.dead_after_retransmits, p.attempts_per_gateway) == (5.0, 1, 1)
     assert p.max_cycles == 10 and not p.failback.enabled and not p.monitor.enabled
+
+
+def _tenacity_base(policy: BackoffPolicy, cycle: int) -> float:
+    """What the domain computed with tenacity before it stopped importing it."""
+    from tenacity import RetryCallState, wait_exponential
+
+    wait = wait_exponential(
+        multiplier=policy.initial, exp_base=policy.multiplier, max=policy.maximum
+    )
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = max(1, cycle)
+    return float(wait(state))
+
+
+@given(
+    initial=st.floats(min_value=0.001, max_value=3600.0),
+    maximum=st.floats(min_value=0.001, max_value=86400.0),
+    multiplier=st.floats(min_value=1.0, max_value=10.0),
+    cycle=st.integers(min_value=0, max_value=5000),
+)
+def test_the_exponential_is_tenacitys_without_tenacity(
+    initial: float, maximum: float, multiplier: float, cycle: int
+) -> None:
+    policy = BackoffPolicy(initial=initial, maximum=maximum, multiplier=multiplier, jitter=0.0)
+    assert backoff_delay(policy, cycle, "home") == pytest.approx(
+        _tenacity_base(policy, cycle), rel=1e-12
+    )
+
+
+def test_the_domain_does_not_import_tenacity() -> None:
+    from pathlib import Path
+
+    import extsock_py.domain
+
+    root = Path(extsock_py.domain.__file__).parent
+    assert [p.name for p in root.rglob("*.py") if "tenacity" in p.read_text()] == []

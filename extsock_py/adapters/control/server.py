@@ -33,13 +33,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from extsock_py.adapters.control import protocol as p
 from extsock_py.adapters.control.pushed import profile_from_request
 from extsock_py.domain.access import ControlAccess, Peer, Role, role_needed
 from extsock_py.domain.errors import ExtsockError
-from extsock_py.interfaces.ports import StateStore
+from extsock_py.interfaces.ports import StateStore, Subscribable, Unsubscribe
 from extsock_py.usecases.operator import DEFAULT_TIMEOUT, OperatorUsecase
 
 if TYPE_CHECKING:
@@ -47,13 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("extsock.control")
 
-Unsubscribe = Callable[[], None]
 _REAP_EVERY = 1.0  # seconds between looks for idle clients
-
-
-@runtime_checkable
-class Subscribable(Protocol):
-    def subscribe(self, subscriber: Callable[[str, Mapping[str, Any]], None]) -> Unsubscribe: ...
 
 
 class ControlSocketError(ExtsockError):
