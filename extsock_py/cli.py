@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 failed, 2 usage, 3 daemon or charon unreachable.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -24,8 +25,29 @@ from extsock_py.domain.errors import CharonUnreachable, ConfigError, ExtsockErro
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 3
 
+# Commands that are not the product's: their modules are imported only when one of them is
+# asked for (or listed by --help), never by the daemon or the operator's commands.
+_LAZY_COMMANDS = {"lab": ("extsock_py.lab.cli", "lab")}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _MainGroup(click.Group):
+    """The `extsock` group: the product's commands, and the lab's loaded on demand."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in _LAZY_COMMANDS:
+            module, attribute = _LAZY_COMMANDS[cmd_name]
+            loaded = getattr(importlib.import_module(module), attribute)
+            if not isinstance(loaded, click.Command):
+                raise TypeError(f"{module}.{attribute} is not a click command")
+            command = loaded
+        return command
+
+
+@click.group(cls=_MainGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "-u",
     "--uri",
@@ -178,12 +200,10 @@ def check_config(config_file: Path) -> None:
 def _attach_subcommands() -> None:
     from extsock_py.cli_failover import COMMANDS
     from extsock_py.cli_swanctl import attach_swanctl_commands
-    from extsock_py.lab.cli import lab
 
     attach_swanctl_commands(main)
     for command in COMMANDS:
         main.add_command(command)
-    main.add_command(lab)
 
 
 _attach_subcommands()
