@@ -24,7 +24,7 @@ from extsock_py.domain import observations as ob
 from extsock_py.domain.config import DesiredConfig
 from extsock_py.domain.errors import CharonError, CharonUnreachable, ConfigError
 from extsock_py.interfaces.ports import Clock, EventPublisher, SyncedCharon
-from extsock_py.usecases.config_usecase import ConfigUsecase
+from extsock_py.usecases.config_usecase import ConfigUsecase, ReloadReport
 from extsock_py.usecases.event_usecase import EventUsecase
 from extsock_py.usecases.failover_manager import FailoverManager
 from extsock_py.usecases.resync import reconcile, resync
@@ -326,18 +326,18 @@ class Daemon:
 
     # --- reload and shutdown ----------------------------------------------------------------
 
-    def reload(self) -> dict[str, Any]:
+    def reload(self) -> ReloadReport:
         """Re-read the config file; a bad file is reported and the running config kept."""
         try:
             desired = self.read_config()
         except ConfigError as exc:
             log.error("reload refused, running config kept: %s", exc)
             self.publisher.publish("reload-failed", {"error": str(exc)})
-            return {"ok": False, "error": str(exc)}
+            return ReloadReport(error=str(exc))
         if not self.charon_reachable:  # applied when charon is back
             log.warning("charon unreachable: %s is applied once it is back", desired.source)
             self.config.current = desired
-            return {"ok": True, "deferred": True}
+            return ReloadReport(deferred=True)
         try:
             report = self.config.apply(desired, start=True)
         except CharonUnreachable:
@@ -352,14 +352,7 @@ class Daemon:
         )
         self.takeover.scan(report.managed)
         self.publisher.publish("reloaded", {"managed": report.managed})
-        return {
-            "ok": True,
-            "managed": report.managed,
-            "plain": report.plain,
-            "removed": report.removed,
-            "notes": report.notes,
-            "failures": report.failures,
-        }
+        return ReloadReport(applied=report)
 
     def _shutdown(self, listener: Listener) -> None:
         for callback in self.on_stopping:

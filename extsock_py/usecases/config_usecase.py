@@ -30,6 +30,20 @@ class ApplyReport:
     failures: list[str] = field(default_factory=list)  # what charon refused, one line each
 
 
+@dataclass(frozen=True)
+class ReloadReport:
+    """What a reload did: refused (`error`: the running config is kept), deferred until
+    charon is back, or `applied` as the report says."""
+
+    error: str | None = None
+    deferred: bool = False
+    applied: ApplyReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
 class ConfigUsecase:
     def __init__(self, charon: SyncedCharon, manager: FailoverManager) -> None:
         self._charon = charon

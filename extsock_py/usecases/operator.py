@@ -29,6 +29,7 @@ from extsock_py.domain.isolation import collision
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile, clone_body, clone_name
 from extsock_py.interfaces.ports import StateStore
+from extsock_py.usecases.config_usecase import ReloadReport
 
 if TYPE_CHECKING:
     from extsock_py.daemon import Daemon
@@ -325,12 +326,13 @@ class OperatorUsecase:
 
     # --- configuration ------------------------------------------------------------------
 
-    def reload(self) -> dict[str, Any]:
-        """Re-read the config file; a bad file is refused and the running config kept."""
-        result = self._on_loop(self._daemon.reload, "reload")
-        if not result.get("ok", False):
-            raise ReloadFailed(f"{result.get('error')}; the running config is kept")
-        return {k: v for k, v in result.items() if k != "ok"}
+    def reload(self) -> ReloadReport:
+        """Re-read the config file; a bad file is refused (ReloadFailed) and the running
+        config kept."""
+        report = self._on_loop(self._daemon.reload, "reload")
+        if not report.ok:
+            raise ReloadFailed(f"{report.error}; the running config is kept")
+        return report
 
     def load(self, profile: ConnectionProfile) -> dict[str, Any]:
         """Manage a connection pushed by an application and start it (update it if known).

@@ -134,9 +134,10 @@ def test_terminate_is_no_failure_and_retry_starts_again(
 
 
 def test_reload_reports_and_a_bad_file_is_refused(harness: Harness, op: OperatorUsecase) -> None:
-    result = op.reload()
-    assert result["managed"] == ["home", "office"]
-    assert result["plain"] == ["plain"]
+    result = op.reload().applied
+    assert result is not None
+    assert result.managed == ["home", "office"]
+    assert result.plain == ["plain"]
     harness.config.append(ConfigError("/etc/swanctl/swanctl.conf", 3, "extsock.x", "unknown key"))
     with pytest.raises(ReloadFailed, match=r"swanctl\.conf:3: key 'extsock\.x': unknown key"):
         op.reload()
@@ -147,7 +148,8 @@ def test_reload_removes_a_connection_gone_from_the_file(
     harness: Harness, op: OperatorUsecase
 ) -> None:
     harness.config.append(sample_config(with_office=False))
-    assert op.reload()["removed"] == ["office"]
+    result = op.reload().applied
+    assert result is not None and result.removed == ["office"]
     assert [r["connection"] for r in op.status()["connections"]] == ["home"]
 
 
@@ -200,8 +202,9 @@ def test_a_pushed_connection_survives_a_reload_without_a_bounce(
 ) -> None:
     op.load(profile_from_request("app", APP_BODY))
     harness.bring_up("app")
-    result = op.reload()
-    assert "app" in result["managed"] and "app" not in result["removed"]
+    result = op.reload().applied
+    assert result is not None
+    assert "app" in result.managed and "app" not in result.removed
     row = op.status("app")["connections"][0]
     assert (row["phase"], row["active_gateway"]) == ("up", "203.0.113.1")
 
@@ -214,7 +217,8 @@ def test_loading_again_updates_and_unload_forgets(harness: Harness, op: Operator
     assert op.unload("app") == {"connection": "app", "unloaded": True, "notes": []}
     with pytest.raises(UnknownConnection):
         op.status("app")
-    assert "app" not in op.reload()["managed"]  # and a reload does not bring it back
+    result = op.reload().applied
+    assert result is not None and "app" not in result.managed  # a reload does not bring it back
 
 
 def test_a_file_connection_cannot_be_unloaded_over_the_socket(op: OperatorUsecase) -> None:

@@ -490,3 +490,21 @@ def test_the_client_waits_out_a_full_listen_backlog() -> None:
             timer.join()
             first.close()
             listener.close()
+
+
+def test_the_reload_reply_line_is_the_protocols(raw: Raw) -> None:
+    raw.send(b'{"v": 1, "id": 7, "cmd": "reload"}\n')
+    while b"\n" not in raw.buffer:
+        raw.buffer += raw.sock.recv(65536)
+    line, _, raw.buffer = raw.buffer.partition(b"\n")
+    assert line == (
+        b'{"v":1,"id":7,"ok":true,"result":{"managed":["home","office"],"plain":["plain"],'
+        b'"removed":[],"notes":[],"failures":[]}}'
+    )
+
+
+def test_a_deferred_reload_replies_as_before() -> None:
+    from extsock_py.adapters.control.server import _reload_fields
+    from extsock_py.usecases.config_usecase import ReloadReport
+
+    assert json.dumps(_reload_fields(ReloadReport(deferred=True))) == '{"deferred": true}'

@@ -40,6 +40,7 @@ from extsock_py.adapters.control.pushed import profile_from_request
 from extsock_py.domain.access import ControlAccess, Peer, Role, role_needed
 from extsock_py.domain.errors import ExtsockError
 from extsock_py.interfaces.ports import StateStore, Subscribable, Unsubscribe
+from extsock_py.usecases.config_usecase import ReloadReport
 from extsock_py.usecases.operator import DEFAULT_TIMEOUT, OperatorUsecase
 
 if TYPE_CHECKING:
@@ -665,12 +666,26 @@ class ControlServer:
                 }[cmd]
                 return action(conn)
         if cmd == "reload":
-            return op.reload()
+            return _reload_fields(op.reload())
         if cmd == "health":
             return op.health()
         if cmd == "ping":
             return {"pong": True, "v": p.VERSION}
         raise p.UnknownCommand(f"unknown command '{p.clip(cmd)}'")
+
+
+def _reload_fields(report: ReloadReport) -> dict[str, Any]:
+    """The reply to `reload`, as the protocol has it."""
+    if report.applied is None:
+        return {"deferred": True}
+    applied = report.applied
+    return {
+        "managed": applied.managed,
+        "plain": applied.plain,
+        "removed": applied.removed,
+        "notes": applied.notes,
+        "failures": applied.failures,
+    }
 
 
 def _access_of(daemon: Daemon) -> ControlAccess:
