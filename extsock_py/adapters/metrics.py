@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from extsock_py.domain.failover import Phase
 from extsock_py.interfaces.ports import Subscribable
 from extsock_py.usecases.operator import OperatorUsecase
+from extsock_py.usecases.status import ConnectionStatus
 
 if TYPE_CHECKING:
     from extsock_py.daemon import Daemon
@@ -83,6 +85,14 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    charon_reachable: bool
+    processed: int
+    skipped: int
+    connections: list[ConnectionStatus]
+
+
 class _StateCollector:
     """Metrics read from the daemon's state on its main loop, at each scrape."""
 
@@ -90,14 +100,14 @@ class _StateCollector:
         self._daemon = daemon
         self._timeout = timeout
 
-    def _snapshot(self) -> dict[str, Any]:
+    def _snapshot(self) -> _Snapshot:
         d = self._daemon
-        return {
-            "charon_reachable": d.charon_reachable,
-            "processed": d.events.processed,
-            "skipped": d.events.skipped,
-            "connections": d.manager.status(),
-        }
+        return _Snapshot(
+            charon_reachable=d.charon_reachable,
+            processed=d.events.processed,
+            skipped=d.events.skipped,
+            connections=d.manager.status(),
+        )
 
     def collect(self) -> Iterable[Metric]:
         future = self._daemon.submit(self._snapshot)
@@ -117,19 +127,19 @@ class _StateCollector:
         if snap is None:
             return
         reachable = GaugeMetricFamily("extsock_charon_reachable", "1 when charon answers over VICI")
-        reachable.add_metric([], 1.0 if snap["charon_reachable"] else 0.0)
+        reachable.add_metric([], 1.0 if snap.charon_reachable else 0.0)
         yield reachable
         processed = CounterMetricFamily(
             "extsock_events_processed", "charon events (observations) processed by the daemon"
         )
-        processed.add_metric([], float(snap["processed"]))
+        processed.add_metric([], float(snap.processed))
         yield processed
         skipped = CounterMetricFamily(
             "extsock_events_undecodable", "charon events that could not be decoded and were skipped"
         )
-        skipped.add_metric([], float(snap["skipped"]))
+        skipped.add_metric([], float(snap.skipped))
         yield skipped
-        rows: list[dict[str, Any]] = snap["connections"]
+        rows = snap.connections
         managed = GaugeMetricFamily("extsock_managed_connections", "managed connections")
         managed.add_metric([], float(len(rows)))
         yield managed
@@ -160,16 +170,16 @@ class _StateCollector:
             "extsock_connection_gateways", "gateways configured", labels=["connection"]
         )
         for row in rows:
-            conn = _label(row["connection"])
-            is_up = row["phase"] == Phase.UP
+            conn = _label(row.connection)
+            is_up = row.phase == Phase.UP
             tunnel.add_metric([conn], 1.0 if is_up else 0.0)
-            if row["active_gateway"] is not None:
-                active.add_metric([conn, _label(row["active_gateway"])], 1.0)
+            if row.active_gateway is not None:
+                active.add_metric([conn, _label(row.active_gateway)], 1.0)
             for each in Phase:
-                phase.add_metric([conn, str(each)], 1.0 if row["phase"] == each else 0.0)
-            held.add_metric([conn], 1.0 if row["held"] else 0.0)
-            failures.add_metric([conn], float(row["failures_total"]))
-            gateways.add_metric([conn], float(len(row["gateways"])))
+                phase.add_metric([conn, str(each)], 1.0 if row.phase == each else 0.0)
+            held.add_metric([conn], 1.0 if row.held else 0.0)
+            failures.add_metric([conn], float(row.failures_total))
+            gateways.add_metric([conn], float(len(row.gateways)))
         yield from (tunnel, active, phase, held, failures, gateways)
 
 

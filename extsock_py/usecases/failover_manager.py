@@ -36,6 +36,7 @@ from extsock_py.domain.profile import (
 )
 from extsock_py.domain.sas import SaTable
 from extsock_py.interfaces.ports import CharonPort, Clock, EventPublisher, Resolver, StateStore
+from extsock_py.usecases.status import ConnectionStatus
 
 log = logging.getLogger("extsock.failover")
 
@@ -486,7 +487,7 @@ class FailoverManager:
 
     # --- views --------------------------------------------------------------------------
 
-    def status(self, name: str | None = None) -> list[dict[str, Any]]:
+    def status(self, name: str | None = None) -> list[ConnectionStatus]:
         now = self._clock.monotonic()
         out = []
         for conn, managed in self._conns.items():
@@ -495,23 +496,23 @@ class FailoverManager:
             s = managed.state
             due = wake_at(s)
             out.append(
-                {
-                    "connection": conn,
-                    "gateways": list(s.gateways),
-                    "active_gateway": s.peer if s.phase is Phase.UP else None,
-                    "target_gateway": s.gateway,
-                    "phase": str(s.phase),
-                    "ike_id": s.ike_id,
-                    "held": s.held,
-                    "failures_total": s.failures_total,
-                    "failures_in_cycle": s.failed_in_cycle,
-                    "cycles_failed": s.cycles_failed,
-                    "next_action": _next_action(s),
-                    "next_action_in": None if due is None else round(max(0.0, due - now), 3),
-                    "standby_gateway": s.standby.gateway if s.standby else None,
-                    "redirected_to": s.remote,
-                    "virtual_ips": list(self._vips(conn)) if s.phase is Phase.UP else [],
-                }
+                ConnectionStatus(
+                    connection=conn,
+                    gateways=s.gateways,
+                    active_gateway=s.peer if s.phase is Phase.UP else None,
+                    target_gateway=s.gateway,
+                    phase=str(s.phase),
+                    ike_id=s.ike_id,
+                    held=s.held,
+                    failures_total=s.failures_total,
+                    failures_in_cycle=s.failed_in_cycle,
+                    cycles_failed=s.cycles_failed,
+                    next_action=_next_action(s),
+                    next_action_in=None if due is None else round(max(0.0, due - now), 3),
+                    standby_gateway=s.standby.gateway if s.standby else None,
+                    redirected_to=s.remote,
+                    virtual_ips=self._vips(conn) if s.phase is Phase.UP else (),
+                )
             )
         return out
 

@@ -30,6 +30,7 @@ from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile, clone_body, clone_name
 from extsock_py.interfaces.ports import StateStore
 from extsock_py.usecases.config_usecase import ReloadReport
+from extsock_py.usecases.status import ConnectionStatus
 
 if TYPE_CHECKING:
     from extsock_py.daemon import Daemon
@@ -182,25 +183,29 @@ class OperatorUsecase:
             raise UnknownConnection(f"no managed connection named '{conn}' (managed: {known})")
         return managed
 
-    def _row(self, conn: str, row: dict[str, Any], pushed: set[str]) -> dict[str, Any]:
+    def _row(self, row: ConnectionStatus, pushed: set[str]) -> ConnectionStatus:
+        conn = row.connection
         view = self._daemon.events.ike.get(conn)
         now_wall = self._daemon.clock.wall()
-        row = dict(row)
         # The IKE_SA carrying its tunnel, whatever connection it is named after.
-        sa = self._daemon.events.sas.get(row["ike_id"]) if row.get("ike_id") else None
+        sa = self._daemon.events.sas.get(row.ike_id) if row.ike_id else None
         if sa is not None:
-            row["ike_state"], row["ike_gateway"] = sa.state, sa.remote
+            row = replace(row, ike_state=sa.state, ike_gateway=sa.remote)
+        elif view is not None:
+            row = replace(row, ike_state=view.state, ike_gateway=view.gateway, ike_id=view.ike_id)
         else:
-            row["ike_state"] = view.state if view is not None else "NONE"
-            row["ike_gateway"] = view.gateway if view is not None else None
-            row["ike_id"] = view.ike_id if view is not None else row.get("ike_id")
-        due = row.get("next_action_in")
-        row["next_action_at"] = None if due is None else round(now_wall + due, 3)
-        row["source"] = "control" if conn in pushed else "config"
+            row = replace(row, ike_state="NONE", ike_gateway=None)
+        due = row.next_action_in
+        row = replace(
+            row,
+            next_action_at=None if due is None else round(now_wall + due, 3),
+            source="control" if conn in pushed else "config",
+        )
         if not self._daemon.charon_reachable:
             # Nothing is known while charon is away: say so, and what was last known.
-            row["last_phase"] = row["phase"]
-            row.update(
+            row = replace(
+                row,
+                last_phase=row.phase,
                 phase="unknown",
                 active_gateway=None,
                 ike_state="UNKNOWN",
@@ -214,7 +219,7 @@ class OperatorUsecase:
         if conn is not None:
             self._managed(conn)
         pushed = _pushed_names(self._daemon)
-        return [self._row(r["connection"], r, pushed) for r in self._daemon.manager.status(conn)]
+        return [self._row(r, pushed).fields() for r in self._daemon.manager.status(conn)]
 
     def _one(self, conn: str) -> dict[str, Any]:
         return self._rows(conn)[0]

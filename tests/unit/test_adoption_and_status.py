@@ -89,6 +89,8 @@ def test_status_while_charon_is_down_says_unknown_and_what_was_last_known() -> N
         op = OperatorUsecase(harness.daemon)
         row = op.status("home")["connections"][0]
         assert (row["phase"], row["last_phase"], row["active_gateway"]) == ("unknown", "up", None)
+        assert list(row)[-3:] == ["next_action_at", "source", "last_phase"]
+        assert (row["next_action_in"], row["next_action_at"]) == (None, None)
         assert row["ike_state"] == "UNKNOWN"
         health = op.health()
         assert health["healthy"] is False

@@ -508,3 +508,47 @@ def test_a_deferred_reload_replies_as_before() -> None:
     from extsock_py.usecases.config_usecase import ReloadReport
 
     assert json.dumps(_reload_fields(ReloadReport(deferred=True))) == '{"deferred": true}'
+
+
+STATUS_KEYS = [
+    "connection",
+    "gateways",
+    "active_gateway",
+    "target_gateway",
+    "phase",
+    "ike_id",
+    "held",
+    "failures_total",
+    "failures_in_cycle",
+    "cycles_failed",
+    "next_action",
+    "next_action_in",
+    "standby_gateway",
+    "redirected_to",
+    "virtual_ips",
+    "ike_state",
+    "ike_gateway",
+    "next_action_at",
+    "source",
+]
+
+
+def test_the_status_row_keeps_its_keys_their_order_and_types(raw: Raw, harness: Harness) -> None:
+    harness.bring_up("home")
+    raw.send(b'{"v": 1, "id": 8, "cmd": "status", "conn": "home"}\n')
+    while b"\n" not in raw.buffer:
+        raw.buffer += raw.sock.recv(65536)
+    line, _, raw.buffer = raw.buffer.partition(b"\n")
+    row = json.loads(line)["result"]["connections"][0]
+    assert list(row) == STATUS_KEYS
+    assert row["gateways"] == list(HOME) and row["virtual_ips"] == []
+    assert (row["phase"], row["active_gateway"], row["ike_id"], row["ike_state"]) == (
+        "up",
+        HOME[0],
+        7,
+        "ESTABLISHED",
+    )
+    assert (row["held"], row["source"], row["next_action"]) == (False, "config", None)
+    prefix = b'{"v":1,"id":8,"ok":true,"result":{"charon_reachable":true,"charon":'
+    assert line.startswith(prefix)
+    assert b'"connections":[{"connection":"home","gateways":["' in line

@@ -98,12 +98,12 @@ class Harness:
         return self.daemon.submit(work).result(timeout=timeout)
 
     def phase(self, conn: str) -> str:
-        return str(self.on_loop(lambda: self.daemon.manager.status(conn)[0]["phase"]))
+        return str(self.on_loop(lambda: self.daemon.manager.status(conn)[0].phase))
 
     def bring_up(self, conn: str, gateway: str | None = None, ike_id: int = 7) -> None:
         """Have charon report the tunnel up on `gateway` (the one being tried by default)."""
         gw = gateway or str(
-            self.on_loop(lambda: self.daemon.manager.status(conn)[0]["target_gateway"])
+            self.on_loop(lambda: self.daemon.manager.status(conn)[0].target_gateway)
         )
         sa = ob.IkeSaInfo(name=clone_name(conn, gw), unique_id=ike_id, state="ESTABLISHED")
         child = ob.ChildSaInfo("net", ike_id * 10, "INSTALLED")

@@ -28,6 +28,7 @@ from extsock_py.daemon import Daemon, DaemonOptions, Listener
 from extsock_py.domain import observations as ob
 from extsock_py.domain.errors import CharonUnreachable
 from extsock_py.usecases.failover_manager import FailoverManager
+from extsock_py.usecases.status import ConnectionStatus
 from tests.fakes import charon_messages as cm
 from tests.fakes.fake_charon import FakeCharon
 from tests.fakes.ports import MemoryStateStore, RecordingPublisher
@@ -76,8 +77,8 @@ class Running:
         return self.daemon.submit(work).result(5.0)
 
     def status(self) -> dict[str, Any]:
-        rows: list[dict[str, Any]] = self.on_loop(lambda: self.daemon.manager.status("home"))
-        return rows[0]
+        rows: list[ConnectionStatus] = self.on_loop(lambda: self.daemon.manager.status("home"))
+        return rows[0].fields()
 
     def wait(self, predicate: Any, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout

@@ -13,6 +13,7 @@ from extsock_py.domain.failover import Phase
 from extsock_py.domain.policy import FailbackPolicy, FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
 from extsock_py.usecases.failover_manager import FailoverManager
+from extsock_py.usecases.status import ConnectionStatus
 from tests.fakes.ports import FakeCharonPort, FakeClock, MemoryStateStore, RecordingPublisher
 
 GW1, GW2, GW3 = "10.0.0.1", "10.0.0.2", "10.0.0.3"
@@ -240,7 +241,7 @@ def test_make_before_break_switch_keeps_both_clones_until_up() -> None:
     w.manager.handle("home", ev.TunnelUp(GW1, sa1.unique_id))
     w.manager.handle("home", ev.Switch(GW2))
     assert sorted(w.charon.conns) == ["home@10.0.0.1", "home@10.0.0.2"]
-    assert w.manager.status()[0]["standby_gateway"] == GW2
+    assert w.manager.status()[0].standby_gateway == GW2
     sa2 = max(w.charon.sas)
     w.clock.advance(0.25)
     w.manager.handle("home", ev.TunnelUp(GW2, sa2))
@@ -265,7 +266,7 @@ def test_failback_probe_uses_a_childless_probe_connection() -> None:
     w.manager.handle("home", ev.ProbeUp(GW1, max(w.charon.sas)))
     assert "home@10.0.0.1~probe" not in w.charon.conns
     assert sorted(w.charon.conns) == ["home@10.0.0.1", "home@10.0.0.2"]
-    assert w.manager.status()[0]["next_action"] == f"switching to {GW1} (failback)"
+    assert w.manager.status()[0].next_action == f"switching to {GW1} (failback)"
 
 
 def test_a_probe_charon_refuses_counts_as_failed() -> None:
@@ -284,36 +285,36 @@ def test_status_fields() -> None:
     w = World()
     w.manager.start_all()
     (row,) = w.manager.status()
-    assert row == {
-        "connection": "home",
-        "gateways": [GW1, GW2],
-        "active_gateway": None,
-        "target_gateway": GW1,
-        "phase": "connecting",
-        "ike_id": None,
-        "held": False,
-        "failures_total": 0,
-        "failures_in_cycle": 0,
-        "cycles_failed": 0,
-        "next_action": f"connect timeout on {GW1}",
-        "next_action_in": 5.0,
-        "standby_gateway": None,
-        "redirected_to": None,
-        "virtual_ips": [],
-    }
+    assert row == ConnectionStatus(
+        connection="home",
+        gateways=(GW1, GW2),
+        active_gateway=None,
+        target_gateway=GW1,
+        phase="connecting",
+        ike_id=None,
+        held=False,
+        failures_total=0,
+        failures_in_cycle=0,
+        cycles_failed=0,
+        next_action=f"connect timeout on {GW1}",
+        next_action_in=5.0,
+        standby_gateway=None,
+        redirected_to=None,
+        virtual_ips=(),
+    )
     w.clock.advance(1.5)
-    assert w.manager.status("home")[0]["next_action_in"] == 3.5
+    assert w.manager.status("home")[0].next_action_in == 3.5
     assert w.manager.status("other") == []
     w.manager.handle("home", ev.TunnelUp(GW1, 1))
     row = w.manager.status()[0]
-    assert (row["active_gateway"], row["phase"], row["ike_id"], row["next_action"]) == (
+    assert (row.active_gateway, row.phase, row.ike_id, row.next_action) == (
         GW1,
         "up",
         1,
         None,
     )
     w.manager.handle("home", ev.Hold())
-    assert w.manager.status()[0]["next_action"] == "held by operator"
+    assert w.manager.status()[0].next_action == "held by operator"
 
 
 def test_gave_up_is_recorded_in_the_history() -> None:
@@ -323,7 +324,7 @@ def test_gave_up_is_recorded_in_the_history() -> None:
     assert w.phase() is Phase.GAVE_UP
     assert w.charon.conns == {}
     assert w.store.history()[-1]["result"] == "gave-up"
-    assert w.manager.status()[0]["next_action"] == "waiting for retry or reload"
+    assert w.manager.status()[0].next_action == "waiting for retry or reload"
     assert w.manager.next_wake() is None
     w.charon.heal()
     w.manager.handle("home", ev.Retry())

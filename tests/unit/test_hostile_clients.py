@@ -93,7 +93,7 @@ def fail_home_over(harness: Harness) -> None:
     sa = ob.IkeSaInfo(name=clone_name("home", "10.0.0.1"), unique_id=7, state="DELETING")
     harness.daemon.post(ob.IkeUpdown(sa, False))
     wait_until(lambda: harness.phase("home") == "connecting")
-    target = harness.on_loop(lambda: harness.daemon.manager.status("home")[0]["target_gateway"])
+    target = harness.on_loop(lambda: harness.daemon.manager.status("home")[0].target_gateway)
     assert target == "10.0.0.2"
     harness.bring_up("home", "10.0.0.2", ike_id=8)
 
