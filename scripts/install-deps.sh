@@ -42,6 +42,13 @@ if ((${#missing[@]})); then
     echo "      the lab and integration tests need them (they will be skipped)" >&2
   fi
 fi
+# The systemd tests run Debian's strongswan.service under systemd in a podman container:
+# podman, runc, mmdebstrap and the two settings podman needs on Debian 12 (idempotent).
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  bash "$(dirname "$0")/container-host.sh" >/dev/null \
+    || echo "note: scripts/container-host.sh failed: the systemd tests will be skipped" >&2
+fi
+
 # strongSwan's Debian package starts a system charon; the lab runs its own daemons.
 if command -v systemctl >/dev/null && systemctl is-active --quiet strongswan 2>/dev/null; then
   true
