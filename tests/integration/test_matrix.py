@@ -88,7 +88,8 @@ def test_initial_connect_to_a_silent_primary(fresh_lab: Lab, extsock: ExtsockRun
     extsock.start()
     assert_dialect(fresh_lab, extsock)
     assert wait_until(lambda: fresh_lab.child_installed("segw2"), 15.0), extsock.log_tail()
-    assert extsock.status()["active_gateway"] == GW2
+    # segw2 installs its CHILD_SA before ini's charon reports its own: wait for extsock's view
+    assert wait_until(lambda: extsock.status()["active_gateway"] == GW2, 5.0), extsock.log_tail()
     assert fresh_lab.udp_echo(timeout=1.0, tries=3) == "segw2"
     assert conn_names(fresh_lab) == [f"home@{GW2}"]
 
