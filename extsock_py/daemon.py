@@ -23,6 +23,7 @@ from extsock_py.domain import events as ev
 from extsock_py.domain import observations as ob
 from extsock_py.domain.config import DesiredConfig
 from extsock_py.domain.errors import CharonError, CharonUnreachable, ConfigError
+from extsock_py.domain.notices import NoticeKind
 from extsock_py.interfaces.ports import Clock, EventPublisher, SyncedCharon
 from extsock_py.usecases.config_usecase import ConfigUsecase, ReloadReport
 from extsock_py.usecases.event_usecase import EventUsecase
@@ -152,7 +153,7 @@ class Daemon:
             self.charon_reachable = True
         except CharonUnreachable as exc:  # started before charon (boot): wait for it
             log.warning("charon not reachable yet: %s; waiting for it", exc)
-            self.publisher.publish("charon-lost", {"reason": str(exc)})
+            self.publisher.publish(NoticeKind.CHARON_LOST, {"reason": str(exc)})
             self.config.current = desired
             self._restore_pending = True
             self._reconnect_at = self.clock.monotonic()
@@ -289,7 +290,7 @@ class Daemon:
     def _charon_lost(self, reason: str) -> None:
         if self.charon_reachable:
             log.warning("charon unreachable: %s; waiting for it to come back", reason)
-            self.publisher.publish("charon-lost", {"reason": reason})
+            self.publisher.publish(NoticeKind.CHARON_LOST, {"reason": reason})
             self._reconnect_pause = _RECONNECT_FIRST
             self._reconnect_at = self.clock.monotonic() + self._reconnect_pause
         self.charon_reachable = False
@@ -317,7 +318,7 @@ class Daemon:
         self.charon.connect()  # CharonUnreachable: still away, the loop tries again
         log.info("charon is back: reloading connections and credentials")
         self._reconnect_at = None
-        self.publisher.publish("charon-back", {})
+        self.publisher.publish(NoticeKind.CHARON_BACK, {})
         self.charon_reachable = True
         self.manager.charon_restarted()
         if self.config.current is not None:
@@ -332,7 +333,7 @@ class Daemon:
             desired = self.read_config()
         except ConfigError as exc:
             log.error("reload refused, running config kept: %s", exc)
-            self.publisher.publish("reload-failed", {"error": str(exc)})
+            self.publisher.publish(NoticeKind.RELOAD_FAILED, {"error": str(exc)})
             return ReloadReport(error=str(exc))
         if not self.charon_reachable:  # applied when charon is back
             log.warning("charon unreachable: %s is applied once it is back", desired.source)
@@ -351,7 +352,7 @@ class Daemon:
             len(report.removed),
         )
         self.takeover.scan(report.managed)
-        self.publisher.publish("reloaded", {"managed": report.managed})
+        self.publisher.publish(NoticeKind.RELOADED, {"managed": report.managed})
         return ReloadReport(applied=report)
 
     def _shutdown(self, listener: Listener) -> None:

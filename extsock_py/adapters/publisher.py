@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from extsock_py.domain.notices import NoticeKind
+
 log = logging.getLogger("extsock.publisher")
 
 Subscriber = Callable[[str, Mapping[str, Any]], None]
@@ -30,7 +32,7 @@ class Broadcast:
 
         return unsubscribe
 
-    def publish(self, kind: str, fields: Mapping[str, Any]) -> None:
+    def publish(self, kind: NoticeKind, fields: Mapping[str, Any]) -> None:
         with self._lock:
             subscribers = list(self._subscribers)
         for subscriber in subscribers:

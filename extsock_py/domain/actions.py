@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from extsock_py.domain.notices import NoticeKind
+
 
 @dataclass(frozen=True)
 class LoadClone:
@@ -57,7 +59,7 @@ class StopProbe:
 class Notify:
     """Tell operators and subscribers something happened (no effect on charon)."""
 
-    kind: str  # tunnel-up, tunnel-down, failover-started, failover, redirected, gave-up, ...
+    kind: NoticeKind
     gateway: str | None = None
     from_gateway: str | None = None
     reason: str | None = None

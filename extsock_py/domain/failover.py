@@ -41,6 +41,7 @@ from extsock_py.domain.actions import (
     UnloadClone,
 )
 from extsock_py.domain.gateways import next_gateway
+from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.policy import FailoverPolicy, backoff_delay
 
 
@@ -212,7 +213,7 @@ def _on_adopt(state: ConnState, event: ev.Adopt, now: float) -> Result:
         deadline=None,
     )
     return _schedule_failback(up, now), [
-        Notify("tunnel-up", gateway=event.gateway, reason="adopted")
+        Notify(NoticeKind.TUNNEL_UP, gateway=event.gateway, reason="adopted")
     ]
 
 
@@ -271,7 +272,7 @@ def _on_tunnel_up(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
     if state.outage_since is not None:
         actions.append(
             Notify(
-                "failover",
+                NoticeKind.FAILOVER,
                 gateway=event.gateway,
                 from_gateway=state.outage_from,
                 reason=state.outage_reason,
@@ -281,7 +282,7 @@ def _on_tunnel_up(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
                 else now - state.outage_since + state.outage_lead,
             )
         )
-    actions.append(Notify("tunnel-up", gateway=event.gateway))
+    actions.append(Notify(NoticeKind.TUNNEL_UP, gateway=event.gateway))
     up = replace(_reset_counters(state), phase=Phase.UP, ike_id=event.ike_id, deadline=None)
     return _schedule_failback(up, now), actions
 
@@ -348,7 +349,7 @@ def _complete_redirect(state: ConnState, event: ev.TunnelUp, now: float) -> Resu
     assert rd is not None and state.gateway is not None
     actions: list[Action] = [
         Notify(
-            "redirected",
+            NoticeKind.REDIRECTED,
             gateway=rd.target,
             from_gateway=rd.from_remote,
             reason="redirect",
@@ -359,14 +360,14 @@ def _complete_redirect(state: ConnState, event: ev.TunnelUp, now: float) -> Resu
         if state.outage_since is not None:  # a failover that a redirect completed
             actions.append(
                 Notify(
-                    "failover",
+                    NoticeKind.FAILOVER,
                     gateway=rd.target,
                     from_gateway=state.outage_from,
                     reason=state.outage_reason,
                     duration=now - state.outage_since,
                 )
             )
-        actions.append(Notify("tunnel-up", gateway=rd.target, reason="redirect"))
+        actions.append(Notify(NoticeKind.TUNNEL_UP, gateway=rd.target, reason="redirect"))
     up = replace(
         _reset_counters(state),
         phase=Phase.UP,
@@ -436,7 +437,7 @@ def _fail(
     if terminate:
         actions.append(Terminate(gateway, base.ike_id, child_only=reason in _CHILD_FAILURES))
     if base.phase is Phase.UP:
-        actions.append(Notify("tunnel-down", gateway=peer, reason=reason))
+        actions.append(Notify(NoticeKind.TUNNEL_DOWN, gateway=peer, reason=reason))
     failed = replace(
         base,
         ike_id=None,
@@ -463,7 +464,10 @@ def _fail(
     failed = replace(failed, failed_in_cycle=0, cycles_failed=failed.cycles_failed + 1)
     limit = failed.policy.max_cycles
     if limit and failed.cycles_failed >= limit:
-        actions += [UnloadClone(gateway), Notify("gave-up", gateway=gateway, reason=reason)]
+        actions += [
+            UnloadClone(gateway),
+            Notify(NoticeKind.GAVE_UP, gateway=gateway, reason=reason),
+        ]
         return replace(failed, phase=Phase.GAVE_UP), actions
     delay = backoff_delay(failed.policy.backoff, failed.cycles_failed, failed.name)
     return replace(failed, phase=Phase.BACKOFF, deadline=now + delay), actions
@@ -473,7 +477,9 @@ def _move_on(state: ConnState, now: float, reason: str, actions: list[Action]) -
     assert state.gateway is not None
     target = next_gateway(state.gateways, state.gateway)
     moved, more = _attempt(state, target, now)
-    notice = Notify("failover-started", gateway=target, from_gateway=state.peer, reason=reason)
+    notice = Notify(
+        NoticeKind.FAILOVER_STARTED, gateway=target, from_gateway=state.peer, reason=reason
+    )
     return moved, [*actions, notice, *more]
 
 
@@ -574,13 +580,13 @@ def _complete_standby(state: ConnState, event: ev.TunnelUp, now: float) -> Resul
         Terminate(old, state.ike_id, child_only=True),
         UnloadClone(old),
         Notify(
-            "failover",
+            NoticeKind.FAILOVER,
             gateway=sb.gateway,
             from_gateway=old,
             reason=sb.reason,
             duration=now - sb.started,
         ),
-        Notify("tunnel-up", gateway=sb.gateway),
+        Notify(NoticeKind.TUNNEL_UP, gateway=sb.gateway),
     ]
     up = replace(
         _reset_counters(state),
@@ -605,7 +611,12 @@ def _abort_standby(state: ConnState, now: float, terminate: bool) -> Result:
     if sb.gateway != state.gateway:
         actions.append(UnloadClone(sb.gateway))
     actions.append(
-        Notify("switch-failed", gateway=sb.gateway, from_gateway=state.gateway, reason=sb.reason)
+        Notify(
+            NoticeKind.SWITCH_FAILED,
+            gateway=sb.gateway,
+            from_gateway=state.gateway,
+            reason=sb.reason,
+        )
     )
     return _schedule_failback(replace(state, standby=None), now), actions
 
@@ -635,7 +646,7 @@ def _on_switch(state: ConnState, event: ev.Switch, now: float) -> Result:
 def _on_hold(state: ConnState, event: ev.Hold, now: float) -> Result:
     if state.held:
         return state, []
-    actions: list[Action] = [Notify("held", gateway=state.gateway)]
+    actions: list[Action] = [Notify(NoticeKind.HELD, gateway=state.gateway)]
     held = state
     if state.probe is not None:
         actions.append(StopProbe(state.probe.gateway, state.probe.ike_id))
@@ -654,7 +665,7 @@ def _on_release(state: ConnState, event: ev.Release, now: float) -> Result:
     if not state.held:
         return state, []
     released = replace(state, held=False)
-    actions: list[Action] = [Notify("released", gateway=state.gateway)]
+    actions: list[Action] = [Notify(NoticeKind.RELEASED, gateway=state.gateway)]
     if released.phase is Phase.DOWN:
         assert released.gateway is not None
         released = replace(released, attempts_on_gateway=0)  # the next gateway gets all its tries
@@ -674,7 +685,7 @@ def _on_stop(state: ConnState, event: ev.Stop, now: float) -> Result:
             actions.append(Terminate(state.gateway, state.ike_id, child_only=True))
         actions.append(UnloadClone(state.gateway))
     if state.phase is Phase.UP:
-        actions.append(Notify("tunnel-down", gateway=state.peer, reason="operator"))
+        actions.append(Notify(NoticeKind.TUNNEL_DOWN, gateway=state.peer, reason="operator"))
     stopped = replace(
         _reset_counters(state),
         phase=Phase.STOPPED,

@@ -12,6 +12,7 @@ from extsock_py.domain.credentials import (
     PoolLoad,
     SharedLoad,
 )
+from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.observations import IkeSaInfo
 
 
@@ -99,7 +100,7 @@ class Clock(Protocol):
 class EventPublisher(Protocol):
     """Fan-out of extsock's own events (control socket subscribers, metrics, logs)."""
 
-    def publish(self, kind: str, fields: Mapping[str, Any]) -> None: ...
+    def publish(self, kind: NoticeKind, fields: Mapping[str, Any]) -> None: ...
 
 
 Subscriber = Callable[[str, Mapping[str, Any]], None]

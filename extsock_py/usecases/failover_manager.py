@@ -27,6 +27,7 @@ from extsock_py.domain.actions import (
 from extsock_py.domain.errors import CharonError, CharonUnreachable
 from extsock_py.domain.failover import ConnState, Phase, initial_state, step, wake_at
 from extsock_py.domain.gateways import expand, is_name
+from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.profile import (
     ConnectionProfile,
     clone_body,
@@ -54,7 +55,9 @@ _RESOLVE_ON = (
 )
 # Events that one event may cause through failed commands, handled in the same call.
 _MAX_CASCADE = 64
-_HISTORY_KINDS = frozenset({"failover", "gave-up", "switch-failed", "redirected"})
+_HISTORY_KINDS = frozenset(
+    {NoticeKind.FAILOVER, NoticeKind.GAVE_UP, NoticeKind.SWITCH_FAILED, NoticeKind.REDIRECTED}
+)
 
 
 class Managed:
@@ -242,7 +245,7 @@ class FailoverManager:
             return
         log.info("%s: found up on %s, was up on %s before: moved while away", name, gateway, before)
         fields = {"connection": name, "gateway": gateway, "from_gateway": before}
-        self._publisher.publish("failover", {**fields, "reason": "while-away"})
+        self._publisher.publish(NoticeKind.FAILOVER, {**fields, "reason": "while-away"})
         if self._store is not None:
             self._store.append_history(
                 {
@@ -436,9 +439,9 @@ class FailoverManager:
             value = getattr(notice, key)
             if value is not None:
                 fields[key] = round(value, 6) if isinstance(value, float) else value
-        if notice.kind == "tunnel-up" and (vips := self._vips(name)):
+        if notice.kind == NoticeKind.TUNNEL_UP and (vips := self._vips(name)):
             fields["virtual_ips"] = list(vips)
-        if notice.kind in ("failover", "failover-started", "redirected"):
+        if notice.kind in (NoticeKind.FAILOVER, NoticeKind.FAILOVER_STARTED, NoticeKind.REDIRECTED):
             arrow = f"{notice.from_gateway} -> {notice.gateway}"
             took = f" in {notice.duration:.3f}s" if notice.duration is not None else ""
             log.info("%s: %s %s (reason %s)%s", name, notice.kind, arrow, notice.reason, took)
@@ -453,7 +456,9 @@ class FailoverManager:
                     "from": notice.from_gateway,
                     "to": notice.gateway,
                     "reason": notice.reason,
-                    "result": {"failover": "up", "redirected": "up"}.get(notice.kind, notice.kind),
+                    "result": "up"
+                    if notice.kind in (NoticeKind.FAILOVER, NoticeKind.REDIRECTED)
+                    else str(notice.kind),
                     "duration": notice.duration,
                     "outage": notice.outage,
                 }

@@ -26,6 +26,7 @@ from extsock_py.domain import events as ev
 from extsock_py.domain import monitor as mon
 from extsock_py.domain.errors import CharonError, CharonUnreachable
 from extsock_py.domain.failover import Phase
+from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.observations import IkeSaInfo
 from extsock_py.domain.policy import MonitorPolicy
 from extsock_py.domain.profile import clone_name
@@ -242,7 +243,7 @@ class TunnelMonitor:
             name, gateway, silence, unanswered,
         )  # fmt: skip
         self._publisher.publish(
-            "monitor-dead",
+            NoticeKind.MONITOR_DEAD,
             {
                 "connection": name,
                 "gateway": gateway,

@@ -19,6 +19,7 @@ from extsock_py.domain.credentials import (
     SharedLoad,
 )
 from extsock_py.domain.errors import CharonError
+from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.observations import ChildSaInfo, IkeSaInfo
 
 Call = tuple[Any, ...]
@@ -269,7 +270,7 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
 
-    def publish(self, kind: str, fields: Mapping[str, Any]) -> None:
+    def publish(self, kind: NoticeKind, fields: Mapping[str, Any]) -> None:
         self.events.append((kind, dict(fields)))
 
     def kinds(self) -> list[str]:

@@ -30,6 +30,7 @@ from extsock_py.adapters.control.protocol import encode_event
 from extsock_py.adapters.vici.decode import decode_event
 from extsock_py.adapters.vici.dialects import choose
 from extsock_py.domain import events as ev
+from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.observations import IkeSaInfo
 from extsock_py.domain.policy import BackoffPolicy, FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
@@ -103,7 +104,7 @@ class Published:
     def __init__(self, transcript: Transcript) -> None:
         self._t = transcript
 
-    def publish(self, kind: str, fields: Mapping[str, Any]) -> None:
+    def publish(self, kind: NoticeKind, fields: Mapping[str, Any]) -> None:
         """As a subscriber reads it (the control protocol's encoding), without v and time."""
         wire = encode_event(kind, fields, 0.0)
         assert wire is not None, f"{kind} is no event of the control protocol"

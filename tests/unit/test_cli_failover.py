@@ -25,6 +25,7 @@ from extsock_py.cli_failover import (
     watch,
 )
 from extsock_py.domain.errors import ConfigError
+from extsock_py.domain.notices import NoticeKind
 from tests.unit.test_control_support import HOME, Harness, running_daemon, short_dir, wait_until
 
 
@@ -222,7 +223,9 @@ def test_watch_prints_events(harness: Harness, server: ControlServer) -> None:
         wait_until(lambda: server.clients == 1)
         fields = {"connection": "home", "gateway": HOME[1], "from_gateway": HOME[0]}
         while not done.is_set():
-            harness.publish("failover", {**fields, "reason": "retransmit", "duration": 1.5})
+            harness.publish(
+                NoticeKind.FAILOVER, {**fields, "reason": "retransmit", "duration": 1.5}
+            )
             done.wait(0.02)
 
     publisher = threading.Thread(target=publish_until_done)

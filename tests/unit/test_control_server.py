@@ -18,6 +18,7 @@ import pytest
 from extsock_py.adapters.control import protocol as p
 from extsock_py.adapters.control.client import ControlClient, ControlError, DaemonUnreachable
 from extsock_py.adapters.control.server import ControlServer, ControlSocketError, attach_control
+from extsock_py.domain.notices import NoticeKind
 from tests.unit.test_control_support import (
     HOME,
     Harness,
@@ -320,8 +321,8 @@ def test_subscribe_streams_events_in_the_documented_schema(
 ) -> None:
     assert client.subscribe() == sorted(p.EVENT_KINDS)
     harness.bring_up("home")
-    harness.publish("charon-lost", {"reason": "socket closed"})
-    harness.publish("charon-back", {})
+    harness.publish(NoticeKind.CHARON_LOST, {"reason": "socket closed"})
+    harness.publish(NoticeKind.CHARON_BACK, {})
     kinds = []
     while "charon-back" not in kinds:
         event = client.next_event()
@@ -343,11 +344,15 @@ def test_subscribe_streams_events_in_the_documented_schema(
 def test_failover_events_say_from_and_to(harness: Harness, client: ControlClient) -> None:
     client.subscribe(["failover", "failover-started", "tunnel-down", "gave-up"])
     fields = {"connection": "home", "gateway": "b", "from_gateway": "a", "reason": "retransmit"}
-    harness.publish("failover-started", fields)
-    harness.publish("failover", {**fields, "duration": 1.25})
-    harness.publish("ike-state", {"connection": "home", "old": "x", "new": "y"})  # filtered
-    harness.publish("tunnel-down", {"connection": "home", "gateway": "b", "reason": "monitor"})
-    harness.publish("gave-up", {"connection": "home", "gateway": "b", "reason": "x"})
+    harness.publish(NoticeKind.FAILOVER_STARTED, fields)
+    harness.publish(NoticeKind.FAILOVER, {**fields, "duration": 1.25})
+    harness.publish(
+        NoticeKind.IKE_STATE, {"connection": "home", "old": "x", "new": "y"}
+    )  # filtered
+    harness.publish(
+        NoticeKind.TUNNEL_DOWN, {"connection": "home", "gateway": "b", "reason": "monitor"}
+    )
+    harness.publish(NoticeKind.GAVE_UP, {"connection": "home", "gateway": "b", "reason": "x"})
     got = [client.next_event() for _ in range(4)]
     for event in got:
         del event["time"]
@@ -391,7 +396,7 @@ def test_a_subscriber_that_leaves_is_unsubscribed(harness: Harness, server: Cont
     wait_until(lambda: server.clients == 1)
     subscriber.close()
     wait_until(lambda: server.clients == 0)
-    harness.publish("charon-back", {})  # nobody to deliver to: nothing breaks
+    harness.publish(NoticeKind.CHARON_BACK, {})  # nobody to deliver to: nothing breaks
     assert server.operator.status()["charon_reachable"] is True
 
 
@@ -407,7 +412,7 @@ def test_a_slow_subscriber_never_blocks_the_daemon_and_learns_what_it_missed(
 
         def flood() -> None:
             for i in range(count):
-                harness.publisher.publish("reload-failed", {"error": f"{i} {padding}"})
+                harness.publisher.publish(NoticeKind.RELOAD_FAILED, {"error": f"{i} {padding}"})
 
         started = time.monotonic()
         harness.on_loop(flood, timeout=10)  # on the main loop, as the daemon publishes
@@ -425,7 +430,7 @@ def test_a_slow_subscriber_never_blocks_the_daemon_and_learns_what_it_missed(
         assert delivered + sum(missed) == count
         assert seen == sorted(seen)  # in order, with gaps
         # The subscriber reads again: new events flow after the gap, and nothing is pending.
-        harness.publish("reload-failed", {"error": "after"})
+        harness.publish(NoticeKind.RELOAD_FAILED, {"error": "after"})
         assert slow.line()["error"] == "after"
         others.close()
         slow.close()
@@ -552,3 +557,9 @@ def test_the_status_row_keeps_its_keys_their_order_and_types(raw: Raw, harness: 
     prefix = b'{"v":1,"id":8,"ok":true,"result":{"charon_reachable":true,"charon":'
     assert line.startswith(prefix)
     assert b'"connections":[{"connection":"home","gateways":["' in line
+
+
+def test_every_event_of_the_protocol_is_a_notice_kind() -> None:
+    assert set(p.EVENT_KINDS) <= {str(kind) for kind in NoticeKind}
+    # What the protocol does not carry (the tunnel monitor's verdict is in metrics and logs).
+    assert {str(kind) for kind in NoticeKind} - set(p.EVENT_KINDS) == {"monitor-dead"}

@@ -19,6 +19,7 @@ from extsock_py.domain import observations as ob
 from extsock_py.domain.config import DesiredConfig
 from extsock_py.domain.credentials import Credentials, SharedLoad
 from extsock_py.domain.errors import ConfigError
+from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import clone_name
 from extsock_py.domain.secret import Secret
@@ -110,7 +111,7 @@ class Harness:
         self.daemon.post(ob.ChildUpdown(sa, child, True))
         wait_until(lambda: self.phase(conn) == "up")
 
-    def publish(self, kind: str, fields: Mapping[str, Any]) -> None:
+    def publish(self, kind: NoticeKind, fields: Mapping[str, Any]) -> None:
         """Publish on the main loop, as the daemon does."""
         self.on_loop(lambda: self.publisher.publish(kind, fields))
 

@@ -26,6 +26,7 @@ from extsock_py.domain.actions import (
     UnloadClone,
 )
 from extsock_py.domain.failover import ConnState, Phase, initial_state, step, wake_at
+from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.policy import BackoffPolicy, FailbackPolicy, FailoverPolicy, backoff_delay
 
 GW1, GW2, GW3 = "10.0.0.1", "10.0.0.2", "10.0.0.3"
@@ -131,7 +132,7 @@ def test_setups_reach_their_phases() -> None:
 
 
 def started(gw: str, frm: str, reason: str) -> Notify:
-    return Notify("failover-started", gateway=gw, from_gateway=frm, reason=reason)
+    return Notify(NoticeKind.FAILOVER_STARTED, gateway=gw, from_gateway=frm, reason=reason)
 
 
 ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
@@ -142,7 +143,13 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
     ("stopped", ev.Start(), Phase.CONNECTING, GW1, [LoadClone(GW1), Initiate(GW1)]),
     ("gave-up", ev.Start(), Phase.CONNECTING, GW1, [LoadClone(GW1), Initiate(GW1)]),
     # the tunnel comes up
-    ("connecting-gw1", ev.TunnelUp(GW1, 1), Phase.UP, GW1, [Notify("tunnel-up", gateway=GW1)]),
+    (
+        "connecting-gw1",
+        ev.TunnelUp(GW1, 1),
+        Phase.UP,
+        GW1,
+        [Notify(NoticeKind.TUNNEL_UP, gateway=GW1)],
+    ),
     ("idle", ev.TunnelUp(GW1, 1), Phase.IDLE, None, []),
     # an ike-down needs no terminate: the SA is gone already
     (
@@ -151,7 +158,7 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         Phase.CONNECTING,
         GW2,
         [
-            Notify("tunnel-down", gateway=GW1, reason="ike-down"),
+            Notify(NoticeKind.TUNNEL_DOWN, gateway=GW1, reason="ike-down"),
             started(GW2, GW1, "ike-down"),
             LoadClone(GW2),
             Initiate(GW2),
@@ -166,7 +173,7 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         GW2,
         [
             Terminate(GW1, 1, child_only=True),
-            Notify("tunnel-down", gateway=GW1, reason="child-down"),
+            Notify(NoticeKind.TUNNEL_DOWN, gateway=GW1, reason="child-down"),
             started(GW2, GW1, "child-down"),
             LoadClone(GW2),
             Initiate(GW2),
@@ -181,7 +188,7 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         GW2,
         [
             Terminate(GW1, 1),
-            Notify("tunnel-down", gateway=GW1, reason="no-route"),
+            Notify(NoticeKind.TUNNEL_DOWN, gateway=GW1, reason="no-route"),
             started(GW2, GW1, "no-route"),
             LoadClone(GW2),
             Initiate(GW2),
@@ -195,7 +202,7 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         GW2,
         [
             Terminate(GW1, 1),
-            Notify("tunnel-down", gateway=GW1, reason="retransmit"),
+            Notify(NoticeKind.TUNNEL_DOWN, gateway=GW1, reason="retransmit"),
             started(GW2, GW1, "retransmit"),
             LoadClone(GW2),
             Initiate(GW2),
@@ -209,7 +216,7 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         GW2,
         [
             Terminate(GW1, 1, child_only=True),
-            Notify("tunnel-down", gateway=GW1, reason="monitor"),
+            Notify(NoticeKind.TUNNEL_DOWN, gateway=GW1, reason="monitor"),
             started(GW2, GW1, "monitor"),
             LoadClone(GW2),
             Initiate(GW2),
@@ -267,7 +274,7 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         [
             Terminate(GW1, 1, child_only=True),
             UnloadClone(GW1),
-            Notify("tunnel-down", gateway=GW1, reason="operator"),
+            Notify(NoticeKind.TUNNEL_DOWN, gateway=GW1, reason="operator"),
         ],
     ),
     (
@@ -319,24 +326,24 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
     ("stopped", ev.Switch(GW2), Phase.CONNECTING, GW2, [LoadClone(GW2), Initiate(GW2)]),
     ("idle", ev.Switch(), Phase.CONNECTING, GW1, [LoadClone(GW1), Initiate(GW1)]),
     # the operator: hold and release
-    ("up-gw1", ev.Hold(), Phase.UP, GW1, [Notify("held", gateway=GW1)]),
+    ("up-gw1", ev.Hold(), Phase.UP, GW1, [Notify(NoticeKind.HELD, gateway=GW1)]),
     ("held-up", ev.Hold(), Phase.UP, GW1, []),
-    ("backoff", ev.Hold(), Phase.DOWN, GW2, [Notify("held", gateway=GW2)]),
+    ("backoff", ev.Hold(), Phase.DOWN, GW2, [Notify(NoticeKind.HELD, gateway=GW2)]),
     (
         "held-up",
         ev.TunnelDown(GW1, 1),
         Phase.DOWN,
         GW1,
-        [Notify("tunnel-down", gateway=GW1, reason="ike-down")],
+        [Notify(NoticeKind.TUNNEL_DOWN, gateway=GW1, reason="ike-down")],
     ),
-    ("held-up", ev.Release(), Phase.UP, GW1, [Notify("released", gateway=GW1)]),
+    ("held-up", ev.Release(), Phase.UP, GW1, [Notify(NoticeKind.RELEASED, gateway=GW1)]),
     ("up-gw1", ev.Release(), Phase.UP, GW1, []),
     (
         "held-down",
         ev.Release(),
         Phase.CONNECTING,
         GW2,
-        [Notify("released", gateway=GW1), LoadClone(GW2), Initiate(GW2), UnloadClone(GW1)],
+        [Notify(NoticeKind.RELEASED, gateway=GW1), LoadClone(GW2), Initiate(GW2), UnloadClone(GW1)],
     ),
     ("held-down", ev.Tick(), Phase.DOWN, GW1, []),
     ("held-down", ev.TunnelDown(GW1, 1), Phase.DOWN, GW1, []),
@@ -346,7 +353,7 @@ ROWS: list[tuple[str, ev.Event, Phase, str | None, list[Action]]] = [
         ev.Adopt(GW2, 7),
         Phase.UP,
         GW2,
-        [Notify("tunnel-up", gateway=GW2, reason="adopted")],
+        [Notify(NoticeKind.TUNNEL_UP, gateway=GW2, reason="adopted")],
     ),
     ("idle", ev.Adopt("10.9.9.9", 7), Phase.IDLE, None, []),
 ]
@@ -397,8 +404,8 @@ def test_failover_notices_carry_the_outage_duration() -> None:
     assert state.outage_since == 200.0
     state, actions = run(state, ev.IkeConnecting(GW2, 2), ev.TunnelUp(GW2, 2), now=201.5)
     assert actions == [
-        Notify("failover", gateway=GW2, from_gateway=GW1, reason="ike-down", duration=1.5),
-        Notify("tunnel-up", gateway=GW2),
+        Notify(NoticeKind.FAILOVER, gateway=GW2, from_gateway=GW1, reason="ike-down", duration=1.5),
+        Notify(NoticeKind.TUNNEL_UP, gateway=GW2),
     ]
     assert (state.phase, state.gateway, state.ike_id) == (Phase.UP, GW2, 2)
     assert state.outage_since is None and state.failed_in_cycle == 0
@@ -412,7 +419,7 @@ def test_outage_spans_several_gateways() -> None:
     assert started(GW3, GW2, "initiate-failed") in actions
     state, actions = run(state, ev.TunnelUp(GW3, 4), now=13.0)
     assert actions[0] == Notify(
-        "failover", gateway=GW3, from_gateway=GW1, reason="ike-down", duration=3.0
+        NoticeKind.FAILOVER, gateway=GW3, from_gateway=GW1, reason="ike-down", duration=3.0
     )
 
 
@@ -573,7 +580,7 @@ def test_max_cycles_gives_up_then_retry_starts_from_the_primary() -> None:
     assert state.phase is Phase.GAVE_UP
     assert actions[-2:] == [
         UnloadClone(GW2),
-        Notify("gave-up", gateway=GW2, reason="initiate-failed"),
+        Notify(NoticeKind.GAVE_UP, gateway=GW2, reason="initiate-failed"),
     ]
     assert wake_at(state) is None
     assert step(state, ev.Tick(), 10_000.0) == (state, [])
@@ -605,7 +612,7 @@ def test_held_failures_are_recorded_without_moving() -> None:
     assert wake_at(state) is None
     state, actions = run(state, ev.Release(), now=T0 + 50)
     assert actions == [
-        Notify("released", gateway=GW1),
+        Notify(NoticeKind.RELEASED, gateway=GW1),
         LoadClone(GW2),
         Initiate(GW2),
         UnloadClone(GW1),
@@ -634,7 +641,7 @@ def test_stop_is_not_a_failure_and_start_brings_it_back() -> None:
     assert actions == [
         Terminate(GW2, 2, child_only=True),
         UnloadClone(GW2),
-        Notify("tunnel-down", gateway=GW2, reason="operator"),
+        Notify(NoticeKind.TUNNEL_DOWN, gateway=GW2, reason="operator"),
     ]
     failures = state.failures_total
     for late in (ev.TunnelDown(GW2, 2), ev.TunnelDown(GW2, 2, "child-down"), ev.Tick()):
@@ -660,8 +667,8 @@ def test_operator_switch_while_up_is_make_before_break() -> None:
     assert actions == [
         Terminate(GW1, 1, child_only=True),
         UnloadClone(GW1),
-        Notify("failover", gateway=GW2, from_gateway=GW1, reason="operator", duration=0.5),
-        Notify("tunnel-up", gateway=GW2),
+        Notify(NoticeKind.FAILOVER, gateway=GW2, from_gateway=GW1, reason="operator", duration=0.5),
+        Notify(NoticeKind.TUNNEL_UP, gateway=GW2),
     ]
     assert (state.phase, state.gateway, state.ike_id, state.standby) == (Phase.UP, GW2, 2, None)
     # the old SA going away afterwards is no failure
@@ -687,7 +694,7 @@ def test_a_failing_standby_is_aborted_and_the_tunnel_kept(
     expected: list[Action] = [Terminate(GW2, 2)] if terminates else []
     expected += [
         UnloadClone(GW2),
-        Notify("switch-failed", gateway=GW2, from_gateway=GW1, reason="operator"),
+        Notify(NoticeKind.SWITCH_FAILED, gateway=GW2, from_gateway=GW1, reason="operator"),
     ]
     assert actions == expected
     assert (state.phase, state.gateway, state.ike_id, state.standby) == (Phase.UP, GW1, 1, None)
@@ -753,8 +760,8 @@ def test_failback_probes_then_switches_back_after_hold_down() -> None:
     assert actions == [
         Terminate(GW2, 2, child_only=True),
         UnloadClone(GW2),
-        Notify("failover", gateway=GW1, from_gateway=GW2, reason="failback", duration=1.0),
-        Notify("tunnel-up", gateway=GW1),
+        Notify(NoticeKind.FAILOVER, gateway=GW1, from_gateway=GW2, reason="failback", duration=1.0),
+        Notify(NoticeKind.TUNNEL_UP, gateway=GW1),
     ]
     assert (state.gateway, state.next_probe_at, state.healthy_since) == (GW1, None, None)
     assert wake_at(state) is None
@@ -786,7 +793,7 @@ def test_standby_timeout_aborts_and_stays_on_the_backup() -> None:
     assert actions == [
         Terminate(GW1, None),
         UnloadClone(GW1),
-        Notify("switch-failed", gateway=GW1, from_gateway=GW2, reason="failback"),
+        Notify(NoticeKind.SWITCH_FAILED, gateway=GW1, from_gateway=GW2, reason="failback"),
     ]
     assert (state.phase, state.gateway, state.ike_id, state.standby) == (Phase.UP, GW2, 2, None)
     assert state.next_probe_at == T0 + 26
@@ -800,8 +807,8 @@ def test_the_main_tunnel_failing_during_a_standby() -> None:
     assert actions == [
         Terminate(GW1, 10),
         UnloadClone(GW1),
-        Notify("switch-failed", gateway=GW1, from_gateway=GW2, reason="failback"),
-        Notify("tunnel-down", gateway=GW2, reason="ike-down"),
+        Notify(NoticeKind.SWITCH_FAILED, gateway=GW1, from_gateway=GW2, reason="failback"),
+        Notify(NoticeKind.TUNNEL_DOWN, gateway=GW2, reason="ike-down"),
         started(GW1, GW2, "ike-down"),
         LoadClone(GW1),
         Initiate(GW1),
@@ -838,10 +845,10 @@ def test_a_probe_answering_during_a_switch_does_not_start_another_one() -> None:
 def test_hold_stops_probing_and_release_resumes_it() -> None:
     state = last(up_on_backup(), ev.Tick(), now=T0 + 10)
     state, actions = run(state, ev.Hold(), now=T0 + 11)
-    assert actions == [Notify("held", gateway=GW2), StopProbe(GW1, None)]
+    assert actions == [Notify(NoticeKind.HELD, gateway=GW2), StopProbe(GW1, None)]
     assert wake_at(state) is None
     state, actions = run(state, ev.Release(), now=T0 + 20)
-    assert actions == [Notify("released", gateway=GW2)]
+    assert actions == [Notify(NoticeKind.RELEASED, gateway=GW2)]
     assert state.next_probe_at == T0 + 30
 
 
@@ -870,7 +877,7 @@ def test_ike_rekeyed_keeps_tracking_the_new_id() -> None:
 
 def test_adopt_counts_as_up_and_schedules_failback() -> None:
     state, actions = run(fresh(failback=FAILBACK), ev.Adopt(GW2, 7))
-    assert actions == [Notify("tunnel-up", gateway=GW2, reason="adopted")]
+    assert actions == [Notify(NoticeKind.TUNNEL_UP, gateway=GW2, reason="adopted")]
     assert (state.phase, state.ike_id, state.next_probe_at) == (Phase.UP, 7, T0 + 10)
     state, actions = run(state, ev.TunnelDown(GW2, 7))
     assert state.gateway == GW1 and UnloadClone(GW2) in actions

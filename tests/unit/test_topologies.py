@@ -11,6 +11,7 @@ from extsock_py.domain import events as ev
 from extsock_py.domain import observations as ob
 from extsock_py.domain.actions import Notify, Terminate
 from extsock_py.domain.failover import Phase, initial_state, step
+from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
 from extsock_py.domain.sas import SaTable
@@ -71,7 +72,9 @@ def test_a_redirect_of_an_established_sa_is_followed_without_a_failure() -> None
     # charon sets the tunnel up at the target under a new IKE_SA, then deletes the old one.
     s, actions = run(s, ev.TunnelUp(GW1, 2), now=T0 + 0.5)
     assert actions == [
-        Notify("redirected", gateway=GW3, from_gateway=GW1, reason="redirect", duration=0.5)
+        Notify(
+            NoticeKind.REDIRECTED, gateway=GW3, from_gateway=GW1, reason="redirect", duration=0.5
+        )
     ]
     s, actions = run(s, ev.TunnelDown(GW1, 1, "child-down"), ev.TunnelDown(GW1, 1, "ike-down"))
     assert actions == [] and s.phase is Phase.UP
