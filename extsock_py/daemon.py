@@ -39,6 +39,7 @@ _POLL = 0.2  # longest sleep of the loop: bounds how late a signal flag is seen
 _RECONNECT_FIRST = 0.05  # first pause before the command session is opened again
 _RECONNECT_MAX = 1.0  # longest pause between attempts while charon is away
 _RECONCILE_EVERY = 30.0  # seconds between checks that tunnels believed up are in charon
+_WAKE = object()  # put in the inbox to wake the loop at once (it then sees the stop flag)
 
 
 class ManagedCharon(SyncedCharon, Protocol):
@@ -118,7 +119,10 @@ class Daemon:
             self._inbox.put(observation)
 
     def request_stop(self) -> None:
+        """Stop the loop (from another thread): it wakes at once rather than at its next poll.
+        Signal handlers only set the flag: a queue's lock is no place for them."""
         self._stop.set()
+        self._inbox.put(_WAKE)
 
     def request_reload(self) -> None:
         self._reload.set()
@@ -219,7 +223,8 @@ class Daemon:
             item = None
         budget = _BATCH  # bound the work per iteration so deadlines and flags stay timely
         while item is not None:
-            self._guarded(self._dispatch, item)
+            if item is not _WAKE:
+                self._guarded(self._dispatch, item)
             budget -= 1
             if budget == 0:  # checked before taking the next item, which would be lost
                 break
