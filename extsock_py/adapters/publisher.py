@@ -8,10 +8,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from extsock_py.domain.notices import NoticeKind
+from extsock_py.interfaces.ports import Subscriber
 
 log = logging.getLogger("extsock.publisher")
-
-Subscriber = Callable[[str, Mapping[str, Any]], None]
 
 
 class Broadcast:

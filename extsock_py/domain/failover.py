@@ -20,6 +20,21 @@ Rules of this module (as h11's _state.py states its own):
 - A failure of the CHILD_SA alone (child-down, the tunnel monitor) and every teardown of
   a healthy tunnel ask charon to end only this connection's CHILD_SA when the IKE_SA
   carries another connection's tunnel (`Terminate.child_only`).
+- It is the only writer of a connection's state: charon coming back (CharonRestarted), a
+  reload's new policy (PolicyChanged) and what the last run persisted (Restored) come in
+  as events too, and ask for no action.
+
+Its sub-machines, and the fields of `ConnState` each one owns:
+- phase: `phase` (Phase below), the one every other part is read against.
+- attempt: `gateway`, `ike_id`, `deadline`, `attempts_on_gateway`, `failed_in_cycle`,
+  `cycles_failed`, `retransmits`, `failures_total`, and the outage being measured
+  (`outage_*`, from the first failure to the tunnel up again).
+- standby: `standby`, a make-before-break switch in flight (failback or operator).
+- failback: `probe`, `next_probe_at`, `healthy_since`: probes of the primary.
+- hold: `held`; the operator's hold, kept across charon restarts and extsock restarts.
+- redirect: `redirect`, `remote`, `retired`: a redirect being followed, where it led.
+The transitions are one handler per event type (`_HANDLERS`, at the end); each handler
+reads the phase and the sub-machine the event concerns.
 """
 
 from __future__ import annotations
