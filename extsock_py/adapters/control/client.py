@@ -129,6 +129,8 @@ class ControlClient:
                 raise DaemonUnreachable(
                     f"the daemon at {self.path} did not answer within {self.timeout:g}s"
                 ) from None
+            except ConnectionResetError:
+                data = b""  # a close with our request still unread arrives as a reset
             except OSError as exc:
                 raise DaemonUnreachable(f"lost the daemon at {self.path}: {exc}") from None
             if not data:
