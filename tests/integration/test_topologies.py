@@ -302,10 +302,13 @@ def test_a_redirect_charon_refuses_leaves_the_tunnel_where_it_is(
     assert wait_until(lambda: runner.status()["active_gateway"] == GW1, 15.0), runner.log_tail()
     hops = [("segw1", GW3), ("segw3", GW1), ("segw1", GW3), ("segw3", GW1), ("segw1", GW3)]
     for node, to in hops:
+        # the gateway redirects only an IKE_SA it has established: wait for its side too
+        assert wait_until(lambda: fresh_lab.child_installed(node), 10.0)  # noqa: B023
         fresh_lab.swanctl(node, "--redirect", "--ike", "lab-ini", "--gateway", to)
         assert wait_until(lambda: runner.status()["active_gateway"] == to, 10.0), (  # noqa: B023
             runner.log_tail()
         )
+    assert wait_until(lambda: fresh_lab.child_installed("segw3"), 10.0)
     fresh_lab.swanctl("segw3", "--redirect", "--ike", "lab-ini", "--gateway", GW1)
     assert not wait_until(lambda: runner.status()["active_gateway"] != GW3, 7.0)
     status = runner.status()
