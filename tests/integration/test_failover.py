@@ -136,5 +136,10 @@ def test_manual_switch_is_make_before_break(fresh_lab: Lab, extsock: ExtsockRunn
     assert wait_until(lambda: not fresh_lab.child_installed("segw1"), 5.0)
     assert fresh_lab.udp_echo(timeout=1.0, tries=5) == "segw2"
     assert clones(fresh_lab) == [f"home@{GW2}"]
-    history = extsock.request("history", conn="home")["records"]
-    assert history[-1]["reason"] == "operator"
+
+    def history() -> list[dict[str, object]]:
+        return list(extsock.request("history", conn="home")["records"])
+
+    # the record is written after the switch shows in status: wait for it, bounded
+    assert wait_until(lambda: bool(history()), 5.0), extsock.log_tail()
+    assert history()[-1]["reason"] == "operator"
