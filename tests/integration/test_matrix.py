@@ -78,9 +78,12 @@ def assert_dialect(lab: Lab, runner: ExtsockRunner) -> None:
 
 
 def last_record(runner: ExtsockRunner) -> dict[str, object]:
-    records = runner.request("history", conn="home")["records"]
-    assert records, "no failover recorded"
-    return dict(records[-1])
+    def records() -> list[dict[str, object]]:
+        return list(runner.request("history", conn="home")["records"])
+
+    # the switch's record follows the status change (it is made when the old clone is gone)
+    assert wait_until(lambda: bool(records()), 5.0), f"no failover recorded\n{runner.log_tail()}"
+    return dict(records()[-1])
 
 
 def test_initial_connect_to_a_silent_primary(fresh_lab: Lab, extsock: ExtsockRunner) -> None:
