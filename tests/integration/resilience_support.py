@@ -1,17 +1,37 @@
-"""Helpers of the resilience and soak tests: what ini's charon holds, socket watches, /proc."""
+"""Helpers of the lab tests: the fast failover policy, what ini's charon holds, socket
+watches, /proc."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from extsock_py.lab.lab import Lab
 from extsock_py.lab.topology import INI
 
 GW1, GW2 = "10.99.1.2", "10.99.2.2"
 GATEWAY_NODE = {GW1: "segw1", GW2: "segw2"}
+# The policy most lab tests run extsock with: fail fast, retry soon, give up after two cycles.
+FAST_POLICY = """
+    connect_timeout = 5s
+    dead_after_retransmits = 1
+    max_cycles = 2
+    backoff {
+        initial = 500ms
+        maximum = 1s
+    }
+"""
+
+
+def runner_tag(request: pytest.FixtureRequest) -> str:
+    """A short tag per test for an extsock runner's name: its own state dir per test, and the
+    control socket's path under 108 bytes."""
+    return hashlib.blake2b(request.node.name.encode(), digest_size=4).hexdigest()
 
 
 def conn_names(lab: Lab, node: str = INI) -> list[str]:

@@ -7,7 +7,6 @@ hosts file is bind-mounted over /etc/hosts (nothing outside that process sees th
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from extsock_py.lab.extsock_runner import ExtsockRunner
 from extsock_py.lab.lab import Lab, wait_until
+from tests.integration.resilience_support import FAST_POLICY, runner_tag
 
 pytestmark = [
     pytest.mark.integration,
@@ -23,15 +23,7 @@ pytestmark = [
 
 GW1, GW2, GW3 = "10.99.1.2", "10.99.2.2", "10.99.3.2"
 NAME = "gws.extsock.test"
-POLICY = """
-    connect_timeout = 5s
-    dead_after_retransmits = 1
-    max_cycles = 2
-    backoff {
-        initial = 500ms
-        maximum = 1s
-    }
-"""
+POLICY = FAST_POLICY
 
 
 class NamedRunner(ExtsockRunner):
@@ -56,7 +48,7 @@ def hosts_text(*addresses: str) -> str:
 
 @pytest.fixture
 def named(fresh_lab: Lab, request: pytest.FixtureRequest) -> Iterator[NamedRunner]:
-    tag = hashlib.blake2b(request.node.name.encode(), digest_size=4).hexdigest()
+    tag = runner_tag(request)
     hosts = fresh_lab.state_dir / f"hosts-{tag}"
     hosts.write_text(hosts_text(GW1, GW2))
     remote_addrs = getattr(request, "param", f"{NAME}, {GW3}")

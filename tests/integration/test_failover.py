@@ -6,33 +6,25 @@ bounded in time by the waits it makes.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
 import pytest
 
 from extsock_py.lab.extsock_runner import ExtsockRunner
 from extsock_py.lab.lab import Lab, wait_until
+from tests.integration.resilience_support import FAST_POLICY, runner_tag
 
 pytestmark = pytest.mark.integration
 
 GW1, GW2 = "10.99.1.2", "10.99.2.2"
-POLICY = """
-    connect_timeout = 5s
-    dead_after_retransmits = 1
-    max_cycles = 2
-    backoff {
-        initial = 500ms
-        maximum = 1s
-    }
-"""
+POLICY = FAST_POLICY
 
 
 @pytest.fixture
 def extsock(fresh_lab: Lab, request: pytest.FixtureRequest) -> Iterator[ExtsockRunner]:
     # Its own state dir per test: persisted counters must not leak from one test to the next.
     # (a short name: the control socket's path must stay under 108 bytes)
-    tag = hashlib.blake2b(request.node.name.encode(), digest_size=4).hexdigest()
+    tag = runner_tag(request)
     runner = ExtsockRunner(fresh_lab, POLICY, name=f"x-{tag}")
     runner.write_config()
     yield runner

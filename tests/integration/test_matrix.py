@@ -11,7 +11,6 @@ the gateway; charon restart; certificates; make-before-break switch.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 
@@ -20,7 +19,14 @@ import pytest
 from extsock_py.lab.extsock_runner import ExtsockRunner
 from extsock_py.lab.lab import Lab, wait_until
 from extsock_py.lab.topology import INI
-from tests.integration.resilience_support import GW1, GW2, conn_names, installed_on_ini
+from tests.integration.resilience_support import (
+    FAST_POLICY,
+    GW1,
+    GW2,
+    conn_names,
+    installed_on_ini,
+    runner_tag,
+)
 
 RELEASES = ("bookworm", "trixie", "sid")
 # What extsock must say it chose: (charon version, dialect, signal path).
@@ -40,20 +46,12 @@ pytestmark = [
     ),
 ]
 
-POLICY = """
-    connect_timeout = 5s
-    dead_after_retransmits = 1
-    max_cycles = 2
-    backoff {
-        initial = 500ms
-        maximum = 1s
-    }
-"""
+POLICY = FAST_POLICY
 
 
 @pytest.fixture
 def extsock(fresh_lab: Lab, request: pytest.FixtureRequest) -> Iterator[ExtsockRunner]:
-    tag = hashlib.blake2b(request.node.name.encode(), digest_size=4).hexdigest()
+    tag = runner_tag(request)
     runner = ExtsockRunner(fresh_lab, POLICY, name=f"m-{tag}")
     runner.write_config()
     yield runner

@@ -22,6 +22,7 @@ from extsock_py.lab.lab import Lab, wait_until
 from extsock_py.lab.topology import INI
 from extsock_py.lab.traffic import EchoStream
 from tests.integration.resilience_support import (
+    FAST_POLICY,
     GW1,
     GW2,
     SocketWatch,
@@ -33,15 +34,7 @@ from tests.integration.resilience_support import (
 
 pytestmark = pytest.mark.integration
 
-POLICY = """
-    connect_timeout = 5s
-    dead_after_retransmits = 1
-    max_cycles = 2
-    backoff {
-        initial = 500ms
-        maximum = 1s
-    }
-"""
+POLICY = FAST_POLICY
 CHARON_BACK_TARGET = 3.0  # s from ini's VICI socket back to the CHILD_SA installed
 
 

@@ -7,7 +7,6 @@ sends it (as swanctl would) and says, naming file, line and key, that this charo
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 
@@ -15,6 +14,7 @@ import pytest
 
 from extsock_py.lab.extsock_runner import ExtsockRunner
 from extsock_py.lab.lab import Lab, wait_until
+from tests.integration.resilience_support import runner_tag
 
 RELEASES = ("bookworm", "sid")
 POLICY = "    connect_timeout = 5s\n    dead_after_retransmits = 1\n"
@@ -36,7 +36,7 @@ def with_ocsp(text: str) -> str:
 
 @pytest.fixture
 def extsock(fresh_lab: Lab, request: pytest.FixtureRequest) -> Iterator[ExtsockRunner]:
-    tag = hashlib.blake2b(request.node.name.encode(), digest_size=4).hexdigest()
+    tag = runner_tag(request)
     runner = ExtsockRunner(fresh_lab, POLICY, name=f"r-{tag}", conf_transform=with_ocsp)
     runner.write_config()
     runner.start()

@@ -13,7 +13,6 @@ Each test starts from a reset lab and a fresh extsock; every wait is bounded.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from extsock_py.adapters.control.client import ControlClient
 from extsock_py.lab.extsock_runner import ExtsockRunner
 from extsock_py.lab.lab import Lab, wait_until
 from extsock_py.lab.topology import INI
+from tests.integration.resilience_support import FAST_POLICY, runner_tag
 
 pytestmark = [
     pytest.mark.integration,
@@ -33,15 +33,7 @@ pytestmark = [
 
 GW1, GW2, GW3 = "10.99.1.2", "10.99.2.2", "10.99.3.2"
 HOME_SRC, UPB_SRC = "10.100.0.1", "10.100.0.129"
-POLICY = """
-    connect_timeout = 5s
-    dead_after_retransmits = 1
-    max_cycles = 2
-    backoff {
-        initial = 500ms
-        maximum = 1s
-    }
-"""
+POLICY = FAST_POLICY
 _CONNECTIONS = re.compile(r"^connections \{\n(.*?)^\}\n", re.S | re.M)
 
 
@@ -93,7 +85,7 @@ def start(fresh_lab: Lab, request: pytest.FixtureRequest) -> Iterator[Callable[.
     made: list[tuple[ExtsockRunner, Events | None]] = []
 
     def make(transform: Callable[[str], str]) -> tuple[ExtsockRunner, Events]:
-        tag = hashlib.blake2b(request.node.name.encode(), digest_size=4).hexdigest()
+        tag = runner_tag(request)
         runner = ExtsockRunner(fresh_lab, POLICY, name=f"t-{tag}", conf_transform=transform)
         runner.write_config()
         made.append((runner, None))
