@@ -106,6 +106,7 @@ def _attach_monitor(
 ) -> None:
     """The tunnel monitor runs on the main loop: a callback per iteration, its deadlines
     among the loop's wake-ups. It does nothing unless a policy enables it."""
+    from extsock_py.adapters.icmp_prober import IcmpProber
     from extsock_py.adapters.monitor_prober import Prober
     from extsock_py.domain.policy import MonitorPolicy
     from extsock_py.interfaces.ports import ProbePort
@@ -113,6 +114,8 @@ def _attach_monitor(
 
     def make_probe(policy: MonitorPolicy) -> ProbePort:
         assert policy.local is not None and policy.remote is not None
+        if policy.probe == "icmp":
+            return IcmpProber(policy.local, policy.remote, policy.netns, window=policy.misses)
         return Prober(policy.local, policy.remote, policy.port, policy.netns)
 
     monitor = TunnelMonitor(manager, charon, clock, publisher, make_probe)

@@ -40,6 +40,7 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 NETNS_DIR = Path("/run/netns")
@@ -73,8 +74,24 @@ def open_socket(
     created inside `netns` when given. Raises OSError (ENOENT: no such namespace,
     EADDRNOTAVAIL: `local` is not an address there, ENETUNREACH: no route to `remote`)."""
 
+    def udp(family: socket.AddressFamily) -> socket.socket:
+        return socket.socket(family, socket.SOCK_DGRAM)
+
+    return open_bound(udp, local, remote, port, netns)
+
+
+def open_bound(
+    factory: Callable[[socket.AddressFamily], socket.socket],
+    local: str,
+    remote: str | None = None,
+    port: int = 0,
+    netns: str | None = None,
+) -> socket.socket:
+    """A socket from `factory`, non-blocking, bound to `local` (and connected to
+    `remote:port` if given), created inside `netns` when given: `open_socket` for any kind."""
+
     def make() -> socket.socket:
-        sock = socket.socket(_family(local), socket.SOCK_DGRAM)
+        sock = factory(_family(local))
         try:
             sock.setblocking(False)
             sock.bind((local, 0))

@@ -31,10 +31,12 @@ from pydantic import (
 
 from extsock_py.domain.errors import ConfigError
 from extsock_py.domain.policy import (
+    PROBE_KINDS,
     BackoffPolicy,
     FailbackPolicy,
     FailoverPolicy,
     MonitorPolicy,
+    ProbeKind,
 )
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -123,7 +125,16 @@ def parse_netns(value: object) -> str:
     return text
 
 
+def parse_probe(value: object) -> str:
+    text = str(value).strip().lower()
+    if text not in PROBE_KINDS:
+        shown = str(value).strip()
+        raise ValueError(f"invalid probe {shown!r}: expected {' or '.join(PROBE_KINDS)}")
+    return text
+
+
 Address = Annotated[str, BeforeValidator(parse_address)]
+ProbeName = Annotated[ProbeKind, BeforeValidator(parse_probe)]
 NetnsName = Annotated[str, BeforeValidator(parse_netns)]
 
 
@@ -135,6 +146,7 @@ class MonitorModel(_Strict):
     interval: Annotated[PositiveDuration, at_most(60.0)] = 0.5
     misses: int = Field(default=3, ge=1, le=100)
     netns: NetnsName | None = None
+    probe: ProbeName = "udp"
 
 
 class PolicyModel(_Strict):

@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from typing import Literal
+
+ProbeKind = Literal["udp", "icmp"]
+PROBE_KINDS: tuple[ProbeKind, ...] = ("udp", "icmp")
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,10 @@ class FailbackPolicy:
 
 @dataclass(frozen=True)
 class MonitorPolicy:
-    """Probe through the tunnel; `misses` unanswered probes in a row mean the gateway is dead."""
+    """Probe through the tunnel; `misses` unanswered probes in a row mean the gateway is dead.
+
+    `probe`: "udp" (a datagram to a closed `port`; the ICMP port-unreachable answers) or
+    "icmp" (an ICMP echo request; the echo reply answers, `port` unused)."""
 
     enabled: bool = False
     local: str | None = None
@@ -38,6 +45,7 @@ class MonitorPolicy:
     interval: float = 0.5
     misses: int = 3
     netns: str | None = None  # probe from this network namespace (/run/netns/<name>)
+    probe: ProbeKind = "udp"
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,7 @@ class TunnelMonitor:
                 "probes_total": t.state.probes_total,
                 "replies_total": t.state.replies_total,
                 "packets_in": t.state.packets_in,
+                "probe": t.policy.probe,
             }
         return out
 
@@ -140,7 +141,7 @@ class TunnelMonitor:
                 self._drop(name)
                 track = None
             if track is None:
-                if policy.interval * policy.misses <= _ICMP_RATE:
+                if policy.probe == "udp" and policy.interval * policy.misses <= _ICMP_RATE:
                     log.warning(
                         "%s: monitor: misses x interval = %.3fs; a Linux remote answers port-"
                         "unreachable about once a second (net.ipv4.icmp_ratelimit): expect "
@@ -176,8 +177,8 @@ class TunnelMonitor:
             track.retry_open_at = now + track.policy.interval
             return
         log.info(
-            "%s: monitoring the tunnel via %s: probes %s -> %s:%d every %.3fs, dead after %d",
-            name, key[0], track.policy.local, track.policy.remote, track.policy.port,
+            "%s: monitoring the tunnel via %s: probes (%s) %s -> %s every %.3fs, dead after %d",
+            name, key[0], track.policy.probe, track.policy.local, _target(track.policy),
             track.policy.interval, track.policy.misses,
         )  # fmt: skip
         self._feed(name, track, mon.Start(), now)
@@ -230,9 +231,8 @@ class TunnelMonitor:
             track.state, _ = mon.step(track.state, mon.ReplySeen(), now)
         track.state, _ = mon.step(track.state, mon.ProbeSent(), now)
         log.debug(
-            "%s: monitor probe #%d to %s:%d (%d unanswered)",
-            name, track.state.probes_total, track.policy.remote, track.policy.port,
-            track.state.unanswered,
+            "%s: monitor probe #%d to %s (%d unanswered)",
+            name, track.state.probes_total, _target(track.policy), track.state.unanswered,
         )  # fmt: skip
 
     def _declare_dead(self, name: str, track: _Track, silence: float, unanswered: int) -> None:
@@ -253,6 +253,11 @@ class TunnelMonitor:
         )
         track.probe.close()
         self._manager.handle(name, ev.MonitorDead(gateway, silence))
+
+
+def _target(policy: MonitorPolicy) -> str:
+    """Where the probes go: `remote:port` (UDP) or `remote` (ICMP echo)."""
+    return f"{policy.remote}:{policy.port}" if policy.probe == "udp" else f"{policy.remote}"
 
 
 def _packets_in(sas: list[IkeSaInfo], name: str, key: TunnelKey | None) -> int | None:
