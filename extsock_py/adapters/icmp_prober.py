@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import logging
 import os
 import socket
 import struct
@@ -43,6 +44,7 @@ ECHO_REQUEST = {4: 8, 6: 128}
 ECHO_REPLY = {4: 0, 6: 129}
 TOKEN_BYTES = 8
 MAGIC = b"extsock-echo"
+log = logging.getLogger("extsock.monitor")
 _HEADER = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
 
 
@@ -204,6 +206,12 @@ class IcmpProber:
             self.matcher.kernel_ident = int(sock.getsockname()[1]) & 0xFFFF
         self._raw_v4 = sock.type == socket.SOCK_RAW and self.version == 4
         self._sock = sock
+        log.debug(
+            "echo socket %s -> %s: %s, identifier %d%s",
+            self.local, self.remote, "ping" if sock.type == socket.SOCK_DGRAM else "raw",
+            self.matcher.ident,
+            "" if self.matcher.kernel_ident is None else f" (kernel: {self.matcher.kernel_ident})",
+        )  # fmt: skip
 
     @property
     def is_open(self) -> bool:

@@ -1,7 +1,8 @@
 """Lab checks of the tunnel monitor, shared by the integration tests and the benchmarks.
 
 - `monitor_policy(lab)`: the `extsock` policy text enabling the monitor on the lab's
-  tunnel (probes 10.100.0.1 -> 10.200.0.1, a closed port, from ini's namespace).
+  tunnel (probes 10.100.0.1 -> 10.200.0.1, a closed port or, with `probe="icmp"`, echo
+  requests, from ini's namespace).
 - `measure_detection(lab)`: tunnel up on segw1, segw1 made silent, seconds until the
   echo server behind segw2 answers.
 - `false_failover_check(lab, seconds, load_period)`: tunnel up, then `seconds` of idle
@@ -25,7 +26,12 @@ _PROBE_LINE = re.compile(r"monitor probe #(\d+)")
 
 
 def monitor_policy(
-    lab: Lab, interval: str = "500ms", misses: int = 3, extra: str = "", local: str = INI_ADDR
+    lab: Lab,
+    interval: str = "500ms",
+    misses: int = 3,
+    extra: str = "",
+    local: str = INI_ADDR,
+    probe: str = "udp",
 ) -> str:
     return f"""
     connect_timeout = 5s
@@ -42,6 +48,7 @@ def monitor_policy(
         interval = {interval}
         misses = {misses}
         netns = {lab.namespace(INI)}
+        probe = {probe}
     }}
 {extra}"""
 
@@ -82,8 +89,12 @@ def measure_detection(
         wait_until(lambda: stream.first_from("segw2", failed_at) is not None, 10.0, 0.01)
         first = stream.first_from("segw2", failed_at)
     history = runner.request("history", conn="home")["records"]
+    took = None if first is None else first - failed_at
+    duration = history[-1].get("duration") if history else None
     return {
-        "traffic_on_segw2_after": None if first is None else first - failed_at,
+        "traffic_on_segw2_after": took,
+        # fault -> failure declared: the detection part (the rest is the new tunnel's set-up)
+        "detected_after": None if took is None or duration is None else took - duration,
         "reason": history[-1]["reason"] if history else None,
         "from": history[-1]["from"] if history else None,
         "to": history[-1]["to"] if history else None,
