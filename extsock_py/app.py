@@ -18,10 +18,12 @@ from extsock_py.adapters.vici import dialects
 from extsock_py.adapters.vici.commands import ViciCharon
 from extsock_py.adapters.vici.listener import Coalescing, ViciEventListener
 from extsock_py.adapters.vici.transport import DEFAULT_URI
-from extsock_py.daemon import Daemon, DaemonOptions, Listener
 from extsock_py.domain.observations import Observation
-from extsock_py.interfaces.ports import StateStore
+from extsock_py.interfaces.operator import OperatorPort
+from extsock_py.mainloop import MainLoop
+from extsock_py.usecases.daemon_service import DaemonOptions, DaemonService, Listener
 from extsock_py.usecases.failover_manager import FailoverManager
+from extsock_py.usecases.operator import OperatorUsecase
 
 log = logging.getLogger("extsock.app")
 
@@ -46,12 +48,18 @@ class AppSettings:
 
 @dataclass
 class App:
-    daemon: Daemon
+    loop: MainLoop[DaemonService]
+    operator: OperatorPort
+    publisher: Broadcast
     closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def service(self) -> DaemonService:
+        return self.loop.service
 
     def run(self) -> None:
         try:
-            self.daemon.run()
+            self.loop.run()
         finally:
             for close in reversed(self.closers):
                 try:
@@ -78,7 +86,7 @@ def build_app(settings: AppSettings) -> App:
             dialects=dialects.choose,
         )
 
-    daemon = Daemon(
+    service = DaemonService(
         DaemonOptions(settings.config_file, settings.down_on_exit),
         charon,
         make_listener,
@@ -87,13 +95,16 @@ def build_app(settings: AppSettings) -> App:
         publisher,
         manager,
     )
-    app = App(daemon)
+    loop = MainLoop(service, clock.monotonic)
+    # The one operator usecase: the control socket and the metrics endpoint share it.
+    operator = OperatorUsecase(loop, service, store)
+    app = App(loop, operator, publisher)
     _attach_monitor(app, charon, clock, publisher, manager)
     if store is not None:
         store.open()
         app.closers.append(store.close)
-    daemon.on_ready.append(lambda: _attach_surfaces(app, settings, store))
-    _attach_systemd(daemon, clock)
+    loop.on_ready.append(lambda: _attach_surfaces(app, settings))
+    _attach_systemd(loop, clock)
     return app
 
 
@@ -119,18 +130,21 @@ def _attach_monitor(
         return Prober(policy.local, policy.remote, policy.port, policy.netns)
 
     monitor = TunnelMonitor(manager, charon, clock, publisher, make_probe)
-    app.daemon.wakers.append(monitor.next_wake)
-    daemon = app.daemon
+    service = app.service
+
+    def next_wake() -> float | None:  # while charon is away, no deadline is acted on
+        return monitor.next_wake() if service.charon_reachable else None
 
     def run_once() -> None:  # while charon is away, states are stale and no command runs
-        if daemon.charon_reachable:
+        if service.charon_reachable:
             monitor.run_once()
 
-    daemon.on_iteration.append(run_once)
+    app.loop.wakers.append(next_wake)
+    app.loop.on_iteration.append(run_once)
     app.closers.append(monitor.close)
 
 
-def _attach_systemd(daemon: Daemon, clock: SystemClock) -> None:
+def _attach_systemd(daemon: MainLoop[DaemonService], clock: SystemClock) -> None:
     """READY, RELOADING, STOPPING and WATCHDOG for a Type=notify unit (no-ops elsewhere)."""
 
     def on_ready() -> None:
@@ -162,16 +176,15 @@ def _attach_systemd(daemon: Daemon, clock: SystemClock) -> None:
     daemon.on_iteration.append(pet)
 
 
-def _attach_surfaces(app: App, settings: AppSettings, store: StateStore | None) -> None:
+def _attach_surfaces(app: App, settings: AppSettings) -> None:
     """Operator surfaces start once charon is reached and the config is applied."""
-    daemon = app.daemon
     if settings.control_socket is not None:
         from extsock_py.adapters.control.server import attach_control
 
         server = attach_control(
-            daemon,
+            app.operator,
+            app.publisher,
             settings.control_socket,
-            store,
             mode=settings.control_mode,
             owner=settings.control_owner,
             group=settings.control_group,
@@ -181,6 +194,6 @@ def _attach_surfaces(app: App, settings: AppSettings, store: StateStore | None) 
     if settings.metrics:
         from extsock_py.adapters.metrics import attach_metrics
 
-        metrics = attach_metrics(daemon, settings.metrics)
+        metrics = attach_metrics(app.operator, app.publisher, settings.metrics)
         metrics.start()
         app.closers.append(metrics.close)

@@ -154,7 +154,7 @@ def run(
         control_group=control_group,
     )
     app = build_app(settings)
-    app.daemon.install_signal_handlers()
+    app.loop.install_signal_handlers()
     try:
         app.run()
     except CharonUnreachable as exc:

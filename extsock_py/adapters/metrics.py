@@ -1,6 +1,6 @@
 """Prometheus metrics and a health check on one small HTTP listener.
 
-`attach_metrics(daemon, "127.0.0.1:9814")` serves
+`attach_metrics(operator, events, "127.0.0.1:9814")` serves
 - `/metrics`: the daemon's metrics, from a registry of its own (never the global one);
 - `/health`: 200 when charon is reachable and every managed connection is up or waits as
   its policy says (connecting, backoff, or held by the operator), else 503; the JSON body
@@ -25,10 +25,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -41,12 +39,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from extsock_py.domain.failover import Phase
+from extsock_py.domain.reports import DaemonSnapshot
+from extsock_py.interfaces.operator import OperatorPort
 from extsock_py.interfaces.ports import Subscribable
-from extsock_py.usecases.operator import OperatorUsecase
-from extsock_py.usecases.status import ConnectionStatus
-
-if TYPE_CHECKING:
-    from extsock_py.daemon import Daemon
+from extsock_py.usecases.operator import NotAnswering
 
 log = logging.getLogger("extsock.metrics")
 
@@ -85,36 +81,18 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    charon_reachable: bool
-    processed: int
-    skipped: int
-    connections: list[ConnectionStatus]
-
-
 class _StateCollector:
     """Metrics read from the daemon's state on its main loop, at each scrape."""
 
-    def __init__(self, daemon: Daemon, timeout: float) -> None:
-        self._daemon = daemon
+    def __init__(self, operator: OperatorPort, timeout: float) -> None:
+        self._operator = operator
         self._timeout = timeout
 
-    def _snapshot(self) -> _Snapshot:
-        d = self._daemon
-        return _Snapshot(
-            charon_reachable=d.charon_reachable,
-            processed=d.events.processed,
-            skipped=d.events.skipped,
-            connections=d.manager.status(),
-        )
-
     def collect(self) -> Iterable[Metric]:
-        future = self._daemon.submit(self._snapshot)
+        snap: DaemonSnapshot | None
         try:
-            snap = future.result(timeout=self._timeout)
-        except FutureTimeout:
-            future.cancel()
+            snap = self._operator.snapshot(self._timeout)
+        except NotAnswering:
             snap = None
         except Exception as exc:  # a scrape must not fail because the loop did
             log.warning("metrics snapshot failed: %s", exc)
@@ -418,13 +396,19 @@ class _Listener:
 class MetricsServer:
     """`/metrics` and `/health` over HTTP: one selector thread and WORKERS worker threads."""
 
-    def __init__(self, daemon: Daemon, address: str = DEFAULT_ADDRESS, timeout: float = 2.0):
+    def __init__(
+        self,
+        operator: OperatorPort,
+        publisher: object,
+        address: str = DEFAULT_ADDRESS,
+        timeout: float = 2.0,
+    ):
         self.host, self._port = parse_address(address)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_StateCollector(daemon, timeout))
+        self.registry.register(_StateCollector(operator, timeout))
         self.events = _EventMetrics(self.registry)
-        self.operator = OperatorUsecase(daemon, None, timeout)
-        publisher = daemon.publisher
+        self.operator = operator
+        self._timeout = timeout
         if not isinstance(publisher, Subscribable):
             raise TypeError("the daemon's publisher must offer subscribe() (a Broadcast)")
         self._publisher: Subscribable = publisher
@@ -434,7 +418,7 @@ class MetricsServer:
 
     def health(self) -> dict[str, Any]:
         try:
-            return self.operator.health()
+            return self.operator.health(self._timeout)
         except Exception as exc:  # the health check answers, whatever broke
             return {"healthy": False, "reasons": [f"health check failed: {exc}"]}
 
@@ -505,6 +489,9 @@ class MetricsServer:
         self.close()
 
 
-def attach_metrics(daemon: Daemon, address: str = DEFAULT_ADDRESS) -> MetricsServer:
-    """A metrics server for `daemon` on `address`; call start() (and close() at the end)."""
-    return MetricsServer(daemon, address)
+def attach_metrics(
+    operator: OperatorPort, publisher: object, address: str = DEFAULT_ADDRESS
+) -> MetricsServer:
+    """A metrics server for the daemon behind `operator` on `address`, counting what
+    `publisher` publishes; call start() (and close() at the end)."""
+    return MetricsServer(operator, publisher, address)

@@ -9,39 +9,15 @@ handles it; what disappeared from the file is unloaded, the managed clones aside
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 from extsock_py.domain.config import DesiredConfig, split_managed
 from extsock_py.domain.profile import parse_clone_name
+from extsock_py.domain.reports import ApplyReport
 from extsock_py.interfaces.ports import SyncedCharon
 from extsock_py.usecases.failover_manager import FailoverManager
 from extsock_py.usecases.swanctl_sync import Outcome, SwanctlSync, SyncTarget
 
 log = logging.getLogger("extsock.config")
-
-
-@dataclass
-class ApplyReport:
-    managed: list[str] = field(default_factory=list)
-    plain: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    credentials: int = 0
-    notes: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)  # what charon refused, one line each
-
-
-@dataclass(frozen=True)
-class ReloadReport:
-    """What a reload did: refused (`error`: the running config is kept), deferred until
-    charon is back, or `applied` as the report says."""
-
-    error: str | None = None
-    deferred: bool = False
-    applied: ApplyReport | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 class ConfigUsecase:

@@ -35,9 +35,9 @@ from extsock_py.domain.profile import (
     probe_body,
     probe_name,
 )
+from extsock_py.domain.reports import ConnectionStatus
 from extsock_py.domain.sas import SaTable
 from extsock_py.interfaces.ports import CharonPort, Clock, EventPublisher, Resolver, StateStore
-from extsock_py.usecases.status import ConnectionStatus
 
 log = logging.getLogger("extsock.failover")
 

@@ -1,39 +1,36 @@
 """The operator usecase: what an operator or an application may ask of the running daemon.
 
 Every call that reads or changes the managed connections runs on the daemon's main loop
-through `Daemon.submit`, bounded by a timeout, so the control socket and the metrics
+(through its `submit`), bounded by a timeout, so the control socket and the metrics
 endpoint never race the loop. Errors are `OperatorError`s whose class names the kind of
 failure and whose message says what to do.
 
 Connections pushed by an application (`load`) live next to the config file's: a reload
-or charon coming back keeps them, because they are merged into every configuration the
-daemon reads (see `_Overlay`).
+or charon coming back keeps them, because the daemon service merges them into every
+configuration it reads (see `PushedConnections`).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from extsock_py.domain import events as ev
-from extsock_py.domain.config import DesiredConfig
+from extsock_py.domain.access import ControlAccess
 from extsock_py.domain.errors import CharonError, CharonUnreachable, ExtsockError
 from extsock_py.domain.failover import Phase
 from extsock_py.domain.isolation import collision
-from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile, clone_body, clone_name
+from extsock_py.domain.reports import ConnectionStatus, DaemonSnapshot, ReloadReport
+from extsock_py.interfaces.operator import WorkQueue
 from extsock_py.interfaces.ports import StateStore
-from extsock_py.usecases.config_usecase import ReloadReport
-from extsock_py.usecases.status import ConnectionStatus
+from extsock_py.usecases.daemon_service import DaemonService, PushedConnection
 
 if TYPE_CHECKING:
-    from extsock_py.daemon import Daemon
     from extsock_py.usecases.failover_manager import Managed
 
 log = logging.getLogger("extsock.operator")
@@ -80,72 +77,6 @@ class NoHistory(OperatorError):
     pass
 
 
-@dataclass
-class _Pushed:
-    body: dict[str, Any]
-    policy: FailoverPolicy
-
-
-class _Overlay:
-    """The connections pushed over the control socket, merged into each config read.
-
-    The daemon's config usecase forgets every managed connection a new config lacks; so
-    that a reload (or charon coming back) keeps the pushed ones, this is one of the
-    daemon's config overlays, and the current config is amended on each change.
-    """
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.pushed: dict[str, _Pushed] = {}
-        self._daemon = daemon
-        self._file: DesiredConfig | None = daemon.config.current
-        daemon.config_overlays.append(self._on_read)
-
-    def _on_read(self, desired: DesiredConfig) -> DesiredConfig:
-        self._file = desired
-        return self.merge(desired)
-
-    def file_connections(self) -> Mapping[str, Any]:
-        return self._file.connections if self._file is not None else {}
-
-    def merge(self, desired: DesiredConfig) -> DesiredConfig:
-        for name in [n for n in self.pushed if n in desired.connections]:
-            log.warning(
-                "%s: now defined in %s; the pushed connection is dropped", name, desired.source
-            )
-            del self.pushed[name]
-        if not self.pushed:
-            return desired
-        connections = dict(desired.connections)
-        policies = dict(desired.policies)
-        for name, pushed in self.pushed.items():
-            connections[name] = pushed.body
-            policies[name] = pushed.policy
-        return replace(desired, connections=connections, policies=policies)
-
-    def refresh_current(self) -> None:
-        """Make the daemon's current config the file's plus the pushed connections."""
-        if self._file is not None:
-            self._daemon.config.current = self.merge(self._file)
-
-
-_overlays: weakref.WeakKeyDictionary[Daemon, _Overlay] = weakref.WeakKeyDictionary()
-_overlays_lock = threading.Lock()
-
-
-def _overlay_of(daemon: Daemon) -> _Overlay:
-    with _overlays_lock:
-        overlay = _overlays.get(daemon)
-        if overlay is None:
-            overlay = _overlays[daemon] = _Overlay(daemon)
-        return overlay
-
-
-def _pushed_names(daemon: Daemon) -> set[str]:
-    with _overlays_lock:
-        overlay = _overlays.get(daemon)
-    return set(overlay.pushed) if overlay is not None else set()
-
-
 # --- the usecase --------------------------------------------------------------------------
 
 
@@ -153,23 +84,29 @@ class OperatorUsecase:
     """Operator requests against a running daemon; safe to call from any thread."""
 
     def __init__(
-        self, daemon: Daemon, store: StateStore | None = None, timeout: float = DEFAULT_TIMEOUT
+        self,
+        loop: WorkQueue,
+        daemon: DaemonService,
+        store: StateStore | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        self._loop = loop
         self._daemon = daemon
         self._store = store
         self.timeout = timeout
 
     # --- running on the main loop -------------------------------------------------------
 
-    def _on_loop(self, work: Callable[[], T], what: str) -> T:
-        future = self._daemon.submit(work)
+    def _on_loop(self, work: Callable[[], T], what: str, timeout: float | None = None) -> T:
+        wait = self.timeout if timeout is None else timeout
+        future = self._loop.submit(work)
         try:
-            return future.result(timeout=self.timeout)
+            return future.result(timeout=wait)
         except FutureTimeout:
             cancelled = future.cancel()
             maybe = "" if cancelled else "; it may still take effect"
             raise NotAnswering(
-                f"the daemon's main loop did not answer {what} within {self.timeout:g}s{maybe}"
+                f"the daemon's main loop did not answer {what} within {wait:g}s{maybe}"
                 ": check 'extsock run' (is it stopping or stuck?)"
             ) from None
         except CancelledError:
@@ -218,7 +155,7 @@ class OperatorUsecase:
     def _rows(self, conn: str | None) -> list[dict[str, Any]]:
         if conn is not None:
             self._managed(conn)
-        pushed = _pushed_names(self._daemon)
+        pushed = self._daemon.pushed.names()
         return [self._row(r, pushed).fields() for r in self._daemon.manager.status(conn)]
 
     def _one(self, conn: str) -> dict[str, Any]:
@@ -226,7 +163,27 @@ class OperatorUsecase:
 
     # --- views --------------------------------------------------------------------------
 
-    def status(self, conn: str | None = None) -> dict[str, Any]:
+    def snapshot(self, timeout: float | None = None) -> DaemonSnapshot:
+        """What metrics read at a scrape: the manager's rows as they are, and counters."""
+
+        def work() -> DaemonSnapshot:
+            d = self._daemon
+            return DaemonSnapshot(
+                charon_reachable=d.charon_reachable,
+                processed=d.events.processed,
+                skipped=d.events.skipped,
+                connections=d.manager.status(),
+            )
+
+        return self._on_loop(work, "snapshot", timeout)
+
+    def control_access(self) -> ControlAccess:
+        """Who may do what over the control socket, as the current config says (read
+        from any thread: the config is replaced whole, never changed in place)."""
+        current = self._daemon.config.current
+        return current.control if current is not None else ControlAccess()
+
+    def status(self, conn: str | None = None, timeout: float | None = None) -> dict[str, Any]:
         """Each managed connection (or the one named): gateways, state, failures, next step."""
 
         def work() -> dict[str, Any]:
@@ -243,7 +200,7 @@ class OperatorUsecase:
                 "connections": self._rows(conn),
             }
 
-        return self._on_loop(work, "status")
+        return self._on_loop(work, "status", timeout)
 
     def history(
         self, conn: str | None = None, since: float | None = None, limit: int = 100
@@ -259,10 +216,10 @@ class OperatorUsecase:
 
         return self._on_loop(work, "history")
 
-    def health(self) -> dict[str, Any]:
+    def health(self, timeout: float | None = None) -> dict[str, Any]:
         """Healthy when charon is reachable and every connection is up or waits by policy."""
         try:
-            status = self.status()
+            status = self.status(timeout=timeout)
         except NotAnswering as exc:
             return {"healthy": False, "charon_reachable": None, "reasons": [str(exc)]}
         reasons: list[str] = []
@@ -350,7 +307,7 @@ class OperatorUsecase:
         ]
 
         def work() -> dict[str, Any]:
-            overlay = _overlay_of(self._daemon)
+            overlay = self._daemon.pushed
             configured = overlay.file_connections()
             if conn in configured:
                 raise ConnectionConflict(
@@ -361,8 +318,8 @@ class OperatorUsecase:
                 raise ConnectionConflict(f"{conn}: {clash}; pick another")
             self._accepted_by_charon(profile)
             new = self._daemon.manager.manage(profile)
-            overlay.pushed[conn] = _Pushed(dict(profile.body), profile.policy)
-            overlay.refresh_current()
+            overlay.pushed[conn] = PushedConnection(dict(profile.body), profile.policy)
+            self._daemon.refresh_current()
             if new:
                 self._daemon.manager.handle(conn, ev.Start())
             else:
@@ -391,7 +348,7 @@ class OperatorUsecase:
 
         def work() -> dict[str, Any]:
             self._managed(conn)
-            overlay = _overlay_of(self._daemon)
+            overlay = self._daemon.pushed
             notes: list[str] = []
             if conn in overlay.file_connections():
                 raise ConnectionConflict(
@@ -401,7 +358,7 @@ class OperatorUsecase:
             self._daemon.manager.forget(conn)
             self._daemon.events.ike.pop(conn, None)
             if overlay.pushed.pop(conn, None) is not None:
-                overlay.refresh_current()
+                self._daemon.refresh_current()
             log.info("%s: unloaded over the control socket", conn)
             return {"connection": conn, "unloaded": True, "notes": notes}
 

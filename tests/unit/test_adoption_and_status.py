@@ -13,7 +13,6 @@ from extsock_py.adapters.control.server import attach_control
 from extsock_py.cli_failover import failover
 from extsock_py.domain.errors import CharonUnreachable
 from extsock_py.domain.profile import clone_name
-from extsock_py.usecases.operator import OperatorUsecase
 from tests.unit.test_control_support import Harness, make_harness, short_dir, wait_until
 
 
@@ -40,7 +39,7 @@ def test_an_adopted_tunnel_shows_charons_ike_state() -> None:
     harness = make_harness()
     harness.charon.add_sa(clone_name("home", "10.0.0.2"), unique_id=41)
     with started(harness):
-        row = OperatorUsecase(harness.daemon).status("home")["connections"][0]
+        row = harness.operator.status("home")["connections"][0]
     assert (row["phase"], row["active_gateway"]) == ("up", "10.0.0.2")
     assert (row["ike_state"], row["ike_id"]) == ("ESTABLISHED", 41)
 
@@ -85,8 +84,8 @@ def test_status_while_charon_is_down_says_unknown_and_what_was_last_known() -> N
                 raise CharonUnreachable("charon is gone")
 
         harness.charon.connect = connect  # type: ignore[method-assign]
-        harness.on_loop(lambda: harness.daemon._charon_lost("charon is gone"))
-        op = OperatorUsecase(harness.daemon)
+        harness.on_loop(lambda: harness.daemon.service.charon_lost("charon is gone"))
+        op = harness.operator
         row = op.status("home")["connections"][0]
         assert (row["phase"], row["last_phase"], row["active_gateway"]) == ("unknown", "up", None)
         assert list(row)[-3:] == ["next_action_at", "source", "last_phase"]
@@ -96,12 +95,12 @@ def test_status_while_charon_is_down_says_unknown_and_what_was_last_known() -> N
         assert health["healthy"] is False
         assert health["reasons"] == ["charon is not reachable over VICI"]
         with short_dir() as d:
-            srv = attach_control(harness.daemon, d / "s")
+            srv = attach_control(harness.operator, harness.publisher, d / "s")
             srv.start()
             result = CliRunner().invoke(failover, ["status"], obj={"control_socket": str(d / "s")})
             srv.close()
         assert "unknown (charon down; was up)" in result.output, result.output
         away[0] = False
         harness.clock.advance(5.0)  # the loop's next reconnect attempt is due
-        wait_until(lambda: harness.daemon.charon_reachable, timeout=5)
+        wait_until(lambda: harness.daemon.service.charon_reachable, timeout=5)
         assert op.status("home")["connections"][0]["phase"] != "unknown"

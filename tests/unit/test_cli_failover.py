@@ -38,7 +38,7 @@ def harness() -> Iterator[Harness]:
 @pytest.fixture
 def server(harness: Harness) -> Iterator[ControlServer]:
     with short_dir() as d:
-        srv = attach_control(harness.daemon, d / "extsock.sock", harness.store)
+        srv = attach_control(harness.operator, harness.publisher, d / "extsock.sock")
         srv.start()
         yield srv
         srv.close()
@@ -246,7 +246,7 @@ def test_watch_prints_events(harness: Harness, server: ControlServer) -> None:
 
 def test_watch_ends_with_exit_3_when_the_daemon_goes(harness: Harness) -> None:
     with short_dir() as d:
-        srv = attach_control(harness.daemon, d / "s")
+        srv = attach_control(harness.operator, harness.publisher, d / "s")
         srv.start()
 
         def close_once_watched() -> None:

@@ -47,7 +47,7 @@ def harness() -> Iterator[Harness]:
 
 @pytest.fixture
 def op(harness: Harness) -> OperatorUsecase:
-    return OperatorUsecase(harness.daemon, harness.store, timeout=5.0)
+    return OperatorUsecase(harness.daemon, harness.daemon.service, harness.store, timeout=5.0)
 
 
 def test_status_lists_the_managed_connections_with_their_ike_state(
@@ -155,10 +155,10 @@ def test_reload_removes_a_connection_gone_from_the_file(
 
 def test_history_needs_a_store_and_filters(harness: Harness) -> None:
     with pytest.raises(NoHistory, match="no state store"):
-        OperatorUsecase(harness.daemon, None).history()
+        OperatorUsecase(harness.daemon, harness.daemon.service, None).history()
     harness.store.append_history({"time": 100.0, "connection": "home", "result": "up"})
     harness.store.append_history({"time": 200.0, "connection": "office", "result": "gave-up"})
-    op = OperatorUsecase(harness.daemon, harness.store)
+    op = OperatorUsecase(harness.daemon, harness.daemon.service, harness.store)
     assert len(op.history()["records"]) == 2
     assert [r["connection"] for r in op.history("office")["records"]] == ["office"]
     assert [r["time"] for r in op.history(since=150.0)["records"]] == [200.0]
@@ -167,7 +167,7 @@ def test_history_needs_a_store_and_filters(harness: Harness) -> None:
 
 def test_a_loop_that_does_not_answer_gives_a_clear_error() -> None:
     harness = make_harness()  # never started: nothing runs the submitted work
-    op = OperatorUsecase(harness.daemon, harness.store, timeout=0.05)
+    op = OperatorUsecase(harness.daemon, harness.daemon.service, harness.store, timeout=0.05)
     with pytest.raises(NotAnswering, match=r"did not answer status within 0.05s"):
         op.status()
     with pytest.raises(NotAnswering):

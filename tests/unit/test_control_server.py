@@ -74,7 +74,7 @@ def sock_path() -> Iterator[Path]:
 
 @pytest.fixture
 def server(harness: Harness, sock_path: Path) -> Iterator[ControlServer]:
-    srv = attach_control(harness.daemon, sock_path, harness.store)
+    srv = attach_control(harness.operator, harness.publisher, sock_path)
     srv.start()
     yield srv
     srv.close()
@@ -110,10 +110,10 @@ def test_a_stale_socket_is_replaced_and_a_live_one_refused(harness: Harness) -> 
         stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stale.bind(str(path))
         stale.close()  # the file stays, nobody listens
-        with ControlServer(harness.daemon, path, mode=0o600) as first:
+        with ControlServer(harness.operator, harness.publisher, path, mode=0o600) as first:
             assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
             with pytest.raises(ControlSocketError, match="another process is listening"):
-                ControlServer(harness.daemon, path).start()
+                ControlServer(harness.operator, harness.publisher, path).start()
             assert first.operator.status()["charon_reachable"] is True
 
 
@@ -122,21 +122,27 @@ def test_a_file_in_the_way_is_not_removed(harness: Harness) -> None:
         path = d / "x.sock"
         path.write_text("keep me")
         with pytest.raises(ControlSocketError, match="is not a socket"):
-            ControlServer(harness.daemon, path).start()
+            ControlServer(harness.operator, harness.publisher, path).start()
         assert path.read_text() == "keep me"
 
 
 def test_unknown_owner_is_a_clear_error(harness: Harness) -> None:
     with pytest.raises(ControlSocketError, match="no user named 'no-such-user-xyz'"):
-        ControlServer(harness.daemon, "/tmp/unused.sock", owner="no-such-user-xyz")
+        ControlServer(
+            harness.operator, harness.publisher, "/tmp/unused.sock", owner="no-such-user-xyz"
+        )
     with pytest.raises(ControlSocketError, match="no group named 'no-such-group-xyz'"):
-        ControlServer(harness.daemon, "/tmp/unused.sock", group="no-such-group-xyz")
+        ControlServer(
+            harness.operator, harness.publisher, "/tmp/unused.sock", group="no-such-group-xyz"
+        )
 
 
 def test_owner_and_group_by_number(harness: Harness) -> None:
     with (
         short_dir() as d,
-        ControlServer(harness.daemon, d / "s", owner=os.getuid(), group=str(os.getgid())) as srv,
+        ControlServer(
+            harness.operator, harness.publisher, d / "s", owner=os.getuid(), group=str(os.getgid())
+        ) as srv,
     ):
         st = os.stat(srv.path)
         assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
@@ -295,7 +301,10 @@ def test_100_concurrent_clients_get_their_status(server: ControlServer) -> None:
 
 
 def test_clients_beyond_the_limit_are_refused_clearly(harness: Harness) -> None:
-    with short_dir() as d, ControlServer(harness.daemon, d / "s", max_clients=2) as srv:
+    with (
+        short_dir() as d,
+        ControlServer(harness.operator, harness.publisher, d / "s", max_clients=2) as srv,
+    ):
         kept = [Raw(srv.path), Raw(srv.path)]
         for r in kept:
             assert r.ask({"cmd": "ping"})["ok"] is True
@@ -405,7 +414,10 @@ def test_a_slow_subscriber_never_blocks_the_daemon_and_learns_what_it_missed(
 ) -> None:
     count = 5000
     padding = "p" * 2000  # ~10 MB in all: far more than the socket buffers hold
-    with short_dir() as d, ControlServer(harness.daemon, d / "s", event_queue=16) as srv:
+    with (
+        short_dir() as d,
+        ControlServer(harness.operator, harness.publisher, d / "s", event_queue=16) as srv,
+    ):
         slow = Raw(srv.path, timeout=10)
         assert slow.ask({"cmd": "subscribe", "events": ["reload-failed"]})["ok"] is True
         others = ControlClient(srv.path, timeout=5).connect()
@@ -457,14 +469,13 @@ def test_missed_is_reported_where_the_gap_is() -> None:
 
 def test_a_publisher_without_subscribe_is_refused() -> None:
     harness = make_harness()
-    harness.daemon.publisher = object()  # type: ignore[assignment]
     with pytest.raises(TypeError, match="subscribe"):
-        ControlServer(harness.daemon, "/tmp/unused.sock")
+        ControlServer(harness.operator, object(), "/tmp/unused.sock")
 
 
 def test_close_drops_connected_clients(harness: Harness) -> None:
     with short_dir() as d:
-        srv = ControlServer(harness.daemon, d / "s")
+        srv = ControlServer(harness.operator, harness.publisher, d / "s")
         srv.start()
         subscriber = ControlClient(srv.path).connect()
         subscriber.subscribe()
@@ -510,7 +521,7 @@ def test_the_reload_reply_line_is_the_protocols(raw: Raw) -> None:
 
 def test_a_deferred_reload_replies_as_before() -> None:
     from extsock_py.adapters.control.server import _reload_fields
-    from extsock_py.usecases.config_usecase import ReloadReport
+    from extsock_py.domain.reports import ReloadReport
 
     assert json.dumps(_reload_fields(ReloadReport(deferred=True))) == '{"deferred": true}'
 

@@ -1,5 +1,5 @@
-"""A real Daemon running its loop in a thread, on fakes: shared by the control, metrics and
-CLI tests (this module holds no tests of its own)."""
+"""A real daemon (main loop and service) running in a thread, on fakes: shared by the
+control, metrics and CLI tests (this module holds no tests of its own)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from extsock_py.adapters.publisher import Broadcast
-from extsock_py.daemon import Daemon, DaemonOptions
 from extsock_py.domain import observations as ob
 from extsock_py.domain.config import DesiredConfig
 from extsock_py.domain.credentials import Credentials, SharedLoad
@@ -23,6 +22,9 @@ from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import clone_name
 from extsock_py.domain.secret import Secret
+from extsock_py.mainloop import MainLoop
+from extsock_py.usecases.daemon_service import DaemonOptions, DaemonService
+from extsock_py.usecases.operator import OperatorUsecase
 from tests.fakes.ports import FakeCharonPort, FakeClock, MemoryStateStore
 
 T = TypeVar("T")
@@ -86,7 +88,8 @@ def sample_config(with_office: bool = True) -> DesiredConfig:
 
 @dataclass
 class Harness:
-    daemon: Daemon
+    daemon: MainLoop[DaemonService]
+    operator: OperatorUsecase
     charon: CharonStub
     clock: FakeClock
     publisher: Broadcast
@@ -99,12 +102,12 @@ class Harness:
         return self.daemon.submit(work).result(timeout=timeout)
 
     def phase(self, conn: str) -> str:
-        return str(self.on_loop(lambda: self.daemon.manager.status(conn)[0].phase))
+        return str(self.on_loop(lambda: self.daemon.service.manager.status(conn)[0].phase))
 
     def bring_up(self, conn: str, gateway: str | None = None, ike_id: int = 7) -> None:
         """Have charon report the tunnel up on `gateway` (the one being tried by default)."""
         gw = gateway or str(
-            self.on_loop(lambda: self.daemon.manager.status(conn)[0].target_gateway)
+            self.on_loop(lambda: self.daemon.service.manager.status(conn)[0].target_gateway)
         )
         sa = ob.IkeSaInfo(name=clone_name(conn, gw), unique_id=ike_id, state="ESTABLISHED")
         child = ob.ChildSaInfo("net", ike_id * 10, "INSTALLED")
@@ -140,7 +143,7 @@ def make_harness(config: DesiredConfig | None = None) -> Harness:
         return current
 
     manager = FailoverManager(charon, clock, publisher, store)
-    daemon = Daemon(
+    service = DaemonService(
         DaemonOptions(Path("/etc/swanctl/swanctl.conf")),
         charon,
         lambda post: NullListener(),
@@ -149,7 +152,9 @@ def make_harness(config: DesiredConfig | None = None) -> Harness:
         publisher,
         manager,
     )
-    return Harness(daemon, charon, clock, publisher, store, configs)
+    daemon = MainLoop(service, clock.monotonic)
+    operator = OperatorUsecase(daemon, service, store)
+    return Harness(daemon, operator, charon, clock, publisher, store, configs)
 
 
 @contextmanager

@@ -49,10 +49,10 @@ def test_a_newer_charon_works_with_the_newest_dialect_and_a_warning(
 def test_with_alerts_the_log_line_no_longer_moves_the_tunnel(tmp_path: Path) -> None:
     with daemon_on(tmp_path, "6.1.0", alerts=True) as r:
         uid, sa = r.clone_sa(GW1)
-        processed = r.daemon.events.processed
+        processed = r.daemon.service.events.processed
         r.fake.emit_log(RETRANSMIT, ike_name=f"home@{GW1}", ike_id=uid)
         r.fake.emit("ike-update", cm.ike_updown(f"home@{GW1}", sa, up=True))  # a marker
-        assert r.wait(lambda: r.daemon.events.processed > processed)
+        assert r.wait(lambda: r.daemon.service.events.processed > processed)
         assert r.status()["active_gateway"] == GW1  # the line was dropped unread
         r.fake.emit("alert", cm.alert("retransmit-send", f"home@{GW1}", sa))
         assert r.wait(lambda: r.status()["active_gateway"] == GW2), r.status()
@@ -72,8 +72,8 @@ def test_the_release_read_at_connect_is_kept_for_status(tmp_path: Path) -> None:
     from extsock_py.domain.observations import CharonRelease
 
     with daemon_on(tmp_path, "6.1.0", alerts=True) as r:
-        assert r.wait(lambda: r.daemon.charon_release is not None)
-        assert r.daemon.charon_release == CharonRelease("6.1.0", "strongSwan 6.0.3", True)
+        assert r.wait(lambda: r.daemon.service.charon_release is not None)
+        assert r.daemon.service.charon_release == CharonRelease("6.1.0", "strongSwan 6.0.3", True)
     head = status_table(
         {
             "charon_reachable": True,
@@ -100,9 +100,9 @@ def test_with_alerts_a_late_answer_to_a_connect_is_slow_not_dead(tmp_path: Path)
         assert r.wait(lambda: any(n == f"home@{GW1}" for n, _ in list(fake.sas.values())))
         uid, sa = r.clone_sa(GW1)
         assert r.wait(lambda: r.status()["phase"] == "connecting")
-        processed = r.daemon.events.processed
+        processed = r.daemon.service.events.processed
         fake.emit("alert", cm.alert("retransmit-send", f"home@{GW1}", sa))
-        assert r.wait(lambda: r.daemon.events.processed > processed)
+        assert r.wait(lambda: r.daemon.service.events.processed > processed)
         status = r.status()
         assert (status["phase"], status["target_gateway"]) == ("connecting", GW1)
         # the gateway answers late, within connect_timeout (2 s)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from extsock_py import daemon as daemon_module
+from extsock_py import mainloop as daemon_module
 from tests.unit.test_control_support import running_daemon
 
 

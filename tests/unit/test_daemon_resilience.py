@@ -24,11 +24,12 @@ from extsock_py.adapters.config_reader import read_desired_config
 from extsock_py.adapters.vici.commands import ViciCharon
 from extsock_py.adapters.vici.dialects import choose
 from extsock_py.adapters.vici.listener import ViciEventListener
-from extsock_py.daemon import Daemon, DaemonOptions, Listener
 from extsock_py.domain import observations as ob
 from extsock_py.domain.errors import CharonUnreachable
+from extsock_py.domain.reports import ConnectionStatus
+from extsock_py.mainloop import MainLoop
+from extsock_py.usecases.daemon_service import DaemonOptions, DaemonService, Listener
 from extsock_py.usecases.failover_manager import FailoverManager
-from extsock_py.usecases.status import ConnectionStatus
 from tests.fakes import charon_messages as cm
 from tests.fakes.fake_charon import FakeCharon
 from tests.fakes.ports import MemoryStateStore, RecordingPublisher
@@ -67,7 +68,7 @@ extsock {
 @dataclass
 class Running:
     fake: FakeCharon
-    daemon: Daemon
+    daemon: MainLoop[DaemonService]
     publisher: RecordingPublisher
     store: MemoryStateStore
     conf: Path
@@ -77,7 +78,9 @@ class Running:
         return self.daemon.submit(work).result(5.0)
 
     def status(self) -> dict[str, Any]:
-        rows: list[ConnectionStatus] = self.on_loop(lambda: self.daemon.manager.status("home"))
+        rows: list[ConnectionStatus] = self.on_loop(
+            lambda: self.daemon.service.manager.status("home")
+        )
         return rows[0].fields()
 
     def wait(self, predicate: Any, timeout: float = 5.0) -> bool:
@@ -118,9 +121,10 @@ def _start(
     def make_listener(deliver: Any) -> Listener:
         return ViciEventListener(deliver, fake.uri, dialects=choose)
 
-    daemon = Daemon(
+    service = DaemonService(
         DaemonOptions(conf), charon, make_listener, read_desired_config, clock, publisher, manager
     )
+    daemon = MainLoop(service, clock.monotonic)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -170,10 +174,10 @@ def test_malformed_event_is_logged_and_skipped(
     running: Running, caplog: pytest.LogCaptureFixture, name: bytes, payload: bytes
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    skipped = running.daemon.events.skipped
+    skipped = running.daemon.service.events.skipped
     registered = "ike-updown" if name == b"\xff\xfe" else name.decode()
     assert running.fake.emit_raw(name, payload, registered_as=registered) == 1
-    assert running.wait(lambda: running.daemon.events.skipped > skipped), caplog.text
+    assert running.wait(lambda: running.daemon.service.events.skipped > skipped), caplog.text
     assert "skipped" in caplog.text
     assert _alive(running)
     _failover_still_works(running)
@@ -189,9 +193,9 @@ def test_malformed_event_is_logged_and_skipped(
     ],
 )
 def test_undecodable_updown_is_skipped(running: Running, message: dict[str, Any]) -> None:
-    skipped = running.daemon.events.skipped
+    skipped = running.daemon.service.events.skipped
     running.fake.emit("ike-updown", message)
-    assert running.wait(lambda: running.daemon.events.skipped > skipped)
+    assert running.wait(lambda: running.daemon.service.events.skipped > skipped)
     assert running.status()["phase"] == "up"
     _failover_still_works(running)
 
@@ -199,13 +203,13 @@ def test_undecodable_updown_is_skipped(running: Running, message: dict[str, Any]
 @pytest.mark.parametrize("conn", ["stranger", "plain", "stranger@10.99.1.2", "home@192.0.2.77"])
 def test_event_for_an_unknown_connection_changes_nothing(running: Running, conn: str) -> None:
     before = running.status()
-    processed = running.daemon.events.processed
+    processed = running.daemon.service.events.processed
     sa = cm.ike_sa(99, "ESTABLISHED", remote_host="192.0.2.77")
     running.fake.emit("ike-updown", cm.ike_updown(conn, sa, up=False))
     running.fake.emit_log("retransmit 1 of request with message ID 2", ike_name=conn, ike_id=99)
     # a log line of a name that is no clone is dropped before the loop: it is not processed
     expected = processed + (2 if "@" in conn else 1)
-    assert running.wait(lambda: running.daemon.events.processed >= expected)
+    assert running.wait(lambda: running.daemon.service.events.processed >= expected)
     after = running.status()
     assert after["phase"] == "up" and after["active_gateway"] == before["active_gateway"]
     assert after["failures_total"] == before["failures_total"]
@@ -218,14 +222,14 @@ BOOM = "retransmit 7 of request with message ID 9"  # a line that reaches the ha
 def test_a_handler_that_raises_is_logged_and_skipped(
     running: Running, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = running.daemon.events.observe
+    original = running.daemon.service.events.observe
 
     def explode(obs: ob.Observation) -> None:
         if isinstance(obs, ob.IkeSignal) and obs.detail == BOOM:
             raise RuntimeError("handler bug")
         original(obs)
 
-    monkeypatch.setattr(running.daemon.events, "observe", explode)
+    monkeypatch.setattr(running.daemon.service.events, "observe", explode)
     running.fake.emit_log(BOOM, ike_name=f"home@{GW1}", ike_id=1)
     assert running.wait(lambda: "handler bug" in caplog.text), caplog.text
     assert "skipped an event that could not be handled" in caplog.text
@@ -247,7 +251,7 @@ def _failover_still_works(r: Running) -> None:
 def test_charon_restart_reloads_and_brings_the_tunnel_back(running: Running) -> None:
     loads = len(running.fake.commands("load-shared"))
     running.fake.stop()
-    assert running.wait(lambda: not running.daemon.charon_reachable)
+    assert running.wait(lambda: not running.daemon.service.charon_reachable)
     assert "charon-lost" in running.publisher.kinds()
     running.fake.conns.clear()
     running.fake.sas.clear()
@@ -255,7 +259,7 @@ def test_charon_restart_reloads_and_brings_the_tunnel_back(running: Running) -> 
     assert running.wait(lambda: "charon-back" in running.publisher.kinds())
     assert running.wait(lambda: f"home@{GW1}" in running.fake.conns)
     assert running.wait(lambda: running.status()["phase"] == "up"), running.status()
-    assert running.daemon.charon_reachable
+    assert running.daemon.service.charon_reachable
     assert len(running.fake.commands("load-shared")) > loads  # secrets loaded again
     assert set(running.fake.conns) == {"plain", f"home@{GW1}"}
 
@@ -268,12 +272,12 @@ def test_command_session_breaking_alone_reconnects_and_adopts(running: Running) 
         commanders = [c for c in running.fake._clients if not c.events]
     assert len(commanders) == 1
     commanders[0].close()
-    future = running.daemon.submit(lambda: running.daemon.charon.list_sas())
+    future = running.daemon.submit(lambda: running.daemon.service.charon.list_sas())
     with pytest.raises(CharonUnreachable):
         future.result(5.0)
     # the future fails before the loop marks charon lost: wait for the way back, not the flag
     assert running.wait(lambda: "charon-back" in running.publisher.kinds()), "no reconnect"
-    assert running.wait(lambda: running.daemon.charon_reachable), "no reconnect"
+    assert running.wait(lambda: running.daemon.service.charon_reachable), "no reconnect"
     assert _alive(running)
     assert running.status()["phase"] == "up"
     assert len(running.fake.commands("initiate")) == initiates  # adopted, not re-initiated
@@ -283,7 +287,7 @@ def test_command_session_breaking_alone_reconnects_and_adopts(running: Running) 
 
 def test_reload_while_charon_is_away_is_applied_when_it_is_back(running: Running) -> None:
     running.fake.stop()
-    assert running.wait(lambda: not running.daemon.charon_reachable)
+    assert running.wait(lambda: not running.daemon.service.charon_reachable)
     running.conf.write_text(CONF.replace("    plain {", "    other {"))
     running.daemon.request_reload()
     assert running.wait(lambda: any(k == "charon-lost" for k in running.publisher.kinds()))
@@ -314,11 +318,11 @@ def test_daemon_start_restores_hold_and_failures(tmp_path: Path) -> None:
 def test_daemon_started_before_charon_waits_for_it(tmp_path: Path) -> None:
     r = _start(tmp_path, charon_first=False)
     try:
-        assert not r.daemon.charon_reachable
+        assert not r.daemon.service.charon_reachable
         assert "charon-lost" in r.publisher.kinds()
         assert _alive(r)
         r.fake.start()
-        assert r.wait(lambda: r.daemon.charon_reachable), "never reached charon"
+        assert r.wait(lambda: r.daemon.service.charon_reachable), "never reached charon"
         assert r.wait(lambda: r.status()["phase"] == "up"), r.status()
         assert set(r.fake.conns) == {"plain", f"home@{GW1}"}
     finally:
@@ -352,7 +356,7 @@ def _as_written_up(fake: FakeCharon) -> int:
 
 def test_charon_restart_then_swanctl_load_all_leaves_one_tunnel(running: Running) -> None:
     running.fake.stop()
-    assert running.wait(lambda: not running.daemon.charon_reachable)
+    assert running.wait(lambda: not running.daemon.service.charon_reachable)
     running.fake.conns.clear()
     running.fake.sas.clear()
     running.fake.start()

@@ -12,8 +12,8 @@ from extsock_py.domain.errors import CharonError, CharonUnreachable
 from extsock_py.domain.failover import Phase
 from extsock_py.domain.policy import FailbackPolicy, FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
+from extsock_py.domain.reports import ConnectionStatus
 from extsock_py.usecases.failover_manager import FailoverManager
-from extsock_py.usecases.status import ConnectionStatus
 from tests.fakes.ports import FakeCharonPort, FakeClock, MemoryStateStore, RecordingPublisher
 
 GW1, GW2, GW3 = "10.0.0.1", "10.0.0.2", "10.0.0.3"

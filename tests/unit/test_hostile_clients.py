@@ -70,7 +70,9 @@ def harness() -> Iterator[Harness]:
 def serve(harness: Harness, path: Path, **options: Any) -> tuple[ControlServer, Identities, Clock]:
     ids, clock = Identities(), Clock()
     options.setdefault("access", lambda: ACCESS)
-    srv = ControlServer(harness.daemon, path, harness.store, peer_of=ids, clock=clock, **options)
+    srv = ControlServer(
+        harness.operator, harness.publisher, path, peer_of=ids, clock=clock, **options
+    )
     srv.start()
     return srv, ids, clock
 
@@ -94,7 +96,9 @@ def fail_home_over(harness: Harness) -> None:
     sa = ob.IkeSaInfo(name=clone_name("home", "10.0.0.1"), unique_id=7, state="DELETING")
     harness.daemon.post(ob.IkeUpdown(sa, False))
     wait_until(lambda: harness.phase("home") == "connecting")
-    target = harness.on_loop(lambda: harness.daemon.manager.status("home")[0].target_gateway)
+    target = harness.on_loop(
+        lambda: harness.daemon.service.manager.status("home")[0].target_gateway
+    )
     assert target == "10.0.0.2"
     harness.bring_up("home", "10.0.0.2", ike_id=8)
 
@@ -239,7 +243,9 @@ def test_the_kernel_says_who_the_peer_is(harness: Harness) -> None:
     """No injection: a real process running as `nobody` is only a reader."""
     with short_dir() as d:
         d.chmod(0o755)
-        srv = ControlServer(harness.daemon, d / "s", mode=0o666, access=lambda: ControlAccess())
+        srv = ControlServer(
+            harness.operator, harness.publisher, d / "s", mode=0o666, access=lambda: ControlAccess()
+        )
         srv.start()
         script = (
             "import json, socket, sys\n"
@@ -472,7 +478,7 @@ def test_an_idle_flood_on_metrics_costs_no_threads_and_scrapes_still_work(
     from extsock_py.adapters import metrics as m
     from tests.unit.test_metrics import get
 
-    with m.attach_metrics(harness.daemon, "127.0.0.1:0") as server:
+    with m.attach_metrics(harness.operator, harness.publisher, "127.0.0.1:0") as server:
         baseline = threading.active_count()
         idle = []
         try:
@@ -494,7 +500,7 @@ def test_metrics_clients_that_leave_mid_answer_leave_no_traceback(
     from tests.unit.test_metrics import get
 
     caplog.set_level(logging.DEBUG, logger="extsock")
-    with m.attach_metrics(harness.daemon, "127.0.0.1:0") as server:
+    with m.attach_metrics(harness.operator, harness.publisher, "127.0.0.1:0") as server:
         for _ in range(50):
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
             sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -516,7 +522,7 @@ def test_a_metrics_client_that_sends_nothing_is_closed(
     from extsock_py.adapters import metrics as m
 
     monkeypatch.setattr(m, "HEADER_TIMEOUT", 0.2)
-    with m.attach_metrics(harness.daemon, "127.0.0.1:0") as server:
+    with m.attach_metrics(harness.operator, harness.publisher, "127.0.0.1:0") as server:
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         assert sock.recv(10) == b""  # closed by the server after HEADER_TIMEOUT
         sock.close()

@@ -14,7 +14,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from extsock_py.adapters.metrics import MetricsServer, attach_metrics, parse_address
 from extsock_py.domain.notices import NoticeKind
-from extsock_py.usecases.operator import OperatorUsecase
 from tests.unit.test_control_support import HOME, SECRET, Harness, make_harness, running_daemon
 
 
@@ -26,7 +25,7 @@ def harness() -> Iterator[Harness]:
 
 @pytest.fixture
 def metrics(harness: Harness) -> Iterator[MetricsServer]:
-    server = attach_metrics(harness.daemon, "127.0.0.1:0")
+    server = attach_metrics(harness.operator, harness.publisher, "127.0.0.1:0")
     server.start()
     yield server
     server.close()
@@ -76,7 +75,7 @@ def test_failovers_are_counted_by_reason_with_their_durations(
     harness: Harness, metrics: MetricsServer
 ) -> None:
     harness.bring_up("home")
-    OperatorUsecase(harness.daemon).switch("home", HOME[1])
+    harness.operator.switch("home", HOME[1])
     harness.bring_up("home", HOME[1], ike_id=12)
     fields = {"connection": "office", "gateway": "b", "from_gateway": "a"}
     harness.publish(NoticeKind.FAILOVER, {**fields, "reason": "retransmit", "duration": 2.5})
@@ -122,7 +121,7 @@ def test_the_registry_is_our_own(metrics: MetricsServer) -> None:
 
 
 def test_two_servers_do_not_collide(harness: Harness, metrics: MetricsServer) -> None:
-    with attach_metrics(harness.daemon, "127.0.0.1:0") as other:
+    with attach_metrics(harness.operator, harness.publisher, "127.0.0.1:0") as other:
         assert value(get(other, "/metrics")[2], "extsock_up") == 1.0
 
 
@@ -146,14 +145,14 @@ def test_health_is_200_while_connections_are_up_or_waiting(
         "reasons": [],
     }
     harness.bring_up("home")
-    op = OperatorUsecase(harness.daemon)
+    op = harness.operator
     op.hold("office")
     assert health(metrics)[0] == 200
 
 
 def test_health_is_503_with_the_reasons(harness: Harness, metrics: MetricsServer) -> None:
-    OperatorUsecase(harness.daemon).terminate("office")
-    harness.on_loop(lambda: setattr(harness.daemon, "charon_reachable", False))
+    harness.operator.terminate("office")
+    harness.on_loop(lambda: setattr(harness.daemon.service, "charon_reachable", False))
     code, verdict = health(metrics)
     assert code == 503
     assert verdict["healthy"] is False
@@ -162,7 +161,7 @@ def test_health_is_503_with_the_reasons(harness: Harness, metrics: MetricsServer
 
 def test_health_is_503_when_the_main_loop_does_not_answer() -> None:
     harness = make_harness()  # never started
-    server = MetricsServer(harness.daemon, "127.0.0.1:0", timeout=0.05)
+    server = MetricsServer(harness.operator, harness.publisher, "127.0.0.1:0", timeout=0.05)
     with server:
         code, verdict = health(server)
         assert code == 503
@@ -200,7 +199,7 @@ def test_parse_address_refuses(address: str) -> None:
 
 def test_an_address_in_use_is_a_clear_error(harness: Harness, metrics: MetricsServer) -> None:
     with pytest.raises(OSError, match=r"cannot listen for metrics on 127\.0\.0\.1"):
-        attach_metrics(harness.daemon, f"127.0.0.1:{metrics.port}").start()
+        attach_metrics(harness.operator, harness.publisher, f"127.0.0.1:{metrics.port}").start()
 
 
 def test_outage_is_a_metric_and_an_event_field_when_known(

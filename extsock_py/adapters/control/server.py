@@ -33,18 +33,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from extsock_py.adapters.control import protocol as p
 from extsock_py.adapters.control.pushed import profile_from_request
 from extsock_py.domain.access import ControlAccess, Peer, Role, role_needed
 from extsock_py.domain.errors import ExtsockError
-from extsock_py.interfaces.ports import StateStore, Subscribable, Unsubscribe
-from extsock_py.usecases.config_usecase import ReloadReport
-from extsock_py.usecases.operator import DEFAULT_TIMEOUT, OperatorUsecase
-
-if TYPE_CHECKING:
-    from extsock_py.daemon import Daemon
+from extsock_py.domain.reports import ReloadReport
+from extsock_py.interfaces.operator import OperatorPort
+from extsock_py.interfaces.ports import Subscribable, Unsubscribe
 
 log = logging.getLogger("extsock.control")
 
@@ -387,9 +384,9 @@ class ControlServer:
 
     def __init__(
         self,
-        daemon: Daemon,
+        operator: OperatorPort,
+        publisher: object,
         path: str | Path,
-        store: StateStore | None = None,
         mode: int = 0o660,
         owner: str | int | None = None,
         group: str | int | None = None,
@@ -397,7 +394,6 @@ class ControlServer:
         max_clients: int = p.MAX_CLIENTS,
         max_request: int = p.MAX_REQUEST,
         event_queue: int = p.EVENT_QUEUE,
-        timeout: float = DEFAULT_TIMEOUT,
         max_per_uid: int = p.MAX_CLIENTS_PER_UID,
         reserved_for_root: int = p.RESERVED_FOR_ROOT,
         idle_timeout: float = p.IDLE_TIMEOUT,
@@ -409,11 +405,10 @@ class ControlServer:
         log_burst: int = 5,
         log_window: float = 60.0,
     ) -> None:
-        publisher = daemon.publisher
         if not isinstance(publisher, Subscribable):
             raise TypeError("the daemon's publisher must offer subscribe() (a Broadcast)")
         self.publisher: Subscribable = publisher
-        self.operator = OperatorUsecase(daemon, store, timeout)
+        self.operator = operator
         self.path = Path(path)
         self.mode = mode
         self._uid = _uid_of(owner)
@@ -429,7 +424,7 @@ class ControlServer:
         self.clock = clock
         self.log_burst = log_burst
         self.log_window = log_window
-        self._access = access if access is not None else (lambda: _access_of(daemon))
+        self._access = access if access is not None else operator.control_access
         self._peer_of = peer_of
         self._own_uid = os.geteuid()
         self._refusals = _LogBudget(1, log_window, clock)
@@ -688,18 +683,14 @@ def _reload_fields(report: ReloadReport) -> dict[str, Any]:
     }
 
 
-def _access_of(daemon: Daemon) -> ControlAccess:
-    current = daemon.config.current
-    return current.control if current is not None else ControlAccess()
-
-
 def attach_control(
-    daemon: Daemon,
+    operator: OperatorPort,
+    publisher: object,
     path: str | Path = p.DEFAULT_SOCKET,
-    store: StateStore | None = None,
     mode: int = 0o660,
     owner: str | int | None = None,
     group: str | int | None = None,
 ) -> ControlServer:
-    """A control server for `daemon` on `path`; call start() (and close() at the end)."""
-    return ControlServer(daemon, path, store, mode, owner, group)
+    """A control server for the daemon behind `operator` on `path`, streaming what
+    `publisher` publishes to subscribers; call start() (and close() at the end)."""
+    return ControlServer(operator, publisher, path, mode, owner, group)

@@ -1,31 +1,26 @@
-"""The daemon's main loop: one thread owns every decision; others only post work to it.
+"""The daemon as an application service: the config applied and reloaded, charon lost and
+back, the takeover and reconcile schedules, and the connections pushed by applications.
 
-The event listener thread posts charon's observations, the control socket posts
-operator requests (as callables with a future), and signal handlers only set flags
-(ExaBGP's rule): the loop acts on all of them between iterations, then delivers due
-deadlines to the failover manager.
+The main loop (`extsock_py/mainloop.py`) drives it; every method runs on the loop's thread.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import signal
-import threading
-from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from extsock_py.domain import events as ev
 from extsock_py.domain import observations as ob
 from extsock_py.domain.config import DesiredConfig
 from extsock_py.domain.errors import CharonError, CharonUnreachable, ConfigError
 from extsock_py.domain.notices import NoticeKind
+from extsock_py.domain.policy import FailoverPolicy
+from extsock_py.domain.reports import ReloadReport
 from extsock_py.interfaces.ports import Clock, EventPublisher, SyncedCharon
-from extsock_py.usecases.config_usecase import ConfigUsecase, ReloadReport
+from extsock_py.usecases.config_usecase import ConfigUsecase
 from extsock_py.usecases.event_usecase import EventUsecase
 from extsock_py.usecases.failover_manager import FailoverManager
 from extsock_py.usecases.resync import reconcile, resync
@@ -33,13 +28,10 @@ from extsock_py.usecases.takeover import Takeover
 
 log = logging.getLogger("extsock.daemon")
 
-T = TypeVar("T")
-_BATCH = 1000  # items handled per loop iteration at most
-_POLL = 0.2  # longest sleep of the loop: bounds how late a signal flag is seen
 _RECONNECT_FIRST = 0.05  # first pause before the command session is opened again
 _RECONNECT_MAX = 1.0  # longest pause between attempts while charon is away
 _RECONCILE_EVERY = 30.0  # seconds between checks that tunnels believed up are in charon
-_WAKE = object()  # put in the inbox to wake the loop at once (it then sees the stop flag)
+_RECONNECT_FLOOR = 0.01  # the loop sleeps at least this long while it waits for charon
 
 
 class ManagedCharon(SyncedCharon, Protocol):
@@ -62,8 +54,56 @@ class DaemonOptions:
     down_on_exit: bool = False
 
 
-class Daemon:
-    """Wires the usecases to charon and runs them until asked to stop."""
+@dataclass
+class PushedConnection:
+    body: Mapping[str, Any]
+    policy: FailoverPolicy
+
+
+class PushedConnections:
+    """The connections pushed over the control socket, merged into each config read.
+
+    The config usecase forgets every managed connection a new config lacks; so that a
+    reload (or charon coming back) keeps the pushed ones, every config the service reads
+    goes through `on_read`, and the current config is amended on each change.
+    """
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, PushedConnection] = {}
+        self._file: DesiredConfig | None = None  # the config file as last read
+
+    def on_read(self, desired: DesiredConfig) -> DesiredConfig:
+        self._file = desired
+        return self.merge(desired)
+
+    def file_connections(self) -> Mapping[str, Mapping[str, Any]]:
+        return self._file.connections if self._file is not None else {}
+
+    def names(self) -> set[str]:
+        return set(self.pushed)
+
+    def merge(self, desired: DesiredConfig) -> DesiredConfig:
+        for name in [n for n in self.pushed if n in desired.connections]:
+            log.warning(
+                "%s: now defined in %s; the pushed connection is dropped", name, desired.source
+            )
+            del self.pushed[name]
+        if not self.pushed:
+            return desired
+        connections = dict(desired.connections)
+        policies = dict(desired.policies)
+        for name, pushed in self.pushed.items():
+            connections[name] = pushed.body
+            policies[name] = pushed.policy
+        return replace(desired, connections=connections, policies=policies)
+
+    def current(self) -> DesiredConfig | None:
+        """The file's config plus the pushed connections (None before the first read)."""
+        return self.merge(self._file) if self._file is not None else None
+
+
+class DaemonService:
+    """Wires the usecases to charon; the main loop runs it until asked to stop."""
 
     def __init__(
         self,
@@ -85,72 +125,33 @@ class Daemon:
             manager.is_managed, manager.handle, publisher, connections=manager, sas=manager.sas
         )
         self.takeover = Takeover(charon, manager, clock)
+        self.pushed = PushedConnections()
         self._read_config = read_config
         self._make_listener = make_listener
-        self._inbox: queue.Queue[Any] = queue.Queue()
-        self._stop = threading.Event()
-        self._reload = threading.Event()
         self.charon_reachable = False
         self.charon_release: ob.CharonRelease | None = None  # as the event session last read it
         self._listener: Listener | None = None
+        self._desired: DesiredConfig | None = None  # read by open(), applied by start()
         self._reconnect_at: float | None = None  # when to open the command session again
         self._reconnect_pause = _RECONNECT_FIRST
         self._restore_pending = False  # the persisted state waits for charon's first answer
         self._reconcile_at = clock.monotonic() + _RECONCILE_EVERY
-        self.ready = threading.Event()
-        self.on_ready: list[Callable[[], None]] = []
-        self.on_iteration: list[Callable[[], None]] = []
-        self.wakers: list[Callable[[], float | None]] = []  # more deadlines the loop wakes for
-        self.on_reload: list[Callable[[bool], None]] = []  # False before, True after
-        self.on_stopping: list[Callable[[], None]] = []
-        # Applied to every config read (start, reload): e.g. connections pushed by clients.
-        self.config_overlays: list[Callable[[DesiredConfig], DesiredConfig]] = []
-
-    # --- what other threads may call ------------------------------------------------------
-
-    def submit(self, work: Callable[[], T]) -> Future[T]:
-        """Run `work` on the main loop; the future holds its result or exception."""
-        future: Future[T] = Future()
-        self._inbox.put((work, future))
-        return future
-
-    def post(self, observation: ob.Observation) -> None:
-        if self.events.wants(observation):
-            self._inbox.put(observation)
-
-    def request_stop(self) -> None:
-        """Stop the loop (from another thread): it wakes at once rather than at its next poll.
-        Signal handlers only set the flag: a queue's lock is no place for them."""
-        self._stop.set()
-        self._inbox.put(_WAKE)
-
-    def request_reload(self) -> None:
-        self._reload.set()
 
     def read_config(self) -> DesiredConfig:
-        """The config file, with every overlay applied; raises ConfigError."""
-        desired = self._read_config(self.options.config_file)
-        for overlay in self.config_overlays:
-            desired = overlay(desired)
-        return desired
+        """The config file, with the pushed connections; raises ConfigError."""
+        return self.pushed.on_read(self._read_config(self.options.config_file))
 
-    def install_signal_handlers(self) -> None:
-        def on_stop(signum: int, frame: FrameType | None) -> None:
-            self._stop.set()
+    def refresh_current(self) -> None:
+        """After a pushed connection changed: the current config is the file's plus them."""
+        current = self.pushed.current()
+        if current is not None:
+            self.config.current = current
 
-        def on_hup(signum: int, frame: FrameType | None) -> None:
-            self._reload.set()
+    # --- what the main loop calls -----------------------------------------------------------
 
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        signal.signal(signal.SIGHUP, on_hup)
-
-    # --- the loop -------------------------------------------------------------------------
-
-    def run(self) -> None:
-        """Read the config (a ConfigError stops here, before charon is touched), then loop."""
+    def open(self, post: Callable[[object], None]) -> None:
         desired = self.read_config()
-        listener = self._make_listener(self.post)
+        listener = self._make_listener(post)
         self._listener = listener
         try:
             self.charon.connect()
@@ -164,110 +165,48 @@ class Daemon:
         listener.start()
         if self.charon_reachable and not listener.wait_ready(5.0):
             log.warning("the event stream is not subscribed yet; going on")
-        try:
-            if self.charon_reachable:
-                self._bring_up(desired, restore=True)
-            self.ready.set()
-            for callback in self.on_ready:
-                callback()
-            while not self._stop.is_set():
-                self._iterate()
-        finally:
-            self._shutdown(listener)
+        self._desired = desired
 
-    def _bring_up(self, desired: DesiredConfig, restore: bool = False) -> None:
-        report = self.config.apply(desired, start=False)
-        if restore:  # extsock (re)started: what the last run persisted comes back first
-            restored = self.manager.restore_persisted(report.managed)
-            if restored:
-                log.info("restored the persisted state of %s", ", ".join(restored))
-        outcome = resync(self.charon, self.manager, report.managed)
-        for sa in outcome.adopted_sas.values():  # operators see charon's state at once
-            self.events.track(sa)
-        log.info(
-            "loaded %d managed and %d plain connections from %s; adopted %d, started %d",
-            len(report.managed),
-            len(report.plain),
-            desired.source,
-            len(outcome.adopted),
-            len(outcome.started),
-        )
-        self.takeover.scan(report.managed)
+    def start(self) -> None:
+        if self.charon_reachable and self._desired is not None:
+            self._bring_up(self._desired, restore=True)
+        self._desired = None
 
-    def _iterate(self) -> None:
-        if self._reload.is_set():
-            self._reload.clear()
-            for notify in self.on_reload:
-                notify(False)
-            self._guarded(self._reload_quietly)
-            for notify in self.on_reload:
-                notify(True)
+    def wants(self, item: Any) -> bool:
+        return self.events.wants(item)
+
+    def before_wait(self) -> None:
         if not self.charon_reachable:
-            self._guarded(self._try_reconnect)
-        timeout = _POLL
-        now = self.clock.monotonic()
+            self._try_reconnect()
+
+    def next_wake(self) -> float | None:
         if self.charon_reachable:
-            wakes = [
-                self.manager.next_wake(),
-                self.takeover.next_wake(),
-                *(waker() for waker in self.wakers),
+            due = [
+                t for t in (self.manager.next_wake(), self.takeover.next_wake()) if t is not None
             ]
-            due = [t for t in wakes if t is not None]
-            if due:
-                timeout = min(_POLL, max(0.0, min(due) - now))
-        elif self._reconnect_at is not None:
-            timeout = min(_POLL, max(0.01, self._reconnect_at - now))
-        try:
-            item = self._inbox.get(timeout=timeout)
-        except queue.Empty:
-            item = None
-        budget = _BATCH  # bound the work per iteration so deadlines and flags stay timely
-        while item is not None:
-            if item is not _WAKE:
-                self._guarded(self._dispatch, item)
-            budget -= 1
-            if budget == 0:  # checked before taking the next item, which would be lost
-                break
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                item = None
-        if self.charon_reachable:  # deadlines wait while charon is away: no command could run
-            self._guarded(self.manager.tick)
-            self._guarded(self.takeover.tick)
-            if now >= self._reconcile_at:
-                self._reconcile_at = now + _RECONCILE_EVERY
-                self._guarded(reconcile, self.charon, self.manager, self.events.sync)
-                # e.g. `swanctl --load-all` of a connection that starts nothing by itself
-                self._guarded(self.takeover.scan, self.manager.names())
-        for callback in self.on_iteration:
-            callback()
+            return min(due) if due else None
+        if self._reconnect_at is not None:
+            return max(self._reconnect_at, self.clock.monotonic() + _RECONNECT_FLOOR)
+        return None
 
-    def _guarded(self, work: Callable[..., object], *args: Any) -> None:
-        try:
-            work(*args)
-        except CharonUnreachable as exc:
-            self._charon_lost(str(exc))
-        except Exception:
-            log.exception("unexpected error; the daemon keeps running")
+    def due_work(self) -> list[Callable[[], object]]:
+        """What is due after the inbox, each guarded on its own by the loop. Deadlines wait
+        while charon is away: no command could run."""
+        if not self.charon_reachable:
+            return []
+        work: list[Callable[[], object]] = [self.manager.tick, self.takeover.tick]
+        now = self.clock.monotonic()
+        if now >= self._reconcile_at:
+            self._reconcile_at = now + _RECONCILE_EVERY
+            work.append(lambda: reconcile(self.charon, self.manager, self.events.sync))
+            # e.g. `swanctl --load-all` of a connection that starts nothing by itself
+            work.append(lambda: self.takeover.scan(self.manager.names()))
+        return work
 
-    def _reload_quietly(self) -> None:
-        self.reload()
-
-    def _dispatch(self, item: Any) -> None:
-        if isinstance(item, tuple):
-            work, future = item
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(work())
-                except BaseException as exc:
-                    future.set_exception(exc)
-                    if isinstance(exc, CharonUnreachable):
-                        raise
-            return
+    def handle(self, item: object) -> None:
         match item:
             case ob.CharonLost(reason):
-                self._charon_lost(reason)
+                self.charon_lost(reason)
             case ob.CharonBack():
                 if not self.charon_reachable:  # else the loop reconnected first: done already
                     self._charon_back()
@@ -290,9 +229,30 @@ class Daemon:
             self.events.skipped += 1
             log.exception("skipped an event that could not be handled: %.200r", item)
 
+    # --- bringing the config up -------------------------------------------------------------
+
+    def _bring_up(self, desired: DesiredConfig, restore: bool = False) -> None:
+        report = self.config.apply(desired, start=False)
+        if restore:  # extsock (re)started: what the last run persisted comes back first
+            restored = self.manager.restore_persisted(report.managed)
+            if restored:
+                log.info("restored the persisted state of %s", ", ".join(restored))
+        outcome = resync(self.charon, self.manager, report.managed)
+        for sa in outcome.adopted_sas.values():  # operators see charon's state at once
+            self.events.track(sa)
+        log.info(
+            "loaded %d managed and %d plain connections from %s; adopted %d, started %d",
+            len(report.managed),
+            len(report.plain),
+            desired.source,
+            len(outcome.adopted),
+            len(outcome.started),
+        )
+        self.takeover.scan(report.managed)
+
     # --- charon going and coming back -------------------------------------------------------
 
-    def _charon_lost(self, reason: str) -> None:
+    def charon_lost(self, reason: str) -> None:
         if self.charon_reachable:
             log.warning("charon unreachable: %s; waiting for it to come back", reason)
             self.publisher.publish(NoticeKind.CHARON_LOST, {"reason": reason})
@@ -360,16 +320,15 @@ class Daemon:
         self.publisher.publish(NoticeKind.RELOADED, {"managed": report.managed})
         return ReloadReport(applied=report)
 
-    def _shutdown(self, listener: Listener) -> None:
-        for callback in self.on_stopping:
-            callback()
+    def stop(self) -> None:
         if self.options.down_on_exit and self.charon_reachable:
             for name in self.manager.names():
                 try:
                     self.manager.handle(name, ev.Stop())
                 except CharonError as exc:
                     log.warning("%s: could not bring down: %s", name, exc)
-        listener.stop()
+        if self._listener is not None:
+            self._listener.stop()
         self.charon.close()
         log.info(
             "stopped%s",

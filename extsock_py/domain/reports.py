@@ -1,8 +1,9 @@
-"""One managed connection's status, as the manager knows it and as the operator shows it."""
+"""What the daemon reports to its operators: a connection's status (as the manager knows it
+and as the operator shows it), what a config apply or reload did."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -58,3 +59,37 @@ class ConnectionStatus:
         if self.last_phase is not None:
             out["last_phase"] = self.last_phase
         return out
+
+
+@dataclass
+class ApplyReport:
+    managed: list[str] = field(default_factory=list)
+    plain: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    credentials: int = 0
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # what charon refused, one line each
+
+
+@dataclass(frozen=True)
+class ReloadReport:
+    """What a reload did: refused (`error`: the running config is kept), deferred until
+    charon is back, or `applied` as the report says."""
+
+    error: str | None = None
+    deferred: bool = False
+    applied: ApplyReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class DaemonSnapshot:
+    """What the metrics read at a scrape: the manager's rows as they are, and counters."""
+
+    charon_reachable: bool
+    processed: int
+    skipped: int
+    connections: list[ConnectionStatus]

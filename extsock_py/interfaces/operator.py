@@ -1,0 +1,56 @@
+"""The operator port: what the control socket and the metrics endpoint may ask of the
+running daemon, and the main loop's work queue the operator usecase posts to.
+
+The composition root builds one operator usecase and hands it to both adapters as an
+`OperatorPort`; neither adapter knows the daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar
+
+from extsock_py.domain.access import ControlAccess
+from extsock_py.domain.profile import ConnectionProfile
+from extsock_py.domain.reports import DaemonSnapshot, ReloadReport
+
+T = TypeVar("T")
+
+
+class WorkQueue(Protocol):
+    """The main loop, as other threads see it: work posted here runs on the loop."""
+
+    def submit(self, work: Callable[[], T]) -> Future[T]: ...
+
+
+class OperatorPort(Protocol):
+    """Operator requests; safe to call from any thread. Refusals raise OperatorError."""
+
+    def status(self, conn: str | None = None, timeout: float | None = None) -> dict[str, Any]: ...
+
+    def history(
+        self, conn: str | None = None, since: float | None = None, limit: int = 100
+    ) -> dict[str, Any]: ...
+
+    def health(self, timeout: float | None = None) -> dict[str, Any]: ...
+
+    def snapshot(self, timeout: float | None = None) -> DaemonSnapshot: ...
+
+    def control_access(self) -> ControlAccess: ...
+
+    def switch(self, conn: str, to: str | None = None) -> dict[str, Any]: ...
+
+    def hold(self, conn: str) -> dict[str, Any]: ...
+
+    def release(self, conn: str) -> dict[str, Any]: ...
+
+    def terminate(self, conn: str) -> dict[str, Any]: ...
+
+    def retry(self, conn: str) -> dict[str, Any]: ...
+
+    def reload(self) -> ReloadReport: ...
+
+    def load(self, profile: ConnectionProfile) -> dict[str, Any]: ...
+
+    def unload(self, conn: str) -> dict[str, Any]: ...

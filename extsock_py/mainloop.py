@@ -1,0 +1,191 @@
+"""The daemon's main loop: one thread owns every decision; others only post work to it.
+
+The event listener thread posts charon's observations, the control socket posts
+operator requests (as callables with a future), and signal handlers only set flags
+(ExaBGP's rule): the loop acts on all of them between iterations, in bounded batches,
+then lets its service deliver due deadlines. What the daemon does lives in the service
+(`usecases/daemon_service.py`); this module knows it only through `LoopService`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from types import FrameType
+from typing import Any, Generic, Protocol, TypeVar
+
+from extsock_py.domain.errors import CharonUnreachable
+
+log = logging.getLogger("extsock.daemon")
+
+T = TypeVar("T")
+_BATCH = 1000  # items handled per loop iteration at most
+_POLL = 0.2  # longest sleep of the loop: bounds how late a signal flag is seen
+_WAKE = object()  # put in the inbox to wake the loop at once (it then sees the stop flag)
+
+
+class LoopService(Protocol):
+    """What the main loop drives. Every call runs on the loop's thread."""
+
+    def open(self, post: Callable[[object], None]) -> None:
+        """Read the config (a ConfigError stops the daemon here, before charon is touched),
+        reach charon, start the event listener, which delivers to `post`."""
+
+    def start(self) -> None:
+        """Bring the connections up (`stop` follows, whatever happens)."""
+
+    def wants(self, item: Any) -> bool:
+        """Whether an observation posted from another thread is worth the inbox."""
+
+    def handle(self, item: object) -> None:
+        """One observation from the inbox."""
+
+    def reload(self) -> object:
+        """The config file, read again (SIGHUP)."""
+
+    def before_wait(self) -> None:
+        """Each iteration before the loop sleeps (e.g. reconnect to charon when due)."""
+
+    def next_wake(self) -> float | None:
+        """The monotonic time of the service's next deadline (None: none)."""
+
+    def due_work(self) -> list[Callable[[], object]]:
+        """Each iteration after the inbox: the work now due (deadlines), each run and
+        guarded on its own."""
+
+    def charon_lost(self, reason: str) -> None:
+        """Some work raised CharonUnreachable."""
+
+    def stop(self) -> None:
+        """The loop ended: bring down what the options ask, close the sessions."""
+
+
+S = TypeVar("S", bound=LoopService)
+
+
+class MainLoop(Generic[S]):
+    """Runs `service` on one thread until asked to stop; safe to post to from any thread."""
+
+    def __init__(self, service: S, monotonic: Callable[[], float]) -> None:
+        self.service = service
+        self._monotonic = monotonic
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.ready = threading.Event()
+        self.on_ready: list[Callable[[], None]] = []
+        self.on_iteration: list[Callable[[], None]] = []
+        self.wakers: list[Callable[[], float | None]] = []  # more deadlines the loop wakes for
+        self.on_reload: list[Callable[[bool], None]] = []  # False before, True after
+        self.on_stopping: list[Callable[[], None]] = []
+
+    # --- what other threads may call ------------------------------------------------------
+
+    def submit(self, work: Callable[[], T]) -> Future[T]:
+        """Run `work` on the main loop; the future holds its result or exception."""
+        future: Future[T] = Future()
+        self._inbox.put((work, future))
+        return future
+
+    def post(self, item: object) -> None:
+        if self.service.wants(item):
+            self._inbox.put(item)
+
+    def request_stop(self) -> None:
+        """Stop the loop (from another thread): it wakes at once rather than at its next poll.
+        Signal handlers only set the flag: a queue's lock is no place for them."""
+        self._stop.set()
+        self._inbox.put(_WAKE)
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def install_signal_handlers(self) -> None:
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            self._stop.set()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self._reload.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Start the service (a ConfigError stops here, before charon is touched), then loop."""
+        self.service.open(self.post)
+        try:
+            self.service.start()
+            self.ready.set()
+            for callback in self.on_ready:
+                callback()
+            while not self._stop.is_set():
+                self._iterate()
+        finally:
+            self._shutdown()
+
+    def _iterate(self) -> None:
+        if self._reload.is_set():
+            self._reload.clear()
+            for notify in self.on_reload:
+                notify(False)
+            self._guarded(self.service.reload)
+            for notify in self.on_reload:
+                notify(True)
+        self._guarded(self.service.before_wait)
+        wakes = [self.service.next_wake(), *(waker() for waker in self.wakers)]
+        due = [t for t in wakes if t is not None]
+        timeout = _POLL
+        if due:
+            timeout = min(_POLL, max(0.0, min(due) - self._monotonic()))
+        try:
+            item = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            item = None
+        budget = _BATCH  # bound the work per iteration so deadlines and flags stay timely
+        while item is not None:
+            if item is not _WAKE:
+                self._guarded(self._dispatch, item)
+            budget -= 1
+            if budget == 0:  # checked before taking the next item, which would be lost
+                break
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                item = None
+        for work in self.service.due_work():
+            self._guarded(work)
+        for callback in self.on_iteration:
+            callback()
+
+    def _guarded(self, work: Callable[..., object], *args: Any) -> None:
+        try:
+            work(*args)
+        except CharonUnreachable as exc:
+            self.service.charon_lost(str(exc))
+        except Exception:
+            log.exception("unexpected error; the daemon keeps running")
+
+    def _dispatch(self, item: Any) -> None:
+        if isinstance(item, tuple):
+            work, future = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(work())
+                except BaseException as exc:
+                    future.set_exception(exc)
+                    if isinstance(exc, CharonUnreachable):
+                        raise
+            return
+        self.service.handle(item)
+
+    def _shutdown(self) -> None:
+        for callback in self.on_stopping:
+            callback()
+        self.service.stop()
