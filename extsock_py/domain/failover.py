@@ -24,25 +24,29 @@ Rules of this module (as h11's _state.py states its own):
   reload's new policy (PolicyChanged) and what the last run persisted (Restored) come in
   as events too, and ask for no action.
 
-Its sub-machines, and the fields of `ConnState` each one owns:
-- phase: `phase` (Phase below), the one every other part is read against.
-- attempt: `gateway`, `ike_id`, `deadline`, `attempts_on_gateway`, `failed_in_cycle`,
-  `cycles_failed`, `retransmits`, `failures_total`, and the outage being measured
-  (`outage_*`, from the first failure to the tunnel up again).
-- standby: `standby`, a make-before-break switch in flight (failback or operator).
-- failback: `probe`, `next_probe_at`, `healthy_since`: probes of the primary.
-- hold: `held`; the operator's hold, kept across charon restarts and extsock restarts.
-- redirect: `redirect`, `remote`, `retired`: a redirect being followed, where it led.
-The transitions are one handler per event type (`_HANDLERS`, at the end); each handler
-reads the phase and the sub-machine the event concerns.
+Its sub-machines, each one a small frozen record of `ConnState`:
+- phase: `ConnState.phase` (Phase below), the one every other part is read against.
+- attempt (`Attempt`): the gateway whose clone is used or tried, its IKE_SA, the
+  deadline of the phase (connect timeout, end of backoff), and the counts of the cycle
+  through the gateways.
+- outage (`Outage`, or None): the outage being measured, from the first failure to the
+  tunnel up again.
+- switch (`Switch`, or None): a make-before-break switch in flight (failback or
+  operator), a second clone being brought up next to the tunnel.
+- failback (`Failback`): probes of the primary and their schedule.
+- hold (`Kept`): the operator's hold and the count of failures, both kept across
+  charon restarts and extsock restarts.
+- redirect (`Redirects`): a redirect being followed, where redirects led the tunnel,
+  and the IKE_SAs they left behind.
+The transitions read as a table: `step` dispatches on the event type (`match`, checked
+exhaustive by mypy); each handler reads the phase and the sub-machine the event concerns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Never
 
 from extsock_py.domain import events as ev
 from extsock_py.domain.actions import (
@@ -62,16 +66,41 @@ from extsock_py.domain.policy import FailoverPolicy, backoff_delay
 
 class Phase(StrEnum):
     IDLE = "idle"  # loaded, not started
-    CONNECTING = "connecting"  # an attempt towards `gateway` is under way
-    UP = "up"  # tunnel installed through `gateway`
-    BACKOFF = "backoff"  # a whole cycle failed; waiting until `deadline`
+    CONNECTING = "connecting"  # an attempt towards `attempt.gateway` is under way
+    UP = "up"  # tunnel installed through `attempt.gateway`
+    BACKOFF = "backoff"  # a whole cycle failed; waiting until `attempt.deadline`
     DOWN = "down"  # down while held by the operator: no automatic action
     GAVE_UP = "gave-up"  # max_cycles failed in a row; waits for the operator or a reload
     STOPPED = "stopped"  # the operator brought it down
 
 
 @dataclass(frozen=True)
-class Standby:
+class Attempt:
+    """The current attempt (or tunnel) and the counts of the cycle through the gateways."""
+
+    gateway: str | None = None  # whose clone is used or tried
+    ike_id: int | None = None  # its IKE_SA, once charon named it
+    deadline: float | None = None  # CONNECTING: connect timeout; BACKOFF: end of the backoff
+    tries: int = 0  # failed attempts on `gateway` in this cycle
+    failed_in_cycle: int = 0  # gateways that failed in this cycle
+    cycles_failed: int = 0  # whole cycles failed in a row
+    retransmits: int = 0  # retransmits of the IKE_SA while up, since its last answer
+
+
+@dataclass(frozen=True)
+class Outage:
+    """An outage being measured: from the first failure to the tunnel up again."""
+
+    since: float
+    reason: str
+    from_gateway: str | None
+    # Seconds of silence before the failure was declared, when a detector knows them (the
+    # tunnel monitor's last answer or inbound packet): outage = that + detection to up.
+    lead: float | None = None
+
+
+@dataclass(frozen=True)
+class Switch:
     """A make-before-break switch in flight: a second clone being brought up."""
 
     gateway: str
@@ -79,6 +108,32 @@ class Standby:
     started: float
     deadline: float
     ike_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A failback probe in flight."""
+
+    gateway: str
+    deadline: float
+    ike_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Failback:
+    """Probes of the primary while up elsewhere: the one in flight and the next one."""
+
+    probe: Probe | None = None
+    next_probe_at: float | None = None
+    healthy_since: float | None = None  # the primary answered every probe since
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What outlives an attempt, a charon restart and an extsock restart."""
+
+    held: bool = False  # the operator's hold
+    failures_total: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,12 +148,12 @@ class Redirect:
 
 
 @dataclass(frozen=True)
-class Probe:
-    """A failback probe in flight."""
+class Redirects:
+    """What redirects did to the tunnel."""
 
-    gateway: str
-    deadline: float
-    ike_id: int | None = None
+    pending: Redirect | None = None  # one being followed
+    remote: str | None = None  # where a redirect took the tunnel (None: `attempt.gateway`)
+    retired: tuple[int, ...] = ()  # IKE_SAs a redirect left behind: their news is stale
 
 
 @dataclass(frozen=True)
@@ -107,33 +162,27 @@ class ConnState:
     gateways: tuple[str, ...]
     policy: FailoverPolicy
     phase: Phase = Phase.IDLE
-    gateway: str | None = None
-    ike_id: int | None = None
-    deadline: float | None = None
-    attempts_on_gateway: int = 0
-    failed_in_cycle: int = 0
-    cycles_failed: int = 0
-    retransmits: int = 0
-    failures_total: int = 0
-    held: bool = False
-    outage_since: float | None = None
-    outage_reason: str | None = None
-    outage_from: str | None = None
-    # Seconds of silence before the failure was declared, when a detector knows them (the
-    # tunnel monitor's last answer or inbound packet): outage = that + detection to up.
-    outage_lead: float | None = None
-    standby: Standby | None = None
-    probe: Probe | None = None
-    next_probe_at: float | None = None
-    healthy_since: float | None = None
-    remote: str | None = None  # where a redirect took the tunnel (None: `gateway` itself)
-    redirect: Redirect | None = None
-    retired: tuple[int, ...] = ()  # IKE_SAs a redirect left behind: their news is stale
+    attempt: Attempt = Attempt()
+    outage: Outage | None = None
+    switch: Switch | None = None
+    failback: Failback = Failback()
+    kept: Kept = Kept()
+    redirects: Redirects = Redirects()
+
+    @property
+    def gateway(self) -> str | None:
+        """The gateway whose clone is used or tried."""
+        return self.attempt.gateway
+
+    @property
+    def ike_id(self) -> int | None:
+        """The IKE_SA carrying the tunnel (or the attempt), as far as known."""
+        return self.attempt.ike_id
 
     @property
     def peer(self) -> str | None:
         """The gateway the tunnel really goes to."""
-        return self.remote if self.remote is not None else self.gateway
+        return self.redirects.remote if self.redirects.remote is not None else self.gateway
 
     @property
     def primary(self) -> str:
@@ -151,23 +200,73 @@ def initial_state(name: str, gateways: tuple[str, ...], policy: FailoverPolicy) 
 
 def wake_at(state: ConnState) -> float | None:
     """The earliest time at which a Tick may change this state."""
-    times = [state.deadline, state.next_probe_at]
-    if state.standby is not None:
-        times.append(state.standby.deadline)
-    if state.probe is not None:
-        times.append(state.probe.deadline)
-    if state.redirect is not None:
-        times.append(state.redirect.deadline)
+    times = [state.attempt.deadline, state.failback.next_probe_at]
+    if state.switch is not None:
+        times.append(state.switch.deadline)
+    if state.failback.probe is not None:
+        times.append(state.failback.probe.deadline)
+    if state.redirects.pending is not None:
+        times.append(state.redirects.pending.deadline)
     pending = [t for t in times if t is not None]
     return min(pending) if pending else None
 
 
 def step(state: ConnState, event: ev.Event, now: float) -> Result:
     """Apply one event at time `now`; return the new state and the actions to carry out."""
-    handler = _HANDLERS.get(type(event))
-    if handler is None:
-        return state, []
-    return handler(state, event, now)
+    match event:
+        case ev.GatewaysResolved():
+            return _on_resolved(state, event, now)
+        case ev.Start():
+            return _on_start(state, event, now)
+        case ev.Retry():
+            return _on_retry(state, event, now)
+        case ev.Adopt():
+            return _on_adopt(state, event, now)
+        case ev.IkeConnecting():
+            return _on_connecting(state, event, now)
+        case ev.TunnelUp():
+            return _on_tunnel_up(state, event, now)
+        case ev.IkeRekeyed():
+            return _on_rekeyed(state, event, now)
+        case ev.TunnelDown():
+            return _on_tunnel_down(state, event, now)
+        case ev.Redirected():
+            return _on_redirected(state, event, now)
+        case ev.RedirectRefused():
+            return _on_redirect_refused(state, event, now)
+        case ev.InitiateFailed():
+            return _on_initiate_failed(state, event, now)
+        case ev.RetransmitSeen():
+            return _on_retransmit(state, event, now)
+        case ev.PeerAnswered():
+            return _on_peer_answered(state, event, now)
+        case ev.MonitorDead():
+            return _on_monitor_dead(state, event, now)
+        case ev.ProbeUp():
+            return _on_probe_up(state, event, now)
+        case ev.ProbeFailed():
+            return _on_probe_failed(state, event, now)
+        case ev.Tick():
+            return _on_tick(state, event, now)
+        case ev.Switch():
+            return _on_switch(state, event, now)
+        case ev.Hold():
+            return _on_hold(state, event, now)
+        case ev.Release():
+            return _on_release(state, event, now)
+        case ev.Stop():
+            return _on_stop(state, event, now)
+        case ev.CharonRestarted():
+            return _on_charon_restarted(state, event, now)
+        case ev.PolicyChanged():
+            return _on_policy_changed(state, event, now)
+        case ev.Restored():
+            return _on_restored(state, event, now)
+        case _:
+            # mypy checks that every event has its case above; at run time, an object that
+            # is no event (a caller's bug) changes nothing, as it always has.
+            _exhaustive: Never = event
+            return state, []
 
 
 # --- starting and attempts -------------------------------------------------------------
@@ -185,14 +284,15 @@ def _attempt(state: ConnState, gateway: str, now: float, reload_clone: bool = Tr
     new = replace(
         state,
         phase=Phase.CONNECTING,
-        gateway=gateway,
-        ike_id=None,
-        retransmits=0,
-        deadline=now + state.policy.connect_timeout,
-        next_probe_at=None,
-        healthy_since=None,
-        remote=None,
-        redirect=None,
+        attempt=replace(
+            state.attempt,
+            gateway=gateway,
+            ike_id=None,
+            retransmits=0,
+            deadline=now + state.policy.connect_timeout,
+        ),
+        failback=replace(state.failback, next_probe_at=None, healthy_since=None),
+        redirects=replace(state.redirects, remote=None, pending=None),
     )
     return new, actions
 
@@ -206,26 +306,26 @@ def _on_start(state: ConnState, event: ev.Start, now: float) -> Result:
 
 def _forget_unloaded_clone(state: ConnState) -> ConnState:
     if state.phase in (Phase.GAVE_UP, Phase.STOPPED):
-        return replace(state, gateway=None)
+        return replace(state, attempt=replace(state.attempt, gateway=None))
     return state
 
 
 def _on_retry(state: ConnState, event: ev.Retry, now: float) -> Result:
     if state.phase in (Phase.UP, Phase.CONNECTING):
         return state, []
-    fresh = replace(_forget_unloaded_clone(_reset_counters(state)), held=False)
+    fresh = _forget_unloaded_clone(_reset_counters(state))
+    fresh = replace(fresh, kept=replace(fresh.kept, held=False))
     return _attempt(fresh, fresh.primary, now)
 
 
 def _on_adopt(state: ConnState, event: ev.Adopt, now: float) -> Result:
     if event.gateway not in state.gateways:
         return state, []
+    fresh = _reset_counters(state)
     up = replace(
-        _reset_counters(state),
+        fresh,
         phase=Phase.UP,
-        gateway=event.gateway,
-        ike_id=event.ike_id,
-        deadline=None,
+        attempt=replace(fresh.attempt, gateway=event.gateway, ike_id=event.ike_id, deadline=None),
     )
     return _schedule_failback(up, now), [
         Notify(NoticeKind.TUNNEL_UP, gateway=event.gateway, reason="adopted")
@@ -233,17 +333,9 @@ def _on_adopt(state: ConnState, event: ev.Adopt, now: float) -> Result:
 
 
 def _reset_counters(state: ConnState) -> ConnState:
-    return replace(
-        state,
-        attempts_on_gateway=0,
-        failed_in_cycle=0,
-        cycles_failed=0,
-        retransmits=0,
-        outage_since=None,
-        outage_reason=None,
-        outage_from=None,
-        outage_lead=None,
-    )
+    """The cycle's counts and the outage start over (the tunnel is up, or a new start)."""
+    counts = replace(state.attempt, tries=0, failed_in_cycle=0, cycles_failed=0, retransmits=0)
+    return replace(state, attempt=counts, outage=None)
 
 
 # --- charon's news about the current attempt or tunnel -----------------------------------
@@ -252,61 +344,69 @@ def _reset_counters(state: ConnState) -> ConnState:
 def _is_current(state: ConnState, gateway: str, ike_id: int | None) -> bool:
     if gateway != state.gateway or state.phase not in (Phase.CONNECTING, Phase.UP):
         return False
-    if ike_id is not None and ike_id in state.retired:
+    if ike_id is not None and ike_id in state.redirects.retired:
         return False
     return state.ike_id is None or ike_id is None or ike_id == state.ike_id
 
 
-def _is_standby(state: ConnState, gateway: str, ike_id: int | None) -> bool:
-    sb = state.standby
-    if sb is None or sb.gateway != gateway:
+def _is_switch(state: ConnState, gateway: str, ike_id: int | None) -> bool:
+    sw = state.switch
+    if sw is None or sw.gateway != gateway:
         return False
-    return sb.ike_id is None or ike_id is None or ike_id == sb.ike_id
+    return sw.ike_id is None or ike_id is None or ike_id == sw.ike_id
 
 
 def _on_connecting(state: ConnState, event: ev.IkeConnecting, now: float) -> Result:
-    if _is_standby(state, event.gateway, None) and state.standby is not None:
-        return replace(state, standby=replace(state.standby, ike_id=event.ike_id)), []
+    if _is_switch(state, event.gateway, None) and state.switch is not None:
+        return replace(state, switch=replace(state.switch, ike_id=event.ike_id)), []
     if state.phase is Phase.CONNECTING and event.gateway == state.gateway:
         # A redirect at IKE_SA_INIT starts the same IKE_SA again towards its target.
-        retired = tuple(i for i in state.retired if i != event.ike_id)
-        return replace(state, ike_id=event.ike_id, retired=retired), []
+        retired = tuple(i for i in state.redirects.retired if i != event.ike_id)
+        return replace(
+            state,
+            attempt=replace(state.attempt, ike_id=event.ike_id),
+            redirects=replace(state.redirects, retired=retired),
+        ), []
     return state, []
 
 
 def _on_tunnel_up(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
-    if _is_standby(state, event.gateway, event.ike_id) and state.standby is not None:
-        return _complete_standby(state, event, now)
+    if _is_switch(state, event.gateway, event.ike_id) and state.switch is not None:
+        return _complete_switch(state, event, now)
     if not _is_current(state, event.gateway, event.ike_id):
         return state, []
-    if state.redirect is not None:
+    if state.redirects.pending is not None:
         return _complete_redirect(state, event, now)
     if state.phase is Phase.UP:
-        return replace(state, ike_id=event.ike_id), []
+        return replace(state, attempt=replace(state.attempt, ike_id=event.ike_id)), []
     actions: list[Action] = []
-    if state.outage_since is not None:
+    if state.outage is not None:
+        out = state.outage
         actions.append(
             Notify(
                 NoticeKind.FAILOVER,
                 gateway=event.gateway,
-                from_gateway=state.outage_from,
-                reason=state.outage_reason,
-                duration=now - state.outage_since,
-                outage=None
-                if state.outage_lead is None
-                else now - state.outage_since + state.outage_lead,
+                from_gateway=out.from_gateway,
+                reason=out.reason,
+                duration=now - out.since,
+                outage=None if out.lead is None else now - out.since + out.lead,
             )
         )
     actions.append(Notify(NoticeKind.TUNNEL_UP, gateway=event.gateway))
-    up = replace(_reset_counters(state), phase=Phase.UP, ike_id=event.ike_id, deadline=None)
+    fresh = _reset_counters(state)
+    up = replace(
+        fresh, phase=Phase.UP, attempt=replace(fresh.attempt, ike_id=event.ike_id, deadline=None)
+    )
     return _schedule_failback(up, now), actions
 
 
 def _on_rekeyed(state: ConnState, event: ev.IkeRekeyed, now: float) -> Result:
-    if _is_standby(state, event.gateway, event.old_id) and state.standby is not None:
-        return replace(state, standby=replace(state.standby, ike_id=event.new_id)), []
+    if _is_switch(state, event.gateway, event.old_id) and state.switch is not None:
+        return replace(state, switch=replace(state.switch, ike_id=event.new_id)), []
     if state.ike_id == event.old_id and event.gateway == state.gateway:
-        return replace(state, ike_id=event.new_id, retransmits=0), []
+        return replace(
+            state, attempt=replace(state.attempt, ike_id=event.new_id, retransmits=0)
+        ), []
     return state, []
 
 
@@ -314,8 +414,8 @@ def _on_tunnel_down(state: ConnState, event: ev.TunnelDown, now: float) -> Resul
     # Only after ike-down is the IKE_SA gone; after child-down or no-route it lingers in
     # charon (without a CHILD_SA, or stale with no path) and must be terminated.
     terminate = event.what != "ike-down"
-    if _is_standby(state, event.gateway, event.ike_id):
-        return _abort_standby(state, now, terminate=terminate)
+    if _is_switch(state, event.gateway, event.ike_id):
+        return _abort_switch(state, now, terminate=terminate)
     if not _is_current(state, event.gateway, event.ike_id):
         return state, []
     return _fail(state, now, event.what, terminate=terminate)
@@ -324,10 +424,11 @@ def _on_tunnel_down(state: ConnState, event: ev.TunnelDown, now: float) -> Resul
 def _on_redirected(state: ConnState, event: ev.Redirected, now: float) -> Result:
     if not _is_current(state, event.gateway, event.ike_id):
         return state, []
+    rds = state.redirects
     redirect = Redirect(
         target=event.target,
         from_id=event.ike_id,
-        started=state.redirect.started if state.redirect is not None else now,
+        started=rds.pending.started if rds.pending is not None else now,
         deadline=now + state.policy.connect_timeout,
         from_remote=state.peer,
     )
@@ -336,31 +437,38 @@ def _on_redirected(state: ConnState, event: ev.Redirected, now: float) -> Result
     # until it is up, and the one left behind goes away without meaning anything.
     followed = replace(
         state,
-        ike_id=None,
-        retired=(*state.retired, event.ike_id)[-4:],
-        redirect=redirect,
-        retransmits=0,
+        attempt=replace(state.attempt, ike_id=None, retransmits=0),
+        redirects=replace(rds, retired=(*rds.retired, event.ike_id)[-4:], pending=redirect),
     )
     if state.phase is Phase.CONNECTING:
-        followed = replace(followed, remote=event.target, deadline=redirect.deadline)
+        followed = replace(
+            followed,
+            attempt=replace(followed.attempt, deadline=redirect.deadline),
+            redirects=replace(followed.redirects, remote=event.target),
+        )
     return followed, []
 
 
 def _on_redirect_refused(state: ConnState, event: ev.RedirectRefused, now: float) -> Result:
-    rd = state.redirect
+    rd = state.redirects.pending
     if rd is None or rd.from_id != event.ike_id or event.gateway != state.gateway:
         return state, []
     # charon keeps the IKE_SA where it was: so does the machine.
     remote = rd.from_remote if rd.from_remote != state.gateway else None
-    retired = tuple(i for i in state.retired if i != rd.from_id)
-    kept = replace(state, redirect=None, ike_id=rd.from_id, retired=retired, remote=remote)
+    retired = tuple(i for i in state.redirects.retired if i != rd.from_id)
+    deadline = state.attempt.deadline
     if state.phase is Phase.CONNECTING:
-        kept = replace(kept, deadline=rd.started + state.policy.connect_timeout)
-    return kept, []
+        deadline = rd.started + state.policy.connect_timeout
+    stayed = replace(
+        state,
+        attempt=replace(state.attempt, ike_id=rd.from_id, deadline=deadline),
+        redirects=Redirects(pending=None, remote=remote, retired=retired),
+    )
+    return stayed, []
 
 
 def _complete_redirect(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
-    rd = state.redirect
+    rd = state.redirects.pending
     assert rd is not None and state.gateway is not None
     actions: list[Action] = [
         Notify(
@@ -372,31 +480,35 @@ def _complete_redirect(state: ConnState, event: ev.TunnelUp, now: float) -> Resu
         )
     ]
     if state.phase is not Phase.UP:
-        if state.outage_since is not None:  # a failover that a redirect completed
+        if state.outage is not None:  # a failover that a redirect completed
+            out = state.outage
             actions.append(
                 Notify(
                     NoticeKind.FAILOVER,
                     gateway=rd.target,
-                    from_gateway=state.outage_from,
-                    reason=state.outage_reason,
-                    duration=now - state.outage_since,
+                    from_gateway=out.from_gateway,
+                    reason=out.reason,
+                    duration=now - out.since,
                 )
             )
         actions.append(Notify(NoticeKind.TUNNEL_UP, gateway=rd.target, reason="redirect"))
+    fresh = _reset_counters(state)
     up = replace(
-        _reset_counters(state),
+        fresh,
         phase=Phase.UP,
-        ike_id=event.ike_id,
-        remote=rd.target if rd.target != state.gateway else None,
-        redirect=None,
-        deadline=None,
+        attempt=replace(fresh.attempt, ike_id=event.ike_id, deadline=None),
+        redirects=replace(
+            fresh.redirects,
+            remote=rd.target if rd.target != state.gateway else None,
+            pending=None,
+        ),
     )
     return _schedule_failback(up, now), actions
 
 
 def _on_initiate_failed(state: ConnState, event: ev.InitiateFailed, now: float) -> Result:
-    if _is_standby(state, event.gateway, event.ike_id):
-        return _abort_standby(state, now, terminate=True)
+    if _is_switch(state, event.gateway, event.ike_id):
+        return _abort_switch(state, now, terminate=True)
     if state.phase is not Phase.CONNECTING or not _is_current(state, event.gateway, event.ike_id):
         return state, []
     return _fail(state, now, "initiate-failed", terminate=True)
@@ -404,16 +516,21 @@ def _on_initiate_failed(state: ConnState, event: ev.InitiateFailed, now: float) 
 
 def _on_retransmit(state: ConnState, event: ev.RetransmitSeen, now: float) -> Result:
     limit = state.policy.dead_after_retransmits
-    if _is_standby(state, event.gateway, event.ike_id):
-        return _abort_standby(state, now, terminate=True) if limit else (state, [])
+    if _is_switch(state, event.gateway, event.ike_id):
+        return _abort_switch(state, now, terminate=True) if limit else (state, [])
     if not _is_current(state, event.gateway, event.ike_id):
         return state, []
     if state.phase is not Phase.UP:
         # A connect is judged by connect_timeout alone: a gateway answering a storm of
         # connects late (a retransmit after charon's 4 s) is slow, not dead.
-        return replace(state, ike_id=event.ike_id), []
-    counted = replace(state, retransmits=state.retransmits + 1, ike_id=event.ike_id)
-    if limit and counted.retransmits >= limit:
+        return replace(state, attempt=replace(state.attempt, ike_id=event.ike_id)), []
+    counted = replace(
+        state,
+        attempt=replace(
+            state.attempt, retransmits=state.attempt.retransmits + 1, ike_id=event.ike_id
+        ),
+    )
+    if limit and counted.attempt.retransmits >= limit:
         return _fail(counted, now, "retransmit", terminate=True)
     return counted, []
 
@@ -421,7 +538,7 @@ def _on_retransmit(state: ConnState, event: ev.RetransmitSeen, now: float) -> Re
 def _on_peer_answered(state: ConnState, event: ev.PeerAnswered, now: float) -> Result:
     if not _is_current(state, event.gateway, event.ike_id):
         return state, []
-    return replace(state, retransmits=0), []
+    return replace(state, attempt=replace(state.attempt, retransmits=0)), []
 
 
 def _on_monitor_dead(state: ConnState, event: ev.MonitorDead, now: float) -> Result:
@@ -445,47 +562,48 @@ def _fail(
     peer = state.peer
     actions: list[Action] = []
     base = state
-    if state.standby is not None:
-        base, actions = _abort_standby(state, now, terminate=True)
-    if base.probe is not None:
-        actions.append(StopProbe(base.probe.gateway, base.probe.ike_id))
+    if state.switch is not None:
+        base, actions = _abort_switch(state, now, terminate=True)
+    if base.failback.probe is not None:
+        actions.append(StopProbe(base.failback.probe.gateway, base.failback.probe.ike_id))
     if terminate:
         actions.append(Terminate(gateway, base.ike_id, child_only=reason in _CHILD_FAILURES))
     if base.phase is Phase.UP:
         actions.append(Notify(NoticeKind.TUNNEL_DOWN, gateway=peer, reason=reason))
+    outage = base.outage
+    if outage is None:
+        outage = Outage(since=now, reason=reason, from_gateway=peer, lead=lead)
     failed = replace(
         base,
-        ike_id=None,
-        deadline=None,
-        probe=None,
-        next_probe_at=None,
-        healthy_since=None,
-        failures_total=base.failures_total + 1,
-        attempts_on_gateway=base.attempts_on_gateway + 1,
-        outage_since=base.outage_since if base.outage_since is not None else now,
-        outage_reason=base.outage_reason or reason,
-        outage_from=base.outage_from or peer,
-        outage_lead=base.outage_lead if base.outage_since is not None else lead,
-        redirect=None,
+        attempt=replace(base.attempt, ike_id=None, deadline=None, tries=base.attempt.tries + 1),
+        failback=Failback(),
+        kept=replace(base.kept, failures_total=base.kept.failures_total + 1),
+        outage=outage,
+        redirects=replace(base.redirects, pending=None),
     )
-    if failed.held:
+    if failed.kept.held:
         return replace(failed, phase=Phase.DOWN), actions
-    if failed.attempts_on_gateway < failed.policy.attempts_per_gateway:
+    if failed.attempt.tries < failed.policy.attempts_per_gateway:
         retried, more = _attempt(failed, gateway, now, reload_clone=False)
         return retried, actions + more
-    failed = replace(failed, attempts_on_gateway=0, failed_in_cycle=failed.failed_in_cycle + 1)
-    if failed.failed_in_cycle < len(failed.gateways):
+    a = failed.attempt
+    failed = replace(failed, attempt=replace(a, tries=0, failed_in_cycle=a.failed_in_cycle + 1))
+    if failed.attempt.failed_in_cycle < len(failed.gateways):
         return _move_on(failed, now, reason, actions)
-    failed = replace(failed, failed_in_cycle=0, cycles_failed=failed.cycles_failed + 1)
+    a = failed.attempt
+    failed = replace(
+        failed, attempt=replace(a, failed_in_cycle=0, cycles_failed=a.cycles_failed + 1)
+    )
     limit = failed.policy.max_cycles
-    if limit and failed.cycles_failed >= limit:
+    if limit and failed.attempt.cycles_failed >= limit:
         actions += [
             UnloadClone(gateway),
             Notify(NoticeKind.GAVE_UP, gateway=gateway, reason=reason),
         ]
         return replace(failed, phase=Phase.GAVE_UP), actions
-    delay = backoff_delay(failed.policy.backoff, failed.cycles_failed, failed.name)
-    return replace(failed, phase=Phase.BACKOFF, deadline=now + delay), actions
+    delay = backoff_delay(failed.policy.backoff, failed.attempt.cycles_failed, failed.name)
+    backoff = replace(failed.attempt, deadline=now + delay)
+    return replace(failed, phase=Phase.BACKOFF, attempt=backoff), actions
 
 
 def _move_on(state: ConnState, now: float, reason: str, actions: list[Action]) -> Result:
@@ -503,19 +621,21 @@ def _move_on(state: ConnState, now: float, reason: str, actions: list[Action]) -
 
 def _on_tick(state: ConnState, event: ev.Tick, now: float) -> Result:
     actions: list[Action] = []
-    if state.standby is not None and now >= state.standby.deadline:
-        state, more = _abort_standby(state, now, terminate=True)
+    if state.switch is not None and now >= state.switch.deadline:
+        state, more = _abort_switch(state, now, terminate=True)
         actions += more
-    if state.probe is not None and now >= state.probe.deadline:
+    if state.failback.probe is not None and now >= state.failback.probe.deadline:
         state, more = _probe_failed(state, now)
         actions += more
-    if state.redirect is not None and now >= state.redirect.deadline:
+    redirect = state.redirects.pending
+    if redirect is not None and now >= redirect.deadline:
         if state.phase is Phase.UP:
             state, more = _fail(state, now, "redirect-failed", terminate=True)
             actions += more
-        else:
-            state = replace(state, redirect=None)  # CONNECTING: connect_timeout judges it
-    if state.deadline is not None and now >= state.deadline:
+        else:  # CONNECTING: connect_timeout judges it
+            state = replace(state, redirects=replace(state.redirects, pending=None))
+    deadline = state.attempt.deadline
+    if deadline is not None and now >= deadline:
         if state.phase is Phase.CONNECTING:
             state, more = _fail(state, now, "connect-timeout", terminate=True)
             actions += more
@@ -523,16 +643,17 @@ def _on_tick(state: ConnState, event: ev.Tick, now: float) -> Result:
             assert state.gateway is not None
             state, more = _attempt(state, next_gateway(state.gateways, state.gateway), now)
             actions += more
+    fb = state.failback
     if (
-        state.next_probe_at is not None
-        and now >= state.next_probe_at
+        fb.next_probe_at is not None
+        and now >= fb.next_probe_at
         and state.phase is Phase.UP
-        and not state.held
-        and state.probe is None
-        and state.standby is None
+        and not state.kept.held
+        and fb.probe is None
+        and state.switch is None
     ):
         probe = Probe(gateway=state.primary, deadline=now + state.policy.failback.probe_timeout)
-        state = replace(state, probe=probe, next_probe_at=None)
+        state = replace(state, failback=replace(fb, probe=probe, next_probe_at=None))
         actions.append(StartProbe(state.primary))
     return state, actions
 
@@ -544,96 +665,102 @@ def _schedule_failback(state: ConnState, now: float) -> ConnState:
     fb = state.policy.failback
     if (
         not fb.enabled
-        or state.held  # no probe while held (Release schedules one): else wake_at stays due
+        or state.kept.held  # no probe while held (Release schedules one): else wake_at stays due
         or state.gateway == state.primary
         or state.phase is not Phase.UP
     ):
-        return replace(state, next_probe_at=None, healthy_since=None)
-    return replace(state, next_probe_at=now + fb.probe_interval)
+        return replace(
+            state, failback=replace(state.failback, next_probe_at=None, healthy_since=None)
+        )
+    return replace(state, failback=replace(state.failback, next_probe_at=now + fb.probe_interval))
 
 
 def _on_probe_up(state: ConnState, event: ev.ProbeUp, now: float) -> Result:
-    if state.probe is None or state.probe.gateway != event.gateway:
+    fb = state.failback
+    if fb.probe is None or fb.probe.gateway != event.gateway:
         return state, []
     actions: list[Action] = [StopProbe(event.gateway, event.ike_id)]
-    healthy_since = state.healthy_since if state.healthy_since is not None else now
-    probed = replace(state, probe=None, healthy_since=healthy_since)
+    healthy_since = fb.healthy_since if fb.healthy_since is not None else now
+    probed = replace(state, failback=replace(fb, probe=None, healthy_since=healthy_since))
     if now - healthy_since >= state.policy.failback.hold_down:
-        switched, more = _begin_standby(probed, state.primary, now, "failback")
+        switched, more = _begin_switch(probed, state.primary, now, "failback")
         return switched, actions + more
-    return replace(probed, next_probe_at=now + state.policy.failback.probe_interval), actions
+    next_at = now + state.policy.failback.probe_interval
+    return replace(probed, failback=replace(probed.failback, next_probe_at=next_at)), actions
 
 
 def _on_probe_failed(state: ConnState, event: ev.ProbeFailed, now: float) -> Result:
-    if state.probe is None or state.probe.gateway != event.gateway:
+    probe = state.failback.probe
+    if probe is None or probe.gateway != event.gateway:
         return state, []
     return _probe_failed(state, now)
 
 
 def _probe_failed(state: ConnState, now: float) -> Result:
-    assert state.probe is not None
-    actions: list[Action] = [StopProbe(state.probe.gateway, state.probe.ike_id)]
-    return _schedule_failback(replace(state, probe=None, healthy_since=None), now), actions
+    probe = state.failback.probe
+    assert probe is not None
+    actions: list[Action] = [StopProbe(probe.gateway, probe.ike_id)]
+    ended = replace(state, failback=replace(state.failback, probe=None, healthy_since=None))
+    return _schedule_failback(ended, now), actions
 
 
-def _begin_standby(state: ConnState, target: str, now: float, reason: str) -> Result:
-    sb = Standby(
+def _begin_switch(state: ConnState, target: str, now: float, reason: str) -> Result:
+    sw = Switch(
         gateway=target, reason=reason, started=now, deadline=now + state.policy.connect_timeout
     )
     actions: list[Action] = []
-    if state.probe is not None:  # a probe answering mid-switch would start a second standby
-        actions.append(StopProbe(state.probe.gateway, state.probe.ike_id))
-    new = replace(state, standby=sb, probe=None, next_probe_at=None, healthy_since=None)
+    probe = state.failback.probe
+    if probe is not None:  # a probe answering mid-switch would start a second switch
+        actions.append(StopProbe(probe.gateway, probe.ike_id))
+    new = replace(state, switch=sw, failback=Failback())
     return new, [*actions, LoadClone(target), Initiate(target)]
 
 
-def _complete_standby(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
-    sb = state.standby
-    assert sb is not None and state.gateway is not None
+def _complete_switch(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
+    sw = state.switch
+    assert sw is not None and state.gateway is not None
     old = state.gateway
     actions: list[Action] = [
         Terminate(old, state.ike_id, child_only=True),
         UnloadClone(old),
         Notify(
             NoticeKind.FAILOVER,
-            gateway=sb.gateway,
+            gateway=sw.gateway,
             from_gateway=old,
-            reason=sb.reason,
-            duration=now - sb.started,
+            reason=sw.reason,
+            duration=now - sw.started,
         ),
-        Notify(NoticeKind.TUNNEL_UP, gateway=sb.gateway),
+        Notify(NoticeKind.TUNNEL_UP, gateway=sw.gateway),
     ]
+    fresh = _reset_counters(state)
     up = replace(
-        _reset_counters(state),
+        fresh,
         phase=Phase.UP,
-        gateway=sb.gateway,
-        ike_id=event.ike_id,
-        standby=None,
-        deadline=None,
-        remote=None,
-        redirect=None,
+        attempt=replace(fresh.attempt, gateway=sw.gateway, ike_id=event.ike_id, deadline=None),
+        switch=None,
+        redirects=replace(fresh.redirects, remote=None, pending=None),
     )
     return _schedule_failback(up, now), actions
 
 
-def _abort_standby(state: ConnState, now: float, terminate: bool) -> Result:
-    sb = state.standby
-    if sb is None:
+def _abort_switch(state: ConnState, now: float, terminate: bool) -> Result:
+    sw = state.switch
+    if sw is None:
         return state, []
     actions: list[Action] = []
     if terminate:
-        actions.append(Terminate(sb.gateway, sb.ike_id))
-    if sb.gateway != state.gateway:
-        actions.append(UnloadClone(sb.gateway))
+        actions.append(Terminate(sw.gateway, sw.ike_id))
+    if sw.gateway != state.gateway:
+        actions.append(UnloadClone(sw.gateway))
     actions.append(
         Notify(
             NoticeKind.SWITCH_FAILED,
-            gateway=sb.gateway,
+            gateway=sw.gateway,
             from_gateway=state.gateway,
-            reason=sb.reason,
+            reason=sw.reason,
         )
     )
-    return _schedule_failback(replace(state, standby=None), now), actions
+    return _schedule_failback(replace(state, switch=None), now), actions
 
 
 # --- the operator ------------------------------------------------------------------------
@@ -642,48 +769,51 @@ def _abort_standby(state: ConnState, now: float, terminate: bool) -> Result:
 def _on_switch(state: ConnState, event: ev.Switch, now: float) -> Result:
     current = state.gateway
     target = event.to if event.to is not None else next_gateway(state.gateways, current)
-    if target not in state.gateways or state.standby is not None:
+    if target not in state.gateways or state.switch is not None:
         return state, []
     if state.phase is Phase.UP:
         if target == current:
             return state, []
-        return _begin_standby(state, target, now, "operator")
+        return _begin_switch(state, target, now, "operator")
     actions: list[Action] = []
     if state.phase is Phase.CONNECTING and current is not None:
         actions.append(Terminate(current, state.ike_id, child_only=True))
-    if state.probe is not None:
-        actions.append(StopProbe(state.probe.gateway, state.probe.ike_id))
-    fresh = _forget_unloaded_clone(replace(_reset_counters(state), probe=None))
+    probe = state.failback.probe
+    if probe is not None:
+        actions.append(StopProbe(probe.gateway, probe.ike_id))
+    fresh = _reset_counters(state)
+    fresh = _forget_unloaded_clone(replace(fresh, failback=replace(fresh.failback, probe=None)))
     moved, more = _attempt(fresh, target, now)
     return moved, actions + more
 
 
 def _on_hold(state: ConnState, event: ev.Hold, now: float) -> Result:
-    if state.held:
+    if state.kept.held:
         return state, []
     actions: list[Action] = [Notify(NoticeKind.HELD, gateway=state.gateway)]
-    held = state
-    if state.probe is not None:
-        actions.append(StopProbe(state.probe.gateway, state.probe.ike_id))
-    if state.phase is Phase.BACKOFF:
-        held = replace(held, phase=Phase.DOWN)
+    probe = state.failback.probe
+    if probe is not None:
+        actions.append(StopProbe(probe.gateway, probe.ike_id))
+    phase = Phase.DOWN if state.phase is Phase.BACKOFF else state.phase
+    deadline = state.attempt.deadline if phase is Phase.CONNECTING else None
     return replace(
-        held,
-        held=True,
-        probe=None,
-        next_probe_at=None,
-        deadline=(held.deadline if held.phase is Phase.CONNECTING else None),
+        state,
+        phase=phase,
+        kept=replace(state.kept, held=True),
+        failback=replace(state.failback, probe=None, next_probe_at=None),
+        attempt=replace(state.attempt, deadline=deadline),
     ), actions
 
 
 def _on_release(state: ConnState, event: ev.Release, now: float) -> Result:
-    if not state.held:
+    if not state.kept.held:
         return state, []
-    released = replace(state, held=False)
+    released = replace(state, kept=replace(state.kept, held=False))
     actions: list[Action] = [Notify(NoticeKind.RELEASED, gateway=state.gateway)]
     if released.phase is Phase.DOWN:
         assert released.gateway is not None
-        released = replace(released, attempts_on_gateway=0)  # the next gateway gets all its tries
+        # the next gateway gets all its tries
+        released = replace(released, attempt=replace(released.attempt, tries=0))
         moved, more = _attempt(released, next_gateway(released.gateways, released.gateway), now)
         return moved, actions + more
     return _schedule_failback(released, now), actions
@@ -691,26 +821,24 @@ def _on_release(state: ConnState, event: ev.Release, now: float) -> Result:
 
 def _on_stop(state: ConnState, event: ev.Stop, now: float) -> Result:
     actions: list[Action] = []
-    if state.standby is not None:
-        state, actions = _abort_standby(state, now, terminate=True)
-    if state.probe is not None:
-        actions.append(StopProbe(state.probe.gateway, state.probe.ike_id))
+    if state.switch is not None:
+        state, actions = _abort_switch(state, now, terminate=True)
+    probe = state.failback.probe
+    if probe is not None:
+        actions.append(StopProbe(probe.gateway, probe.ike_id))
     if state.gateway is not None and state.phase not in (Phase.GAVE_UP, Phase.STOPPED):
         if state.phase in (Phase.CONNECTING, Phase.UP):
             actions.append(Terminate(state.gateway, state.ike_id, child_only=True))
         actions.append(UnloadClone(state.gateway))
     if state.phase is Phase.UP:
         actions.append(Notify(NoticeKind.TUNNEL_DOWN, gateway=state.peer, reason="operator"))
+    fresh = _reset_counters(state)
     stopped = replace(
-        _reset_counters(state),
+        fresh,
         phase=Phase.STOPPED,
-        remote=None,
-        redirect=None,
-        ike_id=None,
-        deadline=None,
-        probe=None,
-        next_probe_at=None,
-        healthy_since=None,
+        attempt=replace(fresh.attempt, ike_id=None, deadline=None),
+        failback=Failback(),
+        redirects=replace(fresh.redirects, remote=None, pending=None),
     )
     return stopped, actions
 
@@ -720,8 +848,7 @@ def _on_stop(state: ConnState, event: ev.Stop, now: float) -> Result:
 
 def _on_charon_restarted(state: ConnState, event: ev.CharonRestarted, now: float) -> Result:
     # charon lost every SA: nothing to terminate or unload, the machine starts over.
-    fresh = initial_state(state.name, event.gateways, state.policy)
-    return replace(fresh, held=state.held, failures_total=state.failures_total), []
+    return replace(initial_state(state.name, event.gateways, state.policy), kept=state.kept), []
 
 
 def _on_policy_changed(state: ConnState, event: ev.PolicyChanged, now: float) -> Result:
@@ -731,7 +858,7 @@ def _on_policy_changed(state: ConnState, event: ev.PolicyChanged, now: float) ->
 def _on_restored(state: ConnState, event: ev.Restored, now: float) -> Result:
     if state.phase is not Phase.IDLE:  # charon's state has been read since: it wins
         return state, []
-    return replace(state, held=event.held, failures_total=event.failures_total), []
+    return replace(state, kept=Kept(held=event.held, failures_total=event.failures_total)), []
 
 
 def _on_resolved(state: ConnState, event: ev.GatewaysResolved, now: float) -> Result:
@@ -739,31 +866,3 @@ def _on_resolved(state: ConnState, event: ev.GatewaysResolved, now: float) -> Re
     if not event.gateways or event.gateways == state.gateways:
         return state, []
     return replace(state, gateways=event.gateways), []
-
-
-_HANDLERS: dict[type, Callable[[ConnState, Any, float], Result]] = {
-    ev.GatewaysResolved: _on_resolved,
-    ev.Start: _on_start,
-    ev.Retry: _on_retry,
-    ev.Adopt: _on_adopt,
-    ev.IkeConnecting: _on_connecting,
-    ev.TunnelUp: _on_tunnel_up,
-    ev.IkeRekeyed: _on_rekeyed,
-    ev.TunnelDown: _on_tunnel_down,
-    ev.Redirected: _on_redirected,
-    ev.RedirectRefused: _on_redirect_refused,
-    ev.InitiateFailed: _on_initiate_failed,
-    ev.RetransmitSeen: _on_retransmit,
-    ev.PeerAnswered: _on_peer_answered,
-    ev.MonitorDead: _on_monitor_dead,
-    ev.ProbeUp: _on_probe_up,
-    ev.ProbeFailed: _on_probe_failed,
-    ev.Tick: _on_tick,
-    ev.Switch: _on_switch,
-    ev.Hold: _on_hold,
-    ev.Release: _on_release,
-    ev.Stop: _on_stop,
-    ev.CharonRestarted: _on_charon_restarted,
-    ev.PolicyChanged: _on_policy_changed,
-    ev.Restored: _on_restored,
-}

@@ -24,7 +24,7 @@ class ConnectionStatus:
     cycles_failed: int
     next_action: str | None
     next_action_in: float | None
-    standby_gateway: str | None
+    switch_gateway: str | None  # the target of a make-before-break switch in flight
     redirected_to: str | None
     virtual_ips: tuple[str, ...]
     ike_state: str = "NONE"
@@ -48,7 +48,8 @@ class ConnectionStatus:
             "cycles_failed": self.cycles_failed,
             "next_action": self.next_action,
             "next_action_in": self.next_action_in,
-            "standby_gateway": self.standby_gateway,
+            # Named so in version 1 of the control protocol (documented): kept for users.
+            "standby_gateway": self.switch_gateway,
             "redirected_to": self.redirected_to,
             "virtual_ips": list(self.virtual_ips),
             "ike_state": self.ike_state,

@@ -159,11 +159,12 @@ class FailoverManager:
         if managed is None:
             return False
         s = managed.state
-        if s.standby is not None and s.standby.gateway == gateway:
+        if s.switch is not None and s.switch.gateway == gateway:
             return True
         if s.gateway != gateway:
             return False
-        return s.phase is Phase.CONNECTING or (s.phase is Phase.UP and s.redirect is not None)
+        following = s.redirects.pending is not None
+        return s.phase is Phase.CONNECTING or (s.phase is Phase.UP and following)
 
     def manage(self, profile: ConnectionProfile) -> bool:
         """Add or update a connection; True when it is new and must be started."""
@@ -204,7 +205,7 @@ class FailoverManager:
                 continue
             total = stored.get("failures_total")
             if not isinstance(total, int) or isinstance(total, bool) or total < 0:
-                total = managed.state.failures_total
+                total = managed.state.kept.failures_total
             self._apply(managed, ev.Restored(held=stored.get("held") is True, failures_total=total))
             last_up = stored.get("last_up")
             if last_up is None and stored.get("phase") == str(Phase.UP):
@@ -217,7 +218,7 @@ class FailoverManager:
                 name,
                 stored.get("phase"),
                 stored.get("gateway"),
-                ", held" if managed.state.held else "",
+                ", held" if managed.state.kept.held else "",
                 total,
             )
         return restored
@@ -483,10 +484,10 @@ class FailoverManager:
                 "last_up": self._last_up.get(s.name),
                 "gateway": s.gateway,
                 "phase": str(s.phase),
-                "held": s.held,
-                "failures_total": s.failures_total,
-                "cycles_failed": s.cycles_failed,
-                "attempts_on_gateway": s.attempts_on_gateway,
+                "held": s.kept.held,
+                "failures_total": s.kept.failures_total,
+                "cycles_failed": s.attempt.cycles_failed,
+                "attempts_on_gateway": s.attempt.tries,
             },
         )
 
@@ -508,14 +509,14 @@ class FailoverManager:
                     target_gateway=s.gateway,
                     phase=str(s.phase),
                     ike_id=s.ike_id,
-                    held=s.held,
-                    failures_total=s.failures_total,
-                    failures_in_cycle=s.failed_in_cycle,
-                    cycles_failed=s.cycles_failed,
+                    held=s.kept.held,
+                    failures_total=s.kept.failures_total,
+                    failures_in_cycle=s.attempt.failed_in_cycle,
+                    cycles_failed=s.attempt.cycles_failed,
                     next_action=_next_action(s),
                     next_action_in=None if due is None else round(max(0.0, due - now), 3),
-                    standby_gateway=s.standby.gateway if s.standby else None,
-                    redirected_to=s.remote,
+                    switch_gateway=s.switch.gateway if s.switch else None,
+                    redirected_to=s.redirects.remote,
                     virtual_ips=self._vips(conn) if s.phase is Phase.UP else (),
                 )
             )
@@ -537,19 +538,19 @@ def _policy_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def _next_action(s: ConnState) -> str | None:
-    if s.held:
+    if s.kept.held:
         return "held by operator"
-    if s.standby is not None:
-        return f"switching to {s.standby.gateway} ({s.standby.reason})"
-    if s.redirect is not None:
-        return f"following a redirect to {s.redirect.target}"
-    if s.probe is not None:
-        return f"probing {s.probe.gateway}"
+    if s.switch is not None:
+        return f"switching to {s.switch.gateway} ({s.switch.reason})"
+    if s.redirects.pending is not None:
+        return f"following a redirect to {s.redirects.pending.target}"
+    if s.failback.probe is not None:
+        return f"probing {s.failback.probe.gateway}"
     if s.phase is Phase.CONNECTING:
         return f"connect timeout on {s.gateway}"
     if s.phase is Phase.BACKOFF:
         return "next cycle after backoff"
-    if s.next_probe_at is not None:
+    if s.failback.next_probe_at is not None:
         return f"probe primary {s.primary}"
     if s.phase is Phase.GAVE_UP:
         return "waiting for retry or reload"

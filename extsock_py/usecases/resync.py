@@ -133,7 +133,7 @@ def reconcile(
         if managed is None:
             continue
         state = managed.state
-        if state.phase is not Phase.UP or state.gateway is None or state.standby is not None:
+        if state.phase is not Phase.UP or state.gateway is None or state.switch is not None:
             continue
         # Its CHILD_SA may ride in another connection's IKE_SA (charon's reuse_ikesa).
         if clone_name(name, state.gateway) not in present and state.ike_id not in present_ids:

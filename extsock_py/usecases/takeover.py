@@ -87,7 +87,7 @@ class Takeover:
             if managed is None:  # no longer managed: charon may keep the as-written copy
                 del self._pending[name]
                 continue
-            if managed.state.phase in _SETTLED and managed.state.standby is None:
+            if managed.state.phase in _SETTLED and managed.state.switch is None:
                 self._finish(name)
             elif now >= deadline:
                 log.warning(

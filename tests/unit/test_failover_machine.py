@@ -25,7 +25,7 @@ from extsock_py.domain.actions import (
     Terminate,
     UnloadClone,
 )
-from extsock_py.domain.failover import ConnState, Phase, initial_state, step, wake_at
+from extsock_py.domain.failover import ConnState, Kept, Phase, initial_state, step, wake_at
 from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.policy import BackoffPolicy, FailbackPolicy, FailoverPolicy, backoff_delay
 
@@ -401,15 +401,15 @@ def test_stale_events_change_nothing(setup: str, event: ev.Event) -> None:
 
 def test_failover_notices_carry_the_outage_duration() -> None:
     state = last(s_up_gw1(), ev.TunnelDown(GW1, 1), now=200.0)
-    assert state.outage_since == 200.0
+    assert state.outage is not None and state.outage.since == 200.0
     state, actions = run(state, ev.IkeConnecting(GW2, 2), ev.TunnelUp(GW2, 2), now=201.5)
     assert actions == [
         Notify(NoticeKind.FAILOVER, gateway=GW2, from_gateway=GW1, reason="ike-down", duration=1.5),
         Notify(NoticeKind.TUNNEL_UP, gateway=GW2),
     ]
     assert (state.phase, state.gateway, state.ike_id) == (Phase.UP, GW2, 2)
-    assert state.outage_since is None and state.failed_in_cycle == 0
-    assert state.failures_total == 1
+    assert state.outage is None and state.attempt.failed_in_cycle == 0
+    assert state.kept.failures_total == 1
 
 
 def test_outage_spans_several_gateways() -> None:
@@ -435,25 +435,26 @@ def test_cyclic_order_over_cycles(gateways: tuple[str, ...]) -> None:
         assert state.gateway is not None
         state, actions = run(state, ev.InitiateFailed(state.gateway, "x"), now=now)
         if state.phase is Phase.BACKOFF:
-            assert state.deadline is not None
-            now = state.deadline
+            assert state.attempt.deadline is not None
+            now = state.attempt.deadline
             state, actions = run(state, ev.Tick(), now=now)
         attempted += [a.gateway for a in actions if isinstance(a, Initiate)]
     assert attempted == list(gateways) * 3
-    assert state.cycles_failed == 2
+    assert state.attempt.cycles_failed == 2
 
 
 def test_a_gateway_missing_from_the_list_goes_on_with_the_primary() -> None:
     # e.g. a reload removed the address the connection was on
-    state = replace(s_backoff(), gateway="10.9.9.9")
-    assert state.deadline is not None
-    state, actions = run(state, ev.Tick(), now=state.deadline)
+    s = s_backoff()
+    state = replace(s, attempt=replace(s.attempt, gateway="10.9.9.9"))
+    assert state.attempt.deadline is not None
+    state, actions = run(state, ev.Tick(), now=state.attempt.deadline)
     assert actions == [LoadClone(GW1), Initiate(GW1), UnloadClone("10.9.9.9")]
 
 
 def test_connect_timeout_fires_at_the_deadline_not_before() -> None:
     state = last(fresh(connect_timeout=5.0), ev.Start(), now=T0)
-    assert state.deadline == T0 + 5.0 == wake_at(state)
+    assert state.attempt.deadline == T0 + 5.0 == wake_at(state)
     assert step(state, ev.Tick(), T0 + 4.999) == (state, [])
     state, actions = run(state, ev.Tick(), now=T0 + 5.0)
     assert actions == [
@@ -463,7 +464,7 @@ def test_connect_timeout_fires_at_the_deadline_not_before() -> None:
         Initiate(GW2),
         UnloadClone(GW1),
     ]
-    assert state.deadline == T0 + 10.0
+    assert state.attempt.deadline == T0 + 10.0
 
 
 def test_ike_connecting_records_the_ike_id_used_by_the_timeout() -> None:
@@ -483,7 +484,7 @@ def test_retransmit_counting(limit: int, retransmits: int, fails: bool) -> None:
     assert (state.gateway == GW2) is fails
     assert (Terminate(GW1, 1) in actions) is fails
     if not fails:
-        assert state.retransmits == retransmits and actions == []
+        assert state.attempt.retransmits == retransmits and actions == []
 
 
 @pytest.mark.parametrize("retransmits", [1, 5])
@@ -493,8 +494,8 @@ def test_a_connect_is_left_to_its_timeout_whatever_it_retransmits(retransmits: i
     state = replace(SETUPS["connecting-gw1"](), policy=policy(dead_after_retransmits=1))
     state, actions = run(state, *[ev.RetransmitSeen(GW1, 1)] * retransmits)
     assert (state.phase, state.gateway, state.ike_id, actions) == (Phase.CONNECTING, GW1, 1, [])
-    assert state.deadline is not None
-    _, actions = run(state, ev.Tick(), now=state.deadline)
+    assert state.attempt.deadline is not None
+    _, actions = run(state, ev.Tick(), now=state.attempt.deadline)
     assert actions[0] == Terminate(GW1, 1)
     assert LoadClone(GW2) in actions
 
@@ -502,7 +503,7 @@ def test_a_connect_is_left_to_its_timeout_whatever_it_retransmits(retransmits: i
 def test_peer_answered_resets_the_retransmit_count() -> None:
     state = replace(s_up_gw1(), policy=policy(dead_after_retransmits=2))
     state = last(state, ev.RetransmitSeen(GW1, 1), ev.PeerAnswered(GW1, 1))
-    assert state.retransmits == 0
+    assert state.attempt.retransmits == 0
     state = last(state, ev.RetransmitSeen(GW1, 1))
     assert (state.phase, state.gateway) == (Phase.UP, GW1)
     state = last(state, ev.RetransmitSeen(GW1, 1))
@@ -514,7 +515,7 @@ def test_attempts_per_gateway_retries_the_same_gateway_without_reloading() -> No
     state, actions = run(state, ev.Tick(), now=T0 + 5)
     assert actions == [Terminate(GW1, 1), Initiate(GW1)]
     assert (state.phase, state.gateway, state.ike_id) == (Phase.CONNECTING, GW1, None)
-    assert state.attempts_on_gateway == 1
+    assert state.attempt.tries == 1
     state, actions = run(state, ev.InitiateFailed(GW1, "x"), now=T0 + 6)
     assert actions == [Terminate(GW1, None), Initiate(GW1)]
     state, actions = run(state, ev.InitiateFailed(GW1, "x"), now=T0 + 7)
@@ -525,7 +526,7 @@ def test_attempts_per_gateway_retries_the_same_gateway_without_reloading() -> No
         Initiate(GW2),
         UnloadClone(GW1),
     ]
-    assert state.attempts_on_gateway == 0 and state.failed_in_cycle == 1
+    assert state.attempt.tries == 0 and state.attempt.failed_in_cycle == 1
 
 
 # --- backoff and giving up --------------------------------------------------------------------
@@ -554,29 +555,29 @@ def test_backoff_delay_grows_and_is_capped(cycle: int, base: float) -> None:
     now = T0
     for _ in range(cycle):
         state, _ = fail_cycle(state, now)
-        assert state.phase is Phase.BACKOFF and state.deadline is not None
-        delay = state.deadline - now
-        now = state.deadline
-    assert state.cycles_failed == cycle
+        assert state.phase is Phase.BACKOFF and state.attempt.deadline is not None
+        delay = state.attempt.deadline - now
+        now = state.attempt.deadline
+    assert state.attempt.cycles_failed == cycle
     assert base <= delay <= base * (1 + BACKOFF.jitter)
     assert delay == pytest.approx(backoff_delay(BACKOFF, cycle, "home"))
 
 
 def test_backoff_expiry_attempts_the_next_gateway() -> None:
     state = s_backoff()
-    assert state.deadline is not None and wake_at(state) == state.deadline
-    assert step(state, ev.Tick(), state.deadline - 0.001) == (state, [])
-    state, actions = run(state, ev.Tick(), now=state.deadline)
+    assert state.attempt.deadline is not None and wake_at(state) == state.attempt.deadline
+    assert step(state, ev.Tick(), state.attempt.deadline - 0.001) == (state, [])
+    state, actions = run(state, ev.Tick(), now=state.attempt.deadline)
     assert actions == [LoadClone(GW1), Initiate(GW1), UnloadClone(GW2)]
-    assert state.phase is Phase.CONNECTING and state.cycles_failed == 1
+    assert state.phase is Phase.CONNECTING and state.attempt.cycles_failed == 1
 
 
 def test_max_cycles_gives_up_then_retry_starts_from_the_primary() -> None:
     state, _ = run(fresh(max_cycles=2), ev.Start())
     state, actions = fail_cycle(state, T0)
     assert state.phase is Phase.BACKOFF
-    assert state.deadline is not None
-    state, actions = fail_cycle(state, state.deadline)
+    assert state.attempt.deadline is not None
+    state, actions = fail_cycle(state, state.attempt.deadline)
     assert state.phase is Phase.GAVE_UP
     assert actions[-2:] == [
         UnloadClone(GW2),
@@ -586,7 +587,7 @@ def test_max_cycles_gives_up_then_retry_starts_from_the_primary() -> None:
     assert step(state, ev.Tick(), 10_000.0) == (state, [])
     state, actions = run(state, ev.Retry(), now=10_000.0)
     assert actions == [LoadClone(GW1), Initiate(GW1)]
-    assert state.cycles_failed == 0 and state.failed_in_cycle == 0
+    assert state.attempt.cycles_failed == 0 and state.attempt.failed_in_cycle == 0
 
 
 def test_max_cycles_zero_never_gives_up() -> None:
@@ -595,9 +596,9 @@ def test_max_cycles_zero_never_gives_up() -> None:
     for cycle in range(1, 51):
         state, _ = fail_cycle(state, now)
         assert state.phase is Phase.BACKOFF, cycle
-        assert state.deadline is not None
-        now = state.deadline
-    assert state.cycles_failed == 50
+        assert state.attempt.deadline is not None
+        now = state.attempt.deadline
+    assert state.attempt.cycles_failed == 50
 
 
 # --- hold ---------------------------------------------------------------------------------------
@@ -605,10 +606,10 @@ def test_max_cycles_zero_never_gives_up() -> None:
 
 def test_held_failures_are_recorded_without_moving() -> None:
     state = last(s_connecting_gw1(), ev.Hold())
-    assert state.deadline == T0 + 5.0  # the attempt under way still times out
+    assert state.attempt.deadline == T0 + 5.0  # the attempt under way still times out
     state, actions = run(state, ev.Tick(), now=T0 + 5)
     assert actions == [Terminate(GW1, 1)]
-    assert (state.phase, state.gateway, state.failures_total) == (Phase.DOWN, GW1, 1)
+    assert (state.phase, state.gateway, state.kept.failures_total) == (Phase.DOWN, GW1, 1)
     assert wake_at(state) is None
     state, actions = run(state, ev.Release(), now=T0 + 50)
     assert actions == [
@@ -617,7 +618,7 @@ def test_held_failures_are_recorded_without_moving() -> None:
         Initiate(GW2),
         UnloadClone(GW1),
     ]
-    assert state.phase is Phase.CONNECTING and not state.held
+    assert state.phase is Phase.CONNECTING and not state.kept.held
 
 
 def test_release_gives_the_next_gateway_all_its_attempts() -> None:
@@ -630,7 +631,7 @@ def test_release_gives_the_next_gateway_all_its_attempts() -> None:
 
 def test_hold_during_backoff_cancels_the_deadline() -> None:
     state = last(s_backoff(), ev.Hold())
-    assert (state.phase, state.deadline, wake_at(state)) == (Phase.DOWN, None, None)
+    assert (state.phase, state.attempt.deadline, wake_at(state)) == (Phase.DOWN, None, None)
 
 
 # --- stop --------------------------------------------------------------------------------------
@@ -643,11 +644,11 @@ def test_stop_is_not_a_failure_and_start_brings_it_back() -> None:
         UnloadClone(GW2),
         Notify(NoticeKind.TUNNEL_DOWN, gateway=GW2, reason="operator"),
     ]
-    failures = state.failures_total
+    failures = state.kept.failures_total
     for late in (ev.TunnelDown(GW2, 2), ev.TunnelDown(GW2, 2, "child-down"), ev.Tick()):
         state, actions = run(state, late, now=T0 + 100)
         assert actions == [] and state.phase is Phase.STOPPED
-    assert state.failures_total == failures
+    assert state.kept.failures_total == failures
     state, actions = run(state, ev.Start(), now=T0 + 200)
     assert actions == [LoadClone(GW1), Initiate(GW1)]
 
@@ -657,10 +658,10 @@ def test_stop_is_not_a_failure_and_start_brings_it_back() -> None:
 
 def test_operator_switch_while_up_is_make_before_break() -> None:
     state = last(s_up_gw1(), ev.Switch(GW2), now=200.0)
-    assert state.standby is not None and state.standby.reason == "operator"
+    assert state.switch is not None and state.switch.reason == "operator"
     assert (state.phase, state.gateway, state.ike_id) == (Phase.UP, GW1, 1)
     state = last(state, ev.IkeConnecting(GW2, 2), now=200.1)
-    assert state.standby is not None and state.standby.ike_id == 2
+    assert state.switch is not None and state.switch.ike_id == 2
     assert state.ike_id == 1
     assert step(state, ev.Switch(GW1), 200.2) == (state, [])  # one switch at a time
     state, actions = run(state, ev.TunnelUp(GW2, 2), now=200.5)
@@ -670,7 +671,7 @@ def test_operator_switch_while_up_is_make_before_break() -> None:
         Notify(NoticeKind.FAILOVER, gateway=GW2, from_gateway=GW1, reason="operator", duration=0.5),
         Notify(NoticeKind.TUNNEL_UP, gateway=GW2),
     ]
-    assert (state.phase, state.gateway, state.ike_id, state.standby) == (Phase.UP, GW2, 2, None)
+    assert (state.phase, state.gateway, state.ike_id, state.switch) == (Phase.UP, GW2, 2, None)
     # the old SA going away afterwards is no failure
     assert step(state, ev.TunnelDown(GW1, 1), 201.0) == (state, [])
 
@@ -697,7 +698,7 @@ def test_a_failing_standby_is_aborted_and_the_tunnel_kept(
         Notify(NoticeKind.SWITCH_FAILED, gateway=GW2, from_gateway=GW1, reason="operator"),
     ]
     assert actions == expected
-    assert (state.phase, state.gateway, state.ike_id, state.standby) == (Phase.UP, GW1, 1, None)
+    assert (state.phase, state.gateway, state.ike_id, state.switch) == (Phase.UP, GW1, 1, None)
 
 
 def test_standby_retransmits_are_ignored_when_counting_is_off() -> None:
@@ -708,8 +709,8 @@ def test_standby_retransmits_are_ignored_when_counting_is_off() -> None:
 
 def test_rekeyed_standby_keeps_being_tracked() -> None:
     state = last(s_up_gw1(), ev.Switch(GW2), ev.IkeConnecting(GW2, 2), ev.IkeRekeyed(GW2, 2, 3))
-    assert state.standby is not None and state.standby.ike_id == 3
-    assert step(state, ev.TunnelUp(GW2, 2), T0)[0].standby is not None  # old id: stale
+    assert state.switch is not None and state.switch.ike_id == 3
+    assert step(state, ev.TunnelUp(GW2, 2), T0)[0].switch is not None  # old id: stale
     assert last(state, ev.TunnelUp(GW2, 3)).gateway == GW2
 
 
@@ -725,36 +726,39 @@ def up_on_backup(now: float = T0) -> ConnState:
 
 
 def test_no_failback_probe_on_the_primary_or_when_disabled() -> None:
-    assert last(fresh(failback=FAILBACK), ev.Start(), ev.TunnelUp(GW1, 1)).next_probe_at is None
-    assert s_up_gw2().next_probe_at is None
+    assert (
+        last(fresh(failback=FAILBACK), ev.Start(), ev.TunnelUp(GW1, 1)).failback.next_probe_at
+        is None
+    )
+    assert s_up_gw2().failback.next_probe_at is None
     assert wake_at(s_up_gw2()) is None
 
 
 def test_failback_probes_then_switches_back_after_hold_down() -> None:
     state = up_on_backup()
-    assert state.next_probe_at == T0 + 10 == wake_at(state)
+    assert state.failback.next_probe_at == T0 + 10 == wake_at(state)
     assert step(state, ev.Tick(), T0 + 9.9) == (state, [])
     state, actions = run(state, ev.Tick(), now=T0 + 10)
     assert actions == [StartProbe(GW1)]
-    assert state.probe is not None and state.probe.deadline == T0 + 15
+    assert state.failback.probe is not None and state.failback.probe.deadline == T0 + 15
     assert wake_at(state) == T0 + 15
     state, actions = run(state, ev.ProbeUp(GW1, 9), now=T0 + 11)
     assert actions == [StopProbe(GW1, 9)]
-    assert state.healthy_since == T0 + 11 and state.probe is None
-    assert state.next_probe_at == T0 + 21
+    assert state.failback.healthy_since == T0 + 11 and state.failback.probe is None
+    assert state.failback.next_probe_at == T0 + 21
     now = T0 + 11
     while True:
-        assert state.next_probe_at is not None
-        now = state.next_probe_at
+        assert state.failback.next_probe_at is not None
+        now = state.failback.next_probe_at
         state, actions = run(state, ev.Tick(), now=now)
         assert actions == [StartProbe(GW1)]
         state, actions = run(state, ev.ProbeUp(GW1, 9), now=now + 1)
-        if state.standby is not None:
+        if state.switch is not None:
             break
         assert actions == [StopProbe(GW1, 9)]
     assert now + 1 - (T0 + 11) >= 30
     assert actions == [StopProbe(GW1, 9), LoadClone(GW1), Initiate(GW1)]
-    assert state.standby.reason == "failback"
+    assert state.switch.reason == "failback"
     assert (state.phase, state.gateway) == (Phase.UP, GW2)
     state, actions = run(state, ev.TunnelUp(GW1, 20), now=now + 2)
     assert actions == [
@@ -763,7 +767,11 @@ def test_failback_probes_then_switches_back_after_hold_down() -> None:
         Notify(NoticeKind.FAILOVER, gateway=GW1, from_gateway=GW2, reason="failback", duration=1.0),
         Notify(NoticeKind.TUNNEL_UP, gateway=GW1),
     ]
-    assert (state.gateway, state.next_probe_at, state.healthy_since) == (GW1, None, None)
+    assert (state.gateway, state.failback.next_probe_at, state.failback.healthy_since) == (
+        GW1,
+        None,
+        None,
+    )
     assert wake_at(state) is None
 
 
@@ -774,20 +782,20 @@ def test_a_failed_probe_resets_the_hold_down(how: str) -> None:
     state = last(state, ev.Tick(), now=T0 + 21)
     if how == "probe-failed":
         state, actions = run(state, ev.ProbeFailed(GW1, 10), now=T0 + 22)
-        assert state.next_probe_at == T0 + 32
+        assert state.failback.next_probe_at == T0 + 32
     else:
         assert step(state, ev.Tick(), T0 + 25.9)[1] == []
         state, actions = run(state, ev.Tick(), now=T0 + 26)
-        assert state.next_probe_at == T0 + 36
+        assert state.failback.next_probe_at == T0 + 36
     assert actions == [StopProbe(GW1, None)]
-    assert (state.probe, state.healthy_since) == (None, None)
+    assert (state.failback.probe, state.failback.healthy_since) == (None, None)
 
 
 def test_standby_timeout_aborts_and_stays_on_the_backup() -> None:
     state = replace(up_on_backup(), policy=policy(failback=replace(FAILBACK, hold_down=0.0)))
     state = last(state, ev.Tick(), now=T0 + 10)
     state, actions = run(state, ev.ProbeUp(GW1, 9), now=T0 + 11)
-    assert state.standby is not None and state.standby.deadline == T0 + 16
+    assert state.switch is not None and state.switch.deadline == T0 + 16
     assert wake_at(state) == T0 + 16
     state, actions = run(state, ev.Tick(), now=T0 + 16)
     assert actions == [
@@ -795,8 +803,8 @@ def test_standby_timeout_aborts_and_stays_on_the_backup() -> None:
         UnloadClone(GW1),
         Notify(NoticeKind.SWITCH_FAILED, gateway=GW1, from_gateway=GW2, reason="failback"),
     ]
-    assert (state.phase, state.gateway, state.ike_id, state.standby) == (Phase.UP, GW2, 2, None)
-    assert state.next_probe_at == T0 + 26
+    assert (state.phase, state.gateway, state.ike_id, state.switch) == (Phase.UP, GW2, 2, None)
+    assert state.failback.next_probe_at == T0 + 26
 
 
 def test_the_main_tunnel_failing_during_a_standby() -> None:
@@ -814,7 +822,7 @@ def test_the_main_tunnel_failing_during_a_standby() -> None:
         Initiate(GW1),
         UnloadClone(GW2),
     ]
-    assert (state.phase, state.gateway, state.standby, state.next_probe_at) == (
+    assert (state.phase, state.gateway, state.switch, state.failback.next_probe_at) == (
         Phase.CONNECTING,
         GW1,
         None,
@@ -824,10 +832,10 @@ def test_the_main_tunnel_failing_during_a_standby() -> None:
 
 def test_operator_switch_stops_a_probe_in_flight() -> None:
     state = last(up_on_backup(), ev.Tick(), now=T0 + 10)
-    assert state.probe is not None
+    assert state.failback.probe is not None
     state, actions = run(state, ev.Switch(GW1), now=T0 + 11)
     assert actions == [StopProbe(GW1, None), LoadClone(GW1), Initiate(GW1)]
-    assert state.probe is None
+    assert state.failback.probe is None
 
 
 def test_a_probe_answering_during_a_switch_does_not_start_another_one() -> None:
@@ -835,11 +843,11 @@ def test_a_probe_answering_during_a_switch_does_not_start_another_one() -> None:
     pol = policy(failback=replace(FAILBACK, hold_down=0.0))
     state = last(initial_state("home", (GW1, GW2, GW3), pol), ev.Adopt(GW2, 2))
     state = last(state, ev.Tick(), now=T0 + 10)
-    assert state.probe is not None
+    assert state.failback.probe is not None
     state = last(state, ev.Switch(GW3), now=T0 + 11)
     state, actions = run(state, ev.ProbeUp(GW1, 9), now=T0 + 12)
     assert not any(isinstance(a, LoadClone) for a in actions)
-    assert state.standby is not None and state.standby.gateway == GW3
+    assert state.switch is not None and state.switch.gateway == GW3
 
 
 def test_hold_stops_probing_and_release_resumes_it() -> None:
@@ -849,16 +857,16 @@ def test_hold_stops_probing_and_release_resumes_it() -> None:
     assert wake_at(state) is None
     state, actions = run(state, ev.Release(), now=T0 + 20)
     assert actions == [Notify(NoticeKind.RELEASED, gateway=GW2)]
-    assert state.next_probe_at == T0 + 30
+    assert state.failback.next_probe_at == T0 + 30
 
 
 def test_no_wakeups_while_held_on_a_backup() -> None:
     """A held connection that comes up on a backup must not schedule probes it won't send."""
     state = last(fresh(failback=FAILBACK), ev.Start(), ev.InitiateFailed(GW1, "x"), ev.Hold())
     state = last(state, ev.TunnelUp(GW2, 2), now=T0 + 1)
-    assert (state.phase, state.gateway, state.held) == (Phase.UP, GW2, True)
+    assert (state.phase, state.gateway, state.kept.held) == (Phase.UP, GW2, True)
     assert wake_at(state) is None  # was: a probe time in the past that no Tick clears
-    assert last(state, ev.Release(), now=T0 + 2).next_probe_at == T0 + 12
+    assert last(state, ev.Release(), now=T0 + 2).failback.next_probe_at == T0 + 12
 
 
 # --- rekey, adopt, wake_at ---------------------------------------------------------------------
@@ -866,7 +874,7 @@ def test_no_wakeups_while_held_on_a_backup() -> None:
 
 def test_ike_rekeyed_keeps_tracking_the_new_id() -> None:
     state = last(s_up_gw1(), ev.RetransmitSeen(GW1, 1))
-    state = replace(s_up_gw1(), retransmits=0)
+    state = replace(s_up_gw1(), attempt=replace(s_up_gw1().attempt, retransmits=0))
     state = last(state, ev.IkeRekeyed(GW1, 1, 5))
     assert state.ike_id == 5
     assert step(state, ev.TunnelDown(GW1, 1), T0) == (state, [])
@@ -878,7 +886,7 @@ def test_ike_rekeyed_keeps_tracking_the_new_id() -> None:
 def test_adopt_counts_as_up_and_schedules_failback() -> None:
     state, actions = run(fresh(failback=FAILBACK), ev.Adopt(GW2, 7))
     assert actions == [Notify(NoticeKind.TUNNEL_UP, gateway=GW2, reason="adopted")]
-    assert (state.phase, state.ike_id, state.next_probe_at) == (Phase.UP, 7, T0 + 10)
+    assert (state.phase, state.ike_id, state.failback.next_probe_at) == (Phase.UP, 7, T0 + 10)
     state, actions = run(state, ev.TunnelDown(GW2, 7))
     assert state.gateway == GW1 and UnloadClone(GW2) in actions
 
@@ -889,10 +897,11 @@ def test_wake_at_is_the_earliest_pending_time() -> None:
     assert wake_at(s_connecting_gw1()) == T0 + 5
     assert wake_at(s_gave_up()) is None
     assert wake_at(s_stopped()) is None
-    state = replace(up_on_backup(), next_probe_at=50.0)
+    state = up_on_backup()
+    state = replace(state, failback=replace(state.failback, next_probe_at=50.0))
     assert wake_at(state) == 50.0
     state = last(up_on_backup(), ev.Switch(GW1), now=T0 + 1)
-    assert state.standby is not None
+    assert state.switch is not None
     assert wake_at(state) == T0 + 6  # the standby deadline; no probe while switching
 
 
@@ -995,15 +1004,15 @@ def test_invariants_over_random_sequences(
         if state.phase in (Phase.CONNECTING, Phase.UP, Phase.BACKOFF, Phase.DOWN):
             assert state.gateway is not None
             expected.add(state.gateway)
-        if state.standby is not None:
+        if state.switch is not None:
             assert state.phase is Phase.UP
-            expected.add(state.standby.gateway)
-            assert state.standby.gateway != state.gateway
+            expected.add(state.switch.gateway)
+            assert state.switch.gateway != state.gateway
         assert loaded == expected, (state, event, actions)
-        assert len(loaded) <= (2 if state.standby is not None else 1)
+        assert len(loaded) <= (2 if state.switch is not None else 1)
         if state.phase in (Phase.GAVE_UP, Phase.STOPPED, Phase.IDLE):
             assert not loaded
-        assert not (state.probe is not None and state.standby is not None)
+        assert not (state.failback.probe is not None and state.switch is not None)
         if isinstance(event, ev.Tick):
             due = wake_at(state)
             assert due is None or due > now, (state, actions)  # a Tick makes progress
@@ -1014,7 +1023,7 @@ def test_outage_counts_from_the_monitors_last_sign_of_life_to_tunnel_up() -> Non
     state, actions = run(state, ev.TunnelUp(GW2, 2), now=T0 + 0.25)
     (failover,) = [a for a in actions if isinstance(a, Notify) and a.kind == "failover"]
     assert failover.duration == 0.25 and failover.outage == 1.75
-    assert state.outage_lead is None  # reset for the next outage
+    assert state.outage is None  # reset for the next outage
 
 
 def test_outage_is_unknown_when_nothing_saw_the_traffic_stop() -> None:
@@ -1035,8 +1044,7 @@ def test_charon_restarted_starts_over_keeping_hold_and_failures(setup: str) -> N
     assert actions == []
     expected = replace(
         initial_state("home", (GW2, GW3), before.policy),
-        held=before.held,
-        failures_total=before.failures_total,
+        kept=before.kept,
     )
     assert after == expected
     assert wake_at(after) is None
@@ -1044,9 +1052,9 @@ def test_charon_restarted_starts_over_keeping_hold_and_failures(setup: str) -> N
 
 def test_charon_restarted_keeps_what_it_must() -> None:
     held = last(s_held_down(), ev.TunnelDown(GW1, 1))
-    assert held.failures_total == 1
+    assert held.kept.failures_total == 1
     after = last(held, ev.CharonRestarted((GW1, GW2)))
-    assert (after.phase, after.gateway, after.held, after.failures_total) == (
+    assert (after.phase, after.gateway, after.kept.held, after.kept.failures_total) == (
         Phase.IDLE,
         None,
         True,
@@ -1067,7 +1075,7 @@ def test_policy_changed_rules_the_next_attempt() -> None:
     state = last(s_up_gw1(), ev.PolicyChanged(policy(connect_timeout=42.0)))
     state = last(state, ev.TunnelDown(GW1, 1), now=T0 + 10)
     assert (state.phase, state.gateway) == (Phase.CONNECTING, GW2)
-    assert state.deadline == T0 + 10 + 42.0
+    assert state.attempt.deadline == T0 + 10 + 42.0
 
 
 RESTORE_ROWS: list[tuple[str, bool]] = [(name, name == "idle") for name in sorted(SETUPS)]
@@ -1079,7 +1087,7 @@ def test_restored_applies_only_while_idle(setup: str, applies: bool) -> None:
     after, actions = step(before, ev.Restored(held=True, failures_total=7), T0)
     assert actions == []
     if applies:
-        assert after == replace(before, held=True, failures_total=7)
+        assert after == replace(before, kept=Kept(held=True, failures_total=7))
     else:
         assert after == before
 
@@ -1087,4 +1095,4 @@ def test_restored_applies_only_while_idle(setup: str, applies: bool) -> None:
 def test_restored_hold_keeps_a_start_from_moving_on_failure() -> None:
     state = last(s_idle(), ev.Restored(held=True, failures_total=3), ev.Start())
     state = last(state, ev.InitiateFailed(GW1, "x"))
-    assert (state.phase, state.held, state.failures_total) == (Phase.DOWN, True, 4)
+    assert (state.phase, state.kept.held, state.kept.failures_total) == (Phase.DOWN, True, 4)

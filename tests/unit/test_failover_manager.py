@@ -241,7 +241,7 @@ def test_make_before_break_switch_keeps_both_clones_until_up() -> None:
     w.manager.handle("home", ev.TunnelUp(GW1, sa1.unique_id))
     w.manager.handle("home", ev.Switch(GW2))
     assert sorted(w.charon.conns) == ["home@10.0.0.1", "home@10.0.0.2"]
-    assert w.manager.status()[0].standby_gateway == GW2
+    assert w.manager.status()[0].switch_gateway == GW2
     sa2 = max(w.charon.sas)
     w.clock.advance(0.25)
     w.manager.handle("home", ev.TunnelUp(GW2, sa2))
@@ -277,8 +277,8 @@ def test_a_probe_charon_refuses_counts_as_failed() -> None:
     w.clock.advance(10.0)
     w.manager.tick()
     managed = w.manager.get("home")
-    assert managed is not None and managed.state.probe is None
-    assert managed.state.next_probe_at == w.clock.now + 10.0
+    assert managed is not None and managed.state.failback.probe is None
+    assert managed.state.failback.next_probe_at == w.clock.now + 10.0
 
 
 def test_status_fields() -> None:
@@ -298,7 +298,7 @@ def test_status_fields() -> None:
         cycles_failed=0,
         next_action=f"connect timeout on {GW1}",
         next_action_in=5.0,
-        standby_gateway=None,
+        switch_gateway=None,
         redirected_to=None,
         virtual_ips=(),
     )
@@ -382,7 +382,7 @@ def test_charon_restarted_starts_every_machine_over_through_step() -> None:
     w.manager.handle("a", ev.Hold())
     w.manager.handle("b", ev.InitiateFailed(GW1, "x"))
     b = w.manager.get("b")
-    assert b is not None and b.state.failures_total == 1
+    assert b is not None and b.state.kept.failures_total == 1
     revision, saved = w.manager.revision, dict(w.store.connections)
     w.manager.charon_restarted()
     assert (w.phase("a"), w.gateway("a"), w.phase("b"), w.gateway("b")) == (
@@ -392,7 +392,7 @@ def test_charon_restarted_starts_every_machine_over_through_step() -> None:
         None,
     )
     a = w.manager.get("a")
-    assert a is not None and a.state.held and b.state.failures_total == 1
+    assert a is not None and a.state.kept.held and b.state.kept.failures_total == 1
     assert w.manager.revision > revision  # the loop and the monitor see the change
     assert w.manager.next_wake() is None
     assert w.store.connections == saved  # as before: charon's resync decides what is saved
@@ -406,7 +406,7 @@ def test_restore_persisted_goes_through_the_machine() -> None:
     assert w.manager.restore_persisted(["home", "nobody"]) == ["home"]
     managed = w.manager.get("home")
     assert managed is not None
-    assert (managed.state.held, managed.state.failures_total) == (True, 5)
+    assert (managed.state.kept.held, managed.state.kept.failures_total) == (True, 5)
 
 
 def test_the_state_of_a_managed_connection_is_read_only_outside_the_manager() -> None:

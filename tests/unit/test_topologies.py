@@ -9,8 +9,8 @@ from typing import Any
 from extsock_py.adapters.vici.dialects import choose
 from extsock_py.domain import events as ev
 from extsock_py.domain import observations as ob
-from extsock_py.domain.actions import Notify, Terminate
-from extsock_py.domain.failover import Phase, initial_state, step
+from extsock_py.domain.actions import Action, Notify, Terminate
+from extsock_py.domain.failover import ConnState, Phase, initial_state, step
 from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
@@ -53,12 +53,12 @@ def test_sa_table_sync_ends_what_list_sas_no_longer_has() -> None:
 # --- the machine: redirects -----------------------------------------------------------------
 
 
-def machine(gateways: tuple[str, ...] = (GW1, GW2)) -> Any:
+def machine(gateways: tuple[str, ...] = (GW1, GW2)) -> ConnState:
     return initial_state("home", gateways, FailoverPolicy(connect_timeout=5.0))
 
 
-def run(state: Any, *events: ev.Event, now: float = T0) -> tuple[Any, list[Any]]:
-    actions: list[Any] = []
+def run(state: ConnState, *events: ev.Event, now: float = T0) -> tuple[ConnState, list[Action]]:
+    actions: list[Action] = []
     for event in events:
         state, more = step(state, event, now)
         actions += more
@@ -68,7 +68,7 @@ def run(state: Any, *events: ev.Event, now: float = T0) -> tuple[Any, list[Any]]
 def test_a_redirect_of_an_established_sa_is_followed_without_a_failure() -> None:
     up, _ = run(machine(), ev.Start(), ev.IkeConnecting(GW1, 1), ev.TunnelUp(GW1, 1))
     s, actions = run(up, ev.Redirected(GW1, 1, GW3))
-    assert actions == [] and s.phase is Phase.UP and s.redirect is not None
+    assert actions == [] and s.phase is Phase.UP and s.redirects.pending is not None
     # charon sets the tunnel up at the target under a new IKE_SA, then deletes the old one.
     s, actions = run(s, ev.TunnelUp(GW1, 2), now=T0 + 0.5)
     assert actions == [
@@ -78,24 +78,24 @@ def test_a_redirect_of_an_established_sa_is_followed_without_a_failure() -> None
     ]
     s, actions = run(s, ev.TunnelDown(GW1, 1, "child-down"), ev.TunnelDown(GW1, 1, "ike-down"))
     assert actions == [] and s.phase is Phase.UP
-    assert (s.gateway, s.peer, s.ike_id, s.failures_total) == (GW1, GW3, 2, 0)
+    assert (s.gateway, s.peer, s.ike_id, s.kept.failures_total) == (GW1, GW3, 2, 0)
     # The target dies later: the failover goes on with the configured list.
     s, actions = run(s, ev.RetransmitSeen(GW1, 2))
     assert Terminate(GW1, 2) in actions
     started = [a for a in actions if isinstance(a, Notify) and a.kind == "failover-started"]
     assert [(a.from_gateway, a.gateway) for a in started] == [(GW3, GW2)]
-    assert s.peer == GW2 and s.remote is None
+    assert s.peer == GW2 and s.redirects.remote is None
 
 
 def test_a_redirect_at_ike_sa_init_keeps_the_same_ike_sa_and_counts_nothing() -> None:
     s, _ = run(machine(), ev.Start(), ev.IkeConnecting(GW1, 1))
     s, actions = run(s, ev.Redirected(GW1, 1, GW3), now=T0 + 1)
-    assert actions == [] and s.phase is Phase.CONNECTING and s.deadline == T0 + 6
+    assert actions == [] and s.phase is Phase.CONNECTING and s.attempt.deadline == T0 + 6
     s, _ = run(s, ev.IkeConnecting(GW1, 1), now=T0 + 1)  # charon starts it again there
     s, actions = run(s, ev.TunnelUp(GW1, 1), now=T0 + 1.1)
     kinds = [a.kind for a in actions if isinstance(a, Notify)]
     assert kinds == ["redirected", "tunnel-up"]
-    assert (s.phase, s.peer, s.failures_total) == (Phase.UP, GW3, 0)
+    assert (s.phase, s.peer, s.kept.failures_total) == (Phase.UP, GW3, 0)
 
 
 def test_a_redirect_that_never_comes_up_fails_over_after_connect_timeout() -> None:
@@ -104,14 +104,14 @@ def test_a_redirect_that_never_comes_up_fails_over_after_connect_timeout() -> No
     s, actions = run(s, ev.Tick(), now=T0 + 5.0)
     assert s.phase is Phase.CONNECTING and s.gateway == GW2
     assert Terminate(GW1, None) in actions  # both the old and the half-open new SA
-    assert s.outage_reason == "redirect-failed"
+    assert s.outage is not None and s.outage.reason == "redirect-failed"
 
 
 def test_a_redirect_charon_refuses_to_follow_leaves_the_tunnel_where_it_is() -> None:
     # charon logs "redirected to" and then, e.g. past 5 redirects in 300 s, stays.
     up, _ = run(machine(), ev.Start(), ev.IkeConnecting(GW1, 1), ev.TunnelUp(GW1, 1))
     s, _ = run(up, ev.Redirected(GW1, 1, GW3), ev.RedirectRefused(GW1, 1))
-    assert s.redirect is None and (s.phase, s.peer, s.ike_id) == (Phase.UP, GW1, 1)
+    assert s.redirects.pending is None and (s.phase, s.peer, s.ike_id) == (Phase.UP, GW1, 1)
     s, actions = run(s, ev.Tick(), now=T0 + 10.0)
     assert actions == [] and s.phase is Phase.UP
     s, actions = run(s, ev.RetransmitSeen(GW1, 1))  # its news counts again
@@ -162,7 +162,7 @@ class Wired:
         if translated is not None and EventUsecase.wants(translated):
             self.events.observe(translated)
 
-    def state(self, name: str) -> Any:
+    def state(self, name: str) -> ConnState:
         managed = self.manager.get(name)
         assert managed is not None
         return managed.state
@@ -183,7 +183,7 @@ def test_a_child_in_another_connections_ike_sa_brings_its_own_connection_up() ->
     assert w.state("upb").ike_id == 1
     w.clock.advance(10.0)
     w.manager.tick()
-    assert w.state("upb").phase is Phase.UP and w.state("upb").failures_total == 0
+    assert w.state("upb").phase is Phase.UP and w.state("upb").kept.failures_total == 0
 
 
 def test_a_dead_gateway_moves_every_connection_in_its_ike_sa() -> None:
@@ -214,14 +214,17 @@ def test_a_redirect_log_line_reaches_every_connection_in_the_ike_sa() -> None:
     w = Wired()
     w.shared_up()
     w.observe(ob.LogLine("IKE", 1, f"redirected to {GW3}", f"home@{GW1}", 1))
-    assert w.state("home").redirect is not None and w.state("upb").redirect is not None
+    assert (
+        w.state("home").redirects.pending is not None
+        and w.state("upb").redirects.pending is not None
+    )
     new = ob.IkeSaInfo(f"home@{GW1}", 2, "ESTABLISHED", remote_host=GW3)
     w.observe(ob.ChildUpdown(new, ob.ChildSaInfo("net", 3, "INSTALLED"), True))
     w.observe(ob.ChildUpdown(new, ob.ChildSaInfo("net2", 4, "INSTALLED"), True))
     w.observe(ob.IkeUpdown(ob.IkeSaInfo(f"home@{GW1}", 1, "DELETING", remote_host=GW1), False))
     for name in ("home", "upb"):
         s = w.state(name)
-        assert (s.phase, s.peer, s.ike_id, s.failures_total) == (Phase.UP, GW3, 2, 0)
+        assert (s.phase, s.peer, s.ike_id, s.kept.failures_total) == (Phase.UP, GW3, 2, 0)
     assert [e["connection"] for e in w.publisher.of("redirected")] == ["home", "upb"]
     assert not w.publisher.of("tunnel-down")
     ends = [(e["ike_id"], e["new"]) for e in w.publisher.of("ike-state")]

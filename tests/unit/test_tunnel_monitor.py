@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from extsock_py.domain import events as ev
-from extsock_py.domain.failover import Phase
+from extsock_py.domain.failover import ConnState, Phase
 from extsock_py.domain.policy import FailoverPolicy, MonitorPolicy
 from extsock_py.domain.profile import ConnectionProfile
 from extsock_py.interfaces.ports import ProbePort
@@ -76,7 +76,7 @@ class World:
         assert self.state().phase is Phase.UP
         return sa.unique_id
 
-    def state(self) -> Any:
+    def state(self) -> ConnState:
         managed = self.manager.get("home")
         assert managed is not None
         return managed.state
@@ -129,7 +129,7 @@ def test_silence_fails_over_with_reason_monitor() -> None:
     w.run_for(0.1)
     state = w.state()
     assert state.phase is Phase.CONNECTING and state.gateway == GW2
-    assert state.outage_reason == "monitor"
+    assert state.outage is not None and state.outage.reason == "monitor"
     assert first.sent == 2 and not first.is_open
     dead = w.publisher.of("monitor-dead")
     assert dead and dead[0]["gateway"] == GW1 and dead[0]["unanswered"] == 2
