@@ -27,6 +27,8 @@ from extsock_py.lab.lab import Lab
 from extsock_py.lab.releases import RELEASES
 
 ALL_RELEASES = tuple(RELEASES)
+# --only GROUP: icmp = figures 2, 2m, 2i (main lab) and the ICMP monitor windows 2f, 2p.
+ONLY_GROUPS = ("icmp",)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Plan:
     alone_cap: float  # 0: skip the charon-alone baseline
     releases: tuple[str, ...] = ALL_RELEASES  # figures 2 and 3 with ini on each (2r, 3r)
     only_releases: bool = False  # nothing but the 2r and 3r rows
+    only: tuple[str, ...] = ()  # figure groups to run alone (ONLY_GROUPS)
+    icmp_window: float | None = None  # s of the 2f/2p windows (None: by mode)
 
     @classmethod
     def make(
@@ -102,7 +106,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only-releases", action="store_true", help="run nothing but figures 2r and 3r"
     )
+    parser.add_argument(
+        "--only",
+        default="",
+        help=f"run only these figure groups (comma list of: {', '.join(ONLY_GROUPS)})",
+    )
+    parser.add_argument(
+        "--icmp-window",
+        type=float,
+        help="seconds of each ICMP monitor window, figures 2f and 2p (600 full, 60 quick, 5 smoke)",
+    )
     args = parser.parse_args(argv)
+    only = tuple(g for g in args.only.split(",") if g)
+    if any(g not in ONLY_GROUPS for g in only):
+        parser.error(f"--only: accepted: {', '.join(ONLY_GROUPS)}")
     releases = tuple(r for r in args.releases.split(",") if r)
     unknown = [r for r in releases if r not in RELEASES]
     if unknown:
@@ -112,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bench: cannot build the lab here: {why}", file=sys.stderr)
         sys.exit(2)
     plan = Plan.make(args.quick, args.smoke, args.trials, releases, args.only_releases)
+    plan = dataclasses.replace(plan, only=only, icmp_window=args.icmp_window)
+    if only:
+        plan = dataclasses.replace(plan, mode=f"{plan.mode} (only {', '.join(only)})")
     began = time.monotonic()
     load_before = machine()
     sampler = LoadSampler()
@@ -119,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     background = Background(
         [(ALONE_PREFIX, None, plan.alone_cap), (ALONE_FAST_PREFIX, 1.0, 60.0)], log
     )
-    if plan.alone_cap > 0 and not plan.only_releases:
+    if plan.alone_cap > 0 and not plan.only_releases and not plan.only:
         background.start()
     figures: list[Figure] = []
     try:

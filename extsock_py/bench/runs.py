@@ -16,6 +16,7 @@ from extsock_py.bench import (
     families,
     fig_detection,
     fig_events,
+    fig_icmp,
     fig_mass,
     fig_reaction,
     fig_releases,
@@ -59,6 +60,35 @@ def run_releases(plan: Plan, log: Log, known: dict[str, fig_releases.ReleaseRun]
 def run_all(plan: Plan, background: Background, log: Log) -> list[Figure]:
     if plan.only_releases:
         return run_releases(plan, log, {})
+    seconds = fig_icmp.window_for(plan.mode, plan.icmp_window)
+    windows = fig_icmp.Windows(seconds, log).start()  # 2f, 2p: beside everything else
+    if "icmp" in plan.only:
+        return _icmp_only(plan, windows, log)
+    figures = _run_all(plan, background, log)
+    log("bench: waiting for the ICMP monitor windows")
+    return sorted([*figures, *windows.figures(seconds + 180.0)], key=lambda f: f.name.split()[0])
+
+
+def _icmp_only(plan: Plan, windows: fig_icmp.Windows, log: Log) -> list[Figure]:
+    """`--only icmp`: figures 2, 2m and 2i in the main lab, 2f and 2p in theirs."""
+    figures: list[Figure] = []
+
+    def main_lab() -> None:
+        with bench_lab(LabConfig(prefix=MAIN_PREFIX)) as lab:
+            _detections(lab, plan, log, figures)
+
+    broken = guard("the main lab", main_lab, log)
+    if isinstance(broken, str):
+        figures.append(skipped("2 (main lab)", "", "", broken))
+    why = "charon-alone baseline not run (--only icmp)"
+    for k, f in enumerate(figures):
+        if f.name.startswith("2 ") and f.skipped is None:
+            figures[k] = _detection_fig(f.name, f.extra.pop("_raw"), None, 6.0, why)
+    figures += windows.figures(windows.seconds + 180.0)
+    return sorted(figures, key=lambda f: f.name.split()[0])
+
+
+def _run_all(plan: Plan, background: Background, log: Log) -> list[Figure]:
     figures: list[Figure] = []
     got = guard(
         "6 event throughput",
@@ -140,6 +170,17 @@ def _raw(name: str, got: Durations | str) -> Figure:
 def _main_lab(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
     got = guard("1 reaction", lambda: fig_reaction.measure(lab, plan.reaction, log), log)
     out.append(got if isinstance(got, Figure) else skipped("1 reaction", "ms", "", got))
+    _detections(lab, plan, log, out)
+    init = guard(
+        "3 initial connect",
+        lambda: fig_detection.initial_connect(lab, plan.initial, DETECT_TIMEOUT),
+        log,
+    )
+    out.append(_raw("3 initial", init))
+
+
+def _detections(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
+    """Figures 2, 2m and 2i: the same silent gateway, three ways of noticing it."""
     lab.reset()
     dpd = guard(
         "2 detection", lambda: fig_detection.detection(lab, plan.detection, DETECT_TIMEOUT), log
@@ -160,12 +201,13 @@ def _main_lab(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
         else:
             mon = got_mon
     out.append(families.monitor(mon, dpd if isinstance(dpd, Durations) else None, why))
-    init = guard(
-        "3 initial connect",
-        lambda: fig_detection.initial_connect(lab, plan.initial, DETECT_TIMEOUT),
+    lab.reset()
+    icmp = guard(
+        "2i ICMP monitor detection",
+        lambda: fig_icmp.detection(lab, plan.detection, DETECT_TIMEOUT),
         log,
     )
-    out.append(_raw("3 initial", init))
+    out.append(fig_icmp.detection_figure(icmp, mon, dpd if isinstance(dpd, Durations) else None))
 
 
 @dataclass

@@ -102,3 +102,38 @@ def test_a_full_run_reuses_figures_2_and_3_as_the_bookworm_rows() -> None:
     assert host.release == "bookworm" and host.label.startswith("bookworm (")
     assert isinstance(host.detection, Durations) and host.detection.total == [4.5]
     assert host.initial == "lab broke"
+
+
+def test_icmp_window_figures_goal_zero_and_probe_rates() -> None:
+    from extsock_py.bench.fig_icmp import WindowResult, window_figures, window_for
+
+    assert window_for("full", None) == 600.0 and window_for("smoke", None) == 5.0
+    assert window_for("quick (only icmp)", None) == 60.0 and window_for("full", 30.0) == 30.0
+    idle = WindowResult(False, seconds=10.0, failovers=0, echoes=100)
+    loaded = WindowResult(True, seconds=10.0, failovers=1, echoes=5, load_sent=200)
+    idle_fig, loaded_fig, rate = window_figures(idle, loaded, 10.0)
+    assert idle_fig.met and not loaded_fig.met  # one false failover misses the goal
+    assert rate.extsock.median == 0.5 and rate.baseline.median == 10.0 and rate.ratio == 0.05
+    broken = WindowResult(True, error="RuntimeError: no tunnel on segw1")
+    figs = window_figures(None, broken, 10.0)
+    assert figs[0].skipped == "window not run" and figs[1].skipped == broken.error
+    assert figs[2].skipped == broken.error and not figs[2].met
+
+
+def test_icmp_detection_figure_beside_2m_and_2() -> None:
+    from extsock_py.bench.fig_detection import Durations
+    from extsock_py.bench.fig_icmp import detection_figure
+
+    fig = detection_figure(
+        Durations(total=[0.3, 0.32, 0.4], noticed=[0.29, 0.31, 0.39]),
+        Durations(total=[1.49, 1.5]),
+        Durations(total=[4.49]),
+    )
+    assert (
+        fig.met
+        and fig.name.startswith("2i ")
+        and round(fig.ratio or 0, 3) == round(0.32 / 1.495, 3)
+    )
+    assert fig.extra["child_up_s"]["median"] == 0.31 and fig.extra["figure_2_s"]["median"] == 4.49
+    assert not detection_figure(Durations(total=[0.6]), None, None).met
+    assert detection_figure("2i failed: boom", None, None).skipped == "2i failed: boom"
