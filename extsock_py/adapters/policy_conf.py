@@ -14,30 +14,25 @@ the same file as the connections:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import re
-from collections.abc import Mapping
-from typing import Annotated, Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Protocol, get_args, get_origin, get_type_hints
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    TypeAdapter,
     ValidationError,
 )
+from pydantic_core import core_schema
 
 from extsock_py.domain.errors import ConfigError
-from extsock_py.domain.policy import (
-    PROBE_KINDS,
-    BackoffPolicy,
-    FailbackPolicy,
-    FailoverPolicy,
-    MonitorPolicy,
-    ProbeKind,
-)
+from extsock_py.domain.policy import Accepts, FailoverPolicy, Form, MonitorPolicy
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -68,6 +63,21 @@ def parse_bool(value: object) -> bool:
     raise ValueError(f"invalid boolean {str(value)!r}: expected {BOOL_FORM}")
 
 
+def parse_address(value: object) -> str:
+    text = str(value).strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"invalid address {text!r}: expected {ADDRESS_FORM}") from None
+
+
+def parse_netns(value: object) -> str:
+    text = str(value).strip()
+    if not _NETNS.fullmatch(text):
+        raise ValueError(f"invalid network namespace name {text!r}: expected {NETNS_FORM}")
+    return text
+
+
 def _spoken(seconds: float) -> str:
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
         if seconds >= size and seconds % size == 0:
@@ -86,88 +96,82 @@ def at_most(limit: float) -> AfterValidator:
     return AfterValidator(check)
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-HOUR, DAY = 3600.0, 86400.0
-Flag = Annotated[bool, BeforeValidator(parse_bool)]
+def parse_choice(name: str, options: tuple[str, ...]) -> Callable[[object], str]:
+    """A parser for one of `options` (a Literal's words), in any case."""
+
+    def parse(value: object) -> str:
+        text = str(value).strip().lower()
+        if text not in options:
+            shown = str(value).strip()
+            raise ValueError(f"invalid {name} {shown!r}: expected {' or '.join(options)}")
+        return text
+
+    return parse
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_PARSERS: dict[Form, Callable[[object], object]] = {
+    Form.DURATION: parse_duration,
+    Form.FLAG: parse_bool,
+    Form.ADDRESS: parse_address,
+    Form.NETNS: parse_netns,
+}
 
 
-class BackoffModel(_Strict):
-    initial: Annotated[PositiveDuration, at_most(HOUR)] = 1.0
-    maximum: Annotated[PositiveDuration, at_most(DAY)] = 60.0
-    multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
-    jitter: float = Field(default=0.2, ge=0.0, le=1.0)
+def _parser(parse: Callable[[object], object]) -> BeforeValidator:
+    # None stays None: an optional key (an address, a namespace) may be left unset
+    return BeforeValidator(lambda value: value if value is None else parse(value))
 
 
-class FailbackModel(_Strict):
-    enabled: Flag = False
-    probe_interval: Annotated[PositiveDuration, at_most(HOUR)] = 10.0
-    probe_timeout: Annotated[PositiveDuration, at_most(10 * 60.0)] = 5.0
-    hold_down: Annotated[Duration, at_most(DAY)] = 30.0
+def _field_type(name: str, hint: Any) -> Any:
+    """The pydantic form of one domain field: its Accepts turned into parsing and bounds."""
+    if get_origin(hint) is not Annotated:
+        if dataclasses.is_dataclass(hint):
+            return Annotated[hint, DomainSchema()]
+        return hint
+    base, *meta = get_args(hint)
+    accepts = next((m for m in meta if isinstance(m, Accepts)), Accepts())
+    parts: list[Any] = []
+    if accepts.form is Form.CHOICE:
+        parts.append(_parser(parse_choice(name, tuple(map(str, get_args(base))))))
+    elif accepts.form in _PARSERS:
+        parts.append(_parser(_PARSERS[accepts.form]))
+    parts.append(Field(ge=accepts.ge, gt=accepts.gt))
+    if accepts.le is not None:
+        # durations name their bound in their own unit; numbers as pydantic says it
+        parts.append(at_most(accepts.le) if accepts.form is Form.DURATION else Field(le=accepts.le))
+    return Annotated[(base, *parts)]
 
 
-def parse_address(value: object) -> str:
-    text = str(value).strip()
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise ValueError(f"invalid address {text!r}: expected {ADDRESS_FORM}") from None
+class DomainSchema:
+    """Pydantic metadata: validate a domain dataclass key by key, as its `Accepts` say, with
+    its own defaults and no unknown keys. The domain stays free of pydantic."""
 
-
-def parse_netns(value: object) -> str:
-    text = str(value).strip()
-    if not _NETNS.fullmatch(text):
-        raise ValueError(f"invalid network namespace name {text!r}: expected {NETNS_FORM}")
-    return text
-
-
-def parse_probe(value: object) -> str:
-    text = str(value).strip().lower()
-    if text not in PROBE_KINDS:
-        shown = str(value).strip()
-        raise ValueError(f"invalid probe {shown!r}: expected {' or '.join(PROBE_KINDS)}")
-    return text
-
-
-Address = Annotated[str, BeforeValidator(parse_address)]
-ProbeName = Annotated[ProbeKind, BeforeValidator(parse_probe)]
-NetnsName = Annotated[str, BeforeValidator(parse_netns)]
-
-
-class MonitorModel(_Strict):
-    enabled: Flag = False
-    local: Address | None = None
-    remote: Address | None = None
-    port: int = Field(default=33434, ge=1, le=65535)
-    interval: Annotated[PositiveDuration, at_most(60.0)] = 0.5
-    misses: int = Field(default=3, ge=1, le=100)
-    netns: NetnsName | None = None
-    probe: ProbeName = "udp"
-
-
-class PolicyModel(_Strict):
-    connect_timeout: Annotated[PositiveDuration, at_most(10 * 60.0)] = 5.0
-    dead_after_retransmits: int = Field(default=1, ge=0, le=10)
-    attempts_per_gateway: int = Field(default=1, ge=1, le=100)
-    max_cycles: int = Field(default=10, ge=0, le=1_000_000)
-    backoff: BackoffModel = Field(default_factory=BackoffModel)
-    failback: FailbackModel = Field(default_factory=FailbackModel)
-    monitor: MonitorModel = Field(default_factory=MonitorModel)
-
-    def to_domain(self) -> FailoverPolicy:
-        return FailoverPolicy(
-            connect_timeout=self.connect_timeout,
-            dead_after_retransmits=self.dead_after_retransmits,
-            attempts_per_gateway=self.attempts_per_gateway,
-            max_cycles=self.max_cycles,
-            backoff=BackoffPolicy(**self.backoff.model_dump()),
-            failback=FailbackPolicy(**self.failback.model_dump()),
-            monitor=MonitorPolicy(**self.monitor.model_dump()),
+    def __get_pydantic_core_schema__(
+        self, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        hints = get_type_hints(source, include_extras=True)
+        fields: list[core_schema.DataclassField] = []
+        for spec in dataclasses.fields(source):
+            schema = handler.generate_schema(_field_type(spec.name, hints[spec.name]))
+            if spec.default is not dataclasses.MISSING:
+                schema = core_schema.with_default_schema(schema, default=spec.default)
+            elif spec.default_factory is not dataclasses.MISSING:
+                schema = core_schema.with_default_schema(
+                    schema, default_factory=spec.default_factory
+                )
+            fields.append(core_schema.dataclass_field(spec.name, schema))
+        args = core_schema.dataclass_args_schema(source.__name__, fields, extra_behavior="forbid")
+        return core_schema.dataclass_schema(
+            source, args, [spec.name for spec in dataclasses.fields(source)], frozen=True
         )
+
+
+POLICY = TypeAdapter[FailoverPolicy](Annotated[FailoverPolicy, DomainSchema()])
+
+
+def validate_policy(data: Mapping[str, Any]) -> FailoverPolicy:
+    """A FailoverPolicy from nested key/value data; pydantic's ValidationError if it is wrong."""
+    return POLICY.validate_python(dict(data))
 
 
 class ValueLike(Protocol):
@@ -223,28 +227,29 @@ def _locate(section: SectionLike, path: tuple[str | int, ...]) -> tuple[int, str
     return line, file
 
 
-def _fields_of(model: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:
+def _fields_of(cls: type[Any], path: tuple[str | int, ...]) -> list[str]:
+    """The keys accepted where `path` ends: the fields of the dataclass that holds its last key."""
     for part in path[:-1]:
-        annotation = model.model_fields.get(str(part))
-        if annotation is None or not isinstance(annotation.annotation, type):
+        hints = get_type_hints(cls)
+        inner = hints.get(str(part))
+        if inner is None or not (isinstance(inner, type) and dataclasses.is_dataclass(inner)):
             break
-        if issubclass(annotation.annotation, BaseModel):
-            model = annotation.annotation
-    return list(model.model_fields)
+        cls = inner
+    return [spec.name for spec in dataclasses.fields(cls)]
 
 
 def _validate(
     data: dict[str, Any], where: SectionLike, prefix: str, origin: SectionLike | None = None
-) -> PolicyModel:
+) -> FailoverPolicy:
     try:
-        model = PolicyModel.model_validate(data)
+        policy = validate_policy(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         path = tuple(err["loc"])
         line, file = _locate(origin or where, path)
         key = ".".join([prefix, *map(str, path)])
-        if err["type"] == "extra_forbidden":
-            known = _fields_of(PolicyModel, path)
+        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            known = _fields_of(FailoverPolicy, path)
             close = difflib.get_close_matches(str(path[-1]), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(
@@ -252,10 +257,10 @@ def _validate(
             ) from None
         message = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(file, line, key, message) from None
-    return model
+    return policy
 
 
-def _check_monitor(monitor: MonitorModel, where: SectionLike, prefix: str) -> None:
+def _check_monitor(monitor: MonitorPolicy, where: SectionLike, prefix: str) -> None:
     """An enabled monitor needs both addresses, of one family."""
     if not monitor.enabled:
         return
@@ -307,20 +312,20 @@ def read_policies(
         default = FailoverPolicy()
         return default, {name: default for name in connections}
     defaults = _as_dict(section, skip=("connections", "control"))  # control: access_conf
-    default_model = _validate(defaults, section, "extsock")
+    default_policy = _validate(defaults, section, "extsock")
     overrides = section.sections.get("connections")
     policies: dict[str, FailoverPolicy] = {}
     for name in connections:
         own = overrides.sections.get(name) if overrides is not None else None
         if own is None:
-            _check_monitor(default_model.monitor, section, "extsock")
-            policies[name] = default_model.to_domain()
+            _check_monitor(default_policy.monitor, section, "extsock")
+            policies[name] = default_policy
             continue
         merged = _merge(defaults, _as_dict(own))
         prefix = f"extsock.connections.{name}"
-        model = _validate(merged, own, prefix)
-        _check_monitor(model.monitor, own, prefix)
-        policies[name] = model.to_domain()
+        policy = _validate(merged, own, prefix)
+        _check_monitor(policy.monitor, own, prefix)
+        policies[name] = policy
     if overrides is not None:
         for name, own in overrides.sections.items():
             if name not in connections:
@@ -333,7 +338,4 @@ def read_policies(
                     f"no connection of that name{hint}",
                     "the name of a connection in the connections section",
                 )
-    return default_model.to_domain(), policies
-
-
-POLICY_KEYS_DOC = PolicyModel.model_json_schema()
+    return default_policy, policies

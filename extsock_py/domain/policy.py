@@ -1,34 +1,65 @@
-"""Failover policy values: how fast to declare a gateway dead, how to retry, when to fail back."""
+"""Failover policy values: how fast to declare a gateway dead, how to retry, when to fail back.
+
+Each key's default lives here, once, and so does what it accepts (`Accepts`, plain metadata
+in the field's annotation): the config adapters validate these dataclasses themselves, so a
+new key is one field here and nothing else.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from enum import StrEnum
+from typing import Annotated, Literal
 
 ProbeKind = Literal["udp", "icmp"]
 PROBE_KINDS: tuple[ProbeKind, ...] = ("udp", "icmp")
+
+
+class Form(StrEnum):
+    """How a key is written in a config file."""
+
+    NUMBER = "number"
+    DURATION = "duration"  # 500ms, 5s, 2m, 1h; a bare number means seconds
+    FLAG = "flag"  # yes or no
+    ADDRESS = "address"  # an IPv4 or IPv6 address
+    NETNS = "netns"  # the name of a network namespace in /run/netns
+    CHOICE = "choice"  # one of the words of the field's Literal type, in any case
+
+
+@dataclass(frozen=True)
+class Accepts:
+    """What a policy key accepts: its written form and its bounds (None: unbounded)."""
+
+    form: Form = Form.NUMBER
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+
+
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 
 
 @dataclass(frozen=True)
 class BackoffPolicy:
     """Pause between whole failed cycles: initial * multiplier**(n-1), capped, plus jitter."""
 
-    initial: float = 1.0
-    maximum: float = 60.0
-    multiplier: float = 2.0
-    jitter: float = 0.2  # fraction of the delay added at most, spreads many connections apart
+    initial: Annotated[float, Accepts(Form.DURATION, gt=0, le=HOUR)] = 1.0
+    maximum: Annotated[float, Accepts(Form.DURATION, gt=0, le=DAY)] = 60.0
+    multiplier: Annotated[float, Accepts(ge=1.0, le=10.0)] = 2.0
+    # fraction of the delay added at most, spreads many connections apart
+    jitter: Annotated[float, Accepts(ge=0.0, le=1.0)] = 0.2
 
 
 @dataclass(frozen=True)
 class FailbackPolicy:
     """Return to the primary gateway once it has answered probes for `hold_down` seconds."""
 
-    enabled: bool = False
-    probe_interval: float = 10.0
-    probe_timeout: float = 5.0
-    hold_down: float = 30.0
+    enabled: Annotated[bool, Accepts(Form.FLAG)] = False
+    probe_interval: Annotated[float, Accepts(Form.DURATION, gt=0, le=HOUR)] = 10.0
+    probe_timeout: Annotated[float, Accepts(Form.DURATION, gt=0, le=10 * MINUTE)] = 5.0
+    hold_down: Annotated[float, Accepts(Form.DURATION, ge=0, le=DAY)] = 30.0
 
 
 @dataclass(frozen=True)
@@ -38,24 +69,27 @@ class MonitorPolicy:
     `probe`: "udp" (a datagram to a closed `port`; the ICMP port-unreachable answers) or
     "icmp" (an ICMP echo request; the echo reply answers, `port` unused)."""
 
-    enabled: bool = False
-    local: str | None = None
-    remote: str | None = None
-    port: int = 33434
-    interval: float = 0.5
-    misses: int = 3
-    netns: str | None = None  # probe from this network namespace (/run/netns/<name>)
-    probe: ProbeKind = "udp"
+    enabled: Annotated[bool, Accepts(Form.FLAG)] = False
+    local: Annotated[str | None, Accepts(Form.ADDRESS)] = None
+    remote: Annotated[str | None, Accepts(Form.ADDRESS)] = None
+    port: Annotated[int, Accepts(ge=1, le=65535)] = 33434
+    interval: Annotated[float, Accepts(Form.DURATION, gt=0, le=MINUTE)] = 0.5
+    misses: Annotated[int, Accepts(ge=1, le=100)] = 3
+    # probe from this network namespace (/run/netns/<name>)
+    netns: Annotated[str | None, Accepts(Form.NETNS)] = None
+    probe: Annotated[ProbeKind, Accepts(Form.CHOICE)] = "udp"
 
 
 @dataclass(frozen=True)
 class FailoverPolicy:
     """Everything that decides when a gateway counts as failed and what happens next."""
 
-    connect_timeout: float = 5.0
-    dead_after_retransmits: int = 1  # 0: wait for charon's own verdict
-    attempts_per_gateway: int = 1
-    max_cycles: int = 10  # whole cycles through the list that may fail in a row; 0: never give up
+    connect_timeout: Annotated[float, Accepts(Form.DURATION, gt=0, le=10 * MINUTE)] = 5.0
+    # 0: wait for charon's own verdict
+    dead_after_retransmits: Annotated[int, Accepts(ge=0, le=10)] = 1
+    attempts_per_gateway: Annotated[int, Accepts(ge=1, le=100)] = 1
+    # whole cycles through the list that may fail in a row; 0: never give up
+    max_cycles: Annotated[int, Accepts(ge=0, le=1_000_000)] = 10
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     failback: FailbackPolicy = field(default_factory=FailbackPolicy)
     monitor: MonitorPolicy = field(default_factory=MonitorPolicy)

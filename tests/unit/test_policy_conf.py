@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+from dataclasses import dataclass, field
+from typing import Annotated
 
-from extsock_py.adapters.policy_conf import parse_duration, read_policies
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from extsock_py.adapters.policy_conf import DomainSchema, parse_duration, read_policies
 from extsock_py.adapters.swanctl.settings import parse_settings
 from extsock_py.domain.errors import ConfigError
-from extsock_py.domain.policy import FailoverPolicy
+from extsock_py.domain.policy import Accepts, FailoverPolicy, Form
 
 
 def policies(text: str, conns: list[str] | None = None) -> dict[str, FailoverPolicy]:
@@ -92,3 +96,52 @@ def test_error_in_override_points_at_override_line() -> None:
     err = error(text)
     assert err.line == 5
     assert err.key == "extsock.connections.home.max_cycles"
+
+
+def test_one_schema_the_domain_dataclasses_with_their_own_defaults() -> None:
+    """Each default lives once, in domain/policy.py: the reader validates those dataclasses
+    (pydantic's TypeAdapter), it keeps no model of its own, and the domain needs no pydantic."""
+    from pathlib import Path
+
+    from pydantic import BaseModel
+
+    import extsock_py.adapters.policy_conf as conf
+    import extsock_py.domain
+
+    assert conf.validate_policy({}) == FailoverPolicy()
+    assert not [
+        name
+        for name, value in vars(conf).items()
+        if isinstance(value, type) and issubclass(value, BaseModel)
+    ]
+    root = Path(extsock_py.domain.__file__).parent
+    assert [p.name for p in root.rglob("*.py") if "pydantic" in p.read_text()] == []
+
+
+@dataclass(frozen=True)
+class Inner:
+    on: Annotated[bool, Accepts(Form.FLAG)] = True
+
+
+@dataclass(frozen=True)
+class Outer:
+    wait: Annotated[float, Accepts(Form.DURATION, gt=0, le=60.0)] = 7.0
+    count: Annotated[int, Accepts(ge=1, le=3)] = 2
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_a_new_key_is_one_field_of_a_domain_dataclass() -> None:
+    """What the reader accepts, and each default, comes from the dataclass and its Accepts."""
+    check = TypeAdapter[Outer](Annotated[Outer, DomainSchema()])
+    assert check.validate_python({}) == Outer(7.0, 2, Inner(True))
+    assert check.validate_python({"wait": "500ms", "inner": {"on": "no"}}) == Outer(
+        0.5, 2, Inner(False)
+    )
+    for bad, where in (
+        ({"wait": "2m"}, ("wait",)),
+        ({"count": "4"}, ("count",)),
+        ({"inner": {"of": "yes"}}, ("inner", "of")),
+    ):
+        with pytest.raises(ValidationError) as caught:
+            check.validate_python(bad)
+        assert caught.value.errors()[0]["loc"] == where

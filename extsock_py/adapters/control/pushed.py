@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from extsock_py.adapters.control.protocol import clip
-from extsock_py.adapters.policy_conf import PolicyModel
+from extsock_py.adapters.policy_conf import validate_policy
 from extsock_py.domain.gateways import initiable_gateways
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import CLONE_SEPARATOR, PROBE_SUFFIX, ConnectionProfile
@@ -236,11 +236,7 @@ def profile_from_request(
     try:
         parsed = ConnectionBody.model_validate(dict(body))
         vici = parsed.to_vici()
-        domain_policy = (
-            PolicyModel.model_validate(dict(policy)).to_domain()
-            if policy is not None
-            else FailoverPolicy()
-        )
+        domain_policy = validate_policy(policy) if policy is not None else FailoverPolicy()
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
