@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from click.testing import CliRunner
 
 from extsock_py.adapters.control.server import attach_control
-from extsock_py.cli_failover import failover
+from extsock_py.cli.failover import failover
 from extsock_py.domain.errors import CharonUnreachable
 from extsock_py.domain.profile import clone_name
 from tests.unit.test_control_support import Harness, make_harness, short_dir, wait_until

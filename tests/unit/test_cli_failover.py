@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from extsock_py.adapters.control.server import ControlServer, attach_control
-from extsock_py.cli_failover import (
+from extsock_py.cli.failover import (
     COMMANDS,
     describe_event,
     failover,

@@ -14,9 +14,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from extsock_py import __version__
-from extsock_py.adapters.vici import render
-from extsock_py.cli import main
-from extsock_py.cli_swanctl import COMMANDS, attach_swanctl_commands, complete_child, complete_ike
+from extsock_py.cli import main, render
+from extsock_py.cli.swanctl import COMMANDS, attach_swanctl_commands, complete_child, complete_ike
 from tests.fakes import charon_messages as cm
 from tests.fakes import fake_charon as fc
 from tests.fakes.fake_charon import Client, FakeCharon

@@ -68,7 +68,7 @@ def test_without_alerts_the_log_line_moves_the_tunnel(tmp_path: Path, version: s
 
 
 def test_the_release_read_at_connect_is_kept_for_status(tmp_path: Path) -> None:
-    from extsock_py.cli_failover import status_table
+    from extsock_py.cli.failover import status_table
     from extsock_py.domain.observations import CharonRelease
 
     with daemon_on(tmp_path, "6.1.0", alerts=True) as r:

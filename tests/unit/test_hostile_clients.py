@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from extsock_py.adapters.control.client import ControlClient, DaemonRefused, NotPermitted
 from extsock_py.adapters.control.server import ControlServer
-from extsock_py.cli_failover import EXIT_NOT_PERMITTED, EXIT_REFUSED, failover
+from extsock_py.cli.failover import EXIT_NOT_PERMITTED, EXIT_REFUSED, failover
 from extsock_py.domain import observations as ob
 from extsock_py.domain.access import ControlAccess, Peer
 from extsock_py.domain.errors import CharonError

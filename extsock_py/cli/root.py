@@ -1,4 +1,4 @@
-"""The `extsock` command line: thin click commands that parse, call and print.
+"""The `extsock` group, `run` and `check-config`; the other commands attach at import.
 
 Exit codes: 0 ok, 1 failed, 2 usage, 3 daemon or charon unreachable.
 """
@@ -198,8 +198,8 @@ def check_config(config_file: Path) -> None:
 
 
 def _attach_subcommands() -> None:
-    from extsock_py.cli_failover import COMMANDS
-    from extsock_py.cli_swanctl import attach_swanctl_commands
+    from extsock_py.cli.failover import COMMANDS
+    from extsock_py.cli.swanctl import attach_swanctl_commands
 
     attach_swanctl_commands(main)
     for command in COMMANDS:

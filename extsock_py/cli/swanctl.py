@@ -25,9 +25,9 @@ from vici.exception import CommandException
 from extsock_py import __version__
 from extsock_py.adapters.swanctl import read_swanctl_conf
 from extsock_py.adapters.swanctl.loader import LoadedConfig
-from extsock_py.adapters.vici import render
 from extsock_py.adapters.vici.commands import ViciCharon
 from extsock_py.adapters.vici.transport import DEFAULT_URI, parse_uri
+from extsock_py.cli import render
 from extsock_py.domain.errors import CharonError, CharonUnreachable, ConfigError, ExtsockError
 from extsock_py.domain.profile import parse_clone_name
 from extsock_py.usecases.swanctl_sync import Outcome, SwanctlSync, SyncReport, SyncTarget

@@ -1,0 +1,12 @@
+"""The `extsock` command line: thin click commands that parse, call and print.
+
+- `root`: the `extsock` group, `run` and `check-config`; the lab's commands load on demand.
+- `failover`: the commands that talk to the running daemon over its control socket.
+- `swanctl`: swanctl's commands, talking to charon directly; loading goes through the one
+  sync usecase (usecases/swanctl_sync.py), listing through `render`.
+- `render`: charon's answers as extsock's JSON documents and as swanctl-like text.
+"""
+
+from extsock_py.cli.root import main
+
+__all__ = ["main"]
