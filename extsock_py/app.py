@@ -17,6 +17,7 @@ from extsock_py.adapters.state_store import DEFAULT_DIRECTORY, SqliteStateStore
 from extsock_py.adapters.vici import dialects
 from extsock_py.adapters.vici.commands import ViciCharon
 from extsock_py.adapters.vici.listener import Coalescing, ViciEventListener
+from extsock_py.adapters.vici.pool import DEFAULT_LANES, MAX_LANES, ViciCharonPool
 from extsock_py.adapters.vici.transport import DEFAULT_URI
 from extsock_py.domain.observations import Observation
 from extsock_py.interfaces.operator import OperatorPort
@@ -31,6 +32,8 @@ log = logging.getLogger("extsock.app")
 DEFAULT_VICI_URI = DEFAULT_URI
 DEFAULT_CONTROL_SOCKET = DEFAULT_SOCKET
 DEFAULT_STATE_DIR = str(DEFAULT_DIRECTORY)
+DEFAULT_COMMAND_SESSIONS = DEFAULT_LANES
+MAX_COMMAND_SESSIONS = MAX_LANES
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class AppSettings:
     control_mode: int = 0o660
     control_owner: str | None = None
     control_group: str | None = None
+    # VICI sessions that run connections' commands side by side (0: all on the main one).
+    command_sessions: int = DEFAULT_LANES
 
 
 @dataclass
@@ -72,11 +77,18 @@ def build_app(settings: AppSettings) -> App:
     """Wire the real adapters; nothing is opened until App.run()."""
     clock = SystemClock()
     publisher = Broadcast()
-    charon = ViciCharon(settings.uri)
+    pool = (
+        ViciCharonPool(settings.uri, lanes=settings.command_sessions)
+        if settings.command_sessions
+        else None
+    )
+    charon = pool if pool is not None else ViciCharon(settings.uri)
     store: SqliteStateStore | None = None
     if settings.state_dir is not None:
         store = SqliteStateStore(settings.state_dir)
-    manager = FailoverManager(charon, clock, publisher, store, resolver=SystemResolver())
+    manager = FailoverManager(
+        charon, clock, publisher, store, resolver=SystemResolver(), lanes=pool
+    )
 
     def make_listener(deliver: Callable[[Observation], None]) -> Listener:
         return ViciEventListener(
@@ -99,6 +111,10 @@ def build_app(settings: AppSettings) -> App:
     # The one operator usecase: the control socket and the metrics endpoint share it.
     operator = OperatorUsecase(loop, service, store)
     app = App(loop, operator, publisher)
+    if pool is not None:  # the lanes' outcomes come back through the loop's inbox
+        pool.post = loop.submit
+        loop.on_stopping.append(pool.stopping)
+        app.closers.append(pool.stop)
     _attach_monitor(app, charon, clock, publisher, manager)
     if store is not None:
         store.open()

@@ -14,9 +14,11 @@ import click
 from extsock_py import __version__
 from extsock_py.adapters.logging_setup import setup_logging
 from extsock_py.app import (
+    DEFAULT_COMMAND_SESSIONS,
     DEFAULT_CONTROL_SOCKET,
     DEFAULT_STATE_DIR,
     DEFAULT_VICI_URI,
+    MAX_COMMAND_SESSIONS,
     AppSettings,
     build_app,
 )
@@ -125,6 +127,14 @@ config_file_option = click.option(
     help="Serve Prometheus metrics and /health on this address.",
 )
 @click.option(
+    "--command-sessions",
+    type=click.IntRange(0, MAX_COMMAND_SESSIONS),
+    default=DEFAULT_COMMAND_SESSIONS,
+    show_default=True,
+    help="VICI sessions that run connections' commands side by side, so that a storm of "
+    "failovers reaches charon as fast as it can take it (0: all on one session).",
+)
+@click.option(
     "--down-on-exit",
     is_flag=True,
     help="Bring managed tunnels down when stopping (default: leave them up).",
@@ -138,6 +148,7 @@ def run(
     no_control: bool,
     control_group: str | None,
     metrics: str | None,
+    command_sessions: int,
     down_on_exit: bool,
 ) -> None:
     """Load the config into charon and keep its tunnels up until SIGTERM or SIGINT.
@@ -152,6 +163,7 @@ def run(
         metrics=metrics,
         down_on_exit=down_on_exit,
         control_group=control_group,
+        command_sessions=command_sessions,
     )
     app = build_app(settings)
     app.loop.install_signal_handlers()

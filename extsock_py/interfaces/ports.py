@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from extsock_py.domain.credentials import (
     AuthorityLoad,
@@ -14,6 +15,8 @@ from extsock_py.domain.credentials import (
 )
 from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.observations import IkeSaInfo
+
+T = TypeVar("T")
 
 
 class CharonPort(Protocol):
@@ -41,6 +44,16 @@ class CharonPort(Protocol):
     def list_sas(self) -> list[IkeSaInfo]: ...
 
     def version(self) -> dict[str, str]: ...
+
+
+class CommandLanes(Protocol):
+    """Runs charon commands off the main loop on a few sessions of their own, in order per
+    key (a connection); each outcome comes back to the main loop through `done` (the daemon's
+    inbox), so the loop stays the only writer of state."""
+
+    def submit(
+        self, key: str, work: Callable[[CharonPort], T], done: Callable[[Future[T]], None]
+    ) -> None: ...
 
 
 class LoadPort(Protocol):

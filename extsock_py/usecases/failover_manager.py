@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import fields, is_dataclass
 from typing import Any
 
@@ -24,20 +25,21 @@ from extsock_py.domain.actions import (
     Terminate,
     UnloadClone,
 )
-from extsock_py.domain.errors import CharonError, CharonUnreachable
 from extsock_py.domain.failover import ConnState, Phase, initial_state, step, wake_at
 from extsock_py.domain.gateways import expand, is_name
 from extsock_py.domain.notices import NoticeKind
-from extsock_py.domain.profile import (
-    ConnectionProfile,
-    clone_body,
-    clone_name,
-    probe_body,
-    probe_name,
-)
+from extsock_py.domain.profile import ConnectionProfile, clone_name
 from extsock_py.domain.reports import ConnectionStatus
 from extsock_py.domain.sas import SaTable
-from extsock_py.interfaces.ports import CharonPort, Clock, EventPublisher, Resolver, StateStore
+from extsock_py.interfaces.ports import (
+    CharonPort,
+    Clock,
+    CommandLanes,
+    EventPublisher,
+    Resolver,
+    StateStore,
+)
+from extsock_py.usecases import charon_commands as cmd
 
 log = logging.getLogger("extsock.failover")
 
@@ -111,8 +113,12 @@ class FailoverManager:
         store: StateStore | None = None,
         sas: SaTable | None = None,
         resolver: Resolver | None = None,
+        lanes: CommandLanes | None = None,
     ) -> None:
         self._charon = charon
+        # Where connections' commands run: charon's main session, in the loop (None), or
+        # a few sessions of their own, so a storm's attempts reach charon side by side.
+        self._lanes = lanes
         self._resolver = resolver
         # charon's SAs as the event usecase learns them (read here, written there).
         self.sas = sas if sas is not None else SaTable()
@@ -351,43 +357,29 @@ class FailoverManager:
     # --- actions ------------------------------------------------------------------------
 
     def _execute(self, managed: Managed, action: Action) -> list[ev.Event]:
-        """Carry out one action; return the events its failure means to the machine."""
+        """Carry out one action; return the events its failure means to the machine (none
+        when it runs on a lane: they come back later, through the loop, to `_outcome`)."""
         profile = managed.profile
         for observer in self.observers:
             observer(profile.name, action)
-        try:
-            match action:
-                case LoadClone(gateway):
-                    self._charon.load_conn(
-                        clone_name(profile.name, gateway), clone_body(profile, gateway)
-                    )
-                case UnloadClone(gateway):
-                    self._quietly(self._charon.unload_conn, clone_name(profile.name, gateway))
-                case Initiate(gateway):
-                    child = profile.children[0] if profile.children else None
-                    self._charon.initiate(clone_name(profile.name, gateway), child)
-                case Terminate(gateway, ike_id, child_only):
-                    self._terminate(profile.name, gateway, ike_id, child_only)
-                case StartProbe(gateway):
-                    self._charon.load_conn(
-                        probe_name(profile.name, gateway), probe_body(profile, gateway)
-                    )
-                    self._charon.initiate(probe_name(profile.name, gateway), None)
-                case StopProbe(gateway, ike_id):
-                    self._quietly_terminate(ike=probe_name(profile.name, gateway))
-                    self._quietly(self._charon.unload_conn, probe_name(profile.name, gateway))
-                case Notify():
-                    self._notify(profile.name, action)
-        except CharonUnreachable:
-            raise
-        except CharonError as exc:
-            log.warning("%s: %s", profile.name, exc)
-            match action:
-                case LoadClone(gateway) | Initiate(gateway):
-                    return [ev.InitiateFailed(gateway, str(exc))]
-                case StartProbe(gateway):
-                    return [ev.ProbeFailed(gateway)]
-        return []
+        match action:
+            case LoadClone(gateway):
+                command = cmd.load_clone(profile, gateway)
+            case UnloadClone(gateway):
+                command = cmd.unload_clone(profile, gateway)
+            case Initiate(gateway):
+                command = cmd.initiate(profile, gateway)
+            case Terminate(gateway, ike_id, child_only):
+                selectors = self._terminations(profile.name, gateway, ike_id, child_only)
+                command = cmd.terminate(selectors)
+            case StartProbe(gateway):
+                command = cmd.start_probe(profile, gateway)
+            case StopProbe(gateway, ike_id):
+                command = cmd.stop_probe(profile, gateway)
+            case Notify():
+                self._notify(profile.name, action)
+                return []
+        return self._run(profile.name, command)
 
     def _load_and_initiate(self, managed: Managed, gateway: str) -> list[ev.Event]:
         """LoadClone + Initiate of one gateway as one exchange with charon (the common
@@ -396,43 +388,29 @@ class FailoverManager:
         for observer in self.observers:
             observer(profile.name, LoadClone(gateway))
             observer(profile.name, Initiate(gateway))
-        child = profile.children[0] if profile.children else None
-        try:
-            self._charon.load_and_initiate(
-                clone_name(profile.name, gateway), clone_body(profile, gateway), child
-            )
-        except CharonUnreachable:
-            raise
-        except CharonError as exc:
-            log.warning("%s: %s", profile.name, exc)
-            return [ev.InitiateFailed(gateway, str(exc))]
+        return self._run(profile.name, cmd.load_and_initiate(profile, gateway))
+
+    def _run(self, conn: str, command: cmd.Command) -> list[ev.Event]:
+        """On the main session now, or on `conn`'s lane after its earlier commands."""
+        if self._lanes is None:
+            return command(self._charon)
+        self._lanes.submit(conn, command, lambda outcome: self._outcome(conn, outcome))
         return []
 
-    def _terminate(self, conn: str, gateway: str, ike_id: int | None, child_only: bool) -> None:
+    def _outcome(self, conn: str, outcome: Future[list[ev.Event]]) -> None:
+        """A lane's command is done (called on the main loop): its failure, as events."""
+        for event in outcome.result():  # CharonUnreachable: the daemon's loop handles it
+            self.handle(conn, event)
+
+    def _terminations(
+        self, conn: str, gateway: str, ike_id: int | None, child_only: bool
+    ) -> list[dict[str, Any]]:
         if ike_id is None:
-            self._quietly_terminate(ike=clone_name(conn, gateway))
-        elif child_only and self.sas.shared_with_others(ike_id, conn):
+            return [{"ike": clone_name(conn, gateway)}]
+        if child_only and self.sas.shared_with_others(ike_id, conn):
             # The IKE_SA carries another connection's tunnel: end only ours in it.
-            for child_id in self.sas.children_of(ike_id, conn):
-                self._quietly_terminate(child_id=child_id)
-        else:
-            self._quietly_terminate(ike_id=ike_id)
-
-    def _quietly(self, command: Callable[[str], None], name: str) -> None:
-        try:
-            command(name)
-        except CharonUnreachable:
-            raise
-        except CharonError as exc:
-            log.debug("ignored: %s", exc)
-
-    def _quietly_terminate(self, **selector: Any) -> None:
-        try:
-            self._charon.terminate(**selector)
-        except CharonUnreachable:
-            raise
-        except CharonError as exc:
-            log.debug("ignored: %s", exc)
+            return [{"child_id": child_id} for child_id in self.sas.children_of(ike_id, conn)]
+        return [{"ike_id": ike_id}]
 
     def _notify(self, name: str, notice: Notify) -> None:
         fields: dict[str, Any] = {"connection": name}

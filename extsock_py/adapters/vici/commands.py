@@ -117,6 +117,14 @@ class ViciCharon:
         with self._lock:
             self._drop()
 
+    def abort(self) -> None:
+        """Break off a command under way in another thread (it then fails at once); close()
+        waits for the session's lock, which that command holds until charon answers."""
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def reconnect(self) -> None:
         """Close and open the session again (after charon restarted)."""
         with self._lock:
