@@ -24,6 +24,7 @@ from extsock_py.adapters.config_reader import read_desired_config
 from extsock_py.adapters.vici.commands import ViciCharon
 from extsock_py.adapters.vici.dialects import choose
 from extsock_py.adapters.vici.listener import ViciEventListener
+from extsock_py.adapters.vici.pool import ViciCharonPool
 from extsock_py.domain import observations as ob
 from extsock_py.domain.errors import CharonUnreachable
 from extsock_py.domain.reports import ConnectionStatus
@@ -103,6 +104,7 @@ def _start(
     store: MemoryStateStore | None = None,
     charon_first: bool = True,
     fake: FakeCharon | None = None,
+    lanes: int = 0,
 ) -> Running:
     conf = tmp_path / "swanctl.conf"
     conf.write_text(CONF)
@@ -115,8 +117,9 @@ def _start(
     clock = SystemClock()
     publisher = RecordingPublisher()
     store = store if store is not None else MemoryStateStore()
-    charon = ViciCharon(fake.uri, command_timeout=5.0)
-    manager = FailoverManager(charon, clock, publisher, store)
+    pool = ViciCharonPool(fake.uri, lanes=lanes, command_timeout=5.0) if lanes else None
+    charon = pool if pool is not None else ViciCharon(fake.uri, command_timeout=5.0)
+    manager = FailoverManager(charon, clock, publisher, store, lanes=pool)
 
     def make_listener(deliver: Any) -> Listener:
         return ViciEventListener(deliver, fake.uri, dialects=choose)
@@ -125,6 +128,9 @@ def _start(
         DaemonOptions(conf), charon, make_listener, read_desired_config, clock, publisher, manager
     )
     daemon = MainLoop(service, clock.monotonic)
+    if pool is not None:  # as app.py wires them
+        pool.post = daemon.submit
+        daemon.on_stopping.append(pool.stopping)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -139,9 +145,9 @@ def _start(
     return Running(fake, daemon, publisher, store, conf, thread)
 
 
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[Running]:
-    r = _start(tmp_path)
+@pytest.fixture(params=[0, 3], ids=["one-session", "3-lanes"])
+def running(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Running]:
+    r = _start(tmp_path, lanes=request.param)
     try:
         assert r.wait(lambda: r.status()["phase"] == "up")
         yield r
@@ -268,10 +274,11 @@ def test_command_session_breaking_alone_reconnects_and_adopts(running: Running) 
     """Only the command session drops (the event stream stays): a command fails with
     CharonUnreachable inside the loop; the loop survives, reconnects, adopts the SA."""
     initiates = len(running.fake.commands("initiate"))
-    with running.fake._cond:  # drop the one client not registered for events
+    with running.fake._cond:  # drop the clients not registered for events (and lanes')
         commanders = [c for c in running.fake._clients if not c.events]
-    assert len(commanders) == 1
-    commanders[0].close()
+    assert 1 <= len(commanders) <= 2  # the command session, and a lane that started home
+    for commander in commanders:
+        commander.close()
     future = running.daemon.submit(lambda: running.daemon.service.charon.list_sas())
     with pytest.raises(CharonUnreachable):
         future.result(5.0)
@@ -283,6 +290,71 @@ def test_command_session_breaking_alone_reconnects_and_adopts(running: Running) 
     assert len(running.fake.commands("initiate")) == initiates  # adopted, not re-initiated
     assert running.publisher.kinds().count("charon-lost") == 1
     assert running.publisher.kinds().count("charon-back") == 1
+
+
+def test_a_lane_lost_mid_storm_is_charon_lost_then_everything_comes_back(
+    tmp_path: Path,
+) -> None:
+    """Twenty connections start over three lanes; one lane's session breaks while its
+    commands are under way (charon still runs): the loop sees charon lost, reconnects, and
+    every tunnel comes up, each clone loaded before it is initiated."""
+    names = [f"c{k}" for k in range(20)]
+    extra = "".join(
+        f"""
+    {name} {{
+        remote_addrs = 10.99.1.2, 10.99.2.2
+        local {{ auth = psk }}
+        remote {{ auth = psk }}
+        children {{ net {{ remote_ts = 10.{k}.0.0/16 }} }}
+    }}"""
+        for k, name in enumerate(names)
+    )
+    fake = FakeCharon()
+    fake._dir = str(tmp_path / "charon")
+    Path(fake._dir).mkdir()
+    fake.start()
+    broke = threading.Event()
+
+    def on_initiate(f: FakeCharon, message: dict[str, Any]) -> None:
+        ike = message["ike"].decode()
+        if ike == "c7@10.99.1.2" and not broke.is_set():
+            broke.set()  # this lane's session drops before its answer is read
+            with f._cond:
+                lanes = [c for c in f._clients if not c.events]
+            lanes[-1].close()
+            return
+        f.establish(ike, "net")
+
+    fake.on_initiate = on_initiate
+    (tmp_path / "swanctl.conf").write_text(CONF.replace("connections {", "connections {" + extra))
+    r = _start(tmp_path, fake=fake, lanes=3)
+    try:
+        conf = tmp_path / "swanctl.conf"
+        conf.write_text(CONF.replace("connections {", "connections {" + extra))
+        r.daemon.request_reload()
+
+        def all_up() -> bool:
+            rows = r.on_loop(lambda: r.daemon.service.manager.status())
+            return {row.connection: row.phase for row in rows} == {
+                n: "up" for n in ["home", *names]
+            }
+
+        assert r.wait(all_up, 10.0)
+        assert broke.is_set()
+        assert _alive(r)
+        for name in names:  # per clone, every initiate came after a load
+            clone = f"{name}@{GW1}"
+            order = [
+                c.command
+                for c in fake.commands()
+                if c.command in ("load-conn", "initiate")
+                and (clone in c.message or c.message.get("ike") == clone.encode())
+            ]
+            assert order and order[0] == "load-conn", (clone, order)
+    finally:
+        r.daemon.request_stop()
+        r.thread.join(5.0)
+        fake.stop()
 
 
 def test_reload_while_charon_is_away_is_applied_when_it_is_back(running: Running) -> None:
