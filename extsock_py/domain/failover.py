@@ -10,7 +10,10 @@ Rules of this module (as h11's _state.py states its own):
   (Stop) is not a failure, and a held connection records failures but never moves.
 - At most one clone is loaded per connection, except during a make-before-break
   switch (failback or an operator switch while up), when the new clone is brought up
-  next to the old one and the old one goes only once the new tunnel is installed.
+  next to the old one and the old one goes only once the new tunnel is installed, and
+  then only after `policy.switch_drain` (`Drain`): what is still on its way through the
+  old tunnel (answers the far side sent towards the old gateway) arrives. A drain ends
+  early when anything else moves the tunnel (a failure, a switch, a stop).
 - A redirect from the gateway (RFC 5685) is followed, not fought: charon moves the
   tunnel to the target under the same clone; `remote` names where it really is, no
   failure is counted, and the IKE_SAs it left behind (`retired`) are news of nothing.
@@ -33,6 +36,7 @@ Its sub-machines, each one a small frozen record of `ConnState`:
   tunnel up again.
 - switch (`Switch`, or None): a make-before-break switch in flight (failback or
   operator), a second clone being brought up next to the tunnel.
+- drain (`Drain`, or None): the tunnel a finished switch left, kept for a while.
 - failback (`Failback`): probes of the primary and their schedule.
 - hold (`Kept`): the operator's hold and the count of failures, both kept across
   charon restarts and extsock restarts.
@@ -111,6 +115,16 @@ class Switch:
 
 
 @dataclass(frozen=True)
+class Drain:
+    """The tunnel a make-before-break switch left, kept until `until` for what is still on
+    its way through it; then terminated and its clone unloaded."""
+
+    gateway: str
+    ike_id: int | None
+    until: float
+
+
+@dataclass(frozen=True)
 class Probe:
     """A failback probe in flight."""
 
@@ -165,6 +179,7 @@ class ConnState:
     attempt: Attempt = Attempt()
     outage: Outage | None = None
     switch: Switch | None = None
+    drain: Drain | None = None
     failback: Failback = Failback()
     kept: Kept = Kept()
     redirects: Redirects = Redirects()
@@ -203,6 +218,8 @@ def wake_at(state: ConnState) -> float | None:
     times = [state.attempt.deadline, state.failback.next_probe_at]
     if state.switch is not None:
         times.append(state.switch.deadline)
+    if state.drain is not None:
+        times.append(state.drain.until)
     if state.failback.probe is not None:
         times.append(state.failback.probe.deadline)
     if state.redirects.pending is not None:
@@ -353,6 +370,8 @@ def _is_switch(state: ConnState, gateway: str, ike_id: int | None) -> bool:
     sw = state.switch
     if sw is None or sw.gateway != gateway:
         return False
+    if ike_id is not None and ike_id in state.redirects.retired:
+        return False  # a drained tunnel towards the same gateway, going away
     return sw.ike_id is None or ike_id is None or ike_id == sw.ike_id
 
 
@@ -414,6 +433,8 @@ def _on_tunnel_down(state: ConnState, event: ev.TunnelDown, now: float) -> Resul
     # Only after ike-down is the IKE_SA gone; after child-down or no-route it lingers in
     # charon (without a CHILD_SA, or stale with no path) and must be terminated.
     terminate = event.what != "ike-down"
+    if _is_drained(state, event.gateway, event.ike_id):
+        return _end_drain(state)
     if _is_switch(state, event.gateway, event.ike_id):
         return _abort_switch(state, now, terminate=terminate)
     if not _is_current(state, event.gateway, event.ike_id):
@@ -560,10 +581,10 @@ def _fail(
     assert state.gateway is not None
     gateway = state.gateway
     peer = state.peer
-    actions: list[Action] = []
-    base = state
-    if state.switch is not None:
-        base, actions = _abort_switch(state, now, terminate=True)
+    base, actions = _end_drain(state)
+    if base.switch is not None:
+        base, more = _abort_switch(base, now, terminate=True)
+        actions += more
     if base.failback.probe is not None:
         actions.append(StopProbe(base.failback.probe.gateway, base.failback.probe.ike_id))
     if terminate:
@@ -621,6 +642,8 @@ def _move_on(state: ConnState, now: float, reason: str, actions: list[Action]) -
 
 def _on_tick(state: ConnState, event: ev.Tick, now: float) -> Result:
     actions: list[Action] = []
+    if state.drain is not None and now >= state.drain.until:
+        state, actions = _end_drain(state)
     if state.switch is not None and now >= state.switch.deadline:
         state, more = _abort_switch(state, now, terminate=True)
         actions += more
@@ -708,7 +731,7 @@ def _begin_switch(state: ConnState, target: str, now: float, reason: str) -> Res
     sw = Switch(
         gateway=target, reason=reason, started=now, deadline=now + state.policy.connect_timeout
     )
-    actions: list[Action] = []
+    state, actions = _end_drain(state)  # one old tunnel at a time, and never the target's
     probe = state.failback.probe
     if probe is not None:  # a probe answering mid-switch would start a second switch
         actions.append(StopProbe(probe.gateway, probe.ike_id))
@@ -720,9 +743,11 @@ def _complete_switch(state: ConnState, event: ev.TunnelUp, now: float) -> Result
     sw = state.switch
     assert sw is not None and state.gateway is not None
     old = state.gateway
-    actions: list[Action] = [
-        Terminate(old, state.ike_id, child_only=True),
-        UnloadClone(old),
+    drain = state.policy.switch_drain
+    actions: list[Action] = []
+    if drain <= 0:  # no drain: the old tunnel goes at once
+        actions += [Terminate(old, state.ike_id, child_only=True), UnloadClone(old)]
+    actions += [
         Notify(
             NoticeKind.FAILOVER,
             gateway=sw.gateway,
@@ -738,9 +763,26 @@ def _complete_switch(state: ConnState, event: ev.TunnelUp, now: float) -> Result
         phase=Phase.UP,
         attempt=replace(fresh.attempt, gateway=sw.gateway, ike_id=event.ike_id, deadline=None),
         switch=None,
+        drain=Drain(old, state.ike_id, now + drain) if drain > 0 else None,
         redirects=replace(fresh.redirects, remote=None, pending=None),
     )
     return _schedule_failback(up, now), actions
+
+
+def _is_drained(state: ConnState, gateway: str, ike_id: int | None) -> bool:
+    d = state.drain
+    return d is not None and d.gateway == gateway and ike_id is not None and ike_id == d.ike_id
+
+
+def _end_drain(state: ConnState) -> Result:
+    """The drained tunnel goes now: terminated, its clone unloaded, its news stale."""
+    d = state.drain
+    if d is None:
+        return state, []
+    rds = state.redirects
+    retired = rds.retired if d.ike_id is None else (*rds.retired, d.ike_id)[-4:]
+    ended = replace(state, drain=None, redirects=replace(rds, retired=retired))
+    return ended, [Terminate(d.gateway, d.ike_id, child_only=True), UnloadClone(d.gateway)]
 
 
 def _abort_switch(state: ConnState, now: float, terminate: bool) -> Result:
@@ -820,9 +862,10 @@ def _on_release(state: ConnState, event: ev.Release, now: float) -> Result:
 
 
 def _on_stop(state: ConnState, event: ev.Stop, now: float) -> Result:
-    actions: list[Action] = []
+    state, actions = _end_drain(state)
     if state.switch is not None:
-        state, actions = _abort_switch(state, now, terminate=True)
+        state, more = _abort_switch(state, now, terminate=True)
+        actions += more
     probe = state.failback.probe
     if probe is not None:
         actions.append(StopProbe(probe.gateway, probe.ike_id))

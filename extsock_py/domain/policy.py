@@ -90,6 +90,9 @@ class FailoverPolicy:
     attempts_per_gateway: Annotated[int, Accepts(ge=1, le=100)] = 1
     # whole cycles through the list that may fail in a row; 0: never give up
     max_cycles: Annotated[int, Accepts(ge=0, le=1_000_000)] = 10
+    # After a make-before-break switch (failback, operator), how long the old tunnel stays
+    # for what is still on its way through it; 0: it goes as soon as the new one is up.
+    switch_drain: Annotated[float, Accepts(Form.DURATION, ge=0, le=10 * MINUTE)] = 1.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     failback: FailbackPolicy = field(default_factory=FailbackPolicy)
     monitor: MonitorPolicy = field(default_factory=MonitorPolicy)

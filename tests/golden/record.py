@@ -115,7 +115,7 @@ SCENARIOS: dict[str, Scenario] = {
         s_failover,
     ),
     "switch": Scenario(
-        "operator switch to segw2 while up: make-before-break",
+        "operator switch to segw2 while up: make-before-break, the old tunnel drained 1 s",
         (("home", "net", THREE),),
         lambda text: text,
         s_switch,

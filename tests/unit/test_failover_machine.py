@@ -665,15 +665,83 @@ def test_operator_switch_while_up_is_make_before_break() -> None:
     assert state.ike_id == 1
     assert step(state, ev.Switch(GW1), 200.2) == (state, [])  # one switch at a time
     state, actions = run(state, ev.TunnelUp(GW2, 2), now=200.5)
+    # the old tunnel stays for the drain (switch_drain, 1 s by default)
+    assert actions == [
+        Notify(NoticeKind.FAILOVER, gateway=GW2, from_gateway=GW1, reason="operator", duration=0.5),
+        Notify(NoticeKind.TUNNEL_UP, gateway=GW2),
+    ]
+    assert (state.phase, state.gateway, state.ike_id, state.switch) == (Phase.UP, GW2, 2, None)
+    assert wake_at(state) == 201.5
+    assert step(state, ev.Tick(), 201.4) == (state, [])
+    state, actions = run(state, ev.Tick(), now=201.5)
+    assert actions == [Terminate(GW1, 1, child_only=True), UnloadClone(GW1)]
+    assert (state.drain, wake_at(state)) == (None, None)
+    # the old SA going away afterwards is no failure
+    assert step(state, ev.TunnelDown(GW1, 1), 201.6)[1] == []
+
+
+def test_without_a_drain_the_old_tunnel_goes_at_once() -> None:
+    """switch_drain = 0: the old tunnel goes as the new one is up (before issue 18)."""
+    state = replace(s_up_gw1(), policy=policy(switch_drain=0.0))
+    state = last(state, ev.Switch(GW2), ev.IkeConnecting(GW2, 2), now=200.0)
+    state, actions = run(state, ev.TunnelUp(GW2, 2), now=200.5)
     assert actions == [
         Terminate(GW1, 1, child_only=True),
         UnloadClone(GW1),
         Notify(NoticeKind.FAILOVER, gateway=GW2, from_gateway=GW1, reason="operator", duration=0.5),
         Notify(NoticeKind.TUNNEL_UP, gateway=GW2),
     ]
-    assert (state.phase, state.gateway, state.ike_id, state.switch) == (Phase.UP, GW2, 2, None)
-    # the old SA going away afterwards is no failure
-    assert step(state, ev.TunnelDown(GW1, 1), 201.0) == (state, [])
+    assert (state.drain, wake_at(state)) == (None, None)
+
+
+def s_draining_gw1() -> ConnState:
+    """Switched from GW1 to GW2 at T0; the tunnel through GW1 drains until T0 + 1."""
+    state = last(s_up_gw1(), ev.Switch(GW2), ev.IkeConnecting(GW2, 2), ev.TunnelUp(GW2, 2))
+    assert state.drain is not None and (state.drain.gateway, state.drain.ike_id) == (GW1, 1)
+    return state
+
+
+ENDS_DRAIN: list[Action] = [Terminate(GW1, 1, child_only=True), UnloadClone(GW1)]
+
+
+@pytest.mark.parametrize(
+    ("event", "first"),
+    [
+        # a failure of the new tunnel: the drained one goes with the failover
+        (ev.TunnelDown(GW2, 2), ENDS_DRAIN),
+        (ev.MonitorDead(GW2), ENDS_DRAIN),
+        # another switch (back to the drained gateway too: unloaded before it is loaded)
+        (ev.Switch(GW1), [*ENDS_DRAIN, LoadClone(GW1), Initiate(GW1)]),
+        (ev.Switch(GW3), [*ENDS_DRAIN, LoadClone(GW3), Initiate(GW3)]),
+        (ev.Stop(), ENDS_DRAIN),
+    ],
+)
+def test_a_drain_ends_early_when_the_tunnel_moves_on(event: ev.Event, first: list[Action]) -> None:
+    state = replace(s_draining_gw1(), gateways=(GW1, GW2, GW3))
+    state, actions = run(state, event, now=T0 + 0.5)
+    assert actions[: len(first)] == first
+    assert actions.count(UnloadClone(GW1)) == 1
+    assert state.drain is None
+
+
+def test_the_drained_tunnel_dying_early_is_no_failure() -> None:
+    state, actions = run(s_draining_gw1(), ev.TunnelDown(GW1, 1), now=T0 + 0.2)
+    assert actions == [Terminate(GW1, 1, child_only=True), UnloadClone(GW1)]
+    assert (state.phase, state.gateway, state.ike_id, state.drain) == (Phase.UP, GW2, 2, None)
+    assert state.kept.failures_total == 0
+    # its retransmits and the rest of its news are stale too
+    assert step(state, ev.RetransmitSeen(GW1, 1), T0 + 0.3) == (state, [])
+
+
+def test_news_of_a_drained_tunnel_does_not_touch_a_switch_back() -> None:
+    """Switch back to GW1 while GW1's old tunnel drains: its late ike-down is not the
+    new switch's failure."""
+    state = last(s_draining_gw1(), ev.Switch(GW1), now=T0 + 0.5)
+    assert state.switch is not None and state.switch.gateway == GW1
+    assert step(state, ev.TunnelDown(GW1, 1), T0 + 0.6) == (state, [])
+    state = last(state, ev.IkeConnecting(GW1, 3), ev.TunnelUp(GW1, 3), now=T0 + 0.7)
+    assert (state.gateway, state.ike_id) == (GW1, 3)
+    assert state.drain is not None and state.drain.gateway == GW2
 
 
 @pytest.mark.parametrize(
@@ -762,8 +830,6 @@ def test_failback_probes_then_switches_back_after_hold_down() -> None:
     assert (state.phase, state.gateway) == (Phase.UP, GW2)
     state, actions = run(state, ev.TunnelUp(GW1, 20), now=now + 2)
     assert actions == [
-        Terminate(GW2, 2, child_only=True),
-        UnloadClone(GW2),
         Notify(NoticeKind.FAILOVER, gateway=GW1, from_gateway=GW2, reason="failback", duration=1.0),
         Notify(NoticeKind.TUNNEL_UP, gateway=GW1),
     ]
@@ -772,6 +838,9 @@ def test_failback_probes_then_switches_back_after_hold_down() -> None:
         None,
         None,
     )
+    assert wake_at(state) == now + 3  # the end of the drain, then nothing
+    state, actions = run(state, ev.Tick(), now=now + 3)
+    assert actions == [Terminate(GW2, 2, child_only=True), UnloadClone(GW2)]
     assert wake_at(state) is None
 
 
@@ -953,6 +1022,7 @@ def scenarios(draw: st.DrawFn) -> tuple[ConnState, list[tuple[float | None, ev.E
         dead_after_retransmits=draw(st.integers(0, 2)),
         attempts_per_gateway=draw(st.integers(1, 2)),
         max_cycles=draw(st.integers(0, 2)),
+        switch_drain=draw(st.sampled_from([0.0, 1.0])),
         backoff=BackoffPolicy(initial=1.0, maximum=8.0),
         failback=FailbackPolicy(
             enabled=draw(st.booleans()),
@@ -968,6 +1038,14 @@ def scenarios(draw: st.DrawFn) -> tuple[ConnState, list[tuple[float | None, ev.E
             max_size=40,
         )
     )
+    if draw(st.booleans()):  # start in a finished switch, its old tunnel draining
+        prefix: list[ev.Event] = [
+            ev.Adopt(gateways[1], 1),
+            ev.Switch(gateways[0]),
+            ev.IkeConnecting(gateways[0], 2),
+            ev.TunnelUp(gateways[0], 2),
+        ]
+        steps = [(0.0, e) for e in prefix] + steps
     return initial_state("home", gateways, pol), steps
 
 
@@ -1008,8 +1086,15 @@ def test_invariants_over_random_sequences(
             assert state.phase is Phase.UP
             expected.add(state.switch.gateway)
             assert state.switch.gateway != state.gateway
+        if state.drain is not None:  # the tunnel a switch left, only while up elsewhere
+            assert state.phase is Phase.UP
+            assert state.drain.gateway not in (
+                state.gateway,
+                getattr(state.switch, "gateway", None),
+            )
+            expected.add(state.drain.gateway)
         assert loaded == expected, (state, event, actions)
-        assert len(loaded) <= (2 if state.switch is not None else 1)
+        assert len(loaded) <= 1 + (state.switch is not None) + (state.drain is not None)
         if state.phase in (Phase.GAVE_UP, Phase.STOPPED, Phase.IDLE):
             assert not loaded
         assert not (state.failback.probe is not None and state.switch is not None)

@@ -245,6 +245,11 @@ def test_make_before_break_switch_keeps_both_clones_until_up() -> None:
     sa2 = max(w.charon.sas)
     w.clock.advance(0.25)
     w.manager.handle("home", ev.TunnelUp(GW2, sa2))
+    # the old tunnel drains for switch_drain (1 s), then goes
+    assert sorted(w.charon.sas) == [sa1.unique_id, sa2]
+    assert w.manager.next_wake() == w.clock.monotonic() + 1.0
+    w.clock.advance(1.0)
+    w.manager.tick()
     assert list(w.charon.conns) == ["home@10.0.0.2"]
     assert list(w.charon.sas) == [sa2]
     assert w.store.history()[-1]["reason"] == "operator"

@@ -202,6 +202,9 @@ def test_moving_one_connection_ends_its_child_not_the_shared_ike_sa() -> None:
     w.observe(ob.ChildUpdown(ob.IkeSaInfo(f"upb@{GW2}", 5, "ESTABLISHED"),
                              ob.ChildSaInfo("net2", 6, "INSTALLED"), True))  # fmt: skip
     assert w.state("upb").gateway == GW2 and w.state("upb").phase is Phase.UP
+    assert ("terminate-child", 2) not in w.charon.calls  # its old tunnel drains first
+    w.clock.advance(w.state("upb").policy.switch_drain)
+    w.manager.tick()
     assert ("terminate-child", 2) in w.charon.calls
     assert not [c for c in w.charon.calls if c[0] == "terminate" and c[2] == 1]
     # charon reports upb's old child gone from the shared IKE_SA: home stays up.
