@@ -169,8 +169,10 @@ class SeqStream:
         end = start + self.duration
         seq = 0
         try:
-            while not self._stop.is_set():
+            while True:
                 now = time.monotonic()
+                if self._stop.is_set() and end > now:
+                    end = now  # no more sends; answers still on their way are awaited
                 if now >= end + LATE_ANSWERS:
                     break
                 next_send = start + seq * self.period
@@ -198,7 +200,8 @@ class SeqStream:
                 self._result.back.setdefault(int(payload), (gateway, time.monotonic()))
 
     def stop(self) -> StreamResult:
-        """Stop sending (after the late answers), end the far ends, gather what they got."""
+        """Stop sending, await the answers on their way (LATE_ANSWERS), end the far ends,
+        gather what they got."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(self.duration + 5.0)

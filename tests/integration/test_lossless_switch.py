@@ -1,0 +1,121 @@
+"""Lossless switches against real charon daemons (issue 18, part 3): a UDP stream of 200
+datagrams/s with sequence numbers goes from ini's protected address to a counting echo
+behind each gateway, through 10 operator switches and 10 failbacks; no datagram may be
+lost, counted in each direction on its own (ini -> far end, far end -> ini).
+
+The far end answers 50 ms after it received (a host 50 ms behind the gateway): answers
+to what reached the old gateway just before a switch come back through the old tunnel,
+which is where a switch that drops the old tunnel at once loses them (the baseline test
+below shows that the stream sees those losses).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from extsock_py.lab.extsock_runner import ExtsockRunner
+from extsock_py.lab.lab import Lab, wait_until
+from extsock_py.lab.seqstream import SeqStream, StreamResult
+from tests.integration.resilience_support import FAST_POLICY, GW1, GW2, runner_tag
+
+pytestmark = pytest.mark.integration
+
+PERIOD = 0.005  # 200 datagrams/s
+FAR_DELAY = 0.05
+# Failback as soon as the primary answers a probe, the first probe 1.5 s after a switch
+# (past the old tunnel's drain of 1 s: a failback during a drain would end it early).
+FAILBACK = """
+    failback {
+        enabled = yes
+        probe_interval = 1500ms
+        probe_timeout = 2s
+        hold_down = 0s
+    }
+"""
+
+
+@pytest.fixture
+def make_extsock(
+    fresh_lab: Lab, request: pytest.FixtureRequest
+) -> Iterator[Callable[[str], ExtsockRunner]]:
+    runners: list[ExtsockRunner] = []
+
+    def make(policy: str) -> ExtsockRunner:
+        runner = ExtsockRunner(fresh_lab, policy, name=f"ls-{runner_tag(request)}-{len(runners)}")
+        runner.write_config()
+        runner.start()
+        runners.append(runner)
+        return runner
+
+    try:
+        yield make
+    finally:
+        for runner in runners:
+            runner.stop()
+
+
+def on(extsock: ExtsockRunner, gateway: str, timeout: float = 10.0) -> bool:
+    def there() -> bool:
+        row = extsock.status()
+        return bool(row["phase"] == "up" and row["active_gateway"] == gateway)
+
+    return wait_until(there, timeout, interval=0.02)
+
+
+def cycles(extsock: ExtsockRunner, n: int, settle: float) -> None:
+    """n times: the operator switches to segw2, the failback brings the tunnel back."""
+    for k in range(n):
+        assert extsock.request("switch", conn="home", to=GW2)["changed"] is True, k
+        assert on(extsock, GW2), extsock.log_tail()
+        assert on(extsock, GW1, 10.0), extsock.log_tail()  # the failback
+        time.sleep(settle)  # the failback's drain ends before the next switch
+
+
+def describe(result: StreamResult) -> str:
+    out, back = result.longest_gap("out"), result.longest_gap("back")
+    return (
+        f"{len(result.sent)} sent, lost ini->far {len(result.lost_out())}, "
+        f"far->ini {len(result.lost_back())}, longest gap out {out * 1000:.0f} ms, "
+        f"back {back * 1000:.0f} ms"
+    )
+
+
+def test_ten_switches_and_ten_failbacks_lose_no_datagram(
+    fresh_lab: Lab, make_extsock: Callable[[str], ExtsockRunner]
+) -> None:
+    extsock = make_extsock(FAST_POLICY + FAILBACK)
+    assert on(extsock, GW1), extsock.log_tail()
+    stream = SeqStream(fresh_lab, PERIOD, duration=120.0, far_delay=FAR_DELAY).start()
+    try:
+        time.sleep(0.5)
+        cycles(extsock, 10, settle=1.3)
+    finally:
+        result = stream.stop()
+    print(f"\n10 switches + 10 failbacks, switch_drain 1s: {describe(result)}")
+    history = extsock.request("history", conn="home")["records"]
+    reasons = [r["reason"] for r in history if r.get("result") == "up"]
+    assert reasons[-20:] == ["operator", "failback"] * 10, reasons
+    assert result.carriers() == ["segw1", "segw2"] * 10 + ["segw1"], result.carriers()
+    assert len(result.sent) > 20 * 2 / PERIOD * 0.5  # the stream ran through it all
+    assert result.lost_out() == [], result.lost_out()
+    assert result.lost_back() == [], result.lost_back()
+
+
+def test_without_a_drain_answers_on_their_way_back_are_lost(
+    fresh_lab: Lab, make_extsock: Callable[[str], ExtsockRunner]
+) -> None:
+    """The baseline: switch_drain = 0 (the old tunnel goes as the new one is up)."""
+    extsock = make_extsock(FAST_POLICY + FAILBACK + "    switch_drain = 0\n")
+    assert on(extsock, GW1), extsock.log_tail()
+    stream = SeqStream(fresh_lab, PERIOD, duration=60.0, far_delay=FAR_DELAY).start()
+    try:
+        time.sleep(0.5)
+        cycles(extsock, 3, settle=0.3)
+    finally:
+        result = stream.stop()
+    print(f"\n3 switches + 3 failbacks, switch_drain 0: {describe(result)}")
+    assert result.carriers() == ["segw1", "segw2"] * 3 + ["segw1"], result.carriers()
+    assert len(result.lost_back()) > 0
