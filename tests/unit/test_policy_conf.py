@@ -145,3 +145,13 @@ def test_a_new_key_is_one_field_of_a_domain_dataclass() -> None:
         with pytest.raises(ValidationError) as caught:
             check.validate_python(bad)
         assert caught.value.errors()[0]["loc"] == where
+
+
+def test_switch_drain_defaults_to_a_second_and_reads_as_a_duration() -> None:
+    assert FailoverPolicy().switch_drain == 1.0
+    text = "extsock {\n  switch_drain = 0\n  connections {\n    home { switch_drain = 250ms }\n  }\n}\n"
+    assert policies(text, ["home", "office"])["home"].switch_drain == 0.25
+    assert policies(text, ["home", "office"])["office"].switch_drain == 0.0
+    err = error("extsock {\n  switch_drain = 11m\n}\n")
+    assert (err.key, err.line) == ("extsock.switch_drain", 2)
+    assert "at most 10m" in str(err)
