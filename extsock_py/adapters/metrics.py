@@ -38,6 +38,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from extsock_py.adapters.reports_json import health_json
 from extsock_py.domain.failover import Phase
 from extsock_py.domain.reports import DaemonSnapshot
 from extsock_py.interfaces.operator import OperatorPort
@@ -418,7 +419,7 @@ class MetricsServer:
 
     def health(self) -> dict[str, Any]:
         try:
-            return self.operator.health(self._timeout)
+            return health_json(self.operator.health(self._timeout))
         except Exception as exc:  # the health check answers, whatever broke
             return {"healthy": False, "reasons": [f"health check failed: {exc}"]}
 

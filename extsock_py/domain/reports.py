@@ -1,10 +1,14 @@
-"""What the daemon reports to its operators: a connection's status (as the manager knows it
-and as the operator shows it), what a config apply or reload did."""
+"""What the daemon reports to its operators, as plain records: a connection's status (as the
+manager knows it and as the operator shows it), what a config apply or reload did, and
+the operator's results. The adapters alone turn them into JSON (`adapters/reports_json.py`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from extsock_py.domain.observations import CharonRelease
 
 
 @dataclass(frozen=True)
@@ -32,34 +36,6 @@ class ConnectionStatus:
     next_action_at: float | None = None
     source: str = "config"  # or "control": pushed by an application
     last_phase: str | None = None  # while charon is away: the phase last known
-
-    def fields(self) -> dict[str, Any]:
-        """The row as the control protocol and `extsock failover status --json` show it."""
-        out: dict[str, Any] = {
-            "connection": self.connection,
-            "gateways": list(self.gateways),
-            "active_gateway": self.active_gateway,
-            "target_gateway": self.target_gateway,
-            "phase": self.phase,
-            "ike_id": self.ike_id,
-            "held": self.held,
-            "failures_total": self.failures_total,
-            "failures_in_cycle": self.failures_in_cycle,
-            "cycles_failed": self.cycles_failed,
-            "next_action": self.next_action,
-            "next_action_in": self.next_action_in,
-            # Named so in version 1 of the control protocol (documented): kept for users.
-            "standby_gateway": self.switch_gateway,
-            "redirected_to": self.redirected_to,
-            "virtual_ips": list(self.virtual_ips),
-            "ike_state": self.ike_state,
-            "ike_gateway": self.ike_gateway,
-            "next_action_at": self.next_action_at,
-            "source": self.source,
-        }
-        if self.last_phase is not None:
-            out["last_phase"] = self.last_phase
-        return out
 
 
 @dataclass
@@ -94,3 +70,64 @@ class DaemonSnapshot:
     processed: int
     skipped: int
     connections: list[ConnectionStatus]
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """`status`: whether charon answers, what release it is, and the rows asked for."""
+
+    charon_reachable: bool
+    charon: CharonRelease | None  # as the event session last read it (None before)
+    connections: tuple[ConnectionStatus, ...]
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    """One failover record of the state store (a switch, a give-up, a redirect...)."""
+
+    time: float
+    connection: str
+    from_gateway: str | None = None
+    to_gateway: str | None = None
+    reason: str | None = None
+    result: str | None = None
+    duration: float | None = None
+    outage: float | None = None
+    id: int | None = None  # the store's row id (a store may keep none)
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """Healthy when charon is reachable and every connection is up or waits by policy.
+    `charon_reachable` is None (and `connections` too) when the loop did not answer."""
+
+    healthy: bool
+    reasons: tuple[str, ...]
+    charon_reachable: bool | None = None
+    connections: Mapping[str, str] | None = None  # connection -> phase
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    """`switch`, `hold`, `release`, `retry`, `terminate`: the row after, and whether the
+    request changed the connection's state."""
+
+    connection: ConnectionStatus
+    changed: bool
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """`load`: the pushed connection's row, whether it was started (new) or updated."""
+
+    connection: ConnectionStatus
+    started: bool
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnloadResult:
+    """`unload`: the pushed connection is no longer managed."""
+
+    connection: str
+    notes: tuple[str, ...] = ()

@@ -13,7 +13,7 @@ configuration it reads (see `PushedConnections`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
@@ -25,7 +25,17 @@ from extsock_py.domain.errors import CharonError, CharonUnreachable, ExtsockErro
 from extsock_py.domain.failover import Phase
 from extsock_py.domain.isolation import collision
 from extsock_py.domain.profile import ConnectionProfile, clone_body, clone_name
-from extsock_py.domain.reports import ConnectionStatus, DaemonSnapshot, ReloadReport
+from extsock_py.domain.reports import (
+    ChangeResult,
+    ConnectionStatus,
+    DaemonSnapshot,
+    HealthReport,
+    HistoryRecord,
+    LoadResult,
+    ReloadReport,
+    StatusReport,
+    UnloadResult,
+)
 from extsock_py.interfaces.operator import WorkQueue
 from extsock_py.interfaces.ports import StateStore
 from extsock_py.usecases.daemon_service import DaemonService, PushedConnection
@@ -152,13 +162,13 @@ class OperatorUsecase:
             )
         return row
 
-    def _rows(self, conn: str | None) -> list[dict[str, Any]]:
+    def _rows(self, conn: str | None) -> tuple[ConnectionStatus, ...]:
         if conn is not None:
             self._managed(conn)
         pushed = self._daemon.pushed.names()
-        return [self._row(r, pushed).fields() for r in self._daemon.manager.status(conn)]
+        return tuple(self._row(r, pushed) for r in self._daemon.manager.status(conn))
 
-    def _one(self, conn: str) -> dict[str, Any]:
+    def _one(self, conn: str) -> ConnectionStatus:
         return self._rows(conn)[0]
 
     # --- views --------------------------------------------------------------------------
@@ -183,61 +193,55 @@ class OperatorUsecase:
         current = self._daemon.config.current
         return current.control if current is not None else ControlAccess()
 
-    def status(self, conn: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+    def status(self, conn: str | None = None, timeout: float | None = None) -> StatusReport:
         """Each managed connection (or the one named): gateways, state, failures, next step."""
 
-        def work() -> dict[str, Any]:
-            release = self._daemon.charon_release
-            return {
-                "charon_reachable": self._daemon.charon_reachable,
-                "charon": None
-                if release is None
-                else {
-                    "version": release.version,
-                    "dialect": release.dialect,
-                    "alerts": release.alerts,
-                },
-                "connections": self._rows(conn),
-            }
+        def work() -> StatusReport:
+            return StatusReport(
+                charon_reachable=self._daemon.charon_reachable,
+                charon=self._daemon.charon_release,
+                connections=self._rows(conn),
+            )
 
         return self._on_loop(work, "status", timeout)
 
     def history(
         self, conn: str | None = None, since: float | None = None, limit: int = 100
-    ) -> dict[str, Any]:
+    ) -> list[HistoryRecord]:
         """Failover records (newest last), from the state store."""
         store = self._store
         if store is None:
             raise NoHistory("no state store is configured: the daemon keeps no history")
 
-        def work() -> dict[str, Any]:
+        def work() -> list[HistoryRecord]:
             records = store.history(connection=conn, since=since, limit=limit)
-            return {"records": [dict(r) for r in records]}
+            return [_record(r) for r in records]
 
         return self._on_loop(work, "history")
 
-    def health(self, timeout: float | None = None) -> dict[str, Any]:
+    def health(self, timeout: float | None = None) -> HealthReport:
         """Healthy when charon is reachable and every connection is up or waits by policy."""
         try:
             status = self.status(timeout=timeout)
         except NotAnswering as exc:
-            return {"healthy": False, "charon_reachable": None, "reasons": [str(exc)]}
+            return HealthReport(healthy=False, reasons=(str(exc),))
         reasons: list[str] = []
-        if not status["charon_reachable"]:
+        if not status.charon_reachable:
             reasons.append("charon is not reachable over VICI")
         phases: dict[str, str] = {}
-        for row in status["connections"]:
-            phase = row.get("last_phase", row["phase"])  # while charon is away: the last known
-            phases[row["connection"]] = row["phase"]
-            if row["held"] or phase in SANCTIONED_PHASES:
+        for row in status.connections:
+            # while charon is away: the phase last known
+            phase = row.last_phase if row.last_phase is not None else row.phase
+            phases[row.connection] = row.phase
+            if row.held or phase in SANCTIONED_PHASES:
                 continue
-            reasons.append(f"{row['connection']}: {phase}")
-        return {
-            "healthy": not reasons,
-            "charon_reachable": status["charon_reachable"],
-            "connections": phases,
-            "reasons": reasons,
-        }
+            reasons.append(f"{row.connection}: {phase}")
+        return HealthReport(
+            healthy=not reasons,
+            reasons=tuple(reasons),
+            charon_reachable=status.charon_reachable,
+            connections=phases,
+        )
 
     # --- operator events ----------------------------------------------------------------
 
@@ -247,8 +251,8 @@ class OperatorUsecase:
         event: ev.Event,
         what: str,
         check: Callable[[Managed], None] | None = None,
-    ) -> dict[str, Any]:
-        def work() -> dict[str, Any]:
+    ) -> ChangeResult:
+        def work() -> ChangeResult:
             managed = self._managed(conn)
             if check is not None:
                 check(managed)
@@ -256,11 +260,11 @@ class OperatorUsecase:
             self._daemon.manager.handle(conn, event)
             after = self._daemon.manager.get(conn)
             changed = after is None or after.state != before
-            return {"connection": self._one(conn), "changed": changed}
+            return ChangeResult(self._one(conn), changed)
 
         return self._on_loop(work, what)
 
-    def switch(self, conn: str, to: str | None = None) -> dict[str, Any]:
+    def switch(self, conn: str, to: str | None = None) -> ChangeResult:
         """Move to gateway `to` now (the next one when None); make-before-break when up."""
 
         def check(managed: Managed) -> None:
@@ -270,19 +274,19 @@ class OperatorUsecase:
 
         return self._event(conn, ev.Switch(to), "switch", check)
 
-    def hold(self, conn: str) -> dict[str, Any]:
+    def hold(self, conn: str) -> ChangeResult:
         """Pause automatic action on `conn`; its current SA is kept."""
         return self._event(conn, ev.Hold(), "hold")
 
-    def release(self, conn: str) -> dict[str, Any]:
+    def release(self, conn: str) -> ChangeResult:
         """Resume automatic action on `conn`."""
         return self._event(conn, ev.Release(), "release")
 
-    def terminate(self, conn: str) -> dict[str, Any]:
+    def terminate(self, conn: str) -> ChangeResult:
         """Bring `conn` down and keep it down; not counted as a failure."""
         return self._event(conn, ev.Stop(), "terminate")
 
-    def retry(self, conn: str) -> dict[str, Any]:
+    def retry(self, conn: str) -> ChangeResult:
         """Start `conn` again from its primary (after a give-up, a stop or a hold)."""
         return self._event(conn, ev.Retry(), "retry")
 
@@ -296,7 +300,7 @@ class OperatorUsecase:
             raise ReloadFailed(f"{report.error}; the running config is kept")
         return report
 
-    def load(self, profile: ConnectionProfile) -> dict[str, Any]:
+    def load(self, profile: ConnectionProfile) -> LoadResult:
         """Manage a connection pushed by an application and start it (update it if known).
 
         The control socket adapter validates the pushed JSON into the profile.
@@ -306,7 +310,7 @@ class OperatorUsecase:
             f"remote_addrs entry '{r.address}' ignored: {r.reason}" for r in profile.not_gateways
         ]
 
-        def work() -> dict[str, Any]:
+        def work() -> LoadResult:
             overlay = self._daemon.pushed
             configured = overlay.file_connections()
             if conn in configured:
@@ -325,7 +329,7 @@ class OperatorUsecase:
             else:
                 notes.append("updated: the new body is used from the next attempt on")
             log.info("%s: loaded over the control socket, gateways %s", conn, profile.gateways)
-            return {"connection": self._one(conn), "started": new, "notes": notes}
+            return LoadResult(self._one(conn), new, tuple(notes))
 
         return self._on_loop(work, "load")
 
@@ -342,11 +346,11 @@ class OperatorUsecase:
         except CharonError as exc:
             raise InvalidConnection(f"{profile.name}: charon refused it: {exc}") from None
 
-    def unload(self, conn: str) -> dict[str, Any]:
+    def unload(self, conn: str) -> UnloadResult:
         """Stop managing a pushed `conn`: its tunnel goes down and its clone is unloaded.
         A connection of the config file is not unloaded this way (`terminate` it)."""
 
-        def work() -> dict[str, Any]:
+        def work() -> UnloadResult:
             self._managed(conn)
             overlay = self._daemon.pushed
             notes: list[str] = []
@@ -360,6 +364,31 @@ class OperatorUsecase:
             if overlay.pushed.pop(conn, None) is not None:
                 self._daemon.refresh_current()
             log.info("%s: unloaded over the control socket", conn)
-            return {"connection": conn, "unloaded": True, "notes": notes}
+            return UnloadResult(conn, tuple(notes))
 
         return self._on_loop(work, "unload")
+
+
+def _record(fields: Mapping[str, Any]) -> HistoryRecord:
+    """A record of the state store (a mapping at that port) as the operator reports it."""
+
+    def number(key: str) -> float | None:
+        value = fields.get(key)
+        return value if value is None or isinstance(value, int | float) else float(value)
+
+    def text(key: str) -> str | None:
+        value = fields.get(key)
+        return None if value is None else str(value)
+
+    record_id = fields.get("id")
+    return HistoryRecord(
+        time=number("time") or 0.0,
+        connection=str(fields.get("connection", "")),
+        from_gateway=text("from"),
+        to_gateway=text("to"),
+        reason=text("reason"),
+        result=text("result"),
+        duration=number("duration"),
+        outage=number("outage"),
+        id=None if record_id is None else int(record_id),
+    )

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from click.testing import CliRunner
 
 from extsock_py.adapters.control.server import attach_control
+from extsock_py.adapters.reports_json import row_json
 from extsock_py.cli.failover import failover
 from extsock_py.domain.errors import CharonUnreachable
 from extsock_py.domain.profile import clone_name
@@ -39,7 +40,7 @@ def test_an_adopted_tunnel_shows_charons_ike_state() -> None:
     harness = make_harness()
     harness.charon.add_sa(clone_name("home", "10.0.0.2"), unique_id=41)
     with started(harness):
-        row = harness.operator.status("home")["connections"][0]
+        row = row_json(harness.operator.status("home").connections[0])
     assert (row["phase"], row["active_gateway"]) == ("up", "10.0.0.2")
     assert (row["ike_state"], row["ike_id"]) == ("ESTABLISHED", 41)
 
@@ -86,14 +87,14 @@ def test_status_while_charon_is_down_says_unknown_and_what_was_last_known() -> N
         harness.charon.connect = connect  # type: ignore[method-assign]
         harness.on_loop(lambda: harness.daemon.service.charon_lost("charon is gone"))
         op = harness.operator
-        row = op.status("home")["connections"][0]
+        row = row_json(op.status("home").connections[0])  # as the protocol shows it
         assert (row["phase"], row["last_phase"], row["active_gateway"]) == ("unknown", "up", None)
         assert list(row)[-3:] == ["next_action_at", "source", "last_phase"]
         assert (row["next_action_in"], row["next_action_at"]) == (None, None)
         assert row["ike_state"] == "UNKNOWN"
         health = op.health()
-        assert health["healthy"] is False
-        assert health["reasons"] == ["charon is not reachable over VICI"]
+        assert health.healthy is False
+        assert health.reasons == ("charon is not reachable over VICI",)
         with short_dir() as d:
             srv = attach_control(harness.operator, harness.publisher, d / "s")
             srv.start()
@@ -103,4 +104,4 @@ def test_status_while_charon_is_down_says_unknown_and_what_was_last_known() -> N
         away[0] = False
         harness.clock.advance(5.0)  # the loop's next reconnect attempt is due
         wait_until(lambda: harness.daemon.service.charon_reachable, timeout=5)
-        assert op.status("home")["connections"][0]["phase"] != "unknown"
+        assert op.status("home").connections[0].phase != "unknown"

@@ -114,7 +114,7 @@ def test_a_stale_socket_is_replaced_and_a_live_one_refused(harness: Harness) -> 
             assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
             with pytest.raises(ControlSocketError, match="another process is listening"):
                 ControlServer(harness.operator, harness.publisher, path).start()
-            assert first.operator.status()["charon_reachable"] is True
+            assert first.operator.status().charon_reachable is True
 
 
 def test_a_file_in_the_way_is_not_removed(harness: Harness) -> None:
@@ -406,7 +406,7 @@ def test_a_subscriber_that_leaves_is_unsubscribed(harness: Harness, server: Cont
     subscriber.close()
     wait_until(lambda: server.clients == 0)
     harness.publish(NoticeKind.CHARON_BACK, {})  # nobody to deliver to: nothing breaks
-    assert server.operator.status()["charon_reachable"] is True
+    assert server.operator.status().charon_reachable is True
 
 
 def test_a_slow_subscriber_never_blocks_the_daemon_and_learns_what_it_missed(
@@ -520,10 +520,10 @@ def test_the_reload_reply_line_is_the_protocols(raw: Raw) -> None:
 
 
 def test_a_deferred_reload_replies_as_before() -> None:
-    from extsock_py.adapters.control.server import _reload_fields
+    from extsock_py.adapters.reports_json import reload_json
     from extsock_py.domain.reports import ReloadReport
 
-    assert json.dumps(_reload_fields(ReloadReport(deferred=True))) == '{"deferred": true}'
+    assert json.dumps(reload_json(ReloadReport(deferred=True))) == '{"deferred": true}'
 
 
 STATUS_KEYS = [

@@ -21,6 +21,7 @@ import pytest
 
 from extsock_py.adapters.clock import SystemClock
 from extsock_py.adapters.config_reader import read_desired_config
+from extsock_py.adapters.reports_json import row_json
 from extsock_py.adapters.vici.commands import ViciCharon
 from extsock_py.adapters.vici.dialects import choose
 from extsock_py.adapters.vici.listener import ViciEventListener
@@ -82,7 +83,7 @@ class Running:
         rows: list[ConnectionStatus] = self.on_loop(
             lambda: self.daemon.service.manager.status("home")
         )
-        return rows[0].fields()
+        return row_json(rows[0])
 
     def wait(self, predicate: Any, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout

@@ -35,11 +35,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from extsock_py.adapters import reports_json as j
 from extsock_py.adapters.control import protocol as p
 from extsock_py.adapters.control.pushed import profile_from_request
 from extsock_py.domain.access import ControlAccess, Peer, Role, role_needed
 from extsock_py.domain.errors import ExtsockError
-from extsock_py.domain.reports import ReloadReport
+from extsock_py.domain.reports import ChangeResult
 from extsock_py.interfaces.operator import OperatorPort
 from extsock_py.interfaces.ports import Subscribable, Unsubscribe
 
@@ -640,47 +641,34 @@ class ControlServer:
     # --- commands -----------------------------------------------------------------------
 
     def execute(self, cmd: str, args: Any) -> Any:
-        """Run one command (other than subscribe) and return its result."""
+        """Run one command (other than subscribe) and return its result, as JSON."""
         op = self.operator
         match args:
             case p.StatusArgs(conn=conn):
-                return op.status(conn)
+                return j.status_json(op.status(conn))
             case p.HistoryArgs(conn=conn, since=since, limit=limit):
-                return op.history(conn, since, limit)
+                return j.history_json(op.history(conn, since, limit))
             case p.SwitchArgs(conn=conn, to=to):
-                return op.switch(conn, to)
+                return j.change_json(op.switch(conn, to))
             case p.LoadArgs(conn=conn, body=body, policy=policy):
-                return op.load(profile_from_request(conn, body, policy))
+                return j.load_json(op.load(profile_from_request(conn, body, policy)))
+            case p.ConnArgs(conn=conn) if cmd == "unload":
+                return j.unload_json(op.unload(conn))
             case p.ConnArgs(conn=conn):
-                action: Callable[[str], Any] = {
+                action: Callable[[str], ChangeResult] = {
                     "hold": op.hold,
                     "release": op.release,
                     "retry": op.retry,
                     "terminate": op.terminate,
-                    "unload": op.unload,
                 }[cmd]
-                return action(conn)
+                return j.change_json(action(conn))
         if cmd == "reload":
-            return _reload_fields(op.reload())
+            return j.reload_json(op.reload())
         if cmd == "health":
-            return op.health()
+            return j.health_json(op.health())
         if cmd == "ping":
             return {"pong": True, "v": p.VERSION}
         raise p.UnknownCommand(f"unknown command '{p.clip(cmd)}'")
-
-
-def _reload_fields(report: ReloadReport) -> dict[str, Any]:
-    """The reply to `reload`, as the protocol has it."""
-    if report.applied is None:
-        return {"deferred": True}
-    applied = report.applied
-    return {
-        "managed": applied.managed,
-        "plain": applied.plain,
-        "removed": applied.removed,
-        "notes": applied.notes,
-        "failures": applied.failures,
-    }
 
 
 def attach_control(

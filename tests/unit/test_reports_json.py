@@ -1,0 +1,49 @@
+"""The operator's typed records become the control protocol's JSON only in the adapter."""
+
+from __future__ import annotations
+
+import json
+
+from extsock_py.adapters import reports_json as j
+from extsock_py.domain.reports import HealthReport, HistoryRecord, UnloadResult
+from extsock_py.usecases.operator import _record
+
+
+def test_a_stored_record_keeps_its_keys_and_their_order() -> None:
+    stored = {
+        "id": 3,
+        "time": 1714564800.5,
+        "connection": "home",
+        "from": "10.0.0.1",
+        "to": "10.0.0.2",
+        "reason": "operator",
+        "result": "up",
+        "duration": 0.4,
+        "outage": None,
+    }
+    assert json.dumps(j.record_json(_record(stored))) == json.dumps(stored)
+
+
+def test_a_record_without_an_id_shows_none() -> None:
+    record = HistoryRecord(time=1.0, connection="office", result="gave-up")
+    assert "id" not in j.record_json(record)
+    assert j.record_json(record)["from"] is None
+
+
+def test_health_when_the_loop_did_not_answer_has_no_connections() -> None:
+    silent = HealthReport(healthy=False, reasons=("did not answer",))
+    assert j.health_json(silent) == {
+        "healthy": False,
+        "charon_reachable": None,
+        "reasons": ["did not answer"],
+    }
+    fine = HealthReport(True, (), charon_reachable=True, connections={"home": "up"})
+    assert list(j.health_json(fine)) == ["healthy", "charon_reachable", "connections", "reasons"]
+
+
+def test_unload() -> None:
+    assert j.unload_json(UnloadResult("app")) == {
+        "connection": "app",
+        "unloaded": True,
+        "notes": [],
+    }
