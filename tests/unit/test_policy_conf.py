@@ -149,7 +149,10 @@ def test_a_new_key_is_one_field_of_a_domain_dataclass() -> None:
 
 def test_switch_drain_defaults_to_a_second_and_reads_as_a_duration() -> None:
     assert FailoverPolicy().switch_drain == 1.0
-    text = "extsock {\n  switch_drain = 0\n  connections {\n    home { switch_drain = 250ms }\n  }\n}\n"
+    text = (
+        "extsock {\n  switch_drain = 0\n"
+        "  connections {\n    home { switch_drain = 250ms }\n  }\n}\n"
+    )
     assert policies(text, ["home", "office"])["home"].switch_drain == 0.25
     assert policies(text, ["home", "office"])["office"].switch_drain == 0.0
     err = error("extsock {\n  switch_drain = 11m\n}\n")
