@@ -315,10 +315,12 @@ def _attempt(state: ConnState, gateway: str, now: float, reload_clone: bool = Tr
 
 
 def _on_start(state: ConnState, event: ev.Start, now: float) -> Result:
-    if state.phase not in (Phase.IDLE, Phase.STOPPED, Phase.GAVE_UP):
-        return state, []
-    fresh = _forget_unloaded_clone(_reset_counters(state))
-    return _attempt(fresh, fresh.primary, now)
+    match state.phase:
+        case Phase.IDLE | Phase.STOPPED | Phase.GAVE_UP:
+            fresh = _forget_unloaded_clone(_reset_counters(state))
+            return _attempt(fresh, fresh.primary, now)
+        case Phase.CONNECTING | Phase.UP | Phase.BACKOFF | Phase.DOWN:
+            return state, []
 
 
 def _forget_unloaded_clone(state: ConnState) -> ConnState:
@@ -328,11 +330,13 @@ def _forget_unloaded_clone(state: ConnState) -> ConnState:
 
 
 def _on_retry(state: ConnState, event: ev.Retry, now: float) -> Result:
-    if state.phase in (Phase.UP, Phase.CONNECTING):
-        return state, []
-    fresh = _forget_unloaded_clone(_reset_counters(state))
-    fresh = replace(fresh, kept=replace(fresh.kept, held=False))
-    return _attempt(fresh, fresh.primary, now)
+    match state.phase:
+        case Phase.CONNECTING | Phase.UP:
+            return state, []
+        case Phase.IDLE | Phase.BACKOFF | Phase.DOWN | Phase.GAVE_UP | Phase.STOPPED:
+            fresh = _forget_unloaded_clone(_reset_counters(state))
+            fresh = replace(fresh, kept=replace(fresh.kept, held=False))
+            return _attempt(fresh, fresh.primary, now)
 
 
 def _on_adopt(state: ConnState, event: ev.Adopt, now: float) -> Result:
@@ -389,6 +393,20 @@ def _on_connecting(state: ConnState, event: ev.IkeConnecting, now: float) -> Res
     return state, []
 
 
+def _failover_notice(outage: Outage, gateway: str, now: float) -> Notify:
+    """The FAILOVER notice of an outage that ends now with the tunnel up through `gateway`
+    (by an attempt of extsock's or by a redirect that completed it)."""
+    duration = now - outage.since
+    return Notify(
+        NoticeKind.FAILOVER,
+        gateway=gateway,
+        from_gateway=outage.from_gateway,
+        reason=outage.reason,
+        duration=duration,
+        outage=None if outage.lead is None else duration + outage.lead,
+    )
+
+
 def _on_tunnel_up(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
     if _is_switch(state, event.gateway, event.ike_id) and state.switch is not None:
         return _complete_switch(state, event, now)
@@ -396,21 +414,12 @@ def _on_tunnel_up(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
         return state, []
     if state.redirects.pending is not None:
         return _complete_redirect(state, event, now)
-    if state.phase is Phase.UP:
+    if state.phase is Phase.UP:  # a new IKE_SA carries the tunnel (e.g. reauthentication)
         return replace(state, attempt=replace(state.attempt, ike_id=event.ike_id)), []
+    # CONNECTING (`_is_current` lets no other phase through): the attempt succeeded.
     actions: list[Action] = []
     if state.outage is not None:
-        out = state.outage
-        actions.append(
-            Notify(
-                NoticeKind.FAILOVER,
-                gateway=event.gateway,
-                from_gateway=out.from_gateway,
-                reason=out.reason,
-                duration=now - out.since,
-                outage=None if out.lead is None else now - out.since + out.lead,
-            )
-        )
+        actions.append(_failover_notice(state.outage, event.gateway, now))
     actions.append(Notify(NoticeKind.TUNNEL_UP, gateway=event.gateway))
     fresh = _reset_counters(state)
     up = replace(
@@ -502,16 +511,7 @@ def _complete_redirect(state: ConnState, event: ev.TunnelUp, now: float) -> Resu
     ]
     if state.phase is not Phase.UP:
         if state.outage is not None:  # a failover that a redirect completed
-            out = state.outage
-            actions.append(
-                Notify(
-                    NoticeKind.FAILOVER,
-                    gateway=rd.target,
-                    from_gateway=out.from_gateway,
-                    reason=out.reason,
-                    duration=now - out.since,
-                )
-            )
+            actions.append(_failover_notice(state.outage, rd.target, now))
         actions.append(Notify(NoticeKind.TUNNEL_UP, gateway=rd.target, reason="redirect"))
     fresh = _reset_counters(state)
     up = replace(
@@ -541,19 +541,19 @@ def _on_retransmit(state: ConnState, event: ev.RetransmitSeen, now: float) -> Re
         return _abort_switch(state, now, terminate=True) if limit else (state, [])
     if not _is_current(state, event.gateway, event.ike_id):
         return state, []
-    if state.phase is not Phase.UP:
-        # A connect is judged by connect_timeout alone: a gateway answering a storm of
-        # connects late (a retransmit after charon's 4 s) is slow, not dead.
-        return replace(state, attempt=replace(state.attempt, ike_id=event.ike_id)), []
-    counted = replace(
-        state,
-        attempt=replace(
-            state.attempt, retransmits=state.attempt.retransmits + 1, ike_id=event.ike_id
-        ),
-    )
-    if limit and counted.attempt.retransmits >= limit:
-        return _fail(counted, now, "retransmit", terminate=True)
-    return counted, []
+    match state.phase:
+        case Phase.UP:
+            retransmits = state.attempt.retransmits + 1
+            counted = replace(
+                state, attempt=replace(state.attempt, retransmits=retransmits, ike_id=event.ike_id)
+            )
+            if limit and retransmits >= limit:
+                return _fail(counted, now, "retransmit", terminate=True)
+            return counted, []
+        case _:  # CONNECTING (`_is_current` lets no other phase through)
+            # A connect is judged by connect_timeout alone: a gateway answering a storm of
+            # connects late (a retransmit after charon's 4 s) is slow, not dead.
+            return replace(state, attempt=replace(state.attempt, ike_id=event.ike_id)), []
 
 
 def _on_peer_answered(state: ConnState, event: ev.PeerAnswered, now: float) -> Result:
@@ -659,13 +659,16 @@ def _on_tick(state: ConnState, event: ev.Tick, now: float) -> Result:
             state = replace(state, redirects=replace(state.redirects, pending=None))
     deadline = state.attempt.deadline
     if deadline is not None and now >= deadline:
-        if state.phase is Phase.CONNECTING:
-            state, more = _fail(state, now, "connect-timeout", terminate=True)
-            actions += more
-        elif state.phase is Phase.BACKOFF:
-            assert state.gateway is not None
-            state, more = _attempt(state, next_gateway(state.gateways, state.gateway), now)
-            actions += more
+        match state.phase:
+            case Phase.CONNECTING:
+                state, more = _fail(state, now, "connect-timeout", terminate=True)
+                actions += more
+            case Phase.BACKOFF:
+                assert state.gateway is not None
+                state, more = _attempt(state, next_gateway(state.gateways, state.gateway), now)
+                actions += more
+            case _:  # no other phase has a deadline
+                pass
     fb = state.failback
     if (
         fb.next_probe_at is not None
@@ -813,13 +816,17 @@ def _on_switch(state: ConnState, event: ev.Switch, now: float) -> Result:
     target = event.to if event.to is not None else next_gateway(state.gateways, current)
     if target not in state.gateways or state.switch is not None:
         return state, []
-    if state.phase is Phase.UP:
-        if target == current:
-            return state, []
-        return _begin_switch(state, target, now, "operator")
     actions: list[Action] = []
-    if state.phase is Phase.CONNECTING and current is not None:
-        actions.append(Terminate(current, state.ike_id, child_only=True))
+    match state.phase:
+        case Phase.UP:  # make-before-break
+            if target == current:
+                return state, []
+            return _begin_switch(state, target, now, "operator")
+        case Phase.CONNECTING:  # the attempt under way gives way
+            if current is not None:
+                actions.append(Terminate(current, state.ike_id, child_only=True))
+        case Phase.IDLE | Phase.BACKOFF | Phase.DOWN | Phase.GAVE_UP | Phase.STOPPED:
+            pass
     probe = state.failback.probe
     if probe is not None:
         actions.append(StopProbe(probe.gateway, probe.ike_id))
@@ -852,13 +859,16 @@ def _on_release(state: ConnState, event: ev.Release, now: float) -> Result:
         return state, []
     released = replace(state, kept=replace(state.kept, held=False))
     actions: list[Action] = [Notify(NoticeKind.RELEASED, gateway=state.gateway)]
-    if released.phase is Phase.DOWN:
-        assert released.gateway is not None
-        # the next gateway gets all its tries
-        released = replace(released, attempt=replace(released.attempt, tries=0))
-        moved, more = _attempt(released, next_gateway(released.gateways, released.gateway), now)
-        return moved, actions + more
-    return _schedule_failback(released, now), actions
+    match released.phase:
+        case Phase.DOWN:  # the gateway failed while held: move on now
+            assert released.gateway is not None
+            # the next gateway gets all its tries
+            released = replace(released, attempt=replace(released.attempt, tries=0))
+            target = next_gateway(released.gateways, released.gateway)
+            moved, more = _attempt(released, target, now)
+            return moved, actions + more
+        case _:
+            return _schedule_failback(released, now), actions
 
 
 def _on_stop(state: ConnState, event: ev.Stop, now: float) -> Result:
@@ -869,12 +879,22 @@ def _on_stop(state: ConnState, event: ev.Stop, now: float) -> Result:
     probe = state.failback.probe
     if probe is not None:
         actions.append(StopProbe(probe.gateway, probe.ike_id))
-    if state.gateway is not None and state.phase not in (Phase.GAVE_UP, Phase.STOPPED):
-        if state.phase in (Phase.CONNECTING, Phase.UP):
-            actions.append(Terminate(state.gateway, state.ike_id, child_only=True))
-        actions.append(UnloadClone(state.gateway))
-    if state.phase is Phase.UP:
-        actions.append(Notify(NoticeKind.TUNNEL_DOWN, gateway=state.peer, reason="operator"))
+    gateway = state.gateway
+    if gateway is not None:
+        match state.phase:
+            case Phase.UP:
+                actions.append(Terminate(gateway, state.ike_id, child_only=True))
+                actions.append(UnloadClone(gateway))
+                actions.append(
+                    Notify(NoticeKind.TUNNEL_DOWN, gateway=state.peer, reason="operator")
+                )
+            case Phase.CONNECTING:
+                actions.append(Terminate(gateway, state.ike_id, child_only=True))
+                actions.append(UnloadClone(gateway))
+            case Phase.IDLE | Phase.BACKOFF | Phase.DOWN:  # a clone loaded, no SA
+                actions.append(UnloadClone(gateway))
+            case Phase.GAVE_UP | Phase.STOPPED:  # its clone is gone already
+                pass
     fresh = _reset_counters(state)
     stopped = replace(
         fresh,

@@ -748,16 +748,14 @@ def test_news_of_a_drained_tunnel_does_not_touch_a_switch_back() -> None:
     ("event", "terminates"),
     [
         (ev.TunnelDown(GW2, 2), False),
-        # the standby's IKE_SA outlives these: it must not be left behind in charon
+        # the switch target's IKE_SA outlives these: it must not be left behind in charon
         (ev.TunnelDown(GW2, 2, "child-down"), True),
         (ev.TunnelDown(GW2, 2, "no-route"), True),
         (ev.InitiateFailed(GW2, "x", 2), True),
         (ev.RetransmitSeen(GW2, 2), True),
     ],
 )
-def test_a_failing_standby_is_aborted_and_the_tunnel_kept(
-    event: ev.Event, terminates: bool
-) -> None:
+def test_a_failing_switch_is_aborted_and_the_tunnel_kept(event: ev.Event, terminates: bool) -> None:
     state = last(s_up_gw1(), ev.Switch(GW2), ev.IkeConnecting(GW2, 2))
     state, actions = run(state, event)
     expected: list[Action] = [Terminate(GW2, 2)] if terminates else []
@@ -769,13 +767,13 @@ def test_a_failing_standby_is_aborted_and_the_tunnel_kept(
     assert (state.phase, state.gateway, state.ike_id, state.switch) == (Phase.UP, GW1, 1, None)
 
 
-def test_standby_retransmits_are_ignored_when_counting_is_off() -> None:
+def test_switch_retransmits_are_ignored_when_counting_is_off() -> None:
     state = last(s_up_gw1(), ev.Switch(GW2), ev.IkeConnecting(GW2, 2))
     state = replace(state, policy=policy(dead_after_retransmits=0))
     assert step(state, ev.RetransmitSeen(GW2, 2), T0) == (state, [])
 
 
-def test_rekeyed_standby_keeps_being_tracked() -> None:
+def test_rekeyed_switch_target_keeps_being_tracked() -> None:
     state = last(s_up_gw1(), ev.Switch(GW2), ev.IkeConnecting(GW2, 2), ev.IkeRekeyed(GW2, 2, 3))
     assert state.switch is not None and state.switch.ike_id == 3
     assert step(state, ev.TunnelUp(GW2, 2), T0)[0].switch is not None  # old id: stale
@@ -860,7 +858,7 @@ def test_a_failed_probe_resets_the_hold_down(how: str) -> None:
     assert (state.failback.probe, state.failback.healthy_since) == (None, None)
 
 
-def test_standby_timeout_aborts_and_stays_on_the_backup() -> None:
+def test_switch_timeout_aborts_and_stays_on_the_backup() -> None:
     state = replace(up_on_backup(), policy=policy(failback=replace(FAILBACK, hold_down=0.0)))
     state = last(state, ev.Tick(), now=T0 + 10)
     state, actions = run(state, ev.ProbeUp(GW1, 9), now=T0 + 11)
@@ -876,7 +874,7 @@ def test_standby_timeout_aborts_and_stays_on_the_backup() -> None:
     assert state.failback.next_probe_at == T0 + 26
 
 
-def test_the_main_tunnel_failing_during_a_standby() -> None:
+def test_the_main_tunnel_failing_during_a_switch() -> None:
     state = replace(up_on_backup(), policy=policy(failback=replace(FAILBACK, hold_down=0.0)))
     state = last(state, ev.Tick(), now=T0 + 10)
     state = last(state, ev.ProbeUp(GW1, 9), ev.IkeConnecting(GW1, 10), now=T0 + 11)
@@ -971,7 +969,7 @@ def test_wake_at_is_the_earliest_pending_time() -> None:
     assert wake_at(state) == 50.0
     state = last(up_on_backup(), ev.Switch(GW1), now=T0 + 1)
     assert state.switch is not None
-    assert wake_at(state) == T0 + 6  # the standby deadline; no probe while switching
+    assert wake_at(state) == T0 + 6  # the switch deadline; no probe while switching
 
 
 def test_initial_state_needs_a_gateway() -> None:

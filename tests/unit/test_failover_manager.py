@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import extsock_py
 from extsock_py.domain import events as ev
 from extsock_py.domain.actions import Action, Initiate, LoadClone
 from extsock_py.domain.errors import CharonError, CharonUnreachable
@@ -420,3 +422,59 @@ def test_the_state_of_a_managed_connection_is_read_only_outside_the_manager() ->
     assert managed is not None
     with pytest.raises(AttributeError):
         managed.state = managed.state  # type: ignore[misc]
+
+
+def test_only_the_failover_manager_writes_a_machines_state() -> None:
+    """`step` decides; the manager stores what it returned; nothing else writes it."""
+    root = Path(extsock_py.__file__).parent
+    writers = sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if "_set_state(" in path.read_text(encoding="utf-8")
+    )
+    assert writers == ["usecases/failover_manager.py"]
+
+
+# What a connection's row in the state store holds, as every release so far wrote it: the
+# machine's records are grouped now, the persisted row stays flat (old state files load).
+PERSISTED_KEYS = {
+    "last_up",
+    "gateway",
+    "phase",
+    "held",
+    "failures_total",
+    "cycles_failed",
+    "attempts_on_gateway",
+}
+
+
+def test_the_persisted_row_keeps_its_flat_keys() -> None:
+    w = World()
+    w.manager.start_all()
+    w.manager.handle("home", ev.InitiateFailed(GW1, "refused"))
+    row = w.store.connections["home"]
+    assert set(row) == PERSISTED_KEYS
+    assert (row["gateway"], row["phase"], row["held"], row["failures_total"]) == (
+        GW2,
+        "connecting",
+        False,
+        1,
+    )
+
+
+def test_a_row_written_before_the_records_were_grouped_is_restored() -> None:
+    w = World()
+    old = {
+        "last_up": GW2,
+        "gateway": GW2,
+        "phase": "up",
+        "held": True,
+        "failures_total": 9,
+        "cycles_failed": 1,
+        "attempts_on_gateway": 0,
+    }
+    w.store.save_connection("home", old)
+    assert w.manager.restore_persisted(["home"]) == ["home"]
+    managed = w.manager.get("home")
+    assert managed is not None
+    assert (managed.state.kept.held, managed.state.kept.failures_total) == (True, 9)

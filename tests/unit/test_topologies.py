@@ -10,7 +10,7 @@ from extsock_py.adapters.vici.dialects import choose
 from extsock_py.domain import events as ev
 from extsock_py.domain import observations as ob
 from extsock_py.domain.actions import Action, Notify, Terminate
-from extsock_py.domain.failover import ConnState, Phase, initial_state, step
+from extsock_py.domain.failover import ConnState, Outage, Phase, initial_state, step
 from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
@@ -105,6 +105,53 @@ def test_a_redirect_that_never_comes_up_fails_over_after_connect_timeout() -> No
     assert s.phase is Phase.CONNECTING and s.gateway == GW2
     assert Terminate(GW1, None) in actions  # both the old and the half-open new SA
     assert s.outage is not None and s.outage.reason == "redirect-failed"
+
+
+def test_a_failover_a_redirect_completes_carries_the_outage() -> None:
+    """The monitor declares segw1 dead after 1.5 s of silence; segw2 redirects the attempt
+    to segw3, where the tunnel comes up: the FAILOVER notice counts the outage from the
+    last sign of life, as it does when the attempt itself succeeds."""
+    up, _ = run(machine(), ev.Start(), ev.IkeConnecting(GW1, 1), ev.TunnelUp(GW1, 1))
+    s, _ = run(up, ev.MonitorDead(GW1, silence=1.5), now=T0 + 10.0)
+    assert (s.phase, s.gateway) == (Phase.CONNECTING, GW2)
+    s, _ = run(s, ev.IkeConnecting(GW2, 2), ev.Redirected(GW2, 2, GW3), now=T0 + 10.25)
+    s, _ = run(s, ev.IkeConnecting(GW2, 2), now=T0 + 10.25)  # charon starts it again there
+    s, actions = run(s, ev.TunnelUp(GW2, 2), now=T0 + 10.5)
+    assert actions == [
+        Notify(
+            NoticeKind.REDIRECTED, gateway=GW3, from_gateway=GW2, reason="redirect", duration=0.25
+        ),
+        Notify(
+            NoticeKind.FAILOVER,
+            gateway=GW3,
+            from_gateway=GW1,
+            reason="monitor",
+            duration=0.5,
+            outage=2.0,
+        ),
+        Notify(NoticeKind.TUNNEL_UP, gateway=GW3, reason="redirect"),
+    ]
+    assert (s.phase, s.peer, s.outage) == (Phase.UP, GW3, None)
+
+
+def test_the_outage_of_a_redirect_that_failed() -> None:
+    """A redirect of the established tunnel that never comes up fails (redirect-failed):
+    the outage runs from then to the tunnel up on the next gateway; nothing saw the
+    traffic stop, so its `outage` (last sign of life to up) is unknown."""
+    up, _ = run(machine(), ev.Start(), ev.IkeConnecting(GW1, 1), ev.TunnelUp(GW1, 1))
+    s, _ = run(up, ev.Redirected(GW1, 1, GW3), now=T0 + 1.0)
+    s, _ = run(s, ev.Tick(), now=T0 + 6.0)
+    assert s.outage == Outage(since=T0 + 6.0, reason="redirect-failed", from_gateway=GW1)
+    s, actions = run(s, ev.IkeConnecting(GW2, 3), ev.TunnelUp(GW2, 3), now=T0 + 6.75)
+    assert actions[0] == Notify(
+        NoticeKind.FAILOVER,
+        gateway=GW2,
+        from_gateway=GW1,
+        reason="redirect-failed",
+        duration=0.75,
+        outage=None,
+    )
+    assert (s.phase, s.gateway, s.outage) == (Phase.UP, GW2, None)
 
 
 def test_a_redirect_charon_refuses_to_follow_leaves_the_tunnel_where_it_is() -> None:
