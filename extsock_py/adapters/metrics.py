@@ -148,6 +148,12 @@ class _StateCollector:
         gateways = GaugeMetricFamily(
             "extsock_connection_gateways", "gateways configured", labels=["connection"]
         )
+        standby = GaugeMetricFamily(
+            "extsock_standby_up",
+            "1 while the hot standby's IKE_SA towards the gateway is established, 0 while it "
+            "is being set up or waits to be (standby = yes only)",
+            labels=["connection", "gateway"],
+        )
         for row in rows:
             conn = _label(row.connection)
             is_up = row.phase == Phase.UP
@@ -159,7 +165,12 @@ class _StateCollector:
             held.add_metric([conn], 1.0 if row.held else 0.0)
             failures.add_metric([conn], float(row.failures_total))
             gateways.add_metric([conn], float(len(row.gateways)))
-        yield from (tunnel, active, phase, held, failures, gateways)
+            if row.hot_standby_gateway is not None:
+                standby.add_metric(
+                    [conn, _label(row.hot_standby_gateway)],
+                    1.0 if row.hot_standby_phase == "up" else 0.0,
+                )
+        yield from (tunnel, active, phase, held, failures, gateways, standby)
 
 
 class _EventMetrics:

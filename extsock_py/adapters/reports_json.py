@@ -37,6 +37,9 @@ def row_json(row: ConnectionStatus) -> JsonObject:
         # Named so in version 1 of the control protocol (documented): kept for users.
         "standby_gateway": row.switch_gateway,
         "redirected_to": row.redirected_to,
+        "hot_standby": None
+        if row.hot_standby_gateway is None
+        else {"gateway": row.hot_standby_gateway, "phase": row.hot_standby_phase},
         "virtual_ips": list(row.virtual_ips),
         "ike_state": row.ike_state,
         "ike_gateway": row.ike_gateway,

@@ -20,6 +20,7 @@ from extsock_py.bench import (
     fig_mass,
     fig_reaction,
     fig_releases,
+    fig_standby,
 )
 from extsock_py.bench.fig_alone import AloneResult, Background
 from extsock_py.bench.fig_detection import Durations
@@ -181,6 +182,10 @@ def _main_lab(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
 
 def _detections(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
     """Figures 2, 2m and 2i: the same silent gateway, three ways of noticing it."""
+    lab.reset()
+    fig1 = got if isinstance(got, Figure) else None
+    hot = guard("1s standby", lambda: fig_standby.measure(lab, plan.reaction, log, fig1), log)
+    out.append(hot if isinstance(hot, Figure) else skipped(fig_standby.NAME, "ms", "", hot))
     lab.reset()
     dpd = guard(
         "2 detection", lambda: fig_detection.detection(lab, plan.detection, DETECT_TIMEOUT), log

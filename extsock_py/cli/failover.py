@@ -182,6 +182,9 @@ def _one_line(row: Mapping[str, Any], changed: bool | None = None) -> str:
     text = f"{row['connection']}: {_state_cell(row)}"
     if row.get("target_gateway"):
         text += f" on {row['target_gateway']}"
+    hot = row.get("hot_standby")
+    if isinstance(hot, Mapping) and hot.get("gateway"):
+        text += f" (standby {hot['gateway']}: {hot.get('phase')})"
     if row.get("standby_gateway"):
         text += f", switching to {row['standby_gateway']}"
     elif row.get("next_action"):
@@ -219,6 +222,10 @@ def describe_event(event: Mapping[str, Any]) -> str:
             text = f"{conn}: redirected {event.get('from')} -> {event.get('to')}{took_text}"
         case "switch-failed":
             text = f"{conn}: switch {event.get('from')} -> {event.get('to')} failed{reason}"
+        case "standby-up":
+            text = f"{conn}: hot standby up towards {event.get('gateway')}"
+        case "standby-down":
+            text = f"{conn}: hot standby down on {event.get('gateway')}{reason}"
         case "gave-up":
             text = f"{conn}: gave up on the last gateway {event.get('gateway')}{reason}"
         case "held" | "released":

@@ -56,6 +56,24 @@ class StopProbe:
 
 
 @dataclass(frozen=True)
+class StartStandby:
+    """Load the clone towards `gateway` and initiate its IKE_SA alone (no CHILD_SA): the
+    hot standby a later Initiate of the clone's child reuses (one CREATE_CHILD_SA)."""
+
+    gateway: str
+
+
+@dataclass(frozen=True)
+class StopStandby:
+    """Terminate the hot standby's IKE_SA (by id when known, else by clone name), then
+    unload its clone unless `unload` is False (the tunnel's own clone)."""
+
+    gateway: str
+    ike_id: int | None
+    unload: bool = True
+
+
+@dataclass(frozen=True)
 class Notify:
     """Tell operators and subscribers something happened (no effect on charon)."""
 
@@ -67,4 +85,14 @@ class Notify:
     outage: float | None = None  # failover: last sign of life to tunnel up, when known
 
 
-Action = LoadClone | UnloadClone | Initiate | Terminate | StartProbe | StopProbe | Notify
+Action = (
+    LoadClone
+    | UnloadClone
+    | Initiate
+    | Terminate
+    | StartProbe
+    | StopProbe
+    | StartStandby
+    | StopStandby
+    | Notify
+)

@@ -34,6 +34,15 @@ class IkeConnecting:
 
 
 @dataclass(frozen=True)
+class IkeUp:
+    """An IKE_SA of the clone towards `gateway` is established (with or without a
+    CHILD_SA: a hot standby's has none)."""
+
+    gateway: str
+    ike_id: int
+
+
+@dataclass(frozen=True)
 class TunnelUp:
     """The CHILD_SA is installed through `gateway`: traffic can pass."""
 
@@ -195,6 +204,7 @@ Event = (
     Start
     | Adopt
     | IkeConnecting
+    | IkeUp
     | TunnelUp
     | IkeRekeyed
     | TunnelDown

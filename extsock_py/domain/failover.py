@@ -13,7 +13,8 @@ Rules of this module (as h11's _state.py states its own):
   next to the old one and the old one goes only once the new tunnel is installed, and
   then only after `policy.switch_drain` (`Drain`): what is still on its way through the
   old tunnel (answers the far side sent towards the old gateway) arrives. A drain ends
-  early when anything else moves the tunnel (a failure, a switch, a stop).
+  early when anything else moves the tunnel (a failure, a switch, a stop). The hot
+  standby's clone (`standby = yes`) is loaded too while it stands by.
 - A redirect from the gateway (RFC 5685) is followed, not fought: charon moves the
   tunnel to the target under the same clone; `remote` names where it really is, no
   failure is counted, and the IKE_SAs it left behind (`retired`) are news of nothing.
@@ -42,6 +43,11 @@ Its sub-machines, each one a small frozen record of `ConnState`:
   charon restarts and extsock restarts.
 - redirect (`Redirects`): a redirect being followed, where redirects led the tunnel,
   and the IKE_SAs they left behind.
+- hot standby (`HotStandby`, or None; domain/standby.py, `standby = yes`): a childless
+  IKE_SA towards the gateway after the tunnel's. News about it is taken first
+  (`_standby_news`) and never reaches the tunnel's handlers; after every step it is
+  pointed where it belongs (`_standby_follows`): after the tunnel's gateway while up,
+  nowhere otherwise. An attempt or a switch towards its gateway takes it over (`_take`).
 The transitions read as a table: `step` dispatches on the event type (`match`, checked
 exhaustive by mypy); each handler reads the phase and the sub-machine the event concerns.
 """
@@ -53,6 +59,7 @@ from enum import StrEnum
 from typing import Never
 
 from extsock_py.domain import events as ev
+from extsock_py.domain import standby as sb
 from extsock_py.domain.actions import (
     Action,
     Initiate,
@@ -60,12 +67,14 @@ from extsock_py.domain.actions import (
     Notify,
     StartProbe,
     StopProbe,
+    StopStandby,
     Terminate,
     UnloadClone,
 )
 from extsock_py.domain.gateways import next_gateway
 from extsock_py.domain.notices import NoticeKind
 from extsock_py.domain.policy import FailoverPolicy, backoff_delay
+from extsock_py.domain.standby import HotStandby, StandbyPhase
 
 
 class Phase(StrEnum):
@@ -183,6 +192,7 @@ class ConnState:
     failback: Failback = Failback()
     kept: Kept = Kept()
     redirects: Redirects = Redirects()
+    hot_standby: HotStandby | None = None
 
     @property
     def gateway(self) -> str | None:
@@ -224,12 +234,20 @@ def wake_at(state: ConnState) -> float | None:
         times.append(state.failback.probe.deadline)
     if state.redirects.pending is not None:
         times.append(state.redirects.pending.deadline)
+    if state.hot_standby is not None:
+        times.append(state.hot_standby.deadline)
     pending = [t for t in times if t is not None]
     return min(pending) if pending else None
 
 
 def step(state: ConnState, event: ev.Event, now: float) -> Result:
     """Apply one event at time `now`; return the new state and the actions to carry out."""
+    taken = _standby_news(state, event, now)
+    new, actions = taken if taken is not None else _dispatch(state, event, now)
+    return _standby_follows(new, actions, now)
+
+
+def _dispatch(state: ConnState, event: ev.Event, now: float) -> Result:
     match event:
         case ev.GatewaysResolved():
             return _on_resolved(state, event, now)
@@ -241,6 +259,8 @@ def step(state: ConnState, event: ev.Event, now: float) -> Result:
             return _on_adopt(state, event, now)
         case ev.IkeConnecting():
             return _on_connecting(state, event, now)
+        case ev.IkeUp():
+            return state, []  # the tunnel is up with its CHILD_SA (TunnelUp), not before
         case ev.TunnelUp():
             return _on_tunnel_up(state, event, now)
         case ev.IkeRekeyed():
@@ -292,19 +312,20 @@ def step(state: ConnState, event: ev.Event, now: float) -> Result:
 def _attempt(state: ConnState, gateway: str, now: float, reload_clone: bool = True) -> Result:
     """Start an attempt towards `gateway`, then unload the previous clone if it differs
     (after the initiate: unloading is not on the way to the new tunnel)."""
-    actions: list[Action] = []
+    actions, ike_id, reload_clone = _take(state, gateway, reload_clone)
     if reload_clone:
         actions.append(LoadClone(gateway))
     actions.append(Initiate(gateway))
-    if reload_clone and state.gateway is not None and state.gateway != gateway:
+    if state.gateway is not None and state.gateway != gateway:
         actions.append(UnloadClone(state.gateway))
     new = replace(
         state,
+        hot_standby=None if _standing_at(state, gateway) else state.hot_standby,
         phase=Phase.CONNECTING,
         attempt=replace(
             state.attempt,
             gateway=gateway,
-            ike_id=None,
+            ike_id=ike_id,
             retransmits=0,
             deadline=now + state.policy.connect_timeout,
         ),
@@ -312,6 +333,29 @@ def _attempt(state: ConnState, gateway: str, now: float, reload_clone: bool = Tr
         redirects=replace(state.redirects, remote=None, pending=None),
     )
     return new, actions
+
+
+def _standing_at(state: ConnState, gateway: str) -> bool:
+    return state.hot_standby is not None and state.hot_standby.gateway == gateway
+
+
+def _take(
+    state: ConnState, gateway: str, reload_clone: bool
+) -> tuple[list[Action], int | None, bool]:
+    """What a new tunnel towards `gateway` does with the hot standby standing there: an
+    established one carries it (initiate only: strongSwan 6 would close a childless IKE_SA
+    whose config is loaded again), one not up yet is ended before the clone is loaded.
+    Returns (actions first, the IKE_SA taken over or None, whether to load the clone)."""
+    hs = state.hot_standby
+    if hs is None or hs.gateway != gateway:
+        return [], None, reload_clone
+    taken = sb.take(hs, gateway)
+    if taken is not None:
+        return [], taken, False
+    ended: list[Action] = []
+    if hs.phase is not StandbyPhase.BACKOFF:
+        ended.append(StopStandby(hs.gateway, hs.ike_id, unload=False))
+    return ended, None, True
 
 
 def _on_start(state: ConnState, event: ev.Start, now: float) -> Result:
@@ -644,6 +688,10 @@ def _on_tick(state: ConnState, event: ev.Tick, now: float) -> Result:
     actions: list[Action] = []
     if state.drain is not None and now >= state.drain.until:
         state, actions = _end_drain(state)
+    if state.hot_standby is not None:
+        hot, more = sb.tick(state.hot_standby, now, state.policy, state.name)
+        state = replace(state, hot_standby=hot)
+        actions += more
     if state.switch is not None and now >= state.switch.deadline:
         state, more = _abort_switch(state, now, terminate=True)
         actions += more
@@ -738,8 +786,11 @@ def _begin_switch(state: ConnState, target: str, now: float, reason: str) -> Res
     probe = state.failback.probe
     if probe is not None:  # a probe answering mid-switch would start a second switch
         actions.append(StopProbe(probe.gateway, probe.ike_id))
-    new = replace(state, switch=sw, failback=Failback())
-    return new, [*actions, LoadClone(target), Initiate(target)]
+    ended, taken, load = _take(state, target, True)
+    sw = replace(sw, ike_id=taken)
+    hot = None if _standing_at(state, target) else state.hot_standby
+    new = replace(state, switch=sw, failback=Failback(), hot_standby=hot)
+    return new, [*actions, *ended, *([LoadClone(target)] if load else []), Initiate(target)]
 
 
 def _complete_switch(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
@@ -929,3 +980,71 @@ def _on_resolved(state: ConnState, event: ev.GatewaysResolved, now: float) -> Re
     if not event.gateways or event.gateways == state.gateways:
         return state, []
     return replace(state, gateways=event.gateways), []
+
+
+# --- the hot standby (domain/standby.py) ------------------------------------------------
+
+
+def _standby_news(state: ConnState, event: ev.Event, now: float) -> Result | None:
+    """The step for news about the hot standby's IKE_SA; None for any other news. The
+    standby never stands at the tunnel's gateway or a switch's, so what names its gateway
+    is never the tunnel's: none of it counts as a failure of the tunnel."""
+    hs = state.hot_standby
+    if hs is None:
+        return None
+    policy, seed = state.policy, state.name
+
+    def failed(reason: str, terminate: bool) -> Result:
+        assert hs is not None
+        hot, actions = sb.failed(hs, now, policy, seed, reason, terminate)
+        return replace(state, hot_standby=hot), actions
+
+    match event:
+        case ev.IkeConnecting(gateway, ike_id) if (
+            hs.gateway == gateway and hs.phase is StandbyPhase.CONNECTING
+        ):
+            return replace(state, hot_standby=sb.connecting(hs, ike_id)), []
+        case ev.IkeUp(gateway, ike_id) if sb.concerns(hs, gateway, ike_id):
+            hot, actions = sb.up(hs, ike_id, now)
+            return replace(state, hot_standby=hot), actions
+        case ev.IkeRekeyed(gateway, old_id, new_id) if sb.concerns(hs, gateway, old_id):
+            return replace(state, hot_standby=sb.rekeyed(hs, old_id, new_id)), []
+        case ev.TunnelDown(gateway, ike_id, what) if sb.concerns(hs, gateway, ike_id):
+            return failed(what, terminate=what != "ike-down")
+        case ev.RetransmitSeen(gateway, ike_id) if sb.concerns(hs, gateway, ike_id):
+            if not policy.dead_after_retransmits:
+                return state, []
+            return failed("retransmit", terminate=True)
+        case ev.InitiateFailed(gateway, _, ike_id) if sb.concerns(hs, gateway, ike_id):
+            return failed("initiate-failed", terminate=True)
+        case ev.PeerAnswered(gateway, ike_id) if sb.concerns(hs, gateway, ike_id):
+            return state, []
+        case (
+            ev.TunnelDown(gateway, _, _)
+            | ev.RetransmitSeen(gateway, _)
+            | ev.InitiateFailed(gateway, _, _)
+            | ev.IkeUp(gateway, _)
+        ) if gateway == hs.gateway and gateway != state.gateway:
+            return state, []  # an IKE_SA of the standby's clone it left behind: stale
+    return None
+
+
+def _standby_follows(state: ConnState, actions: list[Action], now: float) -> Result:
+    """Point the hot standby where it belongs after this step: after the tunnel's gateway
+    while the tunnel is up (kept as it is while a switch or a redirect is under way),
+    nowhere otherwise. Its actions come after the step's: never on the tunnel's way."""
+    if state.phase is Phase.UP and (state.switch is not None or state.redirects.pending):
+        return state, actions
+    target = None
+    if state.phase is Phase.UP:
+        target = sb.wanted(state.gateways, state.gateway, state.policy)
+    hs = state.hot_standby
+    if hs is None and target is None:
+        return state, actions
+    if hs is not None and hs.gateway == target:
+        return state, actions
+    if target is not None and state.drain is not None and state.drain.gateway == target:
+        return state, actions  # its clone still carries the drained tunnel: after the drain
+    reason = "moved" if target is not None else "stopped"
+    hot, more = sb.follow(hs, target, now, state.policy, state.gateway, reason)
+    return replace(state, hot_standby=hot), [*actions, *more]

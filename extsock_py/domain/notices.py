@@ -14,6 +14,8 @@ class NoticeKind(StrEnum):
     FAILOVER = "failover"
     REDIRECTED = "redirected"
     SWITCH_FAILED = "switch-failed"
+    STANDBY_UP = "standby-up"
+    STANDBY_DOWN = "standby-down"
     GAVE_UP = "gave-up"
     HELD = "held"
     RELEASED = "released"

@@ -96,6 +96,8 @@ class FailoverPolicy:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     failback: FailbackPolicy = field(default_factory=FailbackPolicy)
     monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
+    # Keep a childless IKE_SA up towards the next gateway (off: it is a second IKE_SA).
+    standby: Annotated[bool, Accepts(Form.FLAG)] = False
 
 
 def backoff_delay(policy: BackoffPolicy, failed_cycles: int, seed: str) -> float:

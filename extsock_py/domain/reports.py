@@ -36,6 +36,9 @@ class ConnectionStatus:
     next_action_at: float | None = None
     source: str = "config"  # or "control": pushed by an application
     last_phase: str | None = None  # while charon is away: the phase last known
+    # The hot standby (`standby = yes`): its gateway and phase (connecting, up, backoff).
+    hot_standby_gateway: str | None = None
+    hot_standby_phase: str | None = None
 
 
 @dataclass

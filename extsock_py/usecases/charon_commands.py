@@ -129,3 +129,29 @@ def stop_probe(profile: ConnectionProfile, gateway: str) -> Command:
         quietly(charon.unload_conn, name)
 
     return _cleanup(run)
+
+
+def start_standby(profile: ConnectionProfile, gateway: str) -> Command:
+    """The hot standby: the clone itself, its IKE_SA alone (initiate without a child);
+    charon reuses that IKE_SA for a later initiate of the clone's child."""
+    name, body = clone_name(profile.name, gateway), clone_body(profile, gateway)
+    return _failing_as(
+        profile.name,
+        lambda charon: charon.load_and_initiate(name, body, None),
+        lambda why: [ev.InitiateFailed(gateway, why)],
+    )
+
+
+def stop_standby(
+    profile: ConnectionProfile, gateway: str, selectors: list[dict[str, Any]], unload: bool
+) -> Command:
+    """End the hot standby's IKE_SA (by each selector), then unload its clone if asked."""
+    name = clone_name(profile.name, gateway)
+
+    def run(charon: CharonPort) -> None:
+        for selector in selectors:
+            quietly(charon.terminate, **selector)
+        if unload:
+            quietly(charon.unload_conn, name)
+
+    return _cleanup(run)

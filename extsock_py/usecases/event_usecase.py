@@ -53,6 +53,10 @@ class Connections(Protocol):
 
     def ike_id_of(self, name: str) -> int | None: ...
 
+    def standby_gateway(self, name: str) -> str | None:
+        """Where `name`'s hot standby stands (its IKE_SA is not the tunnel's), or None."""
+        ...
+
     def names(self) -> list[str]: ...
 
 
@@ -69,6 +73,9 @@ class _ByName:
         return False
 
     def ike_id_of(self, name: str) -> int | None:
+        return None
+
+    def standby_gateway(self, name: str) -> str | None:
         return None
 
     def names(self) -> list[str]:
@@ -232,6 +239,12 @@ class EventUsecase:
             for related in dict.fromkeys((connection, *t.connections)):
                 if not self._is_managed(related):
                     continue
+                if (
+                    owner is not None
+                    and related == owner.connection
+                    and (self._conns.standby_gateway(related) == owner.gateway)
+                ):
+                    continue  # its hot standby's IKE_SA: published, but not the tunnel's
                 view = self.ike.setdefault(related, IkeView())
                 if t.new in ("DELETING", DESTROYING) and view.ike_id not in (None, t.ike_id):
                     continue  # an SA it left (a switch, a redirect) going away
@@ -261,6 +274,7 @@ class EventUsecase:
             return
         if up:
             self._state(sa.unique_id, sa.name, sa.state, sa.remote_host, sa.local_vips)
+            self._sink(owner.connection, ev.IkeUp(owner.gateway, sa.unique_id))
             return
         related = self._related(owner, sa.unique_id)
         self._state(sa.unique_id, sa.name, sa.state, sa.remote_host, sa.local_vips)
@@ -283,6 +297,12 @@ class EventUsecase:
             connection = self._child_owner(sa.name, sa.unique_id, child.name)
             self.sas.child_up(sa.unique_id, child.unique_id, child.name, connection)
             if connection is not None:
+                view = self.ike.get(connection)
+                if view is not None and view.ike_id not in (None, sa.unique_id):
+                    # The tunnel came up in an IKE_SA established before (a hot standby's):
+                    # no state change announced it, the CHILD_SA does.
+                    view.state, view.ike_id = sa.state, sa.unique_id
+                    view.gateway = sa.remote_host or owner.gateway
                 self._sink(connection, ev.TunnelUp(owner.gateway, sa.unique_id))
             return
         connection = self.sas.owner_of_child(sa.unique_id, child.unique_id)

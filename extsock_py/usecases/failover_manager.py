@@ -21,7 +21,9 @@ from extsock_py.domain.actions import (
     LoadClone,
     Notify,
     StartProbe,
+    StartStandby,
     StopProbe,
+    StopStandby,
     Terminate,
     UnloadClone,
 )
@@ -157,6 +159,12 @@ class FailoverManager:
         """The IKE_SA carrying `name`'s tunnel, as its machine knows it."""
         managed = self._conns.get(name)
         return managed.state.ike_id if managed is not None else None
+
+    def standby_gateway(self, name: str) -> str | None:
+        """Where `name`'s hot standby stands, as its machine knows it."""
+        managed = self._conns.get(name)
+        hot = managed.state.hot_standby if managed is not None else None
+        return hot.gateway if hot is not None else None
 
     def expects(self, name: str, gateway: str) -> bool:
         """True when `name` waits for a CHILD_SA through its clone towards `gateway`
@@ -376,6 +384,11 @@ class FailoverManager:
                 command = cmd.start_probe(profile, gateway)
             case StopProbe(gateway, ike_id):
                 command = cmd.stop_probe(profile, gateway)
+            case StartStandby(gateway):
+                command = cmd.start_standby(profile, gateway)
+            case StopStandby(gateway, ike_id, unload):
+                selectors = self._standby_terminations(profile.name, gateway, ike_id)
+                command = cmd.stop_standby(profile, gateway, selectors, unload)
             case Notify():
                 self._notify(profile.name, action)
                 return []
@@ -401,6 +414,17 @@ class FailoverManager:
         """A lane's command is done (called on the main loop): its failure, as events."""
         for event in outcome.result():  # CharonUnreachable: the daemon's loop handles it
             self.handle(conn, event)
+
+    def _standby_terminations(
+        self, conn: str, gateway: str, ike_id: int | None
+    ) -> list[dict[str, Any]]:
+        if ike_id is None:
+            return [{"ike": clone_name(conn, gateway)}]
+        if self.sas.connections_on(ike_id):
+            # Another connection's CHILD_SA came to ride in it (charon's reuse_ikesa):
+            # it is that tunnel's IKE_SA now.
+            return []
+        return [{"ike_id": ike_id}]
 
     def _terminations(
         self, conn: str, gateway: str, ike_id: int | None, child_only: bool
@@ -494,6 +518,8 @@ class FailoverManager:
                     next_action=_next_action(s),
                     next_action_in=None if due is None else round(max(0.0, due - now), 3),
                     switch_gateway=s.switch.gateway if s.switch else None,
+                    hot_standby_gateway=s.hot_standby.gateway if s.hot_standby else None,
+                    hot_standby_phase=str(s.hot_standby.phase) if s.hot_standby else None,
                     redirected_to=s.redirects.remote,
                     virtual_ips=self._vips(conn) if s.phase is Phase.UP else (),
                 )

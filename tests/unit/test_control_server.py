@@ -541,6 +541,7 @@ STATUS_KEYS = [
     "next_action_in",
     "standby_gateway",
     "redirected_to",
+    "hot_standby",
     "virtual_ips",
     "ike_state",
     "ike_gateway",

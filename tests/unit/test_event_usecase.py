@@ -65,7 +65,8 @@ def log(message: str, name: str | None = CLONE, ike_id: int | None = 3) -> ob.Lo
 
 
 ROWS: list[tuple[ob.Observation, list[tuple[str, ev.Event]]]] = [
-    (ob.IkeUpdown(sa(), True), []),
+    # an IKE_SA up says so (a hot standby's has no CHILD_SA, so no TunnelUp follows)
+    (ob.IkeUpdown(sa(), True), [("home", ev.IkeUp("10.99.1.2", 3))]),
     (ob.IkeUpdown(sa(state="DELETING"), False), [("home", ev.TunnelDown("10.99.1.2", 3))]),
     (ob.ChildUpdown(sa(), CHILD, True), [("home", ev.TunnelUp("10.99.1.2", 3))]),
     (

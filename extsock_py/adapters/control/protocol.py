@@ -287,6 +287,19 @@ class SwitchFailedEvent(_Event):
     reason: str | None = None
 
 
+class StandbyUpEvent(_Event):
+    event: Literal["standby-up"] = "standby-up"
+    connection: str
+    gateway: str | None = None  # the hot standby's IKE_SA is established towards it
+
+
+class StandbyDownEvent(_Event):
+    event: Literal["standby-down"] = "standby-down"
+    connection: str
+    gateway: str | None = None
+    reason: str | None = None  # ike-down, retransmit, moved, ...
+
+
 class GaveUpEvent(_Event):
     event: Literal["gave-up"] = "gave-up"
     connection: str
@@ -338,6 +351,8 @@ EVENT_MODELS: dict[str, type[_Event]] = {
     "failover": FailoverEvent,
     "redirected": RedirectedEvent,
     "switch-failed": SwitchFailedEvent,
+    "standby-up": StandbyUpEvent,
+    "standby-down": StandbyDownEvent,
     "gave-up": GaveUpEvent,
     "held": HeldEvent,
     "released": ReleasedEvent,
