@@ -171,6 +171,10 @@ def _raw(name: str, got: Durations | str) -> Figure:
 def _main_lab(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
     got = guard("1 reaction", lambda: fig_reaction.measure(lab, plan.reaction, log), log)
     out.append(got if isinstance(got, Figure) else skipped("1 reaction", "ms", "", got))
+    lab.reset()
+    fig1 = got if isinstance(got, Figure) else None
+    hot = guard("1s standby", lambda: fig_standby.measure(lab, plan.reaction, log, fig1), log)
+    out.append(hot if isinstance(hot, Figure) else skipped(fig_standby.NAME, "ms", "", hot))
     _detections(lab, plan, log, out)
     init = guard(
         "3 initial connect",
@@ -182,10 +186,6 @@ def _main_lab(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
 
 def _detections(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
     """Figures 2, 2m and 2i: the same silent gateway, three ways of noticing it."""
-    lab.reset()
-    fig1 = got if isinstance(got, Figure) else None
-    hot = guard("1s standby", lambda: fig_standby.measure(lab, plan.reaction, log, fig1), log)
-    out.append(hot if isinstance(hot, Figure) else skipped(fig_standby.NAME, "ms", "", hot))
     lab.reset()
     dpd = guard(
         "2 detection", lambda: fig_detection.detection(lab, plan.detection, DETECT_TIMEOUT), log

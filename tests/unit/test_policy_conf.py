@@ -158,3 +158,13 @@ def test_switch_drain_defaults_to_a_second_and_reads_as_a_duration() -> None:
     err = error("extsock {\n  switch_drain = 11m\n}\n")
     assert (err.key, err.line) == ("extsock.switch_drain", 2)
     assert "at most 10m" in str(err)
+
+
+def test_standby_is_off_by_default_and_set_per_connection() -> None:
+    got = policies(
+        "extsock {\n connections {\n  work {\n   standby = yes\n  }\n }\n}\n", ["home", "work"]
+    )
+    assert not got["home"].standby and got["work"].standby
+    assert not FailoverPolicy().standby
+    bad = error("extsock {\n standby = maybe\n}\n")
+    assert bad.key == "extsock.standby" and bad.line == 2 and "yes or no" in str(bad)
