@@ -27,8 +27,9 @@ from extsock_py.lab.lab import Lab
 from extsock_py.lab.releases import RELEASES
 
 ALL_RELEASES = tuple(RELEASES)
-# --only GROUP: icmp = figures 2, 2m, 2i (main lab) and the ICMP monitor windows 2f, 2p.
-ONLY_GROUPS = ("icmp",)
+# --only GROUP: icmp = figures 2, 2m, 2i (main lab) and the ICMP monitor windows 2f, 2p;
+# switch = figures 7 and 7g (switches and failbacks with a 200/s UDP stream).
+ONLY_GROUPS = ("icmp", "switch")
 
 
 @dataclass(frozen=True)

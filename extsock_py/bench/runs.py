@@ -21,6 +21,7 @@ from extsock_py.bench import (
     fig_reaction,
     fig_releases,
     fig_standby,
+    fig_switch,
 )
 from extsock_py.bench.fig_alone import AloneResult, Background
 from extsock_py.bench.fig_detection import Durations
@@ -61,6 +62,8 @@ def run_releases(plan: Plan, log: Log, known: dict[str, fig_releases.ReleaseRun]
 def run_all(plan: Plan, background: Background, log: Log) -> list[Figure]:
     if plan.only_releases:
         return run_releases(plan, log, {})
+    if "switch" in plan.only:
+        return fig_switch.run(plan, log)
     seconds = fig_icmp.window_for(plan.mode, plan.icmp_window)
     windows = fig_icmp.Windows(seconds, log).start()  # 2f, 2p: beside everything else
     if "icmp" in plan.only:
@@ -111,6 +114,7 @@ def _run_all(plan: Plan, background: Background, log: Log) -> list[Figure]:
     if isinstance(broken, str):
         figures.append(skipped("1-5 (main lab)", "", "", broken))
     fast = guard("2b detection, retransmit_timeout=1", fast_lab, log)
+    figures += fig_switch.run(plan, log)  # 7, 7g: a lab of their own
     alone: dict[str, AloneResult] = {}
     if plan.alone_cap > 0:
         log("bench: waiting for the charon-alone baseline")
