@@ -150,26 +150,32 @@ _TOKENS = [
 _TOKEN = st.sampled_from(_TOKENS) | st.text(max_size=8)
 
 
+_TEXTS = st.sampled_from([p.read_text() for p in FILES])  # built once, as in _policy_file
+_MUTATIONS = st.integers(1, 6)
+_KIND = st.sampled_from(["insert", "delete", "replace", "line", "swap", "dup"])
+_SHORT, _WORD, _NAME = st.integers(1, 20), st.integers(1, 12), st.sampled_from(_TOKENS)
+
+
 @st.composite
 def _mutant(draw: st.DrawFn) -> str:
     """A corpus file with 1-6 random mutations at random places."""
-    text = draw(st.sampled_from(FILES)).read_text()
-    for _ in range(draw(st.integers(1, 6))):
-        kind = draw(st.sampled_from(["insert", "delete", "replace", "line", "swap", "dup"]))
+    text = draw(_TEXTS)
+    for _ in range(draw(_MUTATIONS)):
+        kind = draw(_KIND)
         at = draw(st.integers(0, len(text)))
         if kind == "insert":
             text = text[:at] + draw(_TOKEN) + text[at:]
         elif kind == "delete":
-            text = text[:at] + text[at + draw(st.integers(1, 20)) :]
+            text = text[:at] + text[at + draw(_SHORT) :]
         elif kind == "replace":  # a value or word swapped for another token
-            end = at + draw(st.integers(1, 12))
+            end = at + draw(_WORD)
             text = text[:at] + draw(_TOKEN) + text[end:]
         else:
             lines = text.splitlines(keepends=True) or [""]
             i = draw(st.integers(0, len(lines) - 1))
             j = draw(st.integers(0, len(lines) - 1))
             if kind == "line":
-                lines[i] = draw(st.sampled_from(_TOKENS)) + " = " + draw(_TOKEN) + "\n"
+                lines[i] = draw(_NAME) + " = " + draw(_TOKEN) + "\n"
             elif kind == "swap":
                 lines[i], lines[j] = lines[j], lines[i]
             else:
@@ -236,21 +242,31 @@ def _policy_entry(key: str, value: str, conn: str | None) -> str:
     return inner
 
 
+# Strategies and file texts are built once, not per example: building them is most of the
+# cost of an example, and the same objects draw the same values.
+_MANAGED_TEXTS = st.sampled_from(
+    [text for text in (p.read_text() for p in FILES) if "extsock {" in text]
+)
+_ENTRIES = st.integers(0, 8)
+_CONN = st.none() | st.sampled_from(["home", "cell", "backhaul", "v6", "dual", "dc", "nobody"])
+_PLAUSIBLE = st.integers(0, 9)
+_VALID_KEY = st.sampled_from(sorted(_VALID))
+_ANY_KEY = st.sampled_from(_POLICY_KEYS)
+
+
 @st.composite
 def _policy_file(draw: st.DrawFn) -> str:
     """A managed-connection corpus file whose extsock section is replaced by random entries."""
-    managed = [p for p in FILES if "extsock {" in p.read_text()]
-    text = draw(st.sampled_from(managed)).read_text()
+    text = draw(_MANAGED_TEXTS)
     start = text.index("extsock {")
-    conns = ["home", "cell", "backhaul", "v6", "dual", "dc", "nobody"]
     entries = []
-    for _ in range(draw(st.integers(0, 8))):
-        conn = draw(st.none() | st.sampled_from(conns))
-        if draw(st.integers(0, 9)) < 8:  # mostly plausible entries, so that many files load
-            key = draw(st.sampled_from(sorted(_VALID)))
+    for _ in range(draw(_ENTRIES)):
+        conn = draw(_CONN)
+        if draw(_PLAUSIBLE) < 8:  # mostly plausible entries, so that many files load
+            key = draw(_VALID_KEY)
             value = draw(_VALID[key])
         else:
-            key, value = draw(st.sampled_from(_POLICY_KEYS)), draw(_POLICY_VALUES)
+            key, value = draw(_ANY_KEY), draw(_POLICY_VALUES)
         entries.append(_policy_entry(key, value, conn))
     return text[:start] + "extsock {\n" + "\n".join(entries) + "\n}\n"
 

@@ -7,6 +7,7 @@ and the phase, gateway and actions expected.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -987,6 +988,9 @@ def test_unknown_events_are_ignored() -> None:
 GATEWAY_SETS = [(GW1, GW2), (GW1, GW2, GW3), V6[:2]]
 
 
+# One strategy per gateway set, built once: building ~20 strategies for every example was
+# most of what an example cost; the same strategy draws the same events.
+@functools.cache
 def _events(gateways: tuple[str, ...]) -> st.SearchStrategy[ev.Event]:
     gw = st.sampled_from((*gateways, "192.0.2.99"))
     ike = st.integers(min_value=1, max_value=4)

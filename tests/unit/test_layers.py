@@ -4,6 +4,7 @@ import counted (those under TYPE_CHECKING and inside functions too)."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ def _imports(path: Path) -> set[str]:
     return {name for name in found if name.split(".")[0] == "extsock_py"}
 
 
+@functools.cache  # read once: every check below walks the same source
 def _graph() -> dict[str, set[str]]:
     return {_module_name(p): _imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
 
