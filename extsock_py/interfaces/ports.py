@@ -13,7 +13,7 @@ from extsock_py.domain.credentials import (
     PoolLoad,
     SharedLoad,
 )
-from extsock_py.domain.notices import NoticeKind
+from extsock_py.domain.notices import Notice
 from extsock_py.domain.observations import IkeSaInfo
 
 T = TypeVar("T")
@@ -113,7 +113,7 @@ class Clock(Protocol):
 class EventPublisher(Protocol):
     """Fan-out of extsock's own events (control socket subscribers, metrics, logs)."""
 
-    def publish(self, kind: NoticeKind, fields: Mapping[str, Any]) -> None: ...
+    def publish(self, notice: Notice) -> None: ...
 
 
 Subscriber = Callable[[str, Mapping[str, Any]], None]

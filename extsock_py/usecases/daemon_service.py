@@ -16,7 +16,12 @@ from extsock_py.domain import events as ev
 from extsock_py.domain import observations as ob
 from extsock_py.domain.config import DesiredConfig
 from extsock_py.domain.errors import CharonError, CharonUnreachable, ConfigError
-from extsock_py.domain.notices import NoticeKind
+from extsock_py.domain.notices import (
+    CharonBackNotice,
+    CharonLostNotice,
+    ReloadedNotice,
+    ReloadFailedNotice,
+)
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.reports import ReloadReport
 from extsock_py.interfaces.ports import Clock, EventPublisher, SyncedCharon
@@ -158,7 +163,7 @@ class DaemonService:
             self.charon_reachable = True
         except CharonUnreachable as exc:  # started before charon (boot): wait for it
             log.warning("charon not reachable yet: %s; waiting for it", exc)
-            self.publisher.publish(NoticeKind.CHARON_LOST, {"reason": str(exc)})
+            self.publisher.publish(CharonLostNotice(str(exc)))
             self.config.current = desired
             self._restore_pending = True
             self._reconnect_at = self.clock.monotonic()
@@ -255,7 +260,7 @@ class DaemonService:
     def charon_lost(self, reason: str) -> None:
         if self.charon_reachable:
             log.warning("charon unreachable: %s; waiting for it to come back", reason)
-            self.publisher.publish(NoticeKind.CHARON_LOST, {"reason": reason})
+            self.publisher.publish(CharonLostNotice(reason))
             self._reconnect_pause = _RECONNECT_FIRST
             self._reconnect_at = self.clock.monotonic() + self._reconnect_pause
         self.charon_reachable = False
@@ -283,7 +288,7 @@ class DaemonService:
         self.charon.connect()  # CharonUnreachable: still away, the loop tries again
         log.info("charon is back: reloading connections and credentials")
         self._reconnect_at = None
-        self.publisher.publish(NoticeKind.CHARON_BACK, {})
+        self.publisher.publish(CharonBackNotice())
         self.charon_reachable = True
         self.manager.charon_restarted()
         if self.config.current is not None:
@@ -298,7 +303,7 @@ class DaemonService:
             desired = self.read_config()
         except ConfigError as exc:
             log.error("reload refused, running config kept: %s", exc)
-            self.publisher.publish(NoticeKind.RELOAD_FAILED, {"error": str(exc)})
+            self.publisher.publish(ReloadFailedNotice(str(exc)))
             return ReloadReport(error=str(exc))
         if not self.charon_reachable:  # applied when charon is back
             log.warning("charon unreachable: %s is applied once it is back", desired.source)
@@ -317,7 +322,7 @@ class DaemonService:
             len(report.removed),
         )
         self.takeover.scan(report.managed)
-        self.publisher.publish(NoticeKind.RELOADED, {"managed": report.managed})
+        self.publisher.publish(ReloadedNotice(tuple(report.managed)))
         return ReloadReport(applied=report)
 
     def stop(self) -> None:

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from extsock_py.domain import events as ev
 from extsock_py.domain import observations as ob
-from extsock_py.domain.notices import NoticeKind
+from extsock_py.domain.notices import IkeStateNotice
 from extsock_py.domain.profile import CloneName, parse_clone_name
 from extsock_py.domain.sas import DESTROYING, IkeTransition, SaTable
 from extsock_py.interfaces.ports import EventPublisher
@@ -250,17 +250,16 @@ class EventUsecase:
                     continue  # an SA it left (a switch, a redirect) going away
                 view.state, view.gateway, view.ike_id = t.new, gateway, t.ike_id
             self._publisher.publish(
-                NoticeKind.IKE_STATE,
-                {
-                    "connection": connection,
-                    "connections": list(t.connections),
-                    "ike": t.name,
-                    "gateway": gateway,
-                    "old": t.old,
-                    "new": t.new,
-                    "ike_id": t.ike_id,
-                    "virtual_ips": list(t.vips),
-                },
+                IkeStateNotice(
+                    connection=connection,
+                    connections=tuple(t.connections),
+                    ike=t.name,
+                    gateway=gateway,
+                    old=t.old,
+                    new=t.new,
+                    ike_id=t.ike_id,
+                    virtual_ips=tuple(t.vips),
+                )
             )
 
     # --- events -------------------------------------------------------------------------

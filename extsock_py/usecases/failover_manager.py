@@ -29,7 +29,7 @@ from extsock_py.domain.actions import (
 )
 from extsock_py.domain.failover import ConnState, Phase, initial_state, step, wake_at
 from extsock_py.domain.gateways import expand, is_name
-from extsock_py.domain.notices import NoticeKind
+from extsock_py.domain.notices import ConnectionNotice, NoticeKind
 from extsock_py.domain.profile import ConnectionProfile, clone_name
 from extsock_py.domain.reports import ConnectionStatus
 from extsock_py.domain.sas import SaTable
@@ -259,8 +259,9 @@ class FailoverManager:
         if before is None or before == gateway:
             return
         log.info("%s: found up on %s, was up on %s before: moved while away", name, gateway, before)
-        fields = {"connection": name, "gateway": gateway, "from_gateway": before}
-        self._publisher.publish(NoticeKind.FAILOVER, {**fields, "reason": "while-away"})
+        self._publisher.publish(
+            ConnectionNotice(NoticeKind.FAILOVER, name, gateway, before, reason="while-away")
+        )
         if self._store is not None:
             self._store.append_history(
                 {
@@ -437,20 +438,24 @@ class FailoverManager:
         return [{"ike_id": ike_id}]
 
     def _notify(self, name: str, notice: Notify) -> None:
-        fields: dict[str, Any] = {"connection": name}
-        for key in ("gateway", "from_gateway", "reason", "duration", "outage"):
-            value = getattr(notice, key)
-            if value is not None:
-                fields[key] = round(value, 6) if isinstance(value, float) else value
-        if notice.kind == NoticeKind.TUNNEL_UP and (vips := self._vips(name)):
-            fields["virtual_ips"] = list(vips)
+        vips = self._vips(name) if notice.kind == NoticeKind.TUNNEL_UP else ()
+        published = ConnectionNotice(
+            notice.kind,
+            name,
+            notice.gateway,
+            notice.from_gateway,
+            notice.reason,
+            notice.duration,
+            notice.outage,
+            virtual_ips=vips or None,
+        )
         if notice.kind in (NoticeKind.FAILOVER, NoticeKind.FAILOVER_STARTED, NoticeKind.REDIRECTED):
             arrow = f"{notice.from_gateway} -> {notice.gateway}"
             took = f" in {notice.duration:.3f}s" if notice.duration is not None else ""
             log.info("%s: %s %s (reason %s)%s", name, notice.kind, arrow, notice.reason, took)
         else:
             log.info("%s: %s %s", name, notice.kind, notice.gateway or "")
-        self._publisher.publish(notice.kind, fields)
+        self._publisher.publish(published)
         if self._store is not None and notice.kind in _HISTORY_KINDS:
             self._store.append_history(
                 {

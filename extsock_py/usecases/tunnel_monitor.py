@@ -26,7 +26,7 @@ from extsock_py.domain import events as ev
 from extsock_py.domain import monitor as mon
 from extsock_py.domain.errors import CharonError, CharonUnreachable
 from extsock_py.domain.failover import Phase
-from extsock_py.domain.notices import NoticeKind
+from extsock_py.domain.notices import MonitorDeadNotice
 from extsock_py.domain.observations import IkeSaInfo
 from extsock_py.domain.policy import MonitorPolicy
 from extsock_py.domain.profile import clone_name
@@ -242,15 +242,7 @@ class TunnelMonitor:
             "%s: monitor: no answer through %s for %.3fs (%d probes unanswered): gateway dead",
             name, gateway, silence, unanswered,
         )  # fmt: skip
-        self._publisher.publish(
-            NoticeKind.MONITOR_DEAD,
-            {
-                "connection": name,
-                "gateway": gateway,
-                "silence": round(silence, 3),
-                "unanswered": unanswered,
-            },
-        )
+        self._publisher.publish(MonitorDeadNotice(name, gateway, silence, unanswered))
         track.probe.close()
         self._manager.handle(name, ev.MonitorDead(gateway, silence))
 

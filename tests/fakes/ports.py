@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from extsock_py.adapters.publisher import notice_fields
 from extsock_py.domain.credentials import (
     AuthorityLoad,
     CertificateLoad,
@@ -19,7 +20,7 @@ from extsock_py.domain.credentials import (
     SharedLoad,
 )
 from extsock_py.domain.errors import CharonError
-from extsock_py.domain.notices import NoticeKind
+from extsock_py.domain.notices import Notice
 from extsock_py.domain.observations import ChildSaInfo, IkeSaInfo
 
 Call = tuple[Any, ...]
@@ -270,8 +271,9 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any]]] = []
 
-    def publish(self, kind: NoticeKind, fields: Mapping[str, Any]) -> None:
-        self.events.append((kind, dict(fields)))
+    def publish(self, notice: Notice) -> None:
+        """Kept as subscribers read it (the publisher adapter's fields)."""
+        self.events.append((notice.kind, notice_fields(notice)))
 
     def kinds(self) -> list[str]:
         return [kind for kind, _ in self.events]

@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from extsock_py.adapters.control.protocol import encode_event
+from extsock_py.adapters.publisher import notice_fields
 from extsock_py.adapters.vici.decode import decode_event
 from extsock_py.adapters.vici.dialects import choose
 from extsock_py.domain import events as ev
-from extsock_py.domain.notices import NoticeKind
+from extsock_py.domain.notices import Notice
 from extsock_py.domain.observations import IkeSaInfo
 from extsock_py.domain.policy import BackoffPolicy, FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
@@ -104,9 +105,10 @@ class Published:
     def __init__(self, transcript: Transcript) -> None:
         self._t = transcript
 
-    def publish(self, kind: NoticeKind, fields: Mapping[str, Any]) -> None:
+    def publish(self, notice: Notice) -> None:
         """As a subscriber reads it (the control protocol's encoding), without v and time."""
-        wire = encode_event(kind, fields, 0.0)
+        kind = notice.kind
+        wire = encode_event(kind, notice_fields(notice), 0.0)
         assert wire is not None, f"{kind} is no event of the control protocol"
         parts = []
         for key in sorted(wire):

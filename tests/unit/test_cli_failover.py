@@ -25,7 +25,7 @@ from extsock_py.cli.failover import (
     watch,
 )
 from extsock_py.domain.errors import ConfigError
-from extsock_py.domain.notices import NoticeKind
+from extsock_py.domain.notices import ConnectionNotice, NoticeKind
 from tests.unit.test_control_support import HOME, Harness, running_daemon, short_dir, wait_until
 
 
@@ -221,11 +221,16 @@ def test_watch_prints_events(harness: Harness, server: ControlServer) -> None:
 
     def publish_until_done() -> None:
         wait_until(lambda: server.clients == 1)
-        fields = {"connection": "home", "gateway": HOME[1], "from_gateway": HOME[0]}
+        notice = ConnectionNotice(
+            NoticeKind.FAILOVER,
+            "home",
+            gateway=HOME[1],
+            from_gateway=HOME[0],
+            reason="retransmit",
+            duration=1.5,
+        )
         while not done.is_set():
-            harness.publish(
-                NoticeKind.FAILOVER, {**fields, "reason": "retransmit", "duration": 1.5}
-            )
+            harness.publish(notice)
             done.wait(0.02)
 
     publisher = threading.Thread(target=publish_until_done)

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,14 @@ import pytest
 from extsock_py.adapters.control import protocol as p
 from extsock_py.adapters.control.client import ControlClient, ControlError, DaemonUnreachable
 from extsock_py.adapters.control.server import ControlServer, ControlSocketError, attach_control
-from extsock_py.domain.notices import NoticeKind
+from extsock_py.domain.notices import (
+    CharonBackNotice,
+    CharonLostNotice,
+    ConnectionNotice,
+    IkeStateNotice,
+    NoticeKind,
+    ReloadFailedNotice,
+)
 from tests.unit.test_control_support import (
     HOME,
     Harness,
@@ -330,8 +338,8 @@ def test_subscribe_streams_events_in_the_documented_schema(
 ) -> None:
     assert client.subscribe() == sorted(p.EVENT_KINDS)
     harness.bring_up("home")
-    harness.publish(NoticeKind.CHARON_LOST, {"reason": "socket closed"})
-    harness.publish(NoticeKind.CHARON_BACK, {})
+    harness.publish(CharonLostNotice("socket closed"))
+    harness.publish(CharonBackNotice())
     kinds = []
     while "charon-back" not in kinds:
         event = client.next_event()
@@ -352,16 +360,14 @@ def test_subscribe_streams_events_in_the_documented_schema(
 
 def test_failover_events_say_from_and_to(harness: Harness, client: ControlClient) -> None:
     client.subscribe(["failover", "failover-started", "tunnel-down", "gave-up"])
-    fields = {"connection": "home", "gateway": "b", "from_gateway": "a", "reason": "retransmit"}
-    harness.publish(NoticeKind.FAILOVER_STARTED, fields)
-    harness.publish(NoticeKind.FAILOVER, {**fields, "duration": 1.25})
-    harness.publish(
-        NoticeKind.IKE_STATE, {"connection": "home", "old": "x", "new": "y"}
-    )  # filtered
-    harness.publish(
-        NoticeKind.TUNNEL_DOWN, {"connection": "home", "gateway": "b", "reason": "monitor"}
+    started = ConnectionNotice(
+        NoticeKind.FAILOVER_STARTED, "home", gateway="b", from_gateway="a", reason="retransmit"
     )
-    harness.publish(NoticeKind.GAVE_UP, {"connection": "home", "gateway": "b", "reason": "x"})
+    harness.publish(started)
+    harness.publish(replace(started, kind=NoticeKind.FAILOVER, duration=1.25))
+    harness.publish(IkeStateNotice("home", (), "home", None, "x", "y", None, ()))  # filtered
+    harness.publish(ConnectionNotice(NoticeKind.TUNNEL_DOWN, "home", gateway="b", reason="monitor"))
+    harness.publish(ConnectionNotice(NoticeKind.GAVE_UP, "home", gateway="b", reason="x"))
     got = [client.next_event() for _ in range(4)]
     for event in got:
         del event["time"]
@@ -405,7 +411,7 @@ def test_a_subscriber_that_leaves_is_unsubscribed(harness: Harness, server: Cont
     wait_until(lambda: server.clients == 1)
     subscriber.close()
     wait_until(lambda: server.clients == 0)
-    harness.publish(NoticeKind.CHARON_BACK, {})  # nobody to deliver to: nothing breaks
+    harness.publish(CharonBackNotice())  # nobody to deliver to: nothing breaks
     assert server.operator.status().charon_reachable is True
 
 
@@ -424,7 +430,7 @@ def test_a_slow_subscriber_never_blocks_the_daemon_and_learns_what_it_missed(
 
         def flood() -> None:
             for i in range(count):
-                harness.publisher.publish(NoticeKind.RELOAD_FAILED, {"error": f"{i} {padding}"})
+                harness.publisher.publish(ReloadFailedNotice(f"{i} {padding}"))
 
         started = time.monotonic()
         harness.on_loop(flood, timeout=10)  # on the main loop, as the daemon publishes
@@ -442,7 +448,7 @@ def test_a_slow_subscriber_never_blocks_the_daemon_and_learns_what_it_missed(
         assert delivered + sum(missed) == count
         assert seen == sorted(seen)  # in order, with gaps
         # The subscriber reads again: new events flow after the gap, and nothing is pending.
-        harness.publish(NoticeKind.RELOAD_FAILED, {"error": "after"})
+        harness.publish(ReloadFailedNotice("after"))
         assert slow.line()["error"] == "after"
         others.close()
         slow.close()

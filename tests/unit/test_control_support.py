@@ -18,7 +18,7 @@ from extsock_py.domain import observations as ob
 from extsock_py.domain.config import DesiredConfig
 from extsock_py.domain.credentials import Credentials, SharedLoad
 from extsock_py.domain.errors import ConfigError
-from extsock_py.domain.notices import NoticeKind
+from extsock_py.domain.notices import Notice
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import clone_name
 from extsock_py.domain.secret import Secret
@@ -114,9 +114,9 @@ class Harness:
         self.daemon.post(ob.ChildUpdown(sa, child, True))
         wait_until(lambda: self.phase(conn) == "up")
 
-    def publish(self, kind: NoticeKind, fields: Mapping[str, Any]) -> None:
+    def publish(self, notice: Notice) -> None:
         """Publish on the main loop, as the daemon does."""
-        self.on_loop(lambda: self.publisher.publish(kind, fields))
+        self.on_loop(lambda: self.publisher.publish(notice))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:

@@ -31,7 +31,7 @@ from extsock_py.cli.failover import EXIT_NOT_PERMITTED, EXIT_REFUSED, failover
 from extsock_py.domain import observations as ob
 from extsock_py.domain.access import ControlAccess, Peer
 from extsock_py.domain.errors import CharonError
-from extsock_py.domain.notices import NoticeKind
+from extsock_py.domain.notices import ReloadFailedNotice
 from extsock_py.domain.profile import clone_name
 from tests.unit.test_control_server import Raw
 from tests.unit.test_control_support import Harness, running_daemon, short_dir, wait_until
@@ -282,7 +282,7 @@ def test_a_subscriber_that_never_reads_holds_bounded_memory_then_goes(harness: H
 
         def flood() -> None:
             for i in range(400):  # ~3 MB of events, to a reader that reads nothing
-                harness.publisher.publish(NoticeKind.RELOAD_FAILED, {"error": f"{i} {padding}"})
+                harness.publisher.publish(ReloadFailedNotice(f"{i} {padding}"))
 
         started = time.monotonic()
         harness.on_loop(flood, timeout=10)

@@ -6,6 +6,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,7 +14,12 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from extsock_py.adapters.metrics import MetricsServer, attach_metrics, parse_address
-from extsock_py.domain.notices import NoticeKind
+from extsock_py.domain.notices import (
+    CharonBackNotice,
+    CharonLostNotice,
+    ConnectionNotice,
+    NoticeKind,
+)
 from tests.unit.test_control_support import HOME, SECRET, Harness, make_harness, running_daemon
 
 
@@ -77,13 +83,13 @@ def test_failovers_are_counted_by_reason_with_their_durations(
     harness.bring_up("home")
     harness.operator.switch("home", HOME[1])
     harness.bring_up("home", HOME[1], ike_id=12)
-    fields = {"connection": "office", "gateway": "b", "from_gateway": "a"}
-    harness.publish(NoticeKind.FAILOVER, {**fields, "reason": "retransmit", "duration": 2.5})
-    harness.publish(NoticeKind.FAILOVER, {**fields, "reason": "retransmit", "duration": 0.4})
-    harness.publish(NoticeKind.GAVE_UP, {"connection": "office", "gateway": "b", "reason": "x"})
-    harness.publish(NoticeKind.SWITCH_FAILED, {**fields, "reason": "failback"})
-    harness.publish(NoticeKind.CHARON_LOST, {"reason": "gone"})
-    harness.publish(NoticeKind.CHARON_BACK, {})
+    office = ConnectionNotice(NoticeKind.FAILOVER, "office", gateway="b", from_gateway="a")
+    harness.publish(replace(office, reason="retransmit", duration=2.5))
+    harness.publish(replace(office, reason="retransmit", duration=0.4))
+    harness.publish(ConnectionNotice(NoticeKind.GAVE_UP, "office", gateway="b", reason="x"))
+    harness.publish(replace(office, kind=NoticeKind.SWITCH_FAILED, reason="failback"))
+    harness.publish(CharonLostNotice("gone"))
+    harness.publish(CharonBackNotice())
     text = get(metrics, "/metrics")[2]
     assert value(text, "extsock_failovers_total", connection="home", reason="operator") == 1.0
     assert value(text, "extsock_failovers_total", connection="office", reason="retransmit") == 2
@@ -105,8 +111,9 @@ def test_no_secret_and_no_odd_label_reaches_the_metrics(
     harness: Harness, metrics: MetricsServer
 ) -> None:
     harness.publish(
-        NoticeKind.FAILOVER,
-        {"connection": "home", "gateway": "b", "reason": f"psk {SECRET}", "duration": 1.0},
+        ConnectionNotice(
+            NoticeKind.FAILOVER, "home", gateway="b", reason=f"psk {SECRET}", duration=1.0
+        )
     )
     text = get(metrics, "/metrics")[2]
     assert SECRET not in text
@@ -209,7 +216,15 @@ def test_outage_is_a_metric_and_an_event_field_when_known(
 
     fields = {"connection": "home", "gateway": "10.0.0.2", "from_gateway": "10.0.0.1"}
     harness.publish(
-        NoticeKind.FAILOVER, {**fields, "reason": "monitor", "duration": 0.2, "outage": 1.7}
+        ConnectionNotice(
+            NoticeKind.FAILOVER,
+            "home",
+            gateway="10.0.0.2",
+            from_gateway="10.0.0.1",
+            reason="monitor",
+            duration=0.2,
+            outage=1.7,
+        )
     )
     text = get(metrics, "/metrics")[2]
     assert value(text, "extsock_last_failover_outage_seconds", connection="home") == 1.7

@@ -47,3 +47,32 @@ def test_unload() -> None:
         "unloaded": True,
         "notes": [],
     }
+
+
+def test_published_notices_become_the_protocols_fields_in_the_publisher() -> None:
+    from extsock_py.adapters.publisher import notice_fields
+    from extsock_py.domain.notices import (
+        CharonBackNotice,
+        ConnectionNotice,
+        MonitorDeadNotice,
+        NoticeKind,
+        ReloadedNotice,
+    )
+
+    up = ConnectionNotice(NoticeKind.FAILOVER, "home", "b", "a", "monitor", 0.1234567, None)
+    assert notice_fields(up) == {
+        "connection": "home",
+        "gateway": "b",
+        "from_gateway": "a",
+        "reason": "monitor",
+        "duration": 0.123457,
+    }
+    dead = MonitorDeadNotice("home", "b", silence=1.23456, unanswered=3)
+    assert notice_fields(dead) == {
+        "connection": "home",
+        "gateway": "b",
+        "silence": 1.235,
+        "unanswered": 3,
+    }
+    assert notice_fields(CharonBackNotice()) == {}
+    assert notice_fields(ReloadedNotice(("home",))) == {"managed": ["home"]}
