@@ -25,6 +25,13 @@ postpones the verdict:
   is due and, while traffic flows, every half interval (`look_due`), so that a gateway
   dying under load is noticed as fast as an idle one.
 
+The rule assumes the probes went out on schedule. When the monitor itself did not run
+(no Tick for more than `STALL_FACTOR` intervals: the process was not scheduled, the loop
+was busy) the silence it finds proves nothing about the gateway, least of all at 100 ms
+intervals on a loaded host: a verdict due after such a stall is held back once per
+silence, for one fresh probe and one interval to answer it (`stalls` counts them). A real
+failure met by a stall is therefore declared at most one interval (plus the stall) late.
+
 The monitor runs only while `Start` has armed it (the tunnel is up on the current gateway)
 and stops on `Stop` or after `DeclareDead`, until the next `Start` (a new tunnel).
 """
@@ -51,12 +58,16 @@ class MonitorState:
     flowing: bool = False  # the last look found the counter grown
     probes_total: int = 0
     replies_total: int = 0
+    last_tick: float | None = None  # when the monitor last ran (Start or Tick)
+    held_until: float | None = None  # a verdict held back after a stall (once per silence)
+    stalls: int = 0  # verdicts held back so far
 
     @property
     def dead_at(self) -> float | None:
         if not self.running or self.last_life is None:
             return None
-        return self.last_life + self.misses_allowed * self.interval
+        due = self.last_life + self.misses_allowed * self.interval
+        return due if self.held_until is None else max(due, self.held_until)
 
 
 # --- events -----------------------------------------------------------------------------
@@ -120,6 +131,7 @@ class DeclareDead:
 
 Action = SendProbe | DeclareDead
 Result = tuple[MonitorState, list[Action]]
+STALL_FACTOR = 1.5  # a gap between two runs of the monitor longer than this many intervals
 
 
 def initial_state(interval: float, misses: int) -> MonitorState:
@@ -166,13 +178,21 @@ def _silent_too_long(state: MonitorState, now: float) -> bool:
 
 
 def _life(state: MonitorState, now: float) -> MonitorState:
-    return replace(state, last_life=now, next_probe_at=now + state.interval, unanswered=0)
+    return replace(
+        state, last_life=now, next_probe_at=now + state.interval, unanswered=0, held_until=None
+    )
 
 
 def _answered(state: MonitorState, now: float) -> MonitorState:
     when = state.last_sent if state.unanswered and state.last_sent is not None else now
     last = max(when, state.last_life) if state.last_life is not None else when
-    return replace(state, last_life=last, unanswered=0, replies_total=state.replies_total + 1)
+    return replace(
+        state,
+        last_life=last,
+        unanswered=0,
+        replies_total=state.replies_total + 1,
+        held_until=None,
+    )
 
 
 def step(state: MonitorState, event: Event, now: float) -> Result:
@@ -184,6 +204,8 @@ def step(state: MonitorState, event: Event, now: float) -> Result:
                 running=True,
                 probes_total=state.probes_total,
                 replies_total=state.replies_total,
+                stalls=state.stalls,
+                last_tick=now,
             )
             return _life(fresh, now), []
         case Stop():
@@ -207,6 +229,7 @@ def step(state: MonitorState, event: Event, now: float) -> Result:
                 last_life=last,
                 unanswered=0,
                 next_probe_at=now + state.interval,
+                held_until=None,
             )
             return grown, []
         case InboundUnknown():
@@ -226,6 +249,14 @@ def step(state: MonitorState, event: Event, now: float) -> Result:
 
 
 def _tick(state: MonitorState, now: float) -> Result:
+    stalled = state.last_tick is not None and now - state.last_tick > STALL_FACTOR * state.interval
+    state = replace(state, last_tick=now)
+    if _silent_too_long(state, now) and stalled and state.held_until is None:
+        # Our own probes were not out on schedule: one fresh probe, an interval to answer it.
+        held = replace(
+            state, held_until=now + state.interval, stalls=state.stalls + 1, next_probe_at=None
+        )
+        return held, [SendProbe()]
     if _silent_too_long(state, now):
         assert state.last_life is not None
         dead = replace(state, running=False, dead=True, next_probe_at=None)

@@ -100,6 +100,7 @@ class TunnelMonitor:
                 "replies_total": t.state.replies_total,
                 "packets_in": t.state.packets_in,
                 "probe": t.policy.probe,
+                "stalls": t.state.stalls,
             }
         return out
 
@@ -213,7 +214,14 @@ class TunnelMonitor:
                 self._feed(name, track, mon.InboundPackets(count), now)
 
     def _feed(self, name: str, track: _Track, event: mon.Event, now: float) -> None:
+        before = track.state
         track.state, actions = mon.step(track.state, event, now)
+        if track.state.stalls > before.stalls and before.last_tick is not None:
+            log.warning(
+                "%s: monitor: this process did not run for %.3fs (interval %.3fs): the verdict "
+                "waits for one more probe",
+                name, now - before.last_tick, track.policy.interval,
+            )  # fmt: skip
         for action in actions:
             match action:
                 case mon.SendProbe():

@@ -434,3 +434,12 @@ def test_icmp_sockets_refused_at_load_names_probe(
 
 
 read_desired_config = config_reader.read_desired_config
+
+
+def test_a_stall_of_the_process_is_no_false_failover() -> None:
+    w = World()
+    w.run_for(1.0)
+    w.clock.advance(0.8)  # the daemon was not scheduled for 800 ms: no probe went out
+    w.run_for(1.0)
+    assert w.phase() is Phase.UP
+    assert w.monitor.status()["home"]["stalls"] == 1

@@ -219,3 +219,67 @@ def test_an_unreadable_counter_stops_the_quick_looks() -> None:
     state, _ = m.step(state, m.InboundUnknown(), 0.45)
     assert not state.flowing and not m.look_due(state, 0.5)
     assert m.wake_at(state) == 0.7  # the postponed probe
+
+
+# --- a stall of the monitor itself (the process not scheduled, the loop busy) -------------
+
+
+def _probe(state: m.MonitorState, t: float) -> m.MonitorState:
+    state, _ = m.step(state, m.ProbeSent(), t)
+    return state
+
+
+def test_a_stall_past_the_dead_line_holds_the_verdict_for_one_fresh_probe() -> None:
+    state, _ = run(started(), 0.6, answer=True)  # steady: probes at 0.5 answered
+    # The monitor does not run from 0.6 to 2.5: no probe out, the dead-line (2.0) passed.
+    state, actions = m.step(state, m.Tick(), 2.5)
+    assert actions == [m.SendProbe()] and state.stalls == 1 and state.running
+    state = _probe(state, 2.5)
+    state, _ = m.step(state, m.ReplySeen(), 2.51)  # the gateway was alive all along
+    state, actions = m.step(state, m.Tick(), 2.6)
+    assert actions == [] and state.running and not state.dead
+    assert state.held_until is None  # life clears the hold
+
+
+def test_a_held_verdict_falls_one_interval_later_when_the_fresh_probe_is_lost() -> None:
+    state, _ = run(started(), 0.6, answer=True)
+    state, actions = m.step(state, m.Tick(), 2.5)
+    state = _probe(state, 2.5)
+    assert m.wake_at(state) == 3.0
+    state, actions = m.step(state, m.Tick(), 2.9)
+    assert actions == []
+    state, actions = m.step(state, m.Tick(), 3.0)
+    assert len(actions) == 1 and isinstance(actions[0], m.DeclareDead)
+    assert state.dead and state.stalls == 1
+
+
+def test_only_one_hold_per_silence() -> None:
+    state, _ = run(started(), 0.6, answer=True)
+    state, _ = m.step(state, m.Tick(), 2.5)
+    state = _probe(state, 2.5)
+    state, actions = m.step(state, m.Tick(), 5.0)  # stalled again past the held verdict
+    assert len(actions) == 1 and isinstance(actions[0], m.DeclareDead)
+
+
+def test_ticks_on_schedule_are_no_stall_and_the_rule_is_unchanged() -> None:
+    # Ticks only at the wake-ups (one per interval, a little late): no hold, dead at 1.5 s.
+    state = started()
+    t, log = 0.0, []
+    for _ in range(10):
+        wake = m.wake_at(state)
+        if wake is None:
+            break
+        t = wake + 0.02  # the loop wakes a little late each time
+        state, actions = m.step(state, m.Tick(), t)
+        for action in actions:
+            log.append((t, action))
+            if isinstance(action, m.SendProbe):
+                state = _probe(state, t)
+    assert state.dead and state.stalls == 0
+    assert isinstance(log[-1][1], m.DeclareDead) and abs(log[-1][0] - 1.52) < 1e-9
+
+
+def test_a_late_first_tick_after_start_is_a_stall_too() -> None:
+    state = started(0.0)
+    state, actions = m.step(state, m.Tick(), 3.0)
+    assert actions == [m.SendProbe()] and state.stalls == 1
