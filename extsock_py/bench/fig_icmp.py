@@ -89,13 +89,17 @@ def detection(lab: Lab, trials: int, timeout: float) -> Durations:
             try:
                 first = _first_through(lab, nxt_node, t0, timeout)
                 up = watch.find(child_up(f"{HOME}@{addrs[nxt]}"), mark)
-                if first is None:
-                    out.errors.append(f"no traffic through {addrs[nxt]} within {timeout:.0f} s")
-                    continue
-                out.total.append(first - t0)
                 if up is not None:
                     out.noticed.append(up.at - t0)
-                active = nxt
+                    active = nxt  # the tunnel moved, whatever the stream saw
+                if first is None:
+                    where = "CHILD_SA up there" if up else "no CHILD_SA up there either"
+                    out.errors.append(
+                        f"no datagram answered through {addrs[nxt]} within {timeout:.0f} s "
+                        f"({where})"
+                    )
+                    continue
+                out.total.append(first - t0)
             finally:
                 lab.heal(node)
     return out

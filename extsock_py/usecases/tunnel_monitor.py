@@ -121,6 +121,11 @@ class TunnelMonitor:
             self._drain(name, track, now)
         if any(mon.look_due(t.state, now) for t in running.values()):
             self._read_counters(running, now)
+            # list-sas waits for charon (hundreds of ms when it is busy): the verdict and the
+            # probes go by the clock after it, with what came back meanwhile.
+            now = self._clock.monotonic()
+            for name, track in running.items():
+                self._drain(name, track, now)
         for name, track in running.items():
             self._feed(name, track, mon.Tick(), now)
 

@@ -54,7 +54,10 @@ def test_silent_gateway_icmp_monitor_moves_traffic_to_segw2(
     runner = ExtsockRunner(fresh_lab, policy, name=f"icmp{next(_RUNS)}")
     runner.write_config()
     try:
-        result = measure_detection(fresh_lab, runner, settle=1.0, idle=idle)
+        try:
+            result = measure_detection(fresh_lab, runner, settle=1.0, idle=idle)
+        except RuntimeError as exc:
+            raise AssertionError(f"{exc}\n{runner.log_tail()}") from exc
         log = runner.log_text()
     finally:
         runner.stop()

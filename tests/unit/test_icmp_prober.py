@@ -443,3 +443,22 @@ def test_a_stall_of_the_process_is_no_false_failover() -> None:
     w.run_for(1.0)
     assert w.phase() is Phase.UP
     assert w.monitor.status()["home"]["stalls"] == 1
+
+
+def test_a_slow_list_sas_is_no_false_failover() -> None:
+    # charon busy: each list-sas (a look at the counters, before every probe) takes 250 ms,
+    # longer than 2 intervals; the answers come back meanwhile. (A scenario check: it also
+    # passed before the monitor re-read the clock after list-sas.)
+    w = World()
+    w.run_for(0.5)
+    real = w.charon.list_sas
+
+    def slow() -> Any:
+        w.clock.advance(0.25)
+        w.sock.answer_all()
+        return real()
+
+    w.charon.list_sas = slow  # type: ignore[method-assign]
+    w.run_for(5.0)
+    assert w.phase() is Phase.UP
+    assert not any(kind == "monitor-dead" for kind, _ in w.publisher.events)
