@@ -22,17 +22,26 @@ file. GOLDEN_UPDATE=1 rewrites the files (review the diff: it is the behaviour).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import vici
+from vici.protocol import FiniteStream, Message, Packet
+
 from extsock_py.adapters.control.protocol import encode_event
 from extsock_py.adapters.publisher import notice_fields
-from extsock_py.adapters.vici.decode import decode_event
+from extsock_py.adapters.vici.commands import ViciCharon
 from extsock_py.adapters.vici.dialects import choose
+from extsock_py.adapters.vici.listener import ViciEventListener
+from extsock_py.adapters.vici.transport import FrameReader, send_frame
 from extsock_py.domain import events as ev
 from extsock_py.domain.notices import Notice
-from extsock_py.domain.observations import IkeSaInfo
+from extsock_py.domain.observations import Observation
 from extsock_py.domain.policy import BackoffPolicy, FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
 from extsock_py.usecases.event_usecase import EventUsecase
@@ -48,6 +57,14 @@ POLICY = FailoverPolicy(
     backoff=BackoffPolicy(initial=0.5, maximum=1.0, jitter=0.0),
 )
 _DROPPED = ("v", "time")
+RELEASE = "5.9.8"
+# What charon answers to the requests that are no `>` line: the replay's charon has no SA
+# and no connection of its own (as the recording one before it).
+_SILENT: dict[str, dict[str, Any]] = {
+    "get-conns": {"conns": []},
+    "list-sas": {},
+    "version": {"daemon": "charon", "version": RELEASE},
+}
 
 
 class Transcript:
@@ -58,47 +75,133 @@ class Transcript:
         self.lines.append(line)
 
 
-class RecordingCharon:
-    """The CharonPort: every request becomes a `>` line; charon accepts them all."""
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def request_line(command: str, message: Mapping[str, Any]) -> str | None:
+    """The `>` line of one request as charon read it off the wire (None: not a line)."""
+    match command:
+        case "load-conn":
+            ((name, body),) = message.items()
+            addrs = ",".join(_text(a) for a in body.get("remote_addrs", []))
+            return f"> load-conn {name} remote_addrs={addrs}"
+        case "unload-conn":
+            return f"> unload-conn {_text(message['name'])}"
+        case "initiate":
+            child = _text(message["child"]) if "child" in message else None
+            return f"> initiate {_text(message['ike'])} child={child}"
+        case "terminate":
+            for key in ("child-id", "ike-id", "ike"):
+                if key in message:
+                    return f"> terminate {key}={_text(message[key])}"
+            return "> terminate"
+        case _ if command in _SILENT:
+            return None
+    shown = " ".join(f"{k}={_text(v)}" for k, v in message.items())
+    return f"> {command} {shown}".rstrip()  # anything else shows up (and fails the test)
+
+
+class WireCharon:
+    """charon's end of the command socket, answered in the caller's thread: before the
+    client reads, everything it has written is read off the socket and answered."""
 
     def __init__(self, transcript: Transcript) -> None:
         self._t = transcript
+        self._dir = tempfile.mkdtemp(prefix="golden-vici-")
+        self.path = os.path.join(self._dir, "charon.vici")
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(self.path)
+        self._server.listen(1)
+        self._conn: socket.socket | None = None
+        self._reader: FrameReader | None = None
 
-    def load_conn(self, name: str, body: Mapping[str, Any]) -> None:
-        self._t.out(f"> load-conn {name} remote_addrs={','.join(body.get('remote_addrs', []))}")
+    @property
+    def uri(self) -> str:
+        return f"unix://{self.path}"
 
-    def unload_conn(self, name: str) -> None:
-        self._t.out(f"> unload-conn {name}")
+    def session(self, sock: socket.socket) -> vici.Session:
+        """The session factory of ViciCharon: its connect() is waiting in the backlog."""
+        self._conn, _ = self._server.accept()
+        self._reader = FrameReader(self._conn)
+        return vici.Session(_PumpedSocket(sock, self))
 
-    def list_conn_names(self) -> list[str]:
-        return []
+    def answer(self) -> None:
+        """Read every request written so far; write a `>` line and charon's answer for each."""
+        assert self._conn is not None and self._reader is not None
+        self._conn.setblocking(False)
+        try:
+            packets, _ = self._reader.read_batch()
+        except BlockingIOError:
+            return  # nothing written since the last answer
+        finally:
+            self._conn.setblocking(True)
+        for packet in packets:
+            kind, size = packet[0], packet[1]
+            name = packet[2 : 2 + size].decode()
+            rest = packet[2 + size :]
+            if kind in (Packet.EVENT_REGISTER, Packet.EVENT_UNREGISTER):
+                send_frame(self._conn, bytes([Packet.EVENT_CONFIRM]))
+                continue
+            assert kind == Packet.CMD_REQUEST, f"packet type {kind} from the command session"
+            message = dict(Message.deserialize(FiniteStream(rest))) if rest else {}
+            if (line := request_line(name, message)) is not None:
+                self._t.out(line)
+            answer = _SILENT.get(name, {"success": "yes"})
+            send_frame(self._conn, bytes([Packet.CMD_RESPONSE]) + Message.serialize(answer))
 
-    def initiate(self, ike: str, child: str | None) -> None:
-        self._t.out(f"> initiate {ike} child={child}")
+    def close(self) -> None:
+        for sock in (self._conn, self._server):
+            if sock is not None:
+                sock.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
-    def load_and_initiate(self, name: str, body: Mapping[str, Any], child: str | None) -> None:
-        self.load_conn(name, body)
-        self.initiate(name, child)
 
-    def terminate(
-        self, ike: str | None = None, ike_id: int | None = None, child_id: int | None = None
-    ) -> None:
-        if child_id is not None:
-            self._t.out(f"> terminate child-id={child_id}")
-        elif ike_id is not None:
-            self._t.out(f"> terminate ike-id={ike_id}")
-        else:
-            self._t.out(f"> terminate ike={ike}")
+class _PumpedSocket:
+    """The command session's socket: each read first lets charon's end answer."""
 
-    def list_sas(self) -> list[IkeSaInfo]:
-        return []
+    def __init__(self, sock: socket.socket, charon: WireCharon) -> None:
+        self._sock = sock
+        self._charon = charon
 
-    def load_shared(self, message: Mapping[str, Any]) -> None: ...
+    def sendall(self, data: bytes) -> None:
+        self._sock.sendall(data)
 
-    def load_key(self, message: Mapping[str, Any]) -> None: ...
+    def recv(self, size: int) -> bytes:
+        self._charon.answer()
+        return self._sock.recv(size)
 
-    def version(self) -> dict[str, str]:
-        return {"daemon": "charon", "version": "5.9.8"}
+    def gettimeout(self) -> float | None:
+        return self._sock.gettimeout()
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+
+    def shutdown(self, how: int) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class EventWire:
+    """The event session: charon's end writes EVENT packets, the listener reads them."""
+
+    def __init__(self, deliver: Callable[[Observation], None]) -> None:
+        self._charon, self._ours = socket.socketpair()
+        self._reader = FrameReader(self._ours)
+        self.listener = ViciEventListener(deliver, "unix:///nonexistent")  # never connects
+        self.listener.use_dialect(choose(RELEASE).dialect.reader(alerts=False))
+
+    def send(self, kind: str, payload: Mapping[str, Any]) -> None:
+        name = kind.encode()
+        packet = bytes([Packet.EVENT, len(name)]) + name + Message.serialize(payload)
+        send_frame(self._charon, packet)
+        self.listener.deliver_batch(self._reader)
+
+    def close(self) -> None:
+        self._charon.close()
+        self._ours.close()
 
 
 class Published:
@@ -129,7 +232,10 @@ class Replay:
     def __init__(self) -> None:
         self.t = Transcript()
         self.clock = FakeClock(start=0.0)
-        self.manager = FailoverManager(RecordingCharon(self.t), self.clock, Published(self.t))
+        self.wire = WireCharon(self.t)
+        self.charon = ViciCharon(self.wire.uri, session_factory=self.wire.session)
+        self.charon.connect()
+        self.manager = FailoverManager(self.charon, self.clock, Published(self.t))
         self.events = EventUsecase(
             self.manager.is_managed,
             self.manager.handle,
@@ -137,7 +243,17 @@ class Replay:
             connections=self.manager,
             sas=self.manager.sas,
         )
-        self.reader = choose("5.9.8").dialect.reader(alerts=False)
+        self.event_wire = EventWire(self._observe)
+
+    def _observe(self, obs: Observation) -> None:
+        """What the main loop does with what the listener delivers."""
+        if EventUsecase.wants(obs):
+            self.events.observe(obs)
+
+    def close(self) -> None:
+        self.event_wire.close()
+        self.charon.close()
+        self.wire.close()
 
     def advance(self, seconds: float) -> None:
         """Time passes: each deadline on the way is delivered at its time."""
@@ -162,9 +278,7 @@ class Replay:
         elif head == "<":
             delta, kind, payload = rest.split(" ", 2)
             self.advance(float(delta))
-            obs = self.reader.translate(decode_event(kind, json.loads(payload)))
-            if obs is not None and EventUsecase.wants(obs):
-                self.events.observe(obs)
+            self.event_wire.send(kind, json.loads(payload))
         elif head == "@":
             delta, command, *args = rest.split()
             self.advance(float(delta))
@@ -199,6 +313,9 @@ def comments(text: str) -> list[str]:
 
 def replay(text: str) -> str:
     r = Replay()
-    for line in inputs(text):
-        r.line(line)
+    try:
+        for line in inputs(text):
+            r.line(line)
+    finally:
+        r.close()
     return "\n".join([*comments(text), *r.t.lines]) + "\n"

@@ -160,6 +160,24 @@ class ViciEventListener:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def use_dialect(self, reader: DialectReader) -> None:
+        """Translate with `reader` from now on, and let only the log lines it reads through."""
+        self.dialect = reader
+        self._keep_log = log_prefilter(reader.log_prefixes)
+
+    def deliver_batch(self, reader: FrameReader) -> bool:
+        """Read what charon has sent (one `recv` if nothing is buffered) and deliver its
+        events, decoded; whether any was. What the thread runs in a loop; the golden replay
+        calls it without a thread. OSError or ValueError when the stream breaks."""
+        packets, dropped = reader.read_batch(self._keep_log)
+        self.dropped_logs += dropped
+        delivered = False
+        for packet in packets:
+            if packet and packet[0] == Packet.EVENT:
+                self._deliver_raw(*_split_event(packet))
+                delivered = True
+        return delivered
+
     # -- thread ----------------------------------------------------------------------------
 
     def _interruptible_sleep(self, seconds: float) -> None:
@@ -257,13 +275,13 @@ class ViciEventListener:
                     alert = False
             self.alert_supported = alert and "alert" in optional
             if choice is not None:
-                self.dialect = choice.dialect.reader(self.alert_supported)
-                self._keep_log = log_prefilter(self.dialect.log_prefixes)
+                dialect = choice.dialect.reader(self.alert_supported)
+                self.use_dialect(dialect)
                 log.info(
                     "charon %s: dialect %s, %s",
                     self.charon_version or "(version unknown)",
                     choice.dialect.name,
-                    "alerts first" if self.dialect.uses_alerts else "log lines",
+                    "alerts first" if dialect.uses_alerts else "log lines",
                 )
         except (OSError, _Refused, ValueError) as exc:
             self._pending.clear()
@@ -329,15 +347,9 @@ class ViciEventListener:
         thousand a second, any per-line Python call is most of what the listener costs."""
         while not self._stopping.is_set():
             try:
-                packets, dropped = reader.read_batch(self._keep_log)
+                delivered = self.deliver_batch(reader)
             except (OSError, ValueError) as exc:
                 return f"lost charon at {self.uri}: {exc}"
-            self.dropped_logs += dropped
-            delivered = False
-            for packet in packets:
-                if packet and packet[0] == Packet.EVENT:
-                    self._deliver_raw(*_split_event(packet))
-                    delivered = True
             if not delivered and self._chattering():
                 self.pauses += 1
                 assert self._coalescing is not None
