@@ -139,8 +139,21 @@ def _ike_cell(row: Mapping[str, Any]) -> str:
 
 
 def _gateways_cell(row: Mapping[str, Any]) -> str:
+    """The gateways in order: `*` marks the active one, `(standby)` the hot standby's
+    (`(standby connecting)`, `(standby backoff)` while it is not up)."""
     active = row.get("active_gateway")
-    return ",".join(f"{g}*" if g == active else str(g) for g in row.get("gateways", []))
+    hot = row.get("hot_standby")
+    hot = hot if isinstance(hot, Mapping) else {}
+
+    def cell(g: object) -> str:
+        if g == active:
+            return f"{g}*"
+        if g == hot.get("gateway"):
+            phase = hot.get("phase")
+            return f"{g}(standby)" if phase == "up" else f"{g}(standby {phase})"
+        return str(g)
+
+    return ",".join(cell(g) for g in row.get("gateways", []))
 
 
 def _next_cell(row: Mapping[str, Any]) -> str:

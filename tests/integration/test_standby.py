@@ -120,3 +120,22 @@ def test_standby_is_set_up_again_after_its_gateway_dies(
     assert again and first not in again
     assert extsock.status()["failures_total"] == 0
     assert "standby-down" in extsock.log_text() or "standby" in extsock.log_text()
+
+
+def test_a_restarted_extsock_stands_by_again_with_one_standby(
+    fresh_lab: Lab, extsock: ExtsockRunner
+) -> None:
+    """extsock restarts (the tunnel stays up, and so may the standby's IKE_SA): the new run
+    adopts the tunnel and ends with one standby IKE_SA towards segw2, not two."""
+    extsock.start()
+    assert wait_until(lambda: fresh_lab.child_installed("segw1"), 10.0), extsock.log_tail()
+    assert wait_until(lambda: standby_up_on(extsock, GW2), 10.0), extsock.log_tail()
+    extsock.stop()
+    extsock.start()
+    assert wait_until(lambda: standby_up_on(extsock, GW2), 20.0), extsock.log_tail()
+    status = extsock.status()
+    assert status["phase"] == "up" and status["active_gateway"] == GW1
+    assert wait_until(lambda: len(ini_sas(fresh_lab, f"home@{GW2}")) == 1, 10.0), ini_sas(
+        fresh_lab, f"home@{GW2}"
+    )
+    assert fresh_lab.udp_echo(timeout=1.0, tries=3) == "segw1"

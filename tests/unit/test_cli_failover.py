@@ -330,3 +330,19 @@ def test_status_table_without_connections() -> None:
     assert status_table({"charon_reachable": False, "connections": []}) == (
         "charon: UNREACHABLE; 0 managed connections"
     )
+
+
+def test_the_status_table_marks_the_hot_standby() -> None:
+    from extsock_py.cli.failover import _gateways_cell
+
+    row = {
+        "gateways": ["a", "b", "c"],
+        "active_gateway": "a",
+        "hot_standby": {"gateway": "b", "phase": "up"},
+    }
+    assert _gateways_cell(row) == "a*,b(standby),c"
+    row["hot_standby"] = {"gateway": "b", "phase": "backoff"}
+    assert _gateways_cell(row) == "a*,b(standby backoff),c"
+    assert _gateways_cell({"gateways": ["a", "b"], "active_gateway": "a", "hot_standby": None}) == (
+        "a*,b"
+    )

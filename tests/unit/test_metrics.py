@@ -20,7 +20,14 @@ from extsock_py.domain.notices import (
     ConnectionNotice,
     NoticeKind,
 )
-from tests.unit.test_control_support import HOME, SECRET, Harness, make_harness, running_daemon
+from tests.unit.test_control_support import (
+    HOME,
+    OFFICE,
+    SECRET,
+    Harness,
+    make_harness,
+    running_daemon,
+)
 
 
 @pytest.fixture
@@ -232,3 +239,42 @@ def test_outage_is_a_metric_and_an_event_field_when_known(
     assert wire is not None and wire["outage"] == 1.7
     unknown = encode_event("failover", {**fields, "duration": 0.2}, 1.0)
     assert unknown is not None and "outage" not in unknown
+
+
+def test_the_hot_standby_shows_in_metrics_status_and_events() -> None:
+    from dataclasses import replace
+
+    from extsock_py.domain import observations as ob
+    from extsock_py.domain.policy import FailoverPolicy
+    from extsock_py.domain.profile import clone_name
+    from tests.unit.test_control_support import sample_config, wait_until
+
+    config = sample_config()
+    config = replace(config, policies={"home": FailoverPolicy(max_cycles=2, standby=True)})
+    with running_daemon(config) as harness:
+        seen: list[tuple[str, dict[str, Any]]] = []
+        harness.publisher.subscribe(lambda kind, fields: seen.append((str(kind), dict(fields))))
+        server = attach_metrics(harness.operator, harness.publisher, "127.0.0.1:0")
+        server.start()
+        try:
+            harness.bring_up("home")
+            # The standby's clone was loaded and its IKE_SA initiated without a child.
+            assert ("initiate", clone_name("home", HOME[1]), None) in harness.charon.calls
+            text = get(server, "/metrics")[2]
+            assert value(text, "extsock_standby_up", connection="home", gateway=HOME[1]) == 0.0
+            sa = ob.IkeSaInfo(name=clone_name("home", HOME[1]), unique_id=9, state="ESTABLISHED")
+            harness.daemon.post(ob.IkeUpdown(sa, True))
+
+            def standby_up() -> bool:
+                text = get(server, "/metrics")[2]
+                return value(text, "extsock_standby_up", connection="home", gateway=HOME[1]) == 1
+
+            wait_until(standby_up)
+            row = harness.on_loop(lambda: harness.daemon.service.manager.status("home")[0])
+            assert (row.hot_standby_gateway, row.hot_standby_phase) == (HOME[1], "up")
+            assert ("standby-up", {"connection": "home", "gateway": HOME[1]}) in seen
+            # Its IKE_SA is not the tunnel's in status.
+            assert harness.operator.status("home").connections[0].ike_gateway != HOME[1]
+            assert value(text, "extsock_standby_up", connection="office", gateway=OFFICE[1]) is None
+        finally:
+            server.close()
