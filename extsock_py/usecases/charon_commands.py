@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from extsock_py.domain import events as ev
@@ -101,12 +102,22 @@ def unload_clone(profile: ConnectionProfile, gateway: str) -> Command:
     return _cleanup(lambda charon: quietly(charon.unload_conn, name))
 
 
-def terminate(selectors: list[dict[str, Any]]) -> Command:
-    """Force-terminate by each selector (`ike`, `ike_id` or `child_id`), in order."""
+@dataclass(frozen=True)
+class Selector:
+    """What one terminate ends: the IKE_SAs of a config name, one IKE_SA by its unique id,
+    or one CHILD_SA by its unique id (exactly one is set)."""
+
+    ike: str | None = None
+    ike_id: int | None = None
+    child_id: int | None = None
+
+
+def terminate(selectors: list[Selector]) -> Command:
+    """Force-terminate by each selector, in order."""
 
     def run(charon: CharonPort) -> None:
-        for selector in selectors:
-            quietly(charon.terminate, **selector)
+        for s in selectors:
+            quietly(charon.terminate, ike=s.ike, ike_id=s.ike_id, child_id=s.child_id)
 
     return _cleanup(run)
 
@@ -143,14 +154,14 @@ def start_standby(profile: ConnectionProfile, gateway: str) -> Command:
 
 
 def stop_standby(
-    profile: ConnectionProfile, gateway: str, selectors: list[dict[str, Any]], unload: bool
+    profile: ConnectionProfile, gateway: str, selectors: list[Selector], unload: bool
 ) -> Command:
     """End the hot standby's IKE_SA (by each selector), then unload its clone if asked."""
     name = clone_name(profile.name, gateway)
 
     def run(charon: CharonPort) -> None:
-        for selector in selectors:
-            quietly(charon.terminate, **selector)
+        for s in selectors:
+            quietly(charon.terminate, ike=s.ike, ike_id=s.ike_id, child_id=s.child_id)
         if unload:
             quietly(charon.unload_conn, name)
 

@@ -418,24 +418,24 @@ class FailoverManager:
 
     def _standby_terminations(
         self, conn: str, gateway: str, ike_id: int | None
-    ) -> list[dict[str, Any]]:
+    ) -> list[cmd.Selector]:
         if ike_id is None:
-            return [{"ike": clone_name(conn, gateway)}]
+            return [cmd.Selector(ike=clone_name(conn, gateway))]
         if self.sas.connections_on(ike_id):
             # Another connection's CHILD_SA came to ride in it (charon's reuse_ikesa):
             # it is that tunnel's IKE_SA now.
             return []
-        return [{"ike_id": ike_id}]
+        return [cmd.Selector(ike_id=ike_id)]
 
     def _terminations(
         self, conn: str, gateway: str, ike_id: int | None, child_only: bool
-    ) -> list[dict[str, Any]]:
+    ) -> list[cmd.Selector]:
         if ike_id is None:
-            return [{"ike": clone_name(conn, gateway)}]
+            return [cmd.Selector(ike=clone_name(conn, gateway))]
         if child_only and self.sas.shared_with_others(ike_id, conn):
             # The IKE_SA carries another connection's tunnel: end only ours in it.
-            return [{"child_id": child_id} for child_id in self.sas.children_of(ike_id, conn)]
-        return [{"ike_id": ike_id}]
+            return [cmd.Selector(child_id=c) for c in self.sas.children_of(ike_id, conn)]
+        return [cmd.Selector(ike_id=ike_id)]
 
     def _notify(self, name: str, notice: Notify) -> None:
         vips = self._vips(name) if notice.kind == NoticeKind.TUNNEL_UP else ()
