@@ -990,7 +990,7 @@ def _standby_news(state: ConnState, event: ev.Event, now: float) -> Result | Non
     standby never stands at the tunnel's gateway or a switch's, so what names its gateway
     is never the tunnel's: none of it counts as a failure of the tunnel."""
     hs = state.hot_standby
-    if hs is None:
+    if hs is None or _left_behind(state, event):
         return None
     policy, seed = state.policy, state.name
 
@@ -1027,6 +1027,20 @@ def _standby_news(state: ConnState, event: ev.Event, now: float) -> Result | Non
         ) if gateway == hs.gateway and gateway != state.gateway:
             return state, []  # an IKE_SA of the standby's clone it left behind: stale
     return None
+
+
+def _left_behind(state: ConnState, event: ev.Event) -> bool:
+    """News of an IKE_SA left behind (a drained tunnel's, a redirect's): a standby started
+    at its gateway since is not what it concerns."""
+    match event:
+        case (
+            ev.TunnelDown(ike_id=ike_id)
+            | ev.RetransmitSeen(ike_id=ike_id)
+            | ev.IkeUp(ike_id=ike_id)
+            | ev.InitiateFailed(ike_id=ike_id)
+        ):
+            return ike_id is not None and ike_id in state.redirects.retired
+    return False
 
 
 def _standby_follows(state: ConnState, actions: list[Action], now: float) -> Result:

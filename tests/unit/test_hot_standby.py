@@ -293,3 +293,16 @@ def test_the_standby_is_never_on_the_tunnels_gateway() -> None:
         if state.hot_standby is not None:
             assert state.hot_standby.gateway != state.gateway, (event, state)
     assert state.kept.failures_total >= 1
+
+
+def test_the_drained_tunnels_late_ike_down_is_not_the_new_standbys_failure() -> None:
+    """The drain ends (old IKE_SA 1 terminated), the standby starts at GW1 at once; the
+    ike-down of IKE_SA 1 that follows is news of the drained tunnel, not of the standby."""
+    state = run(with_standby_up(), ev.Switch(GW2), ev.TunnelUp(GW2, 2), now=T0 + 1)[0]
+    state, actions = run(state, ev.Tick(), now=T0 + 1 + ON.switch_drain)
+    assert Terminate(GW1, 1, child_only=True) in actions and StartStandby(GW1) in actions
+    assert hs(state).phase is StandbyPhase.CONNECTING and hs(state).ike_id is None
+    state, actions = run(state, ev.TunnelDown(GW1, 1, "ike-down"), now=T0 + 2.01)
+    assert actions == [] and hs(state).phase is StandbyPhase.CONNECTING
+    state, _ = run(state, ev.IkeConnecting(GW1, 3), ev.IkeUp(GW1, 3), now=T0 + 2.02)
+    assert hs(state).phase is StandbyPhase.UP and hs(state).ike_id == 3
