@@ -97,13 +97,15 @@ def mass(
         else "segw1 DELETEs all, DPD 30s: first down event"
     )
     target = "up on segw2" if label == "4" else "up again"
+    # 4b: issue 18 asks the storm to run at charon's own pace (<= 1.2); 4 keeps its 1.5
+    limit = 1.5 if label == "4" else 1.2
     fig = Figure(
         name=f"{label} mass failover, {n} conns ({how}) -> all CHILD_SAs {target}",
         unit="s",
         extsock=Summary.of([t.failover_s for t in ext if t.failover_s is not None]),
         baseline=Summary.of(direct),
-        goal="ratio <= 1.5",
-        goal_ratio=1.5,
+        goal=f"ratio <= {limit}",
+        goal_ratio=limit,
         baseline_label=f"charon: {n} initiates towards segw2 from 4 VICI sessions",
         notes=[e for t in ext for e in t.errors][:5] + errors[:5],
     )

@@ -305,7 +305,7 @@ def _big(lab: Lab, plan: Plan, n: int, log: Log) -> list[Figure]:
             skipped(
                 "4b mass failover, 1000 conns",
                 "s",
-                "ratio <= 1.5",
+                "ratio <= 1.2",
                 f"{plan.mode} mode skips the 1000-connection parts",
             )
         )

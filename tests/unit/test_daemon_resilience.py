@@ -277,7 +277,7 @@ def test_command_session_breaking_alone_reconnects_and_adopts(running: Running) 
     initiates = len(running.fake.commands("initiate"))
     with running.fake._cond:  # drop the clients not registered for events (and lanes')
         commanders = [c for c in running.fake._clients if not c.events]
-    assert 1 <= len(commanders) <= 2  # the command session, and a lane that started home
+    assert 1 <= len(commanders) <= 1 + 3  # the command session, and the lanes
     for commander in commanders:
         commander.close()
     future = running.daemon.submit(lambda: running.daemon.service.charon.list_sas())

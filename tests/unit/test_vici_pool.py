@@ -262,3 +262,28 @@ def test_submit_needs_the_loop(fake: FakeCharon) -> None:
         p.submit("a", lambda c: None, lambda f: None)
     with pytest.raises(ValueError, match="1-64"):
         ViciCharonPool(fake.uri, lanes=0)
+
+
+def test_a_lane_that_cannot_reconnect_at_once_tries_again(
+    pool: ViciCharonPool, loop: Loop, fake: FakeCharon
+) -> None:
+    """A busy charon refuses new sessions for a moment (a full listen backlog): the lane
+    tries again, bounded, instead of taking charon as lost at the first refusal."""
+    pool.close()  # the lanes' sessions are gone; they open again on their next work
+    fake.stop()
+    outcomes = Outcomes()
+    pool.submit("a", lambda c: c.version()["daemon"], outcomes.done("a"))
+    threading.Timer(0.1, fake.start).start()
+    loop.run(1)
+    assert outcomes.seen == [("a", "charon")]
+
+
+def test_connect_opens_every_lane_before_any_storm(fake: FakeCharon, loop: Loop) -> None:
+    p = ViciCharonPool(fake.uri, lanes=4, post=loop.post)
+    try:
+        p.connect()
+        assert p.lanes_open == 4
+        assert fake.wait_for(lambda: fake.client_count == 5, WAIT)
+    finally:
+        p.close()
+        p.stop()

@@ -10,7 +10,8 @@ several sessions queues them (the bench's baseline uses four).
 Rules kept:
 - a key's (a connection's) work runs in the order it was submitted: the key stays on one
   lane while it has work queued or running there; an idle key goes to the least busy lane;
-- at most `size` lanes, each one session and one thread, created when first needed;
+- `size` lanes, each one session and one thread, opened with the main session (or when
+  first needed, without it); a lane whose session broke opens it again (bounded tries);
 - results come back through `post` (the daemon's inbox), so the main loop stays the only
   writer of state; work submitted before `close()` (charon lost or restarted) is dropped,
   and so are its results: what charon_back does afterwards replaces it.
@@ -22,6 +23,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -42,6 +44,9 @@ Post = Callable[[Callable[[], None]], object]
 DEFAULT_LANES = 4
 """Sessions that run connections' commands (besides the main command session)."""
 MAX_LANES = 64
+RECONNECT_FIRST = 0.02
+RECONNECT_WITHIN = 3.0
+"""How long a lane tries to open its session again before charon counts as lost."""
 DRAIN_TIMEOUT = 5.0
 """How long close() at exit waits for queued work (e.g. `--down-on-exit`'s terminates)."""
 
@@ -84,11 +89,27 @@ class _Lane:
             future.set_running_or_notify_cancel()
             try:
                 if not self.charon.connected:
-                    self.charon.connect()
+                    self._reconnect()
                 future.set_result(item.work(self.charon))
             except BaseException as exc:  # handed to the main loop, which decides
                 future.set_exception(exc)
             self._pool._finished(self, item, future)
+
+    def _reconnect(self) -> None:
+        """Open the session again (it broke, or close() dropped it). A busy charon accepts
+        slowly and a full listen backlog refuses at once (EAGAIN): a few tries, bounded,
+        before the loss goes to the main loop (which then takes charon as lost)."""
+        pause = RECONNECT_FIRST
+        deadline = time.monotonic() + RECONNECT_WITHIN
+        while True:
+            try:
+                self.charon.connect()
+                return
+            except CharonUnreachable:
+                if time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
 
 class ViciCharonPool(ViciCharon):
@@ -141,6 +162,20 @@ class ViciCharonPool(ViciCharon):
             self._pins[key] = (lane, count + 1)
             lane.pending += 1
         lane.put(item)
+
+    def connect(self) -> None:
+        """Open the main session and every lane's, before any storm: while charon is busy
+        with a thousand handshakes, new sessions wait in its accept queue or are refused."""
+        super().connect()
+        try:
+            with self._pool_lock:
+                while len(self._lanes) < self.size:
+                    self._lanes.append(_Lane(len(self._lanes), self._lane_charon(), self))
+            for lane in self._lanes:
+                lane.charon.connect()
+        except CharonUnreachable:
+            self.close()
+            raise
 
     def _pick(self) -> _Lane:
         """An idle lane, a new one while under `size`, else the least busy (lock held)."""
