@@ -307,3 +307,19 @@ def test_a_refused_load_with_no_older_config_terminates_nothing(
         charon.load_and_initiate(CONN, BODY, None)
     assert _commands(fake) == ["load-conn", "initiate"]
     assert "child" not in fake.received[1].message
+
+
+def test_quiet_requests_are_read_before_the_next_answer(
+    fake: FakeCharon, charon: ViciCharon
+) -> None:
+    """Cleanups sent without waiting: their answers (a refusal among them) are read in
+    order before the next command's, which gets its own answer."""
+    charon.load_conn(CONN, BODY)
+    charon.send_quietly("unload-conn", {"name": "nothing-of-that-name"})  # refused: ignored
+    charon.send_quietly("unload-conn", {"name": CONN})
+    assert charon.version()["daemon"] == "charon"
+    assert [c.command for c in fake.commands()][-3:] == ["unload-conn", "unload-conn", "version"]
+    assert CONN not in fake.conns
+    charon.send_quietly("unload-conn", {"name": CONN})
+    charon.settle()
+    assert charon.list_conn_names() == []

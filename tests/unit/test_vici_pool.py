@@ -161,6 +161,8 @@ def test_load_before_initiate_and_terminate_before_unload_per_connection(
         for command in commands(name):
             pool.submit(name, command, _result)
     loop.run(4 * len(names))
+    # a lane sends cleanups without waiting for their answers: the last may still be on its way
+    assert fake.wait_for(lambda: len(fake.commands("unload-conn")) == len(names), WAIT)
     seen: dict[str, list[str]] = {}
     for received in fake.commands():
         message = received.message

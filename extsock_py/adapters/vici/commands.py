@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import struct
 import threading
@@ -26,6 +27,7 @@ from extsock_py.domain.errors import CharonError, CharonUnreachable
 from extsock_py.domain.observations import IkeSaInfo
 
 T = TypeVar("T")
+log = logging.getLogger("extsock.vici")
 SessionFactory = Callable[[socket.socket], Any]
 
 _CMD_UNKNOWN_MARK = "response type 2,"
@@ -53,6 +55,24 @@ def _initiate_message(ike: str, child: str | None) -> dict[str, Any]:
     message: dict[str, Any] = {"ike": ike}
     if child is not None:
         message["child"] = child
+    message["timeout"] = -1
+    return message
+
+
+def terminate_message(
+    ike: str | None = None, ike_id: int | None = None, child_id: int | None = None
+) -> dict[str, Any]:
+    """A forced `terminate` that does not wait (timeout -1), by name or unique id."""
+    if ike is None and ike_id is None and child_id is None:
+        raise ValueError("terminate needs ike, ike_id or child_id")
+    message: dict[str, Any] = {}
+    if ike is not None:
+        message["ike"] = ike
+    if ike_id is not None:
+        message["ike-id"] = ike_id
+    if child_id is not None:
+        message["child-id"] = child_id
+    message["force"] = True
     message["timeout"] = -1
     return message
 
@@ -99,6 +119,7 @@ class ViciCharon:
         self._lock = threading.Lock()
         self._session: Any = None
         self._sock: socket.socket | None = None
+        self._owed = 0  # answers to requests sent by `send_quietly`, not read yet
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -145,6 +166,7 @@ class ViciCharon:
         self._session = self._session_factory(sock)
 
     def _drop(self) -> None:
+        self._owed = 0
         sock, self._sock, self._session = self._sock, None, None
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -158,6 +180,7 @@ class ViciCharon:
                     f"{command} failed: not connected to charon at {self.uri}; call connect()"
                 )
             try:
+                self._read_owed()
                 return fn(self._session)
             except CommandException as exc:
                 raise CharonError(f"{command} failed: CommandException: {_errmsg(exc)}") from exc
@@ -183,6 +206,30 @@ class ViciCharon:
                     f"{command} failed: {kind}: lost charon at {self.uri} ({exc}); "
                     "check that charon runs, then call reconnect()"
                 ) from exc
+
+    def _read_owed(self) -> None:
+        """The answers to quiet requests, in order, before anything else is read (lock held):
+        a refusal is only logged, as the caller asked."""
+        while self._owed:
+            answer = _answer(self._session.transport.receive())
+            self._owed -= 1
+            if not _succeeded(answer):
+                log.debug("ignored: a quiet request failed: %s", _failure(answer))
+
+    def send_quietly(self, command: str, message: Mapping[str, Any]) -> None:
+        """Send a request whose refusal changes nothing (a cleanup: terminate, unload) and
+        go on without waiting: its answer is read before the next command's. A storm's
+        cleanups then cost no round trip of their own."""
+
+        def send(session: Any) -> None:
+            session.transport.send(Packet.request(command, Message.serialize(to_vici(message))))
+            self._owed += 1
+
+        self._call(command, send)
+
+    def settle(self) -> None:
+        """Read the answers still owed (e.g. before the session idles)."""
+        self._call("settle", lambda session: None)
 
     # -- raw commands ----------------------------------------------------------------------
 
@@ -266,18 +313,8 @@ class ViciCharon:
     def terminate(
         self, ike: str | None = None, ike_id: int | None = None, child_id: int | None = None
     ) -> None:
-        if ike is None and ike_id is None and child_id is None:
-            raise ValueError("terminate needs ike, ike_id or child_id")
-        message: dict[str, Any] = {}
-        if ike is not None:
-            message["ike"] = ike
-        if ike_id is not None:
-            message["ike-id"] = ike_id
-        if child_id is not None:
-            message["child-id"] = child_id
-        message["force"] = True
-        message["timeout"] = -1
-        self.request("terminate", message)  # as initiate: -1 answers at once, no control-log
+        # as initiate: -1 answers at once, no control-log
+        self.request("terminate", terminate_message(ike, ike_id, child_id))
 
     def list_sas(self) -> list[IkeSaInfo]:
         try:

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import vici
 
-from extsock_py.adapters.vici.commands import SessionFactory, ViciCharon
+from extsock_py.adapters.vici.commands import SessionFactory, ViciCharon, terminate_message
 from extsock_py.adapters.vici.transport import DEFAULT_URI
 from extsock_py.domain.errors import CharonUnreachable
 from extsock_py.interfaces.ports import CharonPort
@@ -57,6 +57,20 @@ class _Item:
     key: str
     work: Callable[[CharonPort], Any]
     done: Callable[[Future[Any]], None]
+
+
+class LaneCharon(ViciCharon):
+    """A lane's session: cleanups (terminate, unload-conn) are sent without waiting for
+    their answers, which are read before the next command's. Lanes only run the failover
+    manager's commands, whose cleanups are quiet anyway (a refusal changes nothing)."""
+
+    def unload_conn(self, name: str) -> None:
+        self.send_quietly("unload-conn", {"name": name})
+
+    def terminate(
+        self, ike: str | None = None, ike_id: int | None = None, child_id: int | None = None
+    ) -> None:
+        self.send_quietly("terminate", terminate_message(ike, ike_id, child_id))
 
 
 class _Lane:
@@ -189,7 +203,7 @@ class ViciCharonPool(ViciCharon):
         return min(self._lanes, key=lambda lane: lane.pending)
 
     def _lane_charon(self) -> ViciCharon:
-        return ViciCharon(
+        return LaneCharon(
             self.uri,
             connect_timeout=self._connect_timeout,
             command_timeout=self._command_timeout,
