@@ -153,3 +153,44 @@ def test_frame_reader_skips_log_events_the_pattern_does_not_find() -> None:
         assert dropped == 2
         send_frame(a, b"\x07\x03log only chatter")
         assert reader.read_batch(keep) == ([], 1)  # a batch of nothing but dropped lines
+
+
+def test_a_full_listen_backlog_is_waited_out_not_taken_as_charon_gone() -> None:
+    """A busy charon accepts slowly: with a timeout set, connect() to a unix socket whose
+    backlog is full fails at once with EAGAIN; open_socket tries again until its timeout."""
+    import threading
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "charon.vici")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(0)
+        pending: list[socket.socket] = []
+        try:
+            for _ in range(64):  # fill the backlog
+                client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                client.setblocking(False)
+                try:
+                    client.connect(path)
+                except BlockingIOError:
+                    client.close()
+                    break
+                pending.append(client)
+            else:
+                pytest.skip("this kernel never refused a connect to a full backlog")
+            accepted: list[socket.socket] = []
+
+            def accept_all() -> None:
+                for _ in range(len(pending) + 1):
+                    accepted.append(server.accept()[0])
+
+            threading.Timer(0.05, accept_all).start()
+            sock = open_socket(f"unix://{path}", timeout=2.0)
+            sock.close()
+            with pytest.raises(CharonUnreachable, match="Resource temporarily unavailable"):
+                for _ in range(64):  # nobody accepts any more: the backlog fills, then bounded
+                    pending.append(open_socket(f"unix://{path}", timeout=0.05))
+        finally:
+            for s in pending:
+                s.close()
+            server.close()

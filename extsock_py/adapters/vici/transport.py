@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,15 +74,37 @@ def _hint(address: ViciAddress, exc: OSError) -> str:
     return "check that charon runs with the vici plugin and listens on this URI"
 
 
+_BACKLOG_PAUSE = 0.01
+
+
+def _connect_unix(path: str, timeout: float) -> socket.socket:
+    """A unix socket connected to `path`. With a timeout set, a full listen backlog (a busy
+    charon accepting slowly, several sessions opened at once) fails at once with EAGAIN
+    instead of waiting: tried again until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if time.monotonic() + _BACKLOG_PAUSE > deadline:
+                raise
+            time.sleep(_BACKLOG_PAUSE)
+        except BaseException:
+            sock.close()
+            raise
+
+
 def open_socket(uri: str, timeout: float = 2.0) -> socket.socket:
     """Open a connected, blocking socket to `uri` (connect bounded by `timeout` seconds)."""
     address = parse_uri(uri)
     sock: socket.socket | None = None
     try:
         if address.scheme == "unix":
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            sock.connect(address.path)
+            sock = _connect_unix(address.path, timeout)
         else:
             sock = socket.create_connection((address.host, address.port), timeout=timeout)
         sock.settimeout(None)
