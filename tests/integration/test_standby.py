@@ -95,6 +95,25 @@ def test_failover_onto_the_standby_is_one_create_child_sa(
     assert history[-1]["from"] == GW1 and history[-1]["to"] == GW2
 
 
+def test_a_silent_gateway_fails_over_onto_the_standby(
+    fresh_lab: Lab, extsock: ExtsockRunner
+) -> None:
+    """segw1 goes silent (DPD retransmit): the tunnel moves into the standby's IKE_SA."""
+    extsock.start()
+    assert wait_until(lambda: fresh_lab.child_installed("segw1"), 10.0), extsock.log_tail()
+    assert wait_until(lambda: standby_up_on(extsock, GW2), 10.0), extsock.log_tail()
+    standby_id = int(ini_sas(fresh_lab, f"home@{GW2}")[0]["uniqueid"])
+    fresh_lab.fail("segw1", "link")
+    assert wait_until(lambda: fresh_lab.child_installed("segw2"), 15.0), extsock.log_tail()
+    assert fresh_lab.udp_echo(timeout=1.0, tries=5) == "segw2"
+    assert [int(sa["uniqueid"]) for sa in ini_sas(fresh_lab, f"home@{GW2}")] == [standby_id]
+    history = extsock.request("history", conn="home")["records"]
+    assert history[-1]["to"] == GW2 and history[-1]["reason"] == "retransmit"
+    # The standby now waits for segw1 (after segw2, cyclic), which stays silent.
+    assert wait_until(lambda: hot(extsock).get("gateway") == GW1, 5.0)
+    assert hot(extsock).get("phase") != "up"
+
+
 def test_standby_is_set_up_again_after_its_gateway_dies(
     fresh_lab: Lab, extsock: ExtsockRunner
 ) -> None:
