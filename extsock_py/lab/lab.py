@@ -85,8 +85,11 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2])))
 tag = sys.argv[3].encode()
 while True:
-    data, peer = s.recvfrom(4096)
-    s.sendto(tag + b" " + data, peer)
+    try:  # an answer sent before this gateway's tunnel route exists fails: keep serving
+        data, peer = s.recvfrom(4096)
+        s.sendto(tag + b" " + data, peer)
+    except OSError:
+        pass
 """
 
 _ECHO_CLIENT = """\
