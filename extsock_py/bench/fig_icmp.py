@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from extsock_py.bench.fig_detection import Durations
 from extsock_py.bench.labs import BASE, POLICY, BenchRunner, bench_lab, fresh_name, running
@@ -159,6 +159,8 @@ class WindowResult:
     load_answered: int = 0
     load_longest_gap: float | None = None
     error: str | None = None
+    verdicts: list[str] = field(default_factory=list)  # extsock's "gateway dead" log lines
+    held: int = 0  # verdicts held back after a stall of extsock itself
 
     @property
     def probes_per_s(self) -> float | None:
@@ -222,6 +224,9 @@ def _observe(
         result.load_sent, result.load_answered = stream.sent, len(stream.answers)
         if len(stream.answers) > 1:
             result.load_longest_gap = round(stream.longest_gap()[0], 3)
+    lines = runner.log_text().splitlines()
+    result.verdicts = [line for line in lines if ": gateway dead" in line][:5]
+    result.held = sum(1 for line in lines if "the verdict waits for one more probe" in line)
     if stop.is_set():
         result.error = "interrupted"
 
@@ -292,6 +297,8 @@ def window_figures(
             fig.extra["window"] = result.__dict__ | {"probes_per_s": result.probes_per_s}
             if result.error and failovers is not None:
                 fig.notes.append(result.error)
+            fig.notes += [f"verdicts held after a stall of extsock: {result.held}"]
+            fig.notes += [f"extsock: {line}" for line in result.verdicts[:3]]
             if result.loaded and failovers is not None:
                 gap = result.load_longest_gap
                 fig.notes.append(
