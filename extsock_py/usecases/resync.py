@@ -46,7 +46,10 @@ def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> Re
         listed = (*managed.profile.gateways, *managed.state.gateways) if managed else ()
         if managed is None or owner.gateway not in listed:
             continue  # a clone towards a gateway no longer listed: stale, not adoptable
-        if _tunnel_up(sa) and owner.connection not in up:
+        kept = up.get(owner.connection)
+        # Several up (extsock stopped during a switch's drain): the newest carries the
+        # traffic (charon sends through the newest SA of a policy), the older ones go.
+        if _tunnel_up(sa) and (kept is None or sa.unique_id > kept.unique_id):
             up[owner.connection] = sa
     for sa in sas:  # a CHILD_SA riding in another connection's IKE_SA (reuse_ikesa)
         owner = parse_clone_name(sa.name)

@@ -67,17 +67,19 @@ def test_a_clone_without_an_installed_child_is_not_adopted() -> None:
     assert [sa.name for sa in charon.sas.values()] == ["home@10.0.0.1"]
 
 
-def test_duplicate_up_clones_keep_one() -> None:
+def test_duplicate_up_clones_keep_the_newest() -> None:
+    """As extsock stopped during a switch's drain leaves them: the newer tunnel is the one
+    charon sends through; the older one goes."""
     charon, manager, _ = world("home")
     charon.conns["home@10.0.0.1"] = {}
     charon.conns["home@10.0.0.3"] = {}
     first = charon.add_sa("home@10.0.0.3")
     second = charon.add_sa("home@10.0.0.1")
     report = resync(charon, manager, ["home"])
-    assert report.adopted == {"home": GW3}
-    assert list(charon.sas) == [first.unique_id]
-    assert second.unique_id not in charon.sas
-    assert list(charon.conns) == ["home@10.0.0.3"]
+    assert report.adopted == {"home": GW1}
+    assert list(charon.sas) == [second.unique_id]
+    assert first.unique_id not in charon.sas
+    assert list(charon.conns) == ["home@10.0.0.1"]
 
 
 def test_a_clone_towards_a_gateway_no_longer_listed_is_not_adopted() -> None:
