@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+import time
 
-from extsock_py.bench import families, fig_mass, report
+from extsock_py.bench import confgen, families, fig_mass, report
 from extsock_py.bench.cli import Plan
+from extsock_py.bench.floorproc import load_psk
 from extsock_py.bench.labs import MAIN_PREFIX, bench_lab
-from extsock_py.bench.runs import BIG_DPD, _mass_runs
+from extsock_py.bench.runs import BIG_DPD, MASS_TIMEOUT, _mass_runs
+from extsock_py.bench.stats import Summary
 from extsock_py.bench.watch import EventWatch
 from extsock_py.lab.lab import Lab
-from extsock_py.lab.topology import LabConfig
+from extsock_py.lab.topology import INI, LabConfig
 
 
 class _Kept(EventWatch):
@@ -78,11 +82,61 @@ def timeline(watch: _Kept) -> str:
     )
 
 
+def load_direct_trial(
+    lab: Lab, n: int, timeout: float, dpd_delay: str | None
+) -> tuple[float | None, str | None]:
+    """charon asked directly for what a failover needs: each connection's config loaded
+    AND initiated (`load-conn` then `initiate`), from THREADS sessions in threads; first
+    request -> last CHILD_SA up. The baseline of figure 4b loads every config beforehand."""
+    gw2 = lab.config.remote_addrs()[1]
+    lab.reset()
+    load_psk(lab)
+    names = [confgen.conn_name(i) for i in range(n)]
+    bodies = {name: confgen.direct_body(lab, i, gw2, dpd_delay) for i, name in enumerate(names)}
+    errors: list[str] = []
+
+    def work(part: list[str]) -> None:
+        try:
+            with lab.vici_session(INI, timeout=60.0) as session:
+                for name in part:
+                    session.load_conn({name: bodies[name]})
+                    list(session.initiate({"ike": name, "child": "net", "timeout": "-1"}))
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    watch_kind: type[EventWatch] = getattr(fig_mass, "EventWatch")  # noqa: B009 (_Kept, --profile)
+    with watch_kind(str(lab.vici_path(INI))) as watch:
+        t0 = time.monotonic()
+        threads = [
+            threading.Thread(target=work, args=(names[k :: fig_mass.THREADS],))
+            for k in range(fig_mass.THREADS)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout)
+        wanted = set(names)
+        up = watch.wait_count(
+            lambda s: s.kind == "child-updown" and s.up and s.conn in wanted, n, timeout
+        )
+    if len(up) < n:
+        return None, f"load baseline: only {len(up)} of {n} up {errors[:1]}"
+    return up[-1].at - t0, None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m extsock_py.bench.storm", description=__doc__)
     parser.add_argument("--n", type=int, default=1000, help="connections (default 1000)")
     parser.add_argument("--trials", type=int, default=3, help="alternated trial pairs")
     parser.add_argument("--profile", action="store_true", help="print each storm's timeline")
+    parser.add_argument(
+        "--load-baseline",
+        action="store_true",
+        help="also time charon asked for load-conn + initiate of each (no config preloaded)",
+    )
+    parser.add_argument(
+        "--idle", type=float, default=0.0, help="idle CPU window of the first trial (5a), s"
+    )
     parser.add_argument("--silence", action="store_true", help="figure 4's trial, not 4b's")
     args = parser.parse_args(argv)
     why = Lab.preflight()
@@ -104,19 +158,44 @@ def main(argv: list[str] | None = None) -> None:
 
         runs = _mass_runs(
             lab,
-            plan.__class__(**{**plan.__dict__, "idle_window": 0.0}),
+            plan.__class__(**{**plan.__dict__, "idle_window": args.idle}),
             args.n,
             log,
             label,
             dpd_delay=None if args.silence else BIG_DPD,
         )
+        loaded: list[float] = []
+        for i in range(args.trials if args.load_baseline else 0):
+            log(f"{label} mass {args.n}, load+initiate baseline trial {i + 1}")
+            took, why = load_direct_trial(
+                lab, args.n, MASS_TIMEOUT, None if args.silence else BIG_DPD
+            )
+            if took is not None:
+                loaded.append(took)
+            elif why:
+                runs.errors.append(why)
     if args.profile and _Kept.last is not None:
         print(timeline(_Kept.last), file=sys.stderr, flush=True)
     fig = families.mass(args.n, runs.trials, runs.direct, runs.errors, label=label)
-    print(report.table([fig]))
+    figures = [fig]
+    if args.idle:
+        first = runs.first
+        figures.append(
+            families.idle_cpu(
+                args.n,
+                first.cpu_pct,
+                first.floor_cpu_pct,
+                first.events_per_s,
+                label="5a" if args.silence else "5a2",
+                dpd="1s" if args.silence else BIG_DPD,
+            )
+        )
+    print(report.table(figures))
     for trial in runs.trials:
         print(f"extsock trial: {trial.failover_s} s (silence -> all up {trial.silence_s} s)")
     print(f"baseline trials: {runs.direct}")
+    if args.load_baseline:
+        print(f"load-conn + initiate baseline trials: {loaded} (median {Summary.of(loaded)})")
     for note in fig.notes:
         print(f"note: {note}")
 
