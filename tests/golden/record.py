@@ -75,6 +75,29 @@ def s_switch(run: Run) -> None:
     wait_until(lambda: not run.lab.child_installed("segw1"), 5.0)
 
 
+def _standby_up_on(run: Run, gateway: str) -> bool:
+    return bool(run.runner.status().get("hot_standby") == {"gateway": gateway, "phase": "up"})
+
+
+def s_standby_delete(run: Run) -> None:
+    run.up(GW1)
+    if not wait_until(lambda: _standby_up_on(run, GW2), 10.0):
+        raise RuntimeError(f"no standby on segw2:\n{run.runner.log_tail()}")
+    name = next(iter(run.lab.list_sas("segw1")[0]))
+    run.lab.swanctl("segw1", "--terminate", "--ike", name, "--timeout", "5")
+    run.up(GW2)
+    wait_until(lambda: _standby_up_on(run, GW3), 10.0)
+
+
+def s_standby_silent(run: Run) -> None:
+    run.up(GW1)
+    if not wait_until(lambda: _standby_up_on(run, GW2), 10.0):
+        raise RuntimeError(f"no standby on segw2:\n{run.runner.log_tail()}")
+    run.lab.fail("segw1", "link")
+    run.up(GW2)
+    wait_until(lambda: _standby_up_on(run, GW3), 10.0)
+
+
 def s_rekey(run: Run) -> None:
     run.up(GW1)
     ike_id = run.runner.status()["ike_id"]
@@ -104,6 +127,8 @@ class Scenario:
     conns: tuple[tuple[str, str, tuple[str, ...]], ...]
     transform: Callable[[str], str]
     steps: Callable[[Run], None]
+    # Policy keys on top of the lab's (extsock.conf text, and the conn lines' options).
+    options: tuple[tuple[str, str], ...] = ()
 
 
 THREE = (GW1, GW2, GW3)
@@ -138,6 +163,20 @@ SCENARIOS: dict[str, Scenario] = {
         two_connections,
         s_reuse,
     ),
+    "standby-delete": Scenario(
+        "standby up on segw2, segw1 DELETEs the IKE_SA: the child in the standby, standby on",
+        (("home", "net", THREE),),
+        lambda text: text,
+        s_standby_delete,
+        (("standby", "yes"),),
+    ),
+    "standby-silent": Scenario(
+        "standby up on segw2, segw1 goes silent: retransmit, the child in the standby, standby on",
+        (("home", "net", THREE),),
+        lambda text: text,
+        s_standby_silent,
+        (("standby", "yes"),),
+    ),
 }
 
 
@@ -157,7 +196,8 @@ def record(name: str, scenario: Scenario, prefix: str) -> Path:
         try:
             lab.up(timeout=30.0)
             lab.ns_exec(INI, ["ip", "addr", "replace", f"{UPB_SRC}/32", "dev", "lo"], check=True)
-            runner = ExtsockRunner(lab, POLICY, name="golden", conf_transform=scenario.transform)
+            policy = POLICY + "".join(f"    {key} = {value}\n" for key, value in scenario.options)
+            runner = ExtsockRunner(lab, policy, name="golden", conf_transform=scenario.transform)
             runner.write_config()
             marks: list[tuple[float, str]] = []
             with EventWatch(str(lab.vici_path(INI)), EVENTS, raw=True) as watch:
@@ -178,7 +218,8 @@ def record(name: str, scenario: Scenario, prefix: str) -> Path:
     timed += [(at, f"@ {what}") for at, what in marks]
     timed.sort(key=lambda item: item[0])
     lines = [f"# {name}: {scenario.about}", "# recorded from the lab, strongSwan 5.9.8"]
-    lines += [f"conn {conn} {child} {' '.join(gws)}" for conn, child, gws in scenario.conns]
+    opts = "".join(f" {key}={value}" for key, value in scenario.options)
+    lines += [f"conn {conn} {child} {' '.join(gws)}{opts}" for conn, child, gws in scenario.conns]
     lines.append("start")
     last = started
     for at, line in timed:

@@ -3,7 +3,8 @@ out, compared line by line with the scenario file (in the spirit of ExaBGP's qa/
 
 A scenario file (`tests/golden/*.ci`) is a transcript. Input lines drive the replay:
 
-    conn NAME CHILD GW1 GW2 ...      a managed connection (the lab's policy)
+    conn NAME CHILD GW1 GW2 ... [KEY=VALUE ...]
+                                     a managed connection (the lab's policy; standby=yes)
     start                            extsock starts: every connection is started
     < +SECONDS EVENT {json}          charon's event, as recorded from the lab (5.9.8)
     @ +SECONDS COMMAND ARGS          an operator command (switch CONN GW, stop CONN, ...)
@@ -27,6 +28,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -270,8 +272,13 @@ class Replay:
         self.t.out(line)
         head, _, rest = line.partition(" ")
         if head == "conn":
-            name, child, *gateways = rest.split()
-            profile = ConnectionProfile(name, tuple(gateways), _body(child, gateways), POLICY)
+            name, child, *words = rest.split()
+            gateways = [w for w in words if "=" not in w]
+            options = dict(w.split("=", 1) for w in words if "=" in w)
+            policy = replace(POLICY, standby=options.pop("standby", "no") == "yes")
+            if options:
+                raise ValueError(f"unknown conn option(s) {sorted(options)} in {line!r}")
+            profile = ConnectionProfile(name, tuple(gateways), _body(child, gateways), policy)
             self.manager.manage(profile)
         elif head == "start":
             self.manager.start_all()

@@ -19,7 +19,15 @@ SCENARIOS = sorted(HERE.glob("*.ci"))
 
 def test_every_scenario_of_the_issue_is_there() -> None:
     names = {path.stem for path in SCENARIOS}
-    assert {"reuse", "redirect", "rekey", "switch", "failover"} <= names
+    assert {
+        "reuse",
+        "redirect",
+        "rekey",
+        "switch",
+        "failover",
+        "standby-delete",
+        "standby-silent",
+    } <= names
 
 
 def test_the_replay_drives_the_vici_adapters_and_no_daemon() -> None:
