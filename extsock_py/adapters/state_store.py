@@ -37,6 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from extsock_py.domain.reports import HistoryRecord
+
 log = logging.getLogger("extsock.state")
 
 DEFAULT_DIRECTORY: Final = Path("/var/lib/extsock")
@@ -84,6 +86,18 @@ _SCHEMA: Final = (
 )
 
 Scalar = str | int | float | bool | None
+#: The history columns as `history_record` reads them.
+_ROW_KEYS: Final = (
+    "id",
+    "time",
+    "connection",
+    "from",
+    "to",
+    "reason",
+    "result",
+    "duration",
+    "outage",
+)
 
 
 class SqliteStateStore:
@@ -179,22 +193,18 @@ class SqliteStateStore:
             lambda db: db.execute("DELETE FROM connections WHERE name = ?", (name,)),
         )
 
-    def append_history(self, record: Mapping[str, Any]) -> None:
+    def append_history(self, record: HistoryRecord) -> None:
         """Append one failover record; the oldest rows beyond `max_history` are pruned."""
-        clean = _clean(record, HISTORY_FIELDS, "history record")
-        when = clean.get("time")
-        if not isinstance(when, int | float) or isinstance(when, bool):
-            when = time.time()
-        duration, outage = _as_seconds(clean.get("duration")), _as_seconds(clean.get("outage"))
+        when = _as_seconds(record.time)
         row = (
-            float(when),
-            str(clean.get("connection") or ""),
-            _as_str(clean.get("from")),
-            _as_str(clean.get("to")),
-            _as_str(clean.get("reason")),
-            _as_str(clean.get("result")),
-            duration,
-            outage,
+            time.time() if when is None else when,
+            _as_str(_scalar(record.connection)) or "",
+            _as_str(_scalar(record.from_gateway)),
+            _as_str(_scalar(record.to_gateway)),
+            _as_str(_scalar(record.reason)),
+            _as_str(_scalar(record.result)),
+            _as_seconds(record.duration),
+            _as_seconds(record.outage),
         )
 
         def insert(db: sqlite3.Connection) -> None:
@@ -214,11 +224,9 @@ class SqliteStateStore:
 
     def history(
         self, connection: str | None = None, since: float | None = None, limit: int = 100
-    ) -> Sequence[Mapping[str, Any]]:
-        """The newest `limit` records (of `connection`, from wall time `since` on), oldest first.
-
-        Each record has the keys of `HISTORY_FIELDS` plus "id".
-        """
+    ) -> Sequence[HistoryRecord]:
+        """The newest `limit` records (of `connection`, from wall time `since` on), oldest first,
+        each with its row id."""
         if limit <= 0:
             return []
         where: list[str] = []
@@ -238,20 +246,7 @@ class SqliteStateStore:
         sql += " ORDER BY time DESC, id DESC LIMIT ?"
         args.append(int(limit))
         rows = self._read(sql, tuple(args))
-        return [
-            {
-                "id": row[0],
-                "time": row[1],
-                "connection": row[2],
-                "from": row[3],
-                "to": row[4],
-                "reason": row[5],
-                "result": row[6],
-                "duration": row[7],
-                "outage": row[8],
-            }
-            for row in reversed(rows)
-        ]
+        return [history_record(dict(zip(_ROW_KEYS, row, strict=True))) for row in reversed(rows)]
 
     # --- internals ------------------------------------------------------------------------
 
@@ -379,6 +374,44 @@ class SqliteStateStore:
             log.error("cannot start a fresh state database (%s); keeping state in memory", again)
             self._db = self._connect(":memory:")
             self.in_memory = True
+
+
+def history_record(fields: Mapping[str, object]) -> HistoryRecord:
+    """A history record from untrusted fields (a stored row, or an older caller's mapping):
+    the keys of `HISTORY_FIELDS` plus "id"; unknown keys are dropped and logged by name, a
+    value of the wrong type becomes None (a time that is no number becomes now)."""
+    clean = _clean(fields, HISTORY_FIELDS | {"id"}, "history record")
+    when = _as_seconds(clean.get("time"))
+    record_id = clean.get("id")
+    return HistoryRecord(
+        time=time.time() if when is None else when,
+        connection=_as_str(clean.get("connection")) or "",
+        from_gateway=_as_str(clean.get("from")),
+        to_gateway=_as_str(clean.get("to")),
+        reason=_as_str(clean.get("reason")),
+        result=_as_str(clean.get("result")),
+        duration=_as_seconds(clean.get("duration")),
+        outage=_as_seconds(clean.get("outage")),
+        id=record_id if isinstance(record_id, int) and not isinstance(record_id, bool) else None,
+    )
+
+
+def history_fields(record: HistoryRecord) -> dict[str, Scalar]:
+    """`record` under the store's keys ("from" and "to" are gateways; "id" when it has one)."""
+    out: dict[str, Scalar] = {} if record.id is None else {"id": record.id}
+    out.update(
+        {
+            "time": record.time,
+            "connection": record.connection,
+            "from": record.from_gateway,
+            "to": record.to_gateway,
+            "reason": record.reason,
+            "result": record.result,
+            "duration": record.duration,
+            "outage": record.outage,
+        }
+    )
+    return out
 
 
 def _clean(fields: Mapping[str, Any], allowed: frozenset[str], what: str) -> dict[str, Scalar]:

@@ -15,6 +15,7 @@ from extsock_py.domain.credentials import (
 )
 from extsock_py.domain.notices import Notice
 from extsock_py.domain.observations import IkeSaInfo
+from extsock_py.domain.reports import HistoryRecord
 
 T = TypeVar("T")
 
@@ -134,11 +135,13 @@ class StateStore(Protocol):
 
     def load_connections(self) -> dict[str, dict[str, Any]]: ...
 
-    def append_history(self, record: Mapping[str, Any]) -> None: ...
+    def append_history(self, record: HistoryRecord) -> None: ...
 
     def history(
         self, connection: str | None = None, since: float | None = None, limit: int = 100
-    ) -> Sequence[Mapping[str, Any]]: ...
+    ) -> Sequence[HistoryRecord]:
+        """The newest `limit` records (of `connection`, from wall time `since` on), oldest
+        first."""
 
 
 class Resolver(Protocol):

@@ -31,7 +31,7 @@ from extsock_py.domain.failover import ConnState, Phase, initial_state, step, wa
 from extsock_py.domain.gateways import expand, is_name
 from extsock_py.domain.notices import ConnectionNotice, NoticeKind
 from extsock_py.domain.profile import ConnectionProfile, clone_name
-from extsock_py.domain.reports import ConnectionStatus
+from extsock_py.domain.reports import ConnectionStatus, HistoryRecord
 from extsock_py.domain.sas import SaTable
 from extsock_py.interfaces.ports import (
     CharonPort,
@@ -264,15 +264,14 @@ class FailoverManager:
         )
         if self._store is not None:
             self._store.append_history(
-                {
-                    "time": self._clock.wall(),
-                    "connection": name,
-                    "from": before,
-                    "to": gateway,
-                    "reason": "while-away",
-                    "result": "up",
-                    "duration": None,
-                }
+                HistoryRecord(
+                    time=self._clock.wall(),
+                    connection=name,
+                    from_gateway=before,
+                    to_gateway=gateway,
+                    reason="while-away",
+                    result="up",
+                )
             )
 
     def forget(self, name: str) -> None:
@@ -458,18 +457,18 @@ class FailoverManager:
         self._publisher.publish(published)
         if self._store is not None and notice.kind in _HISTORY_KINDS:
             self._store.append_history(
-                {
-                    "time": self._clock.wall(),
-                    "connection": name,
-                    "from": notice.from_gateway,
-                    "to": notice.gateway,
-                    "reason": notice.reason,
-                    "result": "up"
+                HistoryRecord(
+                    time=self._clock.wall(),
+                    connection=name,
+                    from_gateway=notice.from_gateway,
+                    to_gateway=notice.gateway,
+                    reason=notice.reason,
+                    result="up"
                     if notice.kind in (NoticeKind.FAILOVER, NoticeKind.REDIRECTED)
                     else str(notice.kind),
-                    "duration": notice.duration,
-                    "outage": notice.outage,
-                }
+                    duration=notice.duration,
+                    outage=notice.outage,
+                )
             )
 
     def _vips(self, name: str) -> tuple[str, ...]:

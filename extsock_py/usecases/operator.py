@@ -13,11 +13,11 @@ configuration it reads (see `PushedConnections`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from extsock_py.domain import events as ev
 from extsock_py.domain.access import ControlAccess
@@ -215,7 +215,7 @@ class OperatorUsecase:
 
         def work() -> list[HistoryRecord]:
             records = store.history(connection=conn, since=since, limit=limit)
-            return [_record(r) for r in records]
+            return list(records)
 
         return self._on_loop(work, "history")
 
@@ -367,28 +367,3 @@ class OperatorUsecase:
             return UnloadResult(conn, tuple(notes))
 
         return self._on_loop(work, "unload")
-
-
-def _record(fields: Mapping[str, Any]) -> HistoryRecord:
-    """A record of the state store (a mapping at that port) as the operator reports it."""
-
-    def number(key: str) -> float | None:
-        value = fields.get(key)
-        return value if value is None or isinstance(value, int | float) else float(value)
-
-    def text(key: str) -> str | None:
-        value = fields.get(key)
-        return None if value is None else str(value)
-
-    record_id = fields.get("id")
-    return HistoryRecord(
-        time=number("time") or 0.0,
-        connection=str(fields.get("connection", "")),
-        from_gateway=text("from"),
-        to_gateway=text("to"),
-        reason=text("reason"),
-        result=text("result"),
-        duration=number("duration"),
-        outage=number("outage"),
-        id=None if record_id is None else int(record_id),
-    )

@@ -22,6 +22,7 @@ from extsock_py.domain.credentials import (
 from extsock_py.domain.errors import CharonError
 from extsock_py.domain.notices import Notice
 from extsock_py.domain.observations import ChildSaInfo, IkeSaInfo
+from extsock_py.domain.reports import HistoryRecord
 
 Call = tuple[Any, ...]
 
@@ -285,7 +286,7 @@ class RecordingPublisher:
 class MemoryStateStore:
     def __init__(self) -> None:
         self.connections: dict[str, dict[str, Any]] = {}
-        self.records: list[dict[str, Any]] = []
+        self.records: list[HistoryRecord] = []
 
     def save_connection(self, name: str, fields: Mapping[str, Any]) -> None:
         self.connections[name] = dict(fields)
@@ -293,16 +294,16 @@ class MemoryStateStore:
     def load_connections(self) -> dict[str, dict[str, Any]]:
         return {name: dict(fields) for name, fields in self.connections.items()}
 
-    def append_history(self, record: Mapping[str, Any]) -> None:
-        self.records.append(dict(record))
+    def append_history(self, record: HistoryRecord) -> None:
+        self.records.append(record)
 
     def history(
         self, connection: str | None = None, since: float | None = None, limit: int = 100
-    ) -> Sequence[Mapping[str, Any]]:
+    ) -> Sequence[HistoryRecord]:
         found = [
             r
             for r in self.records
-            if (connection is None or r.get("connection") == connection)
-            and (since is None or float(r.get("time", 0.0)) >= since)
+            if (connection is None or r.connection == connection)
+            and (since is None or r.time >= since)
         ]
         return found[-limit:]

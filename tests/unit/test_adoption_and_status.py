@@ -57,7 +57,7 @@ def test_a_failover_finished_while_extsock_was_away_is_in_the_history() -> None:
     harness.charon.add_sa(clone_name("office", "192.0.2.2"), unique_id=42)
     with started(harness):
         records = harness.store.history()
-    moved = {(r["connection"], r["from"], r["to"], r["reason"], r["result"]) for r in records}
+    moved = {(r.connection, r.from_gateway, r.to_gateway, r.reason, r.result) for r in records}
     assert moved == {
         ("home", "10.0.0.1", "10.0.0.2", "while-away", "up"),
         ("office", "192.0.2.1", "192.0.2.2", "while-away", "up"),

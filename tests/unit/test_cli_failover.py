@@ -26,6 +26,7 @@ from extsock_py.cli.failover import (
 )
 from extsock_py.domain.errors import ConfigError
 from extsock_py.domain.notices import ConnectionNotice, NoticeKind
+from extsock_py.domain.reports import HistoryRecord
 from tests.unit.test_control_support import HOME, Harness, running_daemon, short_dir, wait_until
 
 
@@ -162,7 +163,7 @@ def test_history(harness: Harness, server: ControlServer) -> None:
     harness.bring_up("home")
     run(server, failover, "switch", "home")
     harness.bring_up("home", HOME[1], ike_id=8)
-    harness.store.append_history({"time": 1.0, "connection": "office", "result": "gave-up"})
+    harness.store.append_history(HistoryRecord(time=1.0, connection="office", result="gave-up"))
     result = run(server, failover, "history", "home")
     lines = result.output.splitlines()
     assert lines[0].split() == ["TIME", "CONNECTION", "FROM", "TO", "REASON", "RESULT", "DURATION"]

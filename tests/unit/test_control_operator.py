@@ -10,7 +10,7 @@ import pytest
 from extsock_py.adapters.control.pushed import profile_from_request
 from extsock_py.domain.errors import ConfigError
 from extsock_py.domain.profile import clone_name
-from extsock_py.domain.reports import UnloadResult
+from extsock_py.domain.reports import HistoryRecord, UnloadResult
 from extsock_py.usecases.operator import (
     ConnectionConflict,
     InvalidConnection,
@@ -157,8 +157,8 @@ def test_reload_removes_a_connection_gone_from_the_file(
 def test_history_needs_a_store_and_filters(harness: Harness) -> None:
     with pytest.raises(NoHistory, match="no state store"):
         OperatorUsecase(harness.daemon, harness.daemon.service, None).history()
-    harness.store.append_history({"time": 100.0, "connection": "home", "result": "up"})
-    harness.store.append_history({"time": 200.0, "connection": "office", "result": "gave-up"})
+    harness.store.append_history(HistoryRecord(time=100.0, connection="home", result="up"))
+    harness.store.append_history(HistoryRecord(time=200.0, connection="office", result="gave-up"))
     op = OperatorUsecase(harness.daemon, harness.daemon.service, harness.store)
     assert len(op.history()) == 2
     assert [r.connection for r in op.history("office")] == ["office"]

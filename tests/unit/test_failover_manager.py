@@ -14,7 +14,7 @@ from extsock_py.domain.errors import CharonError, CharonUnreachable
 from extsock_py.domain.failover import Phase
 from extsock_py.domain.policy import FailbackPolicy, FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
-from extsock_py.domain.reports import ConnectionStatus
+from extsock_py.domain.reports import ConnectionStatus, HistoryRecord
 from extsock_py.usecases.failover_manager import FailoverManager
 from tests.fakes.ports import FakeCharonPort, FakeClock, MemoryStateStore, RecordingPublisher
 
@@ -136,16 +136,16 @@ def test_failover_loads_the_clone_of_the_next_gateway(make: Any) -> None:
         }
     ]
     assert w.store.history("home") == [
-        {
-            "time": w.clock.wall(),
-            "connection": "home",
-            "from": GW1,
-            "to": GW2,
-            "reason": "ike-down",
-            "result": "up",
-            "duration": 2.5,
-            "outage": None,  # no monitor: nothing saw the traffic stop
-        }
+        HistoryRecord(
+            time=w.clock.wall(),
+            connection="home",
+            from_gateway=GW1,
+            to_gateway=GW2,
+            reason="ike-down",
+            result="up",
+            duration=2.5,
+            outage=None,  # no monitor: nothing saw the traffic stop
+        )
     ]
     assert w.store.connections["home"]["gateway"] == GW2
     assert w.store.connections["home"]["phase"] == "up"
@@ -254,8 +254,8 @@ def test_make_before_break_switch_keeps_both_clones_until_up() -> None:
     w.manager.tick()
     assert list(w.charon.conns) == ["home@10.0.0.2"]
     assert list(w.charon.sas) == [sa2]
-    assert w.store.history()[-1]["reason"] == "operator"
-    assert w.store.history()[-1]["duration"] == 0.25
+    assert w.store.history()[-1].reason == "operator"
+    assert w.store.history()[-1].duration == 0.25
 
 
 def test_failback_probe_uses_a_childless_probe_connection() -> None:
@@ -330,7 +330,7 @@ def test_gave_up_is_recorded_in_the_history() -> None:
     w.manager.start_all()
     assert w.phase() is Phase.GAVE_UP
     assert w.charon.conns == {}
-    assert w.store.history()[-1]["result"] == "gave-up"
+    assert w.store.history()[-1].result == "gave-up"
     assert w.manager.status()[0].next_action == "waiting for retry or reload"
     assert w.manager.next_wake() is None
     w.charon.heal()

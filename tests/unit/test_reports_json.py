@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from extsock_py.adapters import reports_json as j
+from extsock_py.adapters.state_store import history_record
 from extsock_py.domain.reports import HealthReport, HistoryRecord, UnloadResult
-from extsock_py.usecases.operator import _record
 
 
 def test_a_stored_record_keeps_its_keys_and_their_order() -> None:
@@ -21,7 +21,7 @@ def test_a_stored_record_keeps_its_keys_and_their_order() -> None:
         "duration": 0.4,
         "outage": None,
     }
-    assert json.dumps(j.record_json(_record(stored))) == json.dumps(stored)
+    assert json.dumps(j.record_json(history_record(stored))) == json.dumps(stored)
 
 
 def test_a_record_without_an_id_shows_none() -> None:

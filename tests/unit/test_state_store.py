@@ -13,7 +13,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,10 @@ from extsock_py.adapters.state_store import (
     CONNECTION_FIELDS,
     DB_NAME,
     SCHEMA_VERSION,
+    Scalar,
     SqliteStateStore,
+    history_fields,
+    history_record,
 )
 from extsock_py.interfaces.ports import StateStore
 
@@ -50,6 +53,18 @@ def record(n: int, connection: str = "office", when: float | None = None) -> dic
         "duration": 0.5 + n,
         "outage": 1.5 + n,
     }
+
+
+def add(s: StateStore, fields: Mapping[str, object]) -> None:
+    """Append a record given as the store's fields (maybe hostile), as its decoding reads them."""
+    s.append_history(history_record(fields))
+
+
+def rows(
+    s: StateStore, connection: str | None = None, since: float | None = None, limit: int = 100
+) -> list[dict[str, Scalar]]:
+    """The stored history, each record under the store's keys."""
+    return [history_fields(r) for r in s.history(connection=connection, since=since, limit=limit)]
 
 
 @pytest.fixture
@@ -121,10 +136,10 @@ def test_save_replaces_all_fields(store: SqliteStateStore) -> None:
 def test_state_survives_reopen(tmp_path: Path) -> None:
     with SqliteStateStore(tmp_path) as s:
         s.save_connection("office", CONN)
-        s.append_history(record(1))
+        add(s, record(1))
     with SqliteStateStore(tmp_path) as s:
         assert s.load_connections() == {"office": CONN}
-        assert [r["reason"] for r in s.history()] == ["dpd"]
+        assert [r["reason"] for r in rows(s)] == ["dpd"]
 
 
 def test_forget_connection(store: SqliteStateStore) -> None:
@@ -140,9 +155,9 @@ def test_unknown_fields_are_dropped_and_never_written(
     secret = "0sFpZAZqEN6Ti9sqt4ZP5EWcqx"
     with caplog.at_level(logging.WARNING, "extsock.state"):
         store.save_connection("office", {**CONN, "psk": secret, "private_key": secret})
-        store.append_history({**record(1), "secret": secret})
+        add(store, {**record(1), "secret": secret})
     assert set(store.load_connections()["office"]) == CONNECTION_FIELDS
-    assert "secret" not in store.history()[0]
+    assert "secret" not in rows(store)[0]
     assert "psk" in caplog.text and "private_key" in caplog.text
     assert secret not in caplog.text  # keys are logged, values never
     store.close()
@@ -165,11 +180,9 @@ def test_long_text_is_capped(store: SqliteStateStore) -> None:
 
 
 def test_history_roundtrip(store: SqliteStateStore) -> None:
-    store.append_history(record(1))
-    store.append_history(
-        {"time": 5.0, "connection": "lab", "from": None, "to": "gw1", "result": "gave-up"}
-    )
-    got = store.history(limit=10)
+    add(store, record(1))
+    add(store, {"time": 5.0, "connection": "lab", "from": None, "to": "gw1", "result": "gave-up"})
+    got = rows(store, limit=10)
     assert [dict(r) for r in got] == [
         {
             "id": 2,
@@ -188,31 +201,31 @@ def test_history_roundtrip(store: SqliteStateStore) -> None:
 
 def test_history_without_time_gets_now(store: SqliteStateStore) -> None:
     before = time.time()
-    store.append_history({"connection": "office", "time": "yesterday"})
+    add(store, {"connection": "office", "time": "yesterday"})
     (got,) = store.history()
-    assert before <= got["time"] <= time.time()
+    assert before <= got.time <= time.time()
 
 
 def test_history_filters_and_limit(store: SqliteStateStore) -> None:
     for n in range(10):
-        store.append_history(record(n, connection="office" if n % 2 else "lab"))
-    office = store.history(connection="office")
+        add(store, record(n, connection="office" if n % 2 else "lab"))
+    office = rows(store, connection="office")
     assert [r["duration"] for r in office] == [1.5, 3.5, 5.5, 7.5, 9.5]
-    newest = store.history(limit=3)
+    newest = rows(store, limit=3)
     assert [r["duration"] for r in newest] == [7.5, 8.5, 9.5]  # newest three, oldest first
-    since = store.history(since=1_700_000_006.0)
+    since = rows(store, since=1_700_000_006.0)
     assert [r["duration"] for r in since] == [6.5, 7.5, 8.5, 9.5]
-    both = store.history(connection="lab", since=1_700_000_004.0, limit=2)
+    both = rows(store, connection="lab", since=1_700_000_004.0, limit=2)
     assert [r["duration"] for r in both] == [6.5, 8.5]
-    assert store.history(limit=0) == []
-    assert store.history(connection="nobody") == []
+    assert rows(store, limit=0) == []
+    assert rows(store, connection="nobody") == []
 
 
 def test_history_is_pruned_to_the_newest(tmp_path: Path) -> None:
     with SqliteStateStore(tmp_path, max_history=5) as s:
         for n in range(12):
-            s.append_history(record(n))
-        got = s.history(limit=100)
+            add(s, record(n))
+        got = rows(s, limit=100)
         assert [r["duration"] for r in got] == [n + 0.5 for n in range(7, 12)]
     db = sqlite3.connect(tmp_path / DB_NAME)
     try:
@@ -231,9 +244,9 @@ def test_use_while_closed_is_logged_not_raised(
 ) -> None:
     s = SqliteStateStore(tmp_path)
     s.save_connection("office", CONN)
-    s.append_history(record(1))
+    add(s, record(1))
     assert s.load_connections() == {}
-    assert s.history() == []
+    assert rows(s) == []
     assert "closed" in caplog.text
 
 
@@ -252,15 +265,15 @@ def test_corrupt_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFi
 def test_damaged_pages_are_moved_aside(tmp_path: Path) -> None:
     with SqliteStateStore(tmp_path) as s:
         for n in range(300):
-            s.append_history(record(n))
+            add(s, record(n))
     raw = bytearray((tmp_path / DB_NAME).read_bytes())
     assert len(raw) > 3 * 4096
     raw[4096 : 3 * 4096] = b"\xa5" * (2 * 4096)  # smash pages after the header page
     (tmp_path / DB_NAME).write_bytes(bytes(raw))
     with SqliteStateStore(tmp_path) as s:
-        assert s.history() == []
-        s.append_history(record(1))
-        assert len(s.history()) == 1
+        assert rows(s) == []
+        add(s, record(1))
+        assert len(rows(s)) == 1
     assert list(tmp_path.glob(f"{DB_NAME}.corrupt-*"))
 
 
@@ -301,7 +314,7 @@ def test_corruption_found_while_running_starts_fresh(tmp_path: Path) -> None:
     with SqliteStateStore(tmp_path) as s:
         s.save_connection("office", CONN)
         s._db = _Malformed(s._db)  # type: ignore[arg-type,assignment]
-        s.append_history(record(1))  # logged and dropped, the file moved aside
+        add(s, record(1))  # logged and dropped, the file moved aside
         assert list(tmp_path.glob(f"{DB_NAME}.corrupt-*"))
         assert not s.in_memory
         assert s.load_connections() == {}
@@ -334,7 +347,7 @@ def test_concurrent_writer_and_readers(tmp_path: Path) -> None:
         try:
             for n in range(400):
                 s.save_connection("office", {**CONN, "failures_total": n})
-                s.append_history(record(n))
+                add(s, record(n))
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -349,9 +362,9 @@ def test_concurrent_writer_and_readers(tmp_path: Path) -> None:
                     seen = conns["office"]["failures_total"]
                     assert seen >= last  # never goes back
                     last = seen
-                rows = s.history(limit=1000)
-                assert len(rows) <= 50
-                times = [r["time"] for r in rows]
+                found = s.history(limit=1000)
+                assert len(found) <= 50
+                times = [r.time for r in found]
                 assert times == sorted(times)
         except BaseException as exc:
             errors.append(exc)
@@ -367,7 +380,7 @@ def test_concurrent_writer_and_readers(tmp_path: Path) -> None:
     assert not errors, errors
     with SqliteStateStore(tmp_path) as again:
         assert again.load_connections()["office"]["failures_total"] == 399
-        assert len(again.history(limit=1000)) == 50
+        assert len(rows(again, limit=1000)) == 50
 
 
 # --- durability against SIGKILL ---------------------------------------------------------------
@@ -377,6 +390,7 @@ _CHILD = textwrap.dedent(
     import sys
     from pathlib import Path
     from extsock_py.adapters.state_store import SqliteStateStore
+    from extsock_py.domain.reports import HistoryRecord
 
     store = SqliteStateStore(Path(sys.argv[1]), max_history=10_000_000)
     store.open()
@@ -384,7 +398,7 @@ _CHILD = textwrap.dedent(
     n = 0
     while True:
         n += 1
-        store.append_history({"time": float(n), "connection": "kill", "reason": str(n)})
+        store.append_history(HistoryRecord(time=float(n), connection="kill", reason=str(n)))
         store.save_connection("kill", {"failures_total": n})
         print(n, flush=True)
     """
@@ -435,7 +449,7 @@ def test_committed_records_survive_sigkill(tmp_path: Path) -> None:
         with SqliteStateStore(directory) as s:
             assert not s.in_memory
             assert s.load_connections()["kill"]["failures_total"] >= reported[-1]
-            assert len(s.history(connection="kill", limit=10**9)) == len(stored)
+            assert len(rows(s, connection="kill", limit=10**9)) == len(stored)
 
 
 def test_every_state_file_is_0600_from_creation(tmp_path: Path) -> None:
@@ -455,7 +469,7 @@ def test_every_state_file_is_0600_from_creation(tmp_path: Path) -> None:
 def test_a_truncated_database_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with SqliteStateStore(tmp_path) as s:
         for i in range(300):
-            s.append_history({"time": float(i), "connection": "home", "reason": "x" * 200})
+            add(s, {"time": float(i), "connection": "home", "reason": "x" * 200})
     path = tmp_path / DB_NAME
     size = path.stat().st_size
     assert size > 8 * 4096
@@ -471,7 +485,7 @@ def test_an_intact_database_is_not_reported(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with SqliteStateStore(tmp_path) as s:
-        s.append_history({"time": 1.0, "connection": "home"})
+        add(s, {"time": 1.0, "connection": "home"})
     with caplog.at_level(logging.WARNING, "extsock.state"), SqliteStateStore(tmp_path):
         pass
     assert "truncated" not in caplog.text
@@ -488,6 +502,26 @@ def test_a_schema_1_database_gets_the_outage_column(tmp_path: Path) -> None:
     db.commit()
     db.close()
     with SqliteStateStore(tmp_path) as s:
-        s.append_history({**record(1), "connection": "new"})
-        got = {r["connection"]: (r["duration"], r["outage"]) for r in s.history()}
+        add(s, {**record(1), "connection": "new"})
+        got = {r["connection"]: (r["duration"], r["outage"]) for r in rows(s)}
     assert got == {"old": (2.0, None), "new": (1.5, 2.5)}
+
+
+def test_hostile_stored_rows_decode_to_safe_records(store: SqliteStateStore) -> None:
+    """A row written by hand (SQLite keeps any type in any column) decodes without raising:
+    a value of the wrong type reads as None, long text is capped."""
+    store.close()
+    with sqlite3.connect(store.path) as db:
+        db.execute(
+            "INSERT INTO history (time, connection, from_gw, to_gw, reason, result, duration,"
+            " outage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (7.0, "office", b"\x00blob", 42, "r" * 10_000, None, "soon", float("inf")),
+        )
+    db.close()
+    store.open()
+    (got,) = store.history()
+    assert got.time == 7.0 and got.connection == "office"
+    assert got.from_gateway is None and got.to_gateway == "42"
+    assert got.reason is not None and len(got.reason) == 256
+    assert (got.result, got.duration, got.outage) == (None, None, None)
+    assert got.id == 1
