@@ -586,6 +586,13 @@ def _on_retransmit(state: ConnState, event: ev.RetransmitSeen, now: float) -> Re
     if not _is_current(state, event.gateway, event.ike_id):
         return state, []
     match state.phase:
+        case Phase.UP if state.redirects.pending is not None:
+            # The retransmit is the redirect's new IKE_SA (the one it left is retired): a
+            # connect, judged by the redirect's deadline alone. charon may even lose the
+            # target's first answer (it sends IKE_SA_INIT before the new IKE_SA is in its
+            # manager; the answer comes back on its first retransmit), and the tunnel still
+            # runs through the IKE_SA being left until the new one is up.
+            return state, []
         case Phase.UP:
             retransmits = state.attempt.retransmits + 1
             counted = replace(

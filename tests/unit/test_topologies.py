@@ -154,6 +154,34 @@ def test_the_outage_of_a_redirect_that_failed() -> None:
     assert (s.phase, s.gateway, s.outage) == (Phase.UP, GW2, None)
 
 
+def test_a_retransmit_of_the_redirects_new_ike_sa_is_no_failure() -> None:
+    """Seen in the lab under load: charon sends the IKE_SA_INIT of the IKE_SA that follows
+    a redirect before it can take the answer, which comes again on the retransmit 4 s
+    later. That retransmit belongs to a connect, judged by the redirect's deadline; it says
+    nothing about the established tunnel (dead_after_retransmits counts those)."""
+    up, _ = run(machine(), ev.Start(), ev.IkeConnecting(GW1, 1), ev.TunnelUp(GW1, 1))
+    s, _ = run(up, ev.Redirected(GW1, 1, GW3), now=T0 + 1.0)
+    s, actions = run(s, ev.RetransmitSeen(GW1, 2), now=T0 + 5.0)
+    assert actions == [] and s.phase is Phase.UP and s.redirects.pending is not None
+    s, actions = run(s, ev.TunnelUp(GW1, 2), now=T0 + 5.01)
+    assert [a.kind for a in actions if isinstance(a, Notify)] == ["redirected"]
+    assert (s.phase, s.peer, s.ike_id, s.kept.failures_total) == (Phase.UP, GW3, 2, 0)
+    # The old IKE_SA's news stays stale; the new one's retransmits count again once up.
+    assert run(s, ev.RetransmitSeen(GW1, 1))[1] == []
+    s, actions = run(s, ev.RetransmitSeen(GW1, 2))
+    assert s.gateway == GW2 and Terminate(GW1, 2) in actions
+
+
+def test_a_redirect_whose_target_stays_silent_fails_at_its_deadline() -> None:
+    up, _ = run(machine(), ev.Start(), ev.IkeConnecting(GW1, 1), ev.TunnelUp(GW1, 1))
+    s, _ = run(up, ev.Redirected(GW1, 1, GW3), now=T0 + 1.0)
+    s, actions = run(s, ev.RetransmitSeen(GW1, 2), ev.Tick(), now=T0 + 5.9)
+    assert actions == [] and s.phase is Phase.UP
+    s, actions = run(s, ev.Tick(), now=T0 + 6.0)
+    assert (s.phase, s.gateway) == (Phase.CONNECTING, GW2)
+    assert s.outage is not None and s.outage.reason == "redirect-failed"
+
+
 def test_a_redirect_charon_refuses_to_follow_leaves_the_tunnel_where_it_is() -> None:
     # charon logs "redirected to" and then, e.g. past 5 redirects in 300 s, stays.
     up, _ = run(machine(), ev.Start(), ev.IkeConnecting(GW1, 1), ev.TunnelUp(GW1, 1))
