@@ -154,6 +154,17 @@ class _StateCollector:
             "is being set up or waits to be (standby = yes only)",
             labels=["connection", "gateway"],
         )
+        draining = GaugeMetricFamily(
+            "extsock_draining",
+            "1 while the tunnel a make-before-break switch left drains (switch_drain) before "
+            "it is terminated",
+            labels=["connection"],
+        )
+        drain_left = GaugeMetricFamily(
+            "extsock_drain_remaining_seconds",
+            "seconds until the draining old tunnel towards the gateway is terminated",
+            labels=["connection", "gateway"],
+        )
         for row in rows:
             conn = _label(row.connection)
             is_up = row.phase == Phase.UP
@@ -170,7 +181,10 @@ class _StateCollector:
                     [conn, _label(row.hot_standby_gateway)],
                     1.0 if row.hot_standby_phase == "up" else 0.0,
                 )
-        yield from (tunnel, active, phase, held, failures, gateways, standby)
+            draining.add_metric([conn], 0.0 if row.draining_gateway is None else 1.0)
+            if row.draining_gateway is not None and row.draining_in is not None:
+                drain_left.add_metric([conn, _label(row.draining_gateway)], row.draining_in)
+        yield from (tunnel, active, phase, held, failures, gateways, standby, draining, drain_left)
 
 
 class _EventMetrics:

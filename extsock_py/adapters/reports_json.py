@@ -40,6 +40,14 @@ def row_json(row: ConnectionStatus) -> JsonObject:
         "hot_standby": None
         if row.hot_standby_gateway is None
         else {"gateway": row.hot_standby_gateway, "phase": row.hot_standby_phase},
+        "draining": None
+        if row.draining_gateway is None
+        else {
+            "gateway": row.draining_gateway,
+            "ike_id": row.draining_ike_id,
+            "in": row.draining_in,
+            "until": row.draining_until,
+        },
         "virtual_ips": list(row.virtual_ips),
         "ike_state": row.ike_state,
         "ike_gateway": row.ike_gateway,

@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -140,14 +140,19 @@ def _ike_cell(row: Mapping[str, Any]) -> str:
 
 def _gateways_cell(row: Mapping[str, Any]) -> str:
     """The gateways in order: `*` marks the active one, `(standby)` the hot standby's
-    (`(standby connecting)`, `(standby backoff)` while it is not up)."""
+    (`(standby connecting)`, `(standby backoff)` while it is not up), `(draining)` the one
+    a switch left while its old tunnel drains."""
     active = row.get("active_gateway")
     hot = row.get("hot_standby")
     hot = hot if isinstance(hot, Mapping) else {}
+    drain = row.get("draining")
+    draining = drain.get("gateway") if isinstance(drain, Mapping) else None
 
     def cell(g: object) -> str:
         if g == active:
             return f"{g}*"
+        if g == draining:
+            return f"{g}(draining)"
         if g == hot.get("gateway"):
             phase = hot.get("phase")
             return f"{g}(standby)" if phase == "up" else f"{g}(standby {phase})"
@@ -191,6 +196,18 @@ def status_table(result: Mapping[str, Any]) -> str:
     return head + "\n" + _table(headers, rows)
 
 
+def _draining(drain: Mapping[str, Any]) -> str:
+    """`draining 10.99.1.2 until 04:12:03 UTC (0.7s)`: the old tunnel of a switch."""
+    text = f"draining {drain['gateway']}"
+    until = drain.get("until")
+    if isinstance(until, (int, float)):
+        text += f" until {datetime.fromtimestamp(until, UTC):%H:%M:%S} UTC"
+    left = drain.get("in")
+    if isinstance(left, (int, float)):
+        text += f" ({_seconds(left)})"
+    return text
+
+
 def _one_line(row: Mapping[str, Any], changed: bool | None = None) -> str:
     text = f"{row['connection']}: {_state_cell(row)}"
     if row.get("target_gateway"):
@@ -198,6 +215,9 @@ def _one_line(row: Mapping[str, Any], changed: bool | None = None) -> str:
     hot = row.get("hot_standby")
     if isinstance(hot, Mapping) and hot.get("gateway"):
         text += f" (standby {hot['gateway']}: {hot.get('phase')})"
+    drain = row.get("draining")
+    if isinstance(drain, Mapping) and drain.get("gateway"):
+        text += f", {_draining(drain)}"
     if row.get("standby_gateway"):
         text += f", switching to {row['standby_gateway']}"
     elif row.get("next_action"):

@@ -39,6 +39,12 @@ class ConnectionStatus:
     # The hot standby (`standby = yes`): its gateway and phase (connecting, up, backoff).
     hot_standby_gateway: str | None = None
     hot_standby_phase: str | None = None
+    # The tunnel a make-before-break switch left, kept for `switch_drain` before it is
+    # terminated: its gateway, IKE_SA, seconds left (and the wall time, from the operator).
+    draining_gateway: str | None = None
+    draining_ike_id: int | None = None
+    draining_in: float | None = None
+    draining_until: float | None = None
 
 
 @dataclass

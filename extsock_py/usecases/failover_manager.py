@@ -524,6 +524,9 @@ class FailoverManager:
                     switch_gateway=s.switch.gateway if s.switch else None,
                     hot_standby_gateway=s.hot_standby.gateway if s.hot_standby else None,
                     hot_standby_phase=str(s.hot_standby.phase) if s.hot_standby else None,
+                    draining_gateway=s.drain.gateway if s.drain else None,
+                    draining_ike_id=s.drain.ike_id if s.drain else None,
+                    draining_in=round(max(0.0, s.drain.until - now), 3) if s.drain else None,
                     redirected_to=s.redirects.remote,
                     virtual_ips=self._vips(conn) if s.phase is Phase.UP else (),
                 )

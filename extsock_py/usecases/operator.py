@@ -143,9 +143,11 @@ class OperatorUsecase:
         else:
             row = replace(row, ike_state="NONE", ike_gateway=None)
         due = row.next_action_in
+        left = row.draining_in
         row = replace(
             row,
             next_action_at=None if due is None else round(now_wall + due, 3),
+            draining_until=None if left is None else round(now_wall + left, 3),
             source="control" if conn in pushed else "config",
         )
         if not self._daemon.charon_reachable:

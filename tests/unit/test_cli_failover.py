@@ -347,3 +347,21 @@ def test_the_status_table_marks_the_hot_standby() -> None:
     assert _gateways_cell({"gateways": ["a", "b"], "active_gateway": "a", "hot_standby": None}) == (
         "a*,b"
     )
+
+
+def test_the_status_shows_the_drain_of_a_switch() -> None:
+    from extsock_py.cli.failover import _gateways_cell, _one_line
+
+    row: dict[str, object] = {
+        "connection": "home",
+        "phase": "up",
+        "target_gateway": "b",
+        "gateways": ["a", "b"],
+        "active_gateway": "b",
+        # 2026-12-02 04:12:03 UTC
+        "draining": {"gateway": "a", "ike_id": 7, "in": 0.734, "until": 1796184723.0},
+    }
+    assert _gateways_cell(row) == "a(draining),b*"
+    assert _one_line(row) == "home: up on b, draining a until 04:12:03 UTC (0.7s)"
+    row["draining"] = None
+    assert _one_line(row) == "home: up on b"

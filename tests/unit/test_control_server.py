@@ -548,6 +548,7 @@ STATUS_KEYS = [
     "standby_gateway",
     "redirected_to",
     "hot_standby",
+    "draining",
     "virtual_ips",
     "ike_state",
     "ike_gateway",

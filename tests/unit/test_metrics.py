@@ -27,6 +27,7 @@ from tests.unit.test_control_support import (
     Harness,
     make_harness,
     running_daemon,
+    wait_until,
 )
 
 
@@ -278,3 +279,40 @@ def test_the_hot_standby_shows_in_metrics_status_and_events() -> None:
             assert value(text, "extsock_standby_up", connection="office", gateway=OFFICE[1]) is None
         finally:
             server.close()
+
+
+def test_the_drain_of_a_switch_shows_in_status_and_metrics(
+    harness: Harness, metrics: MetricsServer
+) -> None:
+    harness.bring_up("home", HOME[0], ike_id=7)
+    text = get(metrics, "/metrics")[2]
+    assert value(text, "extsock_draining", connection="home") == 0.0
+    left = value(text, "extsock_drain_remaining_seconds", connection="home", gateway=HOME[0])
+    assert left is None
+    harness.operator.switch("home", HOME[1])
+    harness.bring_up("home", HOME[1], ike_id=8)
+
+    def drained_row() -> bool:
+        row = harness.operator.status("home").connections[0]
+        return row.active_gateway == HOME[1]
+
+    wait_until(drained_row)
+    row = harness.operator.status("home").connections[0]
+    # The old tunnel stays for switch_drain (1 s by default; the fake clock stands still).
+    assert (row.draining_gateway, row.draining_ike_id, row.draining_in) == (HOME[0], 7, 1.0)
+    assert row.draining_until == round(harness.clock.wall() + 1.0, 3)
+    text = get(metrics, "/metrics")[2]
+    assert value(text, "extsock_draining", connection="home") == 1.0
+    assert value(text, "extsock_draining", connection="office") == 0.0
+    left = value(text, "extsock_drain_remaining_seconds", connection="home", gateway=HOME[0])
+    assert left == 1.0
+    harness.on_loop(lambda: harness.clock.advance(0.25))
+    row = harness.operator.status("home").connections[0]
+    assert row.draining_in == 0.75
+    # At its end the old tunnel is terminated and the drain is gone.
+    harness.on_loop(lambda: harness.clock.advance(1.0))
+    harness.on_loop(lambda: harness.daemon.service.manager.tick())
+    row = harness.operator.status("home").connections[0]
+    assert (row.draining_gateway, row.draining_in, row.draining_until) == (None, None, None)
+    text = get(metrics, "/metrics")[2]
+    assert value(text, "extsock_draining", connection="home") == 0.0
