@@ -31,6 +31,9 @@ was busy) the silence it finds proves nothing about the gateway, least of all at
 intervals on a loaded host: a verdict due after such a stall is held back once per
 silence, for one fresh probe and one interval to answer it (`stalls` counts them). A real
 failure met by a stall is therefore declared at most one interval (plus the stall) late.
+The same hold applies to a verdict due with no probe out at all since the last sign of
+life (traffic held the probes back, then a slow look at the counters let the dead-line
+pass): silence is only believed once a probe has gone unanswered.
 
 The monitor runs only while `Start` has armed it (the tunnel is up on the current gateway)
 and stops on `Stop` or after `DeclareDead`, until the next `Start` (a new tunnel).
@@ -251,7 +254,8 @@ def step(state: MonitorState, event: Event, now: float) -> Result:
 def _tick(state: MonitorState, now: float) -> Result:
     stalled = state.last_tick is not None and now - state.last_tick > STALL_FACTOR * state.interval
     state = replace(state, last_tick=now)
-    if _silent_too_long(state, now) and stalled and state.held_until is None:
+    unprobed = state.unanswered == 0  # no probe out since the last sign of life
+    if _silent_too_long(state, now) and (stalled or unprobed) and state.held_until is None:
         # Our own probes were not out on schedule: one fresh probe, an interval to answer it.
         held = replace(
             state, held_until=now + state.interval, stalls=state.stalls + 1, next_probe_at=None

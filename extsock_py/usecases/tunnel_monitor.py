@@ -223,9 +223,11 @@ class TunnelMonitor:
         track.state, actions = mon.step(track.state, event, now)
         if track.state.stalls > before.stalls and before.last_tick is not None:
             log.warning(
-                "%s: monitor: this process did not run for %.3fs (interval %.3fs): the verdict "
-                "waits for one more probe",
-                name, now - before.last_tick, track.policy.interval,
+                "%s: monitor: %s (interval %.3fs): the verdict waits for one more probe",
+                name,
+                "no probe out since the last sign of life" if before.unanswered == 0
+                else f"this process did not run for {now - before.last_tick:.3f}s",
+                track.policy.interval,
             )  # fmt: skip
         for action in actions:
             match action:

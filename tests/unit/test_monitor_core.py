@@ -74,6 +74,7 @@ def test_a_reply_resets_the_miss_count() -> None:
     assert state.last_life == 1.0
     state, actions = m.step(state, m.Tick(), 2.49)
     assert not any(isinstance(a, m.DeclareDead) for a in actions)
+    state, _ = m.step(state, m.ProbeSent(), 2.49)  # the probe that tick asked for (lost)
     state, actions = m.step(state, m.Tick(), 2.5)
     assert any(isinstance(a, m.DeclareDead) for a in actions)
 
@@ -283,3 +284,34 @@ def test_a_late_first_tick_after_start_is_a_stall_too() -> None:
     state = started(0.0)
     state, actions = m.step(state, m.Tick(), 3.0)
     assert actions == [m.SendProbe()] and state.stalls == 1
+
+
+def _traffic_then_quiet() -> m.MonitorState:
+    """misses = 1: after traffic, the dead-line (life + 0.5) comes before the next probe is
+    due (last look + 0.5), so no probe is out when it passes. Ticks on time (no stall)."""
+    state, _ = m.step(m.initial_state(0.5, 1), m.Start(), 0.0)
+    state, _ = m.step(state, m.InboundPackets(5), 0.1)
+    state, _ = m.step(state, m.InboundPackets(9), 0.2)  # life dated to 0.1
+    for t in (0.3, 0.45):
+        state, actions = m.step(state, m.Tick(), t)
+        assert actions == []
+    return state
+
+
+def test_no_verdict_while_no_probe_is_out_since_the_last_sign_of_life() -> None:
+    state = _traffic_then_quiet()
+    state, actions = m.step(state, m.Tick(), 0.6)
+    assert actions == [m.SendProbe()] and state.unanswered == 0 and state.running
+    state = _probe(state, 0.6)
+    state, _ = m.step(state, m.ReplySeen(), 0.61)
+    state, actions = m.step(state, m.Tick(), 1.1)
+    assert not state.dead and not any(isinstance(a, m.DeclareDead) for a in actions)
+
+
+def test_the_held_verdict_falls_when_that_probe_is_lost() -> None:
+    state = _traffic_then_quiet()
+    state, _ = m.step(state, m.Tick(), 0.6)
+    state = _probe(state, 0.6)
+    state, actions = m.step(state, m.Tick(), 1.1)
+    assert len(actions) == 1 and isinstance(actions[0], m.DeclareDead)
+    assert actions[0].unanswered == 1
