@@ -119,3 +119,21 @@ def test_without_a_drain_answers_on_their_way_back_are_lost(
     print(f"\n3 switches + 3 failbacks, switch_drain 0: {describe(result)}")
     assert result.carriers() == ["segw1", "segw2"] * 3 + ["segw1"], result.carriers()
     assert len(result.lost_back()) > 0
+
+
+def test_the_drain_shows_in_status_while_the_old_tunnel_stays(
+    fresh_lab: Lab, make_extsock: Callable[[str], ExtsockRunner]
+) -> None:
+    extsock = make_extsock(FAST_POLICY + "    switch_drain = 4s\n")
+    assert on(extsock, GW1), extsock.log_tail()
+    old_ike = extsock.status()["ike_id"]
+    assert extsock.request("switch", conn="home", to=GW2)["changed"] is True
+    assert on(extsock, GW2), extsock.log_tail()
+    drain = extsock.status()["draining"]
+    assert isinstance(drain, dict), drain
+    assert (drain["gateway"], drain["ike_id"]) == (GW1, old_ike)
+    assert 0.0 < drain["in"] <= 4.0 and drain["until"] > time.time()
+    assert fresh_lab.child_installed("segw1")  # charon still has the old tunnel
+    # At its end the old tunnel goes, and so does the drain from status.
+    assert wait_until(lambda: extsock.status()["draining"] is None, 8.0), extsock.log_tail()
+    assert wait_until(lambda: not fresh_lab.child_installed("segw1"), 5.0)
