@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from extsock_py.domain.persisted import SavedConnection
 from extsock_py.domain.reports import HistoryRecord
 
 log = logging.getLogger("extsock.state")
@@ -158,9 +159,9 @@ class SqliteStateStore:
 
     # --- StateStore -----------------------------------------------------------------------
 
-    def save_connection(self, name: str, fields: Mapping[str, Any]) -> None:
-        """Replace `name`'s stored fields with the known ones of `fields`."""
-        clean = _clean(fields, CONNECTION_FIELDS, f"connection {name!r}")
+    def save_connection(self, name: str, state: SavedConnection) -> None:
+        """Replace `name`'s stored state."""
+        clean = _clean(connection_fields(state), CONNECTION_FIELDS, f"connection {name!r}")
         payload = json.dumps(clean, sort_keys=True, allow_nan=False)
         self._write(
             "save_connection",
@@ -172,9 +173,9 @@ class SqliteStateStore:
             ),
         )
 
-    def load_connections(self) -> dict[str, dict[str, Any]]:
-        """Every stored connection's fields; rows that do not decode are skipped."""
-        out: dict[str, dict[str, Any]] = {}
+    def load_connections(self) -> dict[str, SavedConnection]:
+        """Every stored connection's state; rows that do not decode are skipped."""
+        out: dict[str, SavedConnection] = {}
         rows = self._read("SELECT name, fields FROM connections ORDER BY name", ())
         for name, payload in rows:
             try:
@@ -183,7 +184,7 @@ class SqliteStateStore:
                 log.warning("state of connection %r does not decode; ignored", name)
                 continue
             if isinstance(value, dict):
-                out[name] = {k: v for k, v in value.items() if k in CONNECTION_FIELDS}
+                out[name] = saved_connection(value, f"connection {name!r}")
         return out
 
     def forget_connection(self, name: str) -> None:
@@ -376,6 +377,36 @@ class SqliteStateStore:
             self.in_memory = True
 
 
+def saved_connection(fields: Mapping[str, object], what: str = "connection") -> SavedConnection:
+    """A connection's state from untrusted fields (a stored row, of this or an older
+    extsock): the keys of `CONNECTION_FIELDS`; unknown keys are dropped and logged by name,
+    a value of the wrong type reads as None."""
+    clean = _clean(fields, CONNECTION_FIELDS, what)
+    held = clean.get("held")
+    return SavedConnection(
+        gateway=_as_str(clean.get("gateway")),
+        phase=_as_str(clean.get("phase")),
+        held=held if isinstance(held, bool) else None,
+        failures_total=_as_count(clean.get("failures_total")),
+        cycles_failed=_as_count(clean.get("cycles_failed")),
+        attempts_on_gateway=_as_count(clean.get("attempts_on_gateway")),
+        last_up=_as_str(clean.get("last_up")),
+    )
+
+
+def connection_fields(state: SavedConnection) -> dict[str, Scalar]:
+    """`state` under the store's keys (the JSON object of its row)."""
+    return {
+        "gateway": state.gateway,
+        "phase": state.phase,
+        "held": state.held,
+        "failures_total": state.failures_total,
+        "cycles_failed": state.cycles_failed,
+        "attempts_on_gateway": state.attempts_on_gateway,
+        "last_up": state.last_up,
+    }
+
+
 def history_record(fields: Mapping[str, object]) -> HistoryRecord:
     """A history record from untrusted fields (a stored row, or an older caller's mapping):
     the keys of `HISTORY_FIELDS` plus "id"; unknown keys are dropped and logged by name, a
@@ -461,6 +492,10 @@ def _truncation(path: Path) -> str:
     if valid and pages and size < pages * page_size:
         return f"{size // page_size} of the {pages} pages its header states"
     return ""
+
+
+def _as_count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _as_seconds(value: object) -> float | None:

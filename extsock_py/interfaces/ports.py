@@ -15,6 +15,7 @@ from extsock_py.domain.credentials import (
 )
 from extsock_py.domain.notices import Notice
 from extsock_py.domain.observations import IkeSaInfo
+from extsock_py.domain.persisted import SavedConnection
 from extsock_py.domain.reports import HistoryRecord
 
 T = TypeVar("T")
@@ -131,9 +132,9 @@ class Subscribable(Protocol):
 class StateStore(Protocol):
     """What survives a restart of extsock: per-connection state and the failover history."""
 
-    def save_connection(self, name: str, fields: Mapping[str, Any]) -> None: ...
+    def save_connection(self, name: str, state: SavedConnection) -> None: ...
 
-    def load_connections(self) -> dict[str, dict[str, Any]]: ...
+    def load_connections(self) -> dict[str, SavedConnection]: ...
 
     def append_history(self, record: HistoryRecord) -> None: ...
 

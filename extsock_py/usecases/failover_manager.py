@@ -30,6 +30,7 @@ from extsock_py.domain.actions import (
 from extsock_py.domain.failover import ConnState, Phase, initial_state, step, wake_at
 from extsock_py.domain.gateways import expand, is_name
 from extsock_py.domain.notices import ConnectionNotice, NoticeKind
+from extsock_py.domain.persisted import SavedConnection
 from extsock_py.domain.profile import ConnectionProfile, clone_name
 from extsock_py.domain.reports import ConnectionStatus, HistoryRecord
 from extsock_py.domain.sas import SaTable
@@ -215,23 +216,25 @@ class FailoverManager:
         restored = []
         for name in names:
             stored, managed = saved.get(name), self._conns.get(name)
-            if not stored or managed is None or managed.state.phase is not Phase.IDLE:
+            if stored is None or stored == SavedConnection() or managed is None:
                 continue
-            total = stored.get("failures_total")
-            if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            if managed.state.phase is not Phase.IDLE:
+                continue
+            total = stored.failures_total
+            if total is None or total < 0:
                 total = managed.state.kept.failures_total
-            self._apply(managed, ev.Restored(held=stored.get("held") is True, failures_total=total))
-            last_up = stored.get("last_up")
-            if last_up is None and stored.get("phase") == str(Phase.UP):
-                last_up = stored.get("gateway")
-            if isinstance(last_up, str):
+            self._apply(managed, ev.Restored(held=stored.held is True, failures_total=total))
+            last_up = stored.last_up
+            if last_up is None and stored.phase == str(Phase.UP):
+                last_up = stored.gateway
+            if last_up is not None:
                 self._last_up[name] = last_up
             restored.append(name)
             log.info(
                 "%s: last run left it %s on %s%s, %d failures so far",
                 name,
-                stored.get("phase"),
-                stored.get("gateway"),
+                stored.phase,
+                stored.gateway,
                 ", held" if managed.state.kept.held else "",
                 total,
             )
@@ -486,15 +489,15 @@ class FailoverManager:
             self._last_up[s.name] = s.gateway
         self._store.save_connection(
             s.name,
-            {
-                "last_up": self._last_up.get(s.name),
-                "gateway": s.gateway,
-                "phase": str(s.phase),
-                "held": s.kept.held,
-                "failures_total": s.kept.failures_total,
-                "cycles_failed": s.attempt.cycles_failed,
-                "attempts_on_gateway": s.attempt.tries,
-            },
+            SavedConnection(
+                last_up=self._last_up.get(s.name),
+                gateway=s.gateway,
+                phase=str(s.phase),
+                held=s.kept.held,
+                failures_total=s.kept.failures_total,
+                cycles_failed=s.attempt.cycles_failed,
+                attempts_on_gateway=s.attempt.tries,
+            ),
         )
 
     # --- views --------------------------------------------------------------------------

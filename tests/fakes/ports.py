@@ -22,6 +22,7 @@ from extsock_py.domain.credentials import (
 from extsock_py.domain.errors import CharonError
 from extsock_py.domain.notices import Notice
 from extsock_py.domain.observations import ChildSaInfo, IkeSaInfo
+from extsock_py.domain.persisted import SavedConnection
 from extsock_py.domain.reports import HistoryRecord
 
 Call = tuple[Any, ...]
@@ -285,14 +286,14 @@ class RecordingPublisher:
 
 class MemoryStateStore:
     def __init__(self) -> None:
-        self.connections: dict[str, dict[str, Any]] = {}
+        self.connections: dict[str, SavedConnection] = {}
         self.records: list[HistoryRecord] = []
 
-    def save_connection(self, name: str, fields: Mapping[str, Any]) -> None:
-        self.connections[name] = dict(fields)
+    def save_connection(self, name: str, state: SavedConnection) -> None:
+        self.connections[name] = state
 
-    def load_connections(self) -> dict[str, dict[str, Any]]:
-        return {name: dict(fields) for name, fields in self.connections.items()}
+    def load_connections(self) -> dict[str, SavedConnection]:
+        return dict(self.connections)
 
     def append_history(self, record: HistoryRecord) -> None:
         self.records.append(record)

@@ -13,6 +13,7 @@ from extsock_py.adapters.control.server import attach_control
 from extsock_py.adapters.reports_json import row_json
 from extsock_py.cli.failover import failover
 from extsock_py.domain.errors import CharonUnreachable
+from extsock_py.domain.persisted import SavedConnection
 from extsock_py.domain.profile import clone_name
 from tests.unit.test_control_support import Harness, make_harness, short_dir, wait_until
 
@@ -48,10 +49,10 @@ def test_an_adopted_tunnel_shows_charons_ike_state() -> None:
 def test_a_failover_finished_while_extsock_was_away_is_in_the_history() -> None:
     harness = make_harness()
     harness.store.save_connection(
-        "home", {"gateway": "10.0.0.1", "phase": "up", "held": False, "failures_total": 2}
+        "home", SavedConnection(gateway="10.0.0.1", phase="up", held=False, failures_total=2)
     )
     harness.store.save_connection(  # died mid-failover: the target was persisted, not up
-        "office", {"gateway": "192.0.2.2", "phase": "connecting", "last_up": "192.0.2.1"}
+        "office", SavedConnection(gateway="192.0.2.2", phase="connecting", last_up="192.0.2.1")
     )
     harness.charon.add_sa(clone_name("home", "10.0.0.2"), unique_id=41)
     harness.charon.add_sa(clone_name("office", "192.0.2.2"), unique_id=42)
@@ -62,12 +63,12 @@ def test_a_failover_finished_while_extsock_was_away_is_in_the_history() -> None:
         ("home", "10.0.0.1", "10.0.0.2", "while-away", "up"),
         ("office", "192.0.2.1", "192.0.2.2", "while-away", "up"),
     }
-    assert harness.store.connections["home"]["last_up"] == "10.0.0.2"
+    assert harness.store.connections["home"].last_up == "10.0.0.2"
 
 
 def test_a_tunnel_adopted_where_it_was_is_not_a_failover() -> None:
     harness = make_harness()
-    harness.store.save_connection("home", {"gateway": "10.0.0.1", "phase": "up"})
+    harness.store.save_connection("home", SavedConnection(gateway="10.0.0.1", phase="up"))
     harness.charon.add_sa(clone_name("home", "10.0.0.1"), unique_id=41)
     with started(harness):
         pass

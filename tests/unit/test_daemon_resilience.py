@@ -28,6 +28,7 @@ from extsock_py.adapters.vici.listener import ViciEventListener
 from extsock_py.adapters.vici.pool import ViciCharonPool
 from extsock_py.domain import observations as ob
 from extsock_py.domain.errors import CharonUnreachable
+from extsock_py.domain.persisted import SavedConnection
 from extsock_py.domain.reports import ConnectionStatus
 from extsock_py.mainloop import MainLoop
 from extsock_py.usecases.daemon_service import DaemonOptions, DaemonService, Listener
@@ -375,7 +376,7 @@ def test_reload_while_charon_is_away_is_applied_when_it_is_back(running: Running
 def test_daemon_start_restores_hold_and_failures(tmp_path: Path) -> None:
     store = MemoryStateStore()
     store.save_connection(
-        "home", {"gateway": GW2, "phase": "up", "held": True, "failures_total": 4}
+        "home", SavedConnection(gateway=GW2, phase="up", held=True, failures_total=4)
     )
     r = _start(tmp_path, store)
     try:

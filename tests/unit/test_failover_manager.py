@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 
 import extsock_py
+from extsock_py.adapters.state_store import connection_fields, saved_connection
 from extsock_py.domain import events as ev
 from extsock_py.domain.actions import Action, Initiate, LoadClone
 from extsock_py.domain.errors import CharonError, CharonUnreachable
 from extsock_py.domain.failover import Phase
+from extsock_py.domain.persisted import SavedConnection
 from extsock_py.domain.policy import FailbackPolicy, FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
 from extsock_py.domain.reports import ConnectionStatus, HistoryRecord
@@ -147,8 +149,8 @@ def test_failover_loads_the_clone_of_the_next_gateway(make: Any) -> None:
             outage=None,  # no monitor: nothing saw the traffic stop
         )
     ]
-    assert w.store.connections["home"]["gateway"] == GW2
-    assert w.store.connections["home"]["phase"] == "up"
+    assert w.store.connections["home"].gateway == GW2
+    assert w.store.connections["home"].phase == "up"
 
 
 def test_refused_initiate_is_fed_back_as_initiate_failed() -> None:
@@ -409,7 +411,7 @@ def test_charon_restarted_starts_every_machine_over_through_step() -> None:
 
 def test_restore_persisted_goes_through_the_machine() -> None:
     w = World()
-    w.store.save_connection("home", {"held": True, "failures_total": 5, "phase": "up"})
+    w.store.save_connection("home", SavedConnection(held=True, failures_total=5, phase="up"))
     assert w.manager.restore_persisted(["home", "nobody"]) == ["home"]
     managed = w.manager.get("home")
     assert managed is not None
@@ -452,7 +454,7 @@ def test_the_persisted_row_keeps_its_flat_keys() -> None:
     w = World()
     w.manager.start_all()
     w.manager.handle("home", ev.InitiateFailed(GW1, "refused"))
-    row = w.store.connections["home"]
+    row = connection_fields(w.store.connections["home"])
     assert set(row) == PERSISTED_KEYS
     assert (row["gateway"], row["phase"], row["held"], row["failures_total"]) == (
         GW2,
@@ -473,7 +475,7 @@ def test_a_row_written_before_the_records_were_grouped_is_restored() -> None:
         "cycles_failed": 1,
         "attempts_on_gateway": 0,
     }
-    w.store.save_connection("home", old)
+    w.store.save_connection("home", saved_connection(old))
     assert w.manager.restore_persisted(["home"]) == ["home"]
     managed = w.manager.get("home")
     assert managed is not None

@@ -24,9 +24,12 @@ from extsock_py.adapters.state_store import (
     SCHEMA_VERSION,
     Scalar,
     SqliteStateStore,
+    connection_fields,
     history_fields,
     history_record,
+    saved_connection,
 )
+from extsock_py.domain.persisted import SavedConnection
 from extsock_py.interfaces.ports import StateStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +55,19 @@ def record(n: int, connection: str = "office", when: float | None = None) -> dic
         "result": "up",
         "duration": 0.5 + n,
         "outage": 1.5 + n,
+    }
+
+
+def save(s: StateStore, name: str, fields: Mapping[str, object]) -> None:
+    """Save a connection's state given as the store's fields (maybe hostile), decoded first."""
+    s.save_connection(name, saved_connection(fields))
+
+
+def loaded(s: StateStore) -> dict[str, dict[str, Scalar]]:
+    """The stored connections, each under the store's keys (the unknown, None, left out)."""
+    return {
+        name: {k: v for k, v in connection_fields(state).items() if v is not None}
+        for name, state in s.load_connections().items()
     }
 
 
@@ -118,35 +134,35 @@ def test_open_twice_and_close_twice_are_harmless(tmp_path: Path) -> None:
 
 
 def test_save_and_load_connections(store: SqliteStateStore) -> None:
-    assert store.load_connections() == {}
-    store.save_connection("office", CONN)
-    store.save_connection("lab", {**CONN, "gateway": "gw9", "held": True})
-    assert store.load_connections() == {
+    assert loaded(store) == {}
+    save(store, "office", CONN)
+    save(store, "lab", {**CONN, "gateway": "gw9", "held": True})
+    assert loaded(store) == {
         "lab": {**CONN, "gateway": "gw9", "held": True},
         "office": CONN,
     }
 
 
 def test_save_replaces_all_fields(store: SqliteStateStore) -> None:
-    store.save_connection("office", CONN)
-    store.save_connection("office", {"gateway": "gw3", "phase": "connecting"})
-    assert store.load_connections() == {"office": {"gateway": "gw3", "phase": "connecting"}}
+    save(store, "office", CONN)
+    save(store, "office", {"gateway": "gw3", "phase": "connecting"})
+    assert loaded(store) == {"office": {"gateway": "gw3", "phase": "connecting"}}
 
 
 def test_state_survives_reopen(tmp_path: Path) -> None:
     with SqliteStateStore(tmp_path) as s:
-        s.save_connection("office", CONN)
+        save(s, "office", CONN)
         add(s, record(1))
     with SqliteStateStore(tmp_path) as s:
-        assert s.load_connections() == {"office": CONN}
+        assert loaded(s) == {"office": CONN}
         assert [r["reason"] for r in rows(s)] == ["dpd"]
 
 
 def test_forget_connection(store: SqliteStateStore) -> None:
-    store.save_connection("office", CONN)
+    save(store, "office", CONN)
     store.forget_connection("office")
     store.forget_connection("never-was")
-    assert store.load_connections() == {}
+    assert loaded(store) == {}
 
 
 def test_unknown_fields_are_dropped_and_never_written(
@@ -154,9 +170,9 @@ def test_unknown_fields_are_dropped_and_never_written(
 ) -> None:
     secret = "0sFpZAZqEN6Ti9sqt4ZP5EWcqx"
     with caplog.at_level(logging.WARNING, "extsock.state"):
-        store.save_connection("office", {**CONN, "psk": secret, "private_key": secret})
+        save(store, "office", {**CONN, "psk": secret, "private_key": secret})
         add(store, {**record(1), "secret": secret})
-    assert set(store.load_connections()["office"]) == CONNECTION_FIELDS
+    assert set(loaded(store)["office"]) == CONNECTION_FIELDS
     assert "secret" not in rows(store)[0]
     assert "psk" in caplog.text and "private_key" in caplog.text
     assert secret not in caplog.text  # keys are logged, values never
@@ -166,17 +182,17 @@ def test_unknown_fields_are_dropped_and_never_written(
 
 
 def test_structured_values_are_not_stored(store: SqliteStateStore) -> None:
-    store.save_connection(
-        "office", {"gateway": {"secret": "x"}, "phase": ["a"], "failures_total": float("nan")}
+    save(
+        store,
+        "office",
+        {"gateway": {"secret": "x"}, "phase": ["a"], "failures_total": float("nan")},
     )
-    assert store.load_connections() == {
-        "office": {"gateway": None, "phase": None, "failures_total": None}
-    }
+    assert loaded(store) == {"office": {}}
 
 
 def test_long_text_is_capped(store: SqliteStateStore) -> None:
-    store.save_connection("office", {"gateway": "g" * 10_000})
-    assert len(store.load_connections()["office"]["gateway"]) == 256
+    save(store, "office", {"gateway": "g" * 10_000})
+    assert len(store.load_connections()["office"].gateway or "") == 256
 
 
 def test_history_roundtrip(store: SqliteStateStore) -> None:
@@ -243,9 +259,9 @@ def test_use_while_closed_is_logged_not_raised(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     s = SqliteStateStore(tmp_path)
-    s.save_connection("office", CONN)
+    save(s, "office", CONN)
     add(s, record(1))
-    assert s.load_connections() == {}
+    assert loaded(s) == {}
     assert rows(s) == []
     assert "closed" in caplog.text
 
@@ -255,8 +271,8 @@ def test_corrupt_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFi
     (tmp_path / DB_NAME).write_bytes(garbage)
     with caplog.at_level(logging.WARNING, "extsock.state"), SqliteStateStore(tmp_path) as s:
         assert not s.in_memory
-        s.save_connection("office", CONN)
-        assert s.load_connections() == {"office": CONN}
+        save(s, "office", CONN)
+        assert loaded(s) == {"office": CONN}
     (aside,) = tmp_path.glob(f"{DB_NAME}.corrupt-*")
     assert aside.read_bytes() == garbage
     assert "moving it aside" in caplog.text
@@ -292,8 +308,8 @@ def test_unusable_directory_falls_back_to_memory(
     (tmp_path / "file").write_text("a file, not a directory")
     with SqliteStateStore(tmp_path / "file" / "state") as s:
         assert s.in_memory
-        s.save_connection("office", CONN)
-        assert s.load_connections() == {"office": CONN}
+        save(s, "office", CONN)
+        assert loaded(s) == {"office": CONN}
     assert "in memory" in caplog.text
 
 
@@ -312,29 +328,29 @@ class _Malformed:
 
 def test_corruption_found_while_running_starts_fresh(tmp_path: Path) -> None:
     with SqliteStateStore(tmp_path) as s:
-        s.save_connection("office", CONN)
+        save(s, "office", CONN)
         s._db = _Malformed(s._db)  # type: ignore[arg-type,assignment]
         add(s, record(1))  # logged and dropped, the file moved aside
         assert list(tmp_path.glob(f"{DB_NAME}.corrupt-*"))
         assert not s.in_memory
-        assert s.load_connections() == {}
-        s.save_connection("office", CONN)
-        assert s.load_connections() == {"office": CONN}
+        assert loaded(s) == {}
+        save(s, "office", CONN)
+        assert loaded(s) == {"office": CONN}
 
 
 def test_busy_errors_do_not_move_the_file(tmp_path: Path) -> None:
     with SqliteStateStore(tmp_path) as s:
-        s.save_connection("office", CONN)
+        save(s, "office", CONN)
         other = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # holds the write lock
         try:
             s._db.execute("PRAGMA busy_timeout=50")  # type: ignore[union-attr]
-            s.save_connection("office", {"gateway": "gw9"})  # times out: logged, dropped
+            save(s, "office", {"gateway": "gw9"})  # times out: logged, dropped
         finally:
             other.execute("ROLLBACK")
             other.close()
         assert not list(tmp_path.glob(f"{DB_NAME}.corrupt-*"))
-        assert s.load_connections() == {"office": CONN}
+        assert loaded(s) == {"office": CONN}
 
 
 def test_concurrent_writer_and_readers(tmp_path: Path) -> None:
@@ -346,7 +362,7 @@ def test_concurrent_writer_and_readers(tmp_path: Path) -> None:
     def writer() -> None:
         try:
             for n in range(400):
-                s.save_connection("office", {**CONN, "failures_total": n})
+                save(s, "office", {**CONN, "failures_total": n})
                 add(s, record(n))
         except BaseException as exc:
             errors.append(exc)
@@ -359,8 +375,8 @@ def test_concurrent_writer_and_readers(tmp_path: Path) -> None:
             while not done.is_set():
                 conns = s.load_connections()
                 if conns:
-                    seen = conns["office"]["failures_total"]
-                    assert seen >= last  # never goes back
+                    seen = conns["office"].failures_total
+                    assert seen is not None and seen >= last  # never goes back
                     last = seen
                 found = s.history(limit=1000)
                 assert len(found) <= 50
@@ -379,7 +395,7 @@ def test_concurrent_writer_and_readers(tmp_path: Path) -> None:
     s.close()
     assert not errors, errors
     with SqliteStateStore(tmp_path) as again:
-        assert again.load_connections()["office"]["failures_total"] == 399
+        assert again.load_connections()["office"].failures_total == 399
         assert len(rows(again, limit=1000)) == 50
 
 
@@ -390,6 +406,7 @@ _CHILD = textwrap.dedent(
     import sys
     from pathlib import Path
     from extsock_py.adapters.state_store import SqliteStateStore
+    from extsock_py.domain.persisted import SavedConnection
     from extsock_py.domain.reports import HistoryRecord
 
     store = SqliteStateStore(Path(sys.argv[1]), max_history=10_000_000)
@@ -399,7 +416,7 @@ _CHILD = textwrap.dedent(
     while True:
         n += 1
         store.append_history(HistoryRecord(time=float(n), connection="kill", reason=str(n)))
-        store.save_connection("kill", {"failures_total": n})
+        store.save_connection("kill", SavedConnection(failures_total=n))
         print(n, flush=True)
     """
 )
@@ -448,7 +465,7 @@ def test_committed_records_survive_sigkill(tmp_path: Path) -> None:
         assert max(stored) <= reported[-1] + 1
         with SqliteStateStore(directory) as s:
             assert not s.in_memory
-            assert s.load_connections()["kill"]["failures_total"] >= reported[-1]
+            assert (s.load_connections()["kill"].failures_total or 0) >= reported[-1]
             assert len(rows(s, connection="kill", limit=10**9)) == len(stored)
 
 
@@ -456,7 +473,7 @@ def test_every_state_file_is_0600_from_creation(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
         with SqliteStateStore(tmp_path / "state") as s:
-            s.save_connection("home", {"phase": "up"})  # the WAL and its index exist now
+            save(s, "home", {"phase": "up"})  # the WAL and its index exist now
             files = sorted(p.name for p in (tmp_path / "state").iterdir())
             assert files == [DB_NAME, f"{DB_NAME}-shm", f"{DB_NAME}-wal"]
             for name in files:
@@ -525,3 +542,27 @@ def test_hostile_stored_rows_decode_to_safe_records(store: SqliteStateStore) -> 
     assert got.reason is not None and len(got.reason) == 256
     assert (got.result, got.duration, got.outage) == (None, None, None)
     assert got.id == 1
+
+
+def test_rows_of_an_older_or_hostile_writer_load(store: SqliteStateStore) -> None:
+    """A connection row as JSON written before the state was typed (some keys only) or by
+    hand (wrong types, unknown keys, not an object) loads what it can and never raises."""
+    store.close()
+    rows_ = [
+        ("old", '{"gateway": "gw1", "phase": "up", "held": true, "failures_total": 2}'),
+        ("bad", '{"gateway": {"x": 1}, "held": "yes", "failures_total": true, "psk": "s3"}'),
+        ("list", "[1, 2]"),
+        ("junk", "{not json"),
+    ]
+    with sqlite3.connect(store.path) as db:
+        for name, payload in rows_:
+            db.execute(
+                "INSERT INTO connections (name, fields, updated_at) VALUES (?, ?, 0)",
+                (name, payload),
+            )
+    db.close()
+    store.open()
+    assert store.load_connections() == {
+        "old": SavedConnection(gateway="gw1", phase="up", held=True, failures_total=2),
+        "bad": SavedConnection(),
+    }
