@@ -581,8 +581,12 @@ def _on_initiate_failed(state: ConnState, event: ev.InitiateFailed, now: float) 
 
 def _on_retransmit(state: ConnState, event: ev.RetransmitSeen, now: float) -> Result:
     limit = state.policy.dead_after_retransmits
-    if _is_switch(state, event.gateway, event.ike_id):
-        return _abort_switch(state, now, terminate=True) if limit else (state, [])
+    if _is_switch(state, event.gateway, event.ike_id) and state.switch is not None:
+        # A switch is a connect: judged by its deadline alone, like any connect. The tunnel
+        # still runs through the old gateway meanwhile, so waiting costs nothing, and a
+        # gateway that answers the first IKE_SA_INIT late (a busy peer; seen with 6.1 under
+        # load) is slow, not dead.
+        return replace(state, switch=replace(state.switch, ike_id=event.ike_id)), []
     if not _is_current(state, event.gateway, event.ike_id):
         return state, []
     match state.phase:

@@ -123,6 +123,9 @@ def test_operator_terminate_is_not_a_failure(fresh_lab: Lab, extsock: ExtsockRun
 def test_manual_switch_is_make_before_break(fresh_lab: Lab, extsock: ExtsockRunner) -> None:
     extsock.start()
     assert wait_until(lambda: fresh_lab.child_installed("segw1"), 10.0), extsock.log_tail()
+    # switch once extsock itself has the tunnel up: a switch while it still connects is a
+    # new target for the connect, not a make-before-break switch (seen under load)
+    assert wait_until(lambda: extsock.status()["phase"] == "up", 10.0), extsock.log_tail()
     extsock.request("switch", conn="home", to=GW2)
     assert wait_until(lambda: extsock.status()["active_gateway"] == GW2, 10.0), extsock.log_tail()
     assert wait_until(lambda: not fresh_lab.child_installed("segw1"), 5.0)

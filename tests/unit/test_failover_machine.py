@@ -753,7 +753,6 @@ def test_news_of_a_drained_tunnel_does_not_touch_a_switch_back() -> None:
         (ev.TunnelDown(GW2, 2, "child-down"), True),
         (ev.TunnelDown(GW2, 2, "no-route"), True),
         (ev.InitiateFailed(GW2, "x", 2), True),
-        (ev.RetransmitSeen(GW2, 2), True),
     ],
 )
 def test_a_failing_switch_is_aborted_and_the_tunnel_kept(event: ev.Event, terminates: bool) -> None:
@@ -768,10 +767,18 @@ def test_a_failing_switch_is_aborted_and_the_tunnel_kept(event: ev.Event, termin
     assert (state.phase, state.gateway, state.ike_id, state.switch) == (Phase.UP, GW1, 1, None)
 
 
-def test_switch_retransmits_are_ignored_when_counting_is_off() -> None:
+@pytest.mark.parametrize("limit", [0, 1, 3])
+def test_a_switch_is_judged_by_its_deadline_not_by_retransmits(limit: int) -> None:
     state = last(s_up_gw1(), ev.Switch(GW2), ev.IkeConnecting(GW2, 2))
-    state = replace(state, policy=policy(dead_after_retransmits=0))
+    state = replace(state, policy=policy(dead_after_retransmits=limit))
     assert step(state, ev.RetransmitSeen(GW2, 2), T0) == (state, [])
+    # the late answer still completes the switch
+    assert last(state, ev.RetransmitSeen(GW2, 2), ev.TunnelUp(GW2, 2)).gateway == GW2
+    # and the deadline still ends a switch whose gateway never answers
+    assert state.switch is not None
+    late, actions = step(state, ev.Tick(), state.switch.deadline + 0.01)
+    assert late.switch is None and (late.gateway, late.phase) == (GW1, Phase.UP)
+    assert any(isinstance(a, Notify) and a.kind is NoticeKind.SWITCH_FAILED for a in actions)
 
 
 def test_rekeyed_switch_target_keeps_being_tracked() -> None:
