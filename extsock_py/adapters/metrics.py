@@ -38,8 +38,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from extsock_py.adapters.publisher import notice_fields
 from extsock_py.adapters.reports_json import health_json
 from extsock_py.domain.failover import Phase
+from extsock_py.domain.notices import Notice
 from extsock_py.domain.reports import DaemonSnapshot
 from extsock_py.interfaces.operator import OperatorPort
 from extsock_py.interfaces.ports import Subscribable
@@ -238,6 +240,10 @@ class _EventMetrics:
             ["event"],
             registry=registry,
         )
+
+    def on_notice(self, notice: Notice) -> None:
+        """The publisher's subscriber: counts the notice by its event fields."""
+        self.on_event(notice.kind, notice_fields(notice))
 
     def on_event(self, kind: str, fields: Mapping[str, Any]) -> None:
         self.published.labels(_label(kind)).inc()
@@ -489,7 +495,7 @@ class MetricsServer:
     def start(self) -> None:
         http = _Listener(self, self._bind())
         self._http = http
-        self._unsubscribe = self._publisher.subscribe(self.events.on_event)
+        self._unsubscribe = self._publisher.subscribe(self.events.on_notice)
         self._thread = threading.Thread(target=http.serve, name="metrics", daemon=True)
         self._thread.start()
         log.info("metrics and health on %s", self.url)

@@ -1,7 +1,8 @@
 """Fan-out of extsock's own events to subscribers (control socket, metrics, logs).
 
 The usecases publish typed notices (domain/notices.py); here, and only here, each becomes
-the kind and the JSON fields the subscribers read (the control protocol's events).
+the kind and the JSON fields the control protocol's events carry (`notice_fields`);
+subscribers get the notice itself.
 """
 
 from __future__ import annotations
@@ -45,14 +46,13 @@ class Broadcast:
         return unsubscribe
 
     def publish(self, notice: Notice) -> None:
-        kind, fields = notice.kind, notice_fields(notice)
         with self._lock:
             subscribers = list(self._subscribers)
         for subscriber in subscribers:
             try:
-                subscriber(kind, fields)
+                subscriber(notice)
             except Exception:
-                log.exception("subscriber failed on %s", kind)
+                log.exception("subscriber failed on %s", notice.kind)
 
 
 def notice_fields(notice: Notice) -> dict[str, Any]:

@@ -118,7 +118,8 @@ class EventPublisher(Protocol):
     def publish(self, notice: Notice) -> None: ...
 
 
-Subscriber = Callable[[str, Mapping[str, Any]], None]
+#: Follows the published notices; each adapter makes its own form of them (JSON, labels).
+Subscriber = Callable[[Notice], None]
 Unsubscribe = Callable[[], None]
 
 

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from extsock_py.adapters.metrics import MetricsServer, attach_metrics, parse_address
+from extsock_py.adapters.publisher import notice_fields
 from extsock_py.domain.notices import (
     CharonBackNotice,
     CharonLostNotice,
@@ -254,7 +255,9 @@ def test_the_hot_standby_shows_in_metrics_status_and_events() -> None:
     config = replace(config, policies={"home": FailoverPolicy(max_cycles=2, standby=True)})
     with running_daemon(config) as harness:
         seen: list[tuple[str, dict[str, Any]]] = []
-        harness.publisher.subscribe(lambda kind, fields: seen.append((str(kind), dict(fields))))
+        harness.publisher.subscribe(
+            lambda notice: seen.append((str(notice.kind), notice_fields(notice)))
+        )
         server = attach_metrics(harness.operator, harness.publisher, "127.0.0.1:0")
         server.start()
         try:

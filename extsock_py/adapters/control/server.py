@@ -38,8 +38,10 @@ from typing import Any
 from extsock_py.adapters import reports_json as j
 from extsock_py.adapters.control import protocol as p
 from extsock_py.adapters.control.pushed import profile_from_request
+from extsock_py.adapters.publisher import notice_fields
 from extsock_py.domain.access import ControlAccess, Peer, Role, role_needed
 from extsock_py.domain.errors import ExtsockError
+from extsock_py.domain.notices import Notice
 from extsock_py.domain.reports import ChangeResult
 from extsock_py.interfaces.operator import OperatorPort
 from extsock_py.interfaces.ports import Subscribable, Unsubscribe
@@ -74,6 +76,10 @@ class _Subscription:
         self._closed = False
         self.queued_bytes = 0
         self.dropped_total = 0
+
+    def on_notice(self, notice: Notice) -> None:
+        """The publisher's subscriber: the notice as the protocol's event fields."""
+        self.offer(notice.kind, notice_fields(notice))
 
     def offer(self, kind: str, fields: Mapping[str, Any]) -> None:
         """Called by the publisher (on the daemon's main loop): never blocks."""
@@ -294,7 +300,7 @@ class _Client:
             kinds = frozenset(args.events)
         subscription = _Subscription(kinds, self._server.event_queue, self._server.subscriber_bytes)
         self._subscription = subscription
-        self._unsubscribe = self._server.publisher.subscribe(subscription.offer)
+        self._unsubscribe = self._server.publisher.subscribe(subscription.on_notice)
         self.send(p.ok_response(request_id, {"events": sorted(kinds or p.EVENT_KINDS)}))
         self.writer = threading.Thread(
             target=self._write_events, name=f"{self.name}-events", daemon=True
