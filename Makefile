@@ -13,8 +13,9 @@ install:
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
+# The unit suite on every core (pytest-xdist): fakes only, no shared state between tests.
 unit: install
-	$(PY) -m pytest -q -m "not integration" tests
+	$(PY) -m pytest -q -n auto -m "not integration" tests
 
 integration: install
 	$(PY) -m pytest -q -m integration tests
