@@ -427,24 +427,6 @@ def history_record(fields: Mapping[str, object]) -> HistoryRecord:
     )
 
 
-def history_fields(record: HistoryRecord) -> dict[str, Scalar]:
-    """`record` under the store's keys ("from" and "to" are gateways; "id" when it has one)."""
-    out: dict[str, Scalar] = {} if record.id is None else {"id": record.id}
-    out.update(
-        {
-            "time": record.time,
-            "connection": record.connection,
-            "from": record.from_gateway,
-            "to": record.to_gateway,
-            "reason": record.reason,
-            "result": record.result,
-            "duration": record.duration,
-            "outage": record.outage,
-        }
-    )
-    return out
-
-
 def _clean(fields: Mapping[str, Any], allowed: frozenset[str], what: str) -> dict[str, Scalar]:
     unknown = sorted(str(k) for k in fields if k not in allowed)
     if unknown:

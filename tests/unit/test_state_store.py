@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from extsock_py.adapters.reports_json import record_json
 from extsock_py.adapters.state_store import (
     CONNECTION_FIELDS,
     DB_NAME,
@@ -25,7 +26,6 @@ from extsock_py.adapters.state_store import (
     Scalar,
     SqliteStateStore,
     connection_fields,
-    history_fields,
     history_record,
     saved_connection,
 )
@@ -80,7 +80,7 @@ def rows(
     s: StateStore, connection: str | None = None, since: float | None = None, limit: int = 100
 ) -> list[dict[str, Scalar]]:
     """The stored history, each record under the store's keys."""
-    return [history_fields(r) for r in s.history(connection=connection, since=since, limit=limit)]
+    return [record_json(r) for r in s.history(connection=connection, since=since, limit=limit)]
 
 
 @pytest.fixture
