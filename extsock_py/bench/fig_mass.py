@@ -185,24 +185,30 @@ def direct_trial(
         for i in range(n):
             session.load_conn({confgen.conn_name(i): confgen.direct_body(lab, i, gw2, dpd_delay)})
     names = [confgen.conn_name(i) for i in range(n)]
+    errors: list[str] = []
     with EventWatch(str(lab.vici_path(INI))) as watch:
-        errors: list[str] = []
-        t0 = time.monotonic()
-        threads = [
-            threading.Thread(target=_initiate_all, args=(lab, names[k::THREADS], errors))
-            for k in range(THREADS)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout)
-        wanted = set(names)
-        up = watch.wait_count(
-            lambda s: s.kind == "child-updown" and s.up and s.conn in wanted, n, timeout
-        )
+        t0, up = timed_fan_out(watch, names, lambda part: _initiate_all(lab, part, errors), timeout)
     if len(up) < n:
         return None, f"baseline: only {len(up)} of {n} up within {timeout:.0f} s {errors[:1]}"
     return up[-1].at - t0, None
+
+
+def timed_fan_out(
+    watch: EventWatch, names: list[str], work: Callable[[list[str]], None], timeout: float
+) -> tuple[float, list[Seen]]:
+    """`work` in THREADS threads, each on its share of `names`, then wait (bounded) until every
+    one of `names` has its CHILD_SA up: (when the threads started, the child-updown ups seen)."""
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=work, args=(names[k::THREADS],)) for k in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    wanted = set(names)
+    up = watch.wait_count(
+        lambda s: s.kind == "child-updown" and s.up and s.conn in wanted, len(names), timeout
+    )
+    return t0, up
 
 
 def _initiate_all(lab: Lab, names: list[str], errors: list[str]) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
-import time
 
 from extsock_py.bench import confgen, families, fig_mass, report
 from extsock_py.bench.cli import Plan
@@ -106,19 +104,7 @@ def load_direct_trial(
 
     watch_kind: type[EventWatch] = getattr(fig_mass, "EventWatch")  # noqa: B009 (_Kept, --profile)
     with watch_kind(str(lab.vici_path(INI))) as watch:
-        t0 = time.monotonic()
-        threads = [
-            threading.Thread(target=work, args=(names[k :: fig_mass.THREADS],))
-            for k in range(fig_mass.THREADS)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout)
-        wanted = set(names)
-        up = watch.wait_count(
-            lambda s: s.kind == "child-updown" and s.up and s.conn in wanted, n, timeout
-        )
+        t0, up = fig_mass.timed_fan_out(watch, names, work, timeout)
     if len(up) < n:
         return None, f"load baseline: only {len(up)} of {n} up {errors[:1]}"
     return up[-1].at - t0, None
