@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from extsock_py.bench import labs
 from extsock_py.bench.labs import MAIN_PREFIX, BenchRunner, bench_lab, fresh_name, running
 from extsock_py.bench.stats import Figure, Summary, skipped
 from extsock_py.lab.lab import Lab, wait_until
@@ -37,21 +38,17 @@ FAR_DELAY = 0.05
 SETTLE = 1.3  # s after a failback before the next switch: past its drain (1 s)
 NAME = "7 switch and failback with a 200/s UDP stream: datagrams lost in 10 switches"
 GAP_NAME = "7g switch and failback: longest gap per switch at the far end (200/s stream)"
-POLICY = """
-    connect_timeout = 5s
-    dead_after_retransmits = 1
-    max_cycles = 0
-    backoff {
-        initial = 500ms
-        maximum = 2s
-    }
-    failback {
+# the bench's policy, with a failback that probes segw1 soon and keeps no hold-down
+POLICY = (
+    labs.POLICY
+    + """    failback {
         enabled = yes
         probe_interval = 1500ms
         probe_timeout = 2s
         hold_down = 0s
     }
 """
+)
 
 
 @dataclass
