@@ -16,20 +16,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from extsock_py.bench.fig_reaction import EVENT_TIMEOUT, HOME, _next, _node
-from extsock_py.bench.labs import (
-    POLICY,
-    BenchRunner,
-    fresh_name,
-    gateway_sa_ids,
-    gateway_terminate,
-    running,
-)
+from extsock_py.bench import fig_reaction
+from extsock_py.bench.fig_reaction import HOME, _next
+from extsock_py.bench.labs import POLICY, BenchRunner, fresh_name, running
 from extsock_py.bench.stats import Figure, Summary
-from extsock_py.bench.watch import EventWatch, child_up, went_down
+from extsock_py.bench.watch import EventWatch, child_up
 from extsock_py.lab.extsock_runner import ExtsockRunner
 from extsock_py.lab.lab import Lab, wait_until
-from extsock_py.lab.topology import ID_DOMAIN, INI
+from extsock_py.lab.topology import INI
 
 NAME = "1s reaction with hot standby: down event -> CHILD_SA up on next gateway (gateway DELETE)"
 GOAL_RATIO = 0.6
@@ -69,21 +63,13 @@ def one_failover(lab: Lab, watch: EventWatch, runner: ExtsockRunner, gateway: st
     if not wait_until(lambda: standby_up(runner, target), STANDBY_TIMEOUT, 0.05):
         raise RuntimeError(f"the hot standby towards {target} was not up")
     standby_id = ike_id_towards(lab, f"{HOME}@{target}")
-    ids = gateway_sa_ids(lab, _node(lab, gateway), f"ini.{ID_DOMAIN}")
-    if not ids:
-        raise RuntimeError(f"no SA of ini on {gateway}")
-    mark = watch.mark()
-    gateway_terminate(lab, _node(lab, gateway), max(ids))
-    down = watch.wait_for(went_down(f"{HOME}@{gateway}"), EVENT_TIMEOUT, mark)
-    up = watch.wait_for(child_up(f"{HOME}@{target}"), EVENT_TIMEOUT, mark)
-    if down is None or up is None:
-        raise RuntimeError(f"no {'down' if down is None else 'up'} event after DELETE")
+    reaction = fig_reaction.one_failover(lab, watch, HOME, gateway, "ini")  # figure 1's trial
     carried = child_ike_id(lab, f"{HOME}@{target}")
     if standby_id is None or carried != standby_id:
         raise RuntimeError(
             f"the CHILD_SA came up in IKE_SA {carried}, not the standby's {standby_id}"
         )
-    return up.at - down.at
+    return reaction
 
 
 def measure(lab: Lab, trials: int, log: Callable[[str], None], figure1: Figure | None) -> Figure:
