@@ -79,6 +79,9 @@ def lab(ctx: click.Context, state_dir: Path | None, swanctl_dir: Path | None) ->
 @lab.command()
 @click.option("--gateways", type=click.IntRange(1, 3), default=2, show_default=True)
 @click.option("--ipv6", is_flag=True, help="ini's remote_addrs are fd99:K::2 (outer IPv6)")
+@click.option(
+    "--inner-ipv6", is_flag=True, help="the tunnel also carries fd00:100::/64 <-> fd00:200::/64"
+)
 @click.option("--auth", type=click.Choice(["psk", "cert"]), default="psk", show_default=True)
 @click.option("--retransmit-timeout", type=float, default=None, help="ini's charon only")
 @click.option("--retransmit-tries", type=int, default=None, help="ini's charon only")
@@ -107,6 +110,7 @@ def up(
     ctx: click.Context,
     gateways: int,
     ipv6: bool,
+    inner_ipv6: bool,
     auth: str,
     retransmit_timeout: float | None,
     retransmit_tries: int | None,
@@ -125,6 +129,7 @@ def up(
     config = LabConfig(
         gateways=gateways,
         ipv6=ipv6,
+        inner_ipv6=inner_ipv6,
         auth="cert" if auth == "cert" else "psk",
         retransmit_timeout=retransmit_timeout,
         retransmit_tries=retransmit_tries,

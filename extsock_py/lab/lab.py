@@ -41,8 +41,10 @@ from extsock_py.lab.topology import (
     ECHO_PORT,
     INI,
     INI_ADDR,
+    INI_ADDR6,
     INI_NET,
     PROTECTED_ADDR,
+    PROTECTED_ADDR6,
     PROTECTED_NET,
     LabConfig,
     node_kind,
@@ -80,7 +82,7 @@ _CHROOT_SCRIPT = (
 
 _ECHO_SERVER = """\
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2])))
 tag = sys.argv[3].encode()
@@ -94,7 +96,7 @@ while True:
 
 _ECHO_CLIENT = """\
 import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((sys.argv[1], 0))
 wait, tries = float(sys.argv[4]), int(sys.argv[5])
 for i in range(tries):
@@ -352,7 +354,9 @@ class Lab:
             for gw in self.gateways:
                 self._load_gateway(gw)
             for gw in self.gateways:
-                self._start_echo(gw)
+                self._start_echo(gw, PROTECTED_ADDR)
+                if self.config.inner_ipv6:
+                    self._start_echo(gw, PROTECTED_ADDR6)
         except BaseException:
             if cleanup_on_error:
                 self.down()
@@ -376,10 +380,14 @@ class Lab:
             netns.ns_add(self.namespace(node))
         ini_ns = self.namespace(INI)
         netns.add_addr(ini_ns, "lo", f"{INI_ADDR}/24")
+        if cfg.inner_ipv6:  # libipsec's routes need a source inside the local selector
+            netns.add_addr(ini_ns, "lo", f"{INI_ADDR6}/64", nodad=True)
         for link in cfg.links:
             gw = f"segw{link.index}"
             gw_ns = self.namespace(gw)
             netns.add_addr(gw_ns, "lo", f"{PROTECTED_ADDR}/24")
+            if cfg.inner_ipv6:
+                netns.add_addr(gw_ns, "lo", f"{PROTECTED_ADDR6}/64", nodad=True)
             netns.add_veth(ini_ns, link.ini_if, gw_ns, link.gw_if)
             # Up before addresses: IPv6 addresses added to a down veth cost ~1 s (lost NS)
             # on the first packet after the link comes up.
@@ -558,10 +566,10 @@ class Lab:
     def _load_gateway(self, gateway: str) -> None:
         self.swanctl(gateway, "--load-all", "--file", str(self.swanctl_conf(gateway)))
 
-    def _start_echo(self, gateway: str) -> None:
+    def _start_echo(self, gateway: str, address: str) -> None:
         argv = netns.ns_argv(
             self.namespace(gateway),
-            [sys.executable, "-c", _ECHO_SERVER, PROTECTED_ADDR, str(ECHO_PORT), gateway],
+            [sys.executable, "-c", _ECHO_SERVER, address, str(ECHO_PORT), gateway],
         )
         child = subprocess.Popen(
             argv,
@@ -572,7 +580,7 @@ class Lab:
         )
         self._children[child.pid] = child
         state = self._state()
-        state["echo_pids"][gateway] = child.pid
+        state["echo_pids"][gateway if address == PROTECTED_ADDR else f"{gateway}-v6"] = child.pid
         self._write_state(state)
 
     def kill(self, node: str, timeout: float = 5.0) -> None:
@@ -751,9 +759,10 @@ class Lab:
         return proc.returncode == 0
 
     def udp_echo(self, timeout: float = 1.0, tries: int = 1, source: str = INI_ADDR) -> str | None:
-        """UDP from `source` (10.100.0.1) to the echo server on 10.200.0.1: the answering
-        gateway or None."""
-        argv = [sys.executable, "-c", _ECHO_CLIENT, source, PROTECTED_ADDR, str(ECHO_PORT),
+        """UDP from `source` (10.100.0.1) to the echo server on 10.200.0.1 (from an IPv6
+        `source`: on fd00:200::1, in a lab with `inner_ipv6`): the answering gateway or None."""
+        target = PROTECTED_ADDR6 if ":" in source else PROTECTED_ADDR
+        argv = [sys.executable, "-c", _ECHO_CLIENT, source, target, str(ECHO_PORT),
                 str(timeout), str(tries)]  # fmt: skip
         try:
             proc = self.ns_exec(INI, argv, timeout=tries * timeout + 10.0)

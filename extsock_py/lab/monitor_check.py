@@ -32,6 +32,7 @@ def monitor_policy(
     extra: str = "",
     local: str = INI_ADDR,
     probe: str = "udp",
+    remote: str = PROTECTED_ADDR,
 ) -> str:
     return f"""
     connect_timeout = 5s
@@ -43,7 +44,7 @@ def monitor_policy(
     monitor {{
         enabled = yes
         local = {local}
-        remote = {PROTECTED_ADDR}
+        remote = {remote}
         port = {MONITOR_PORT}
         interval = {interval}
         misses = {misses}
@@ -68,19 +69,20 @@ def _tunnel_on_segw1(lab: Lab, runner: ExtsockRunner) -> None:
 
 
 def measure_detection(
-    lab: Lab, runner: ExtsockRunner, settle: float = 2.0, idle: bool = False
+    lab: Lab, runner: ExtsockRunner, settle: float = 2.0, idle: bool = False, ipv6: bool = False
 ) -> dict[str, Any]:
     """segw1 made silent (link down) with the tunnel on it: seconds until segw2 answers.
 
     With traffic through the tunnel until the failure (a UDP echo every 20 ms), or, with
-    `idle`, none before it (only the probes then tell). `runner` carries a monitor
-    policy and is not started yet; the lab is fresh."""
+    `idle`, none before it (only the probes then tell); that echo over IPv6 with `ipv6` (a
+    lab with `inner_ipv6`). `runner` carries a monitor policy and is not started yet; the
+    lab is fresh."""
     _tunnel_on_segw1(lab, runner)
     time.sleep(settle)  # probes answered for a while: the monitor is in its steady state
     failed_at = time.monotonic()
     if idle:
         lab.fail("segw1", "link")
-    with echo_stream(lab) as stream:
+    with echo_stream(lab, ipv6=ipv6) as stream:
         if not idle:
             if not wait_until(lambda: stream.first_from("segw1", 0.0) is not None, 3.0):
                 raise RuntimeError("no echo through segw1")

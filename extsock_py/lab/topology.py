@@ -30,6 +30,11 @@ INI_NET = "10.100.0.0/24"
 INI_ADDR = "10.100.0.1"
 PROTECTED_NET = "10.200.0.0/24"
 PROTECTED_ADDR = "10.200.0.1"
+# With `inner_ipv6`, the CHILD_SA carries these too (dual stack), addressed the same way.
+INI_NET6 = "fd00:100::/64"
+INI_ADDR6 = "fd00:100::1"
+PROTECTED_NET6 = "fd00:200::/64"
+PROTECTED_ADDR6 = "fd00:200::1"
 ECHO_PORT = 7777
 DEFAULT_PSK = "extsock-lab-shared-secret"
 MAX_GATEWAYS = 3
@@ -114,6 +119,8 @@ class LabConfig:
 
     gateways: int = 2
     ipv6: bool = False
+    inner_ipv6: bool = False
+    """The traffic selectors also cover INI_NET6 <-> PROTECTED_NET6 (IPv6 through the tunnel)."""
     auth: AuthMode = "psk"
     psk: str = DEFAULT_PSK
     retransmit_timeout: float | None = None
@@ -305,8 +312,8 @@ def render_swanctl_conf(node: str, cfg: LabConfig, *, templates: Path | None = N
         "node": node,
         "auth": auth,
         "local_id": node_id(node),
-        "ini_net": INI_NET,
-        "protected_net": PROTECTED_NET,
+        "ini_net": f"{INI_NET}, {INI_NET6}" if cfg.inner_ipv6 else INI_NET,
+        "protected_net": f"{PROTECTED_NET}, {PROTECTED_NET6}" if cfg.inner_ipv6 else PROTECTED_NET,
         "secrets": _secrets_block(cfg, node),
     }
     if kind == "ini":

@@ -2,8 +2,9 @@
 monitor checks and their 10-minute runs all use.
 
 Datagrams go every `period` seconds from ini's protected address to the echo servers
-behind the gateways, from a socket this process makes inside ini's namespace; each
-server answers `<gateway> <payload>`, so every answer says which gateway carried it.
+behind the gateways (over IPv6 with `ipv6`, in a lab with `inner_ipv6`), from a socket
+this process makes inside ini's namespace; each server answers `<gateway> <payload>`, so
+every answer says which gateway carried it.
 Bounded: it stops after `duration` seconds (then waits half a second for late answers),
 or at `stop()`; it only ever sends into the lab's own namespace.
 """
@@ -21,7 +22,14 @@ from dataclasses import dataclass
 
 from extsock_py.adapters.monitor_prober import open_socket
 from extsock_py.lab.lab import Lab
-from extsock_py.lab.topology import ECHO_PORT, INI, INI_ADDR, PROTECTED_ADDR
+from extsock_py.lab.topology import (
+    ECHO_PORT,
+    INI,
+    INI_ADDR,
+    INI_ADDR6,
+    PROTECTED_ADDR,
+    PROTECTED_ADDR6,
+)
 
 LATE_ANSWERS = 0.5  # s: how long answers are awaited after the last datagram
 
@@ -36,17 +44,21 @@ class Answer:
 class EchoStream:
     """One datagram every `period` s on a thread of its own; what came back, by gateway."""
 
-    def __init__(self, lab: Lab, period: float = 0.02, duration: float | None = None) -> None:
+    def __init__(
+        self, lab: Lab, period: float = 0.02, duration: float | None = None, ipv6: bool = False
+    ) -> None:
         self.lab = lab
         self.period = period
         self.duration = duration
+        self.addresses = (INI_ADDR6, PROTECTED_ADDR6) if ipv6 else (INI_ADDR, PROTECTED_ADDR)
         self.sent = 0
         self.answers: list[Answer] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> EchoStream:
-        sock = open_socket(INI_ADDR, PROTECTED_ADDR, ECHO_PORT, self.lab.namespace(INI))
+        local, remote = self.addresses
+        sock = open_socket(local, remote, ECHO_PORT, self.lab.namespace(INI))
         self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True)
         self._thread.start()
         return self
@@ -127,10 +139,10 @@ class EchoStream:
 
 @contextlib.contextmanager
 def echo_stream(
-    lab: Lab, period: float = 0.02, duration: float | None = None
+    lab: Lab, period: float = 0.02, duration: float | None = None, ipv6: bool = False
 ) -> Iterator[EchoStream]:
     """A started stream, stopped (and its thread joined) when the block ends, also on error."""
-    stream = EchoStream(lab, period, duration).start()
+    stream = EchoStream(lab, period, duration, ipv6).start()
     try:
         yield stream
     finally:

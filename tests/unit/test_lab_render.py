@@ -115,6 +115,18 @@ def test_ini_cert_conf_with_encrypted_key() -> None:
         LabConfig(key_passphrase="lab-key-pass")
 
 
+@pytest.mark.parametrize(("node", "local", "remote"), [
+    ("ini", "10.100.0.0/24, fd00:100::/64", "10.200.0.0/24, fd00:200::/64"),
+    ("segw2", "10.200.0.0/24, fd00:200::/64", "10.100.0.0/24, fd00:100::/64"),
+])  # fmt: skip
+def test_inner_ipv6_adds_ipv6_nets_to_the_selectors(node: str, local: str, remote: str) -> None:
+    text = render_swanctl_conf(node, LabConfig(ipv6=True, inner_ipv6=True))
+    assert _value(text, "local_ts") == local
+    assert _value(text, "remote_ts") == remote
+    plain = render_swanctl_conf(node, LabConfig(ipv6=True))
+    assert "fd00:" not in plain
+
+
 @pytest.mark.parametrize("auth", ["psk", "cert"])
 @pytest.mark.parametrize(("gateway", "ipv6", "addr"), [
     ("segw1", False, "10.99.1.2"), ("segw2", True, "fd99:2::2"), ("segw3", False, "10.99.3.2"),
