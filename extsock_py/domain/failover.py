@@ -584,8 +584,9 @@ def _on_retransmit(state: ConnState, event: ev.RetransmitSeen, now: float) -> Re
     if _is_switch(state, event.gateway, event.ike_id) and state.switch is not None:
         # A switch is a connect: judged by its deadline alone, like any connect. The tunnel
         # still runs through the old gateway meanwhile, so waiting costs nothing, and a
-        # gateway that answers the first IKE_SA_INIT late (a busy peer; seen with 6.1 under
-        # load) is slow, not dead.
+        # target whose first answer got lost is slow, not dead (seen with a 6.1 initiator:
+        # after INVALID_KE its charon may drop the answer to the second IKE_SA_INIT and go
+        # on at its first retransmit, 4 s later; README, strongSwan releases).
         return replace(state, switch=replace(state.switch, ike_id=event.ike_id)), []
     if not _is_current(state, event.gateway, event.ike_id):
         return state, []
