@@ -1,19 +1,24 @@
-"""Record the golden scenarios from the lab (root; real charon 5.9.8 daemons, real extsock).
+"""Record the golden scenarios from the lab (root; real charon daemons, real extsock).
 
-    EXTSOCK_LAB_PREFIX=xyz- python -m tests.golden.record [SCENARIO ...]
+    EXTSOCK_LAB_PREFIX=xyz- python -m tests.golden.record [--charon RELEASE] [SCENARIO ...]
 
 For each scenario: a lab of three gateways, extsock running as users run it, an independent
 listener on ini's VICI socket keeping every event with its arrival time; the scenario's
-steps; then the events extsock reacts to (charon's ike/child events, and the log lines the
-5.9.8 dialect reads) are written as input lines, and the replay writes the transcript
-(`tests/golden/<scenario>.ci`). Review the diff before committing it.
+steps; then the events extsock reacts to (charon's ike/child events, alerts where the release
+has them, and the log lines its dialect reads) are written as input lines, and the replay
+writes the transcript. Review the diff before committing it.
+
+`--charon` names the Debian release ini's charon comes from (extsock_py/lab/releases.py;
+the gateways keep the host's): `bookworm` (the host's 5.9.8, the default) writes
+`tests/golden/<scenario>.ci`, another writes `<scenario>-<version>.ci`. The transcript's
+`charon VERSION` line is what ini's charon answered to `version`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from extsock_py.adapters.vici.decode import decode_event
-from extsock_py.adapters.vici.dialects import choose
+from extsock_py.adapters.vici.dialects import DialectReader, choose
 from extsock_py.bench.watch import EventWatch
 from extsock_py.lab.extsock_runner import ExtsockRunner
 from extsock_py.lab.lab import Lab, wait_until
+from extsock_py.lab.releases import DEFAULT_RELEASE, RELEASES, release
 from extsock_py.lab.topology import INI, LabConfig
 from extsock_py.usecases.event_usecase import EventUsecase
 from tests.golden.replay import HERE, replay
@@ -40,7 +46,6 @@ from tests.integration.test_topologies import (
 )
 
 EVENTS = ("ike-updown", "child-updown", "ike-rekey", "ike-update", "child-rekey", "log")
-_READER = choose("5.9.8").dialect.reader(alerts=False)
 
 
 @dataclass
@@ -180,27 +185,42 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def _kept(event: dict[str, Any]) -> bool:
+def _kept(event: dict[str, Any], reader: DialectReader) -> bool:
     kind = str(event["event"])
-    if kind not in EVENTS:
+    if kind not in (*EVENTS, *reader.dialect.optional_events):
         return False
-    if kind != "log":
+    if kind not in ("log", "alert"):
         return True
-    obs = _READER.translate(decode_event(kind, event["message"]))
+    obs = reader.translate(decode_event(kind, event["message"]))
     return obs is not None and EventUsecase.wants(obs)
 
 
-def record(name: str, scenario: Scenario, prefix: str) -> Path:
+def _ini_version(lab: Lab) -> str:
+    with lab.vici_session(INI) as session:
+        version = session.version().get("version")
+    return version.decode() if isinstance(version, bytes) else str(version)
+
+
+def record(name: str, scenario: Scenario, prefix: str, charon: str = DEFAULT_RELEASE) -> Path:
+    rel = release(charon)
+    node_charon = () if rel.host else (f"{INI}={rel.name}",)
+    config = LabConfig(gateways=3, prefix=prefix, node_charon=node_charon)
     with tempfile.TemporaryDirectory(prefix="golden-") as tmp:
-        lab = Lab(LabConfig(gateways=3, prefix=prefix), state_dir=Path(tmp) / "lab")
+        lab = Lab(config, state_dir=Path(tmp) / "lab")
         try:
             lab.up(timeout=30.0)
+            version = _ini_version(lab)
+            # As the daemon's listener: the dialect of the version charon reports, with
+            # alerts where the dialect has them (a charon of that release confirms them).
+            dialect = choose(version).dialect
+            reader = dialect.reader(alerts="alert" in dialect.optional_events)
             lab.ns_exec(INI, ["ip", "addr", "replace", f"{UPB_SRC}/32", "dev", "lo"], check=True)
             policy = POLICY + "".join(f"    {key} = {value}\n" for key, value in scenario.options)
             runner = ExtsockRunner(lab, policy, name="golden", conf_transform=scenario.transform)
             runner.write_config()
             marks: list[tuple[float, str]] = []
-            with EventWatch(str(lab.vici_path(INI)), EVENTS, raw=True) as watch:
+            events = (*EVENTS, *dialect.optional_events)
+            with EventWatch(str(lab.vici_path(INI)), events, raw=True) as watch:
                 started = time.monotonic()
                 runner.start()
                 try:
@@ -208,7 +228,7 @@ def record(name: str, scenario: Scenario, prefix: str) -> Path:
                     time.sleep(1.0)  # what follows the last step
                 finally:
                     runner.stop()
-                raw = [e for e in list(watch.raw) if _kept(e)]
+                raw = [e for e in list(watch.raw) if _kept(e, reader)]
         finally:
             lab.down()
     timed: list[tuple[float, str]] = [
@@ -217,7 +237,12 @@ def record(name: str, scenario: Scenario, prefix: str) -> Path:
     ]
     timed += [(at, f"@ {what}") for at, what in marks]
     timed.sort(key=lambda item: item[0])
-    lines = [f"# {name}: {scenario.about}", "# recorded from the lab, strongSwan 5.9.8"]
+    lines = [
+        f"# {name}: {scenario.about}",
+        f"# recorded from the lab, strongSwan {version}"
+        + ("" if rel.host else f" on ini ({rel.name}), the host's on the gateways"),
+        f"charon {version}",
+    ]
     opts = "".join(f" {key}={value}" for key, value in scenario.options)
     lines += [f"conn {conn} {child} {' '.join(gws)}{opts}" for conn, child, gws in scenario.conns]
     lines.append("start")
@@ -226,16 +251,26 @@ def record(name: str, scenario: Scenario, prefix: str) -> Path:
         head, rest = line.split(" ", 1)
         lines.append(f"{head} +{max(0.0, at - last):.3f} {rest}")
         last = at
-    out = HERE / f"{name}.ci"
+    out = HERE / (f"{name}.ci" if rel.host else f"{name}-{version}.ci")
     out.write_text(replay("\n".join(lines) + "\n"))
     return out
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.golden.record")
+    parser.add_argument(
+        "--charon",
+        default=DEFAULT_RELEASE,
+        choices=sorted(RELEASES),
+        help="the Debian release ini's charon comes from (default: %(default)s, the host's)",
+    )
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=", ".join(SCENARIOS))
+    args = parser.parse_args()
+    if unknown := [n for n in args.scenarios if n not in SCENARIOS]:
+        parser.error(f"unknown scenario(s) {unknown}; accepted: {', '.join(SCENARIOS)}")
     prefix = os.environ.get("EXTSOCK_LAB_PREFIX", "gld-")
-    names = sys.argv[1:] or list(SCENARIOS)
-    for name in names:
-        path = record(name, SCENARIOS[name], prefix)
+    for name in args.scenarios or list(SCENARIOS):
+        path = record(name, SCENARIOS[name], prefix, args.charon)
         print(f"{name}: {path}")
 
 

@@ -3,10 +3,12 @@ out, compared line by line with the scenario file (in the spirit of ExaBGP's qa/
 
 A scenario file (`tests/golden/*.ci`) is a transcript. Input lines drive the replay:
 
+    charon VERSION                   the release it was recorded from (what ini's charon
+                                     answered to `version`); first input line, required
     conn NAME CHILD GW1 GW2 ... [KEY=VALUE ...]
                                      a managed connection (the lab's policy; standby=yes)
     start                            extsock starts: every connection is started
-    < +SECONDS EVENT {json}          charon's event, as recorded from the lab (5.9.8)
+    < +SECONDS EVENT {json}          charon's event, as recorded from the lab
     @ +SECONDS COMMAND ARGS          an operator command (switch CONN GW, stop CONN, ...)
 
 Output lines are what extsock did, in order, right after the input that caused it:
@@ -18,6 +20,10 @@ Output lines are what extsock did, in order, right after the input that caused i
 are delivered at their time, as the daemon's loop does. `# ...` lines are comments. The
 replay regenerates the whole transcript from the input lines; the test compares it with the
 file. GOLDEN_UPDATE=1 rewrites the files (review the diff: it is the behaviour).
+
+The replay's charon is the recorded release: it answers `version` with it, confirms the
+`alert` registration only if that release's dialect has alerts, and the events are read with
+that dialect (`extsock_py.adapters.vici.dialects.choose`, as the daemon's listener does).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from vici.protocol import FiniteStream, Message, Packet
 from extsock_py.adapters.control.protocol import encode_event
 from extsock_py.adapters.publisher import notice_fields
 from extsock_py.adapters.vici.commands import ViciCharon
-from extsock_py.adapters.vici.dialects import choose
+from extsock_py.adapters.vici.dialects import Choice, choose
 from extsock_py.adapters.vici.listener import ViciEventListener
 from extsock_py.adapters.vici.transport import FrameReader, send_frame
 from extsock_py.domain import events as ev
@@ -59,14 +65,35 @@ POLICY = FailoverPolicy(
     backoff=BackoffPolicy(initial=0.5, maximum=1.0, jitter=0.0),
 )
 _DROPPED = ("v", "time")
-RELEASE = "5.9.8"
-# What charon answers to the requests that are no `>` line: the replay's charon has no SA
-# and no connection of its own (as the recording one before it).
-_SILENT: dict[str, dict[str, Any]] = {
-    "get-conns": {"conns": []},
-    "list-sas": {},
-    "version": {"daemon": "charon", "version": RELEASE},
-}
+# The requests that are no `>` line; what charon answers them: the replay's charon has no SA
+# and no connection of its own (as the recording one before it), and is of the recorded
+# release.
+_SILENT = ("get-conns", "list-sas", "version")
+
+
+def _silent_answer(command: str, release: str) -> dict[str, Any]:
+    match command:
+        case "get-conns":
+            return {"conns": []}
+        case "version":
+            return {"daemon": "charon", "version": release}
+    return {}
+
+
+def release_of(text: str) -> str:
+    """The release a transcript was recorded from: its `charon VERSION` line, which must be
+    its first input line."""
+    lines = inputs(text)
+    if not lines or not lines[0].startswith("charon "):
+        raise ValueError(
+            "a transcript starts with `charon VERSION` (the release it was recorded from, "
+            f"e.g. `charon 5.9.8`) before any other input line; first input line: "
+            f"{lines[0] if lines else None!r}"
+        )
+    version = lines[0].split(" ", 1)[1].strip()
+    if choose(version).warning:  # no release extsock knows: nothing to replay it with
+        raise ValueError(f"`{lines[0]}`: {choose(version).warning}")
+    return version
 
 
 class Transcript:
@@ -108,8 +135,9 @@ class WireCharon:
     """charon's end of the command socket, answered in the caller's thread: before the
     client reads, everything it has written is read off the socket and answered."""
 
-    def __init__(self, transcript: Transcript) -> None:
+    def __init__(self, transcript: Transcript, release: str) -> None:
         self._t = transcript
+        self._release = release
         self._dir = tempfile.mkdtemp(prefix="golden-vici-")
         self.path = os.path.join(self._dir, "charon.vici")
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -144,12 +172,12 @@ class WireCharon:
             rest = packet[2 + size :]
             if kind in (Packet.EVENT_REGISTER, Packet.EVENT_UNREGISTER):
                 send_frame(self._conn, bytes([Packet.EVENT_CONFIRM]))
-                continue
+                continue  # (the command session registers nothing; the event wire below)
             assert kind == Packet.CMD_REQUEST, f"packet type {kind} from the command session"
             message = dict(Message.deserialize(FiniteStream(rest))) if rest else {}
             if (line := request_line(name, message)) is not None:
                 self._t.out(line)
-            answer = _SILENT.get(name, {"success": "yes"})
+            answer = _silent_answer(name, self._release) if name in _SILENT else {"success": "yes"}
             send_frame(self._conn, bytes([Packet.CMD_RESPONSE]) + Message.serialize(answer))
 
     def close(self) -> None:
@@ -189,11 +217,14 @@ class _PumpedSocket:
 class EventWire:
     """The event session: charon's end writes EVENT packets, the listener reads them."""
 
-    def __init__(self, deliver: Callable[[Observation], None]) -> None:
+    def __init__(self, deliver: Callable[[Observation], None], choice: Choice) -> None:
         self._charon, self._ours = socket.socketpair()
         self._reader = FrameReader(self._ours)
         self.listener = ViciEventListener(deliver, "unix:///nonexistent")  # never connects
-        self.listener.use_dialect(choose(RELEASE).dialect.reader(alerts=False))
+        # The listener registers `alert` where the dialect names it, and a charon of that
+        # release confirms it (one that does not has no alerts in its dialect).
+        alerts = "alert" in choice.dialect.optional_events
+        self.listener.use_dialect(choice.dialect.reader(alerts=alerts))
 
     def send(self, kind: str, payload: Mapping[str, Any]) -> None:
         name = kind.encode()
@@ -231,10 +262,11 @@ def _body(child: str, gateways: list[str]) -> dict[str, Any]:
 
 
 class Replay:
-    def __init__(self) -> None:
+    def __init__(self, release: str) -> None:
+        self.release = release
         self.t = Transcript()
         self.clock = FakeClock(start=0.0)
-        self.wire = WireCharon(self.t)
+        self.wire = WireCharon(self.t, release)
         self.charon = ViciCharon(self.wire.uri, session_factory=self.wire.session)
         self.charon.connect()
         self.manager = FailoverManager(self.charon, self.clock, Published(self.t))
@@ -245,7 +277,7 @@ class Replay:
             connections=self.manager,
             sas=self.manager.sas,
         )
-        self.event_wire = EventWire(self._observe)
+        self.event_wire = EventWire(self._observe, choose(release))
 
     def _observe(self, obs: Observation) -> None:
         """What the main loop does with what the listener delivers."""
@@ -271,7 +303,10 @@ class Replay:
     def line(self, line: str) -> None:
         self.t.out(line)
         head, _, rest = line.partition(" ")
-        if head == "conn":
+        if head == "charon":
+            if rest.strip() != self.release or len(self.t.lines) != 1:
+                raise ValueError(f"{line!r}: one `charon VERSION` line, the first input line")
+        elif head == "conn":
             name, child, *words = rest.split()
             gateways = [w for w in words if "=" not in w]
             options = dict(w.split("=", 1) for w in words if "=" in w)
@@ -310,7 +345,7 @@ class Replay:
 
 def inputs(text: str) -> list[str]:
     """The input lines of a transcript (comments and output lines dropped)."""
-    keep = ("conn ", "start", "< ", "@ ")
+    keep = ("charon ", "conn ", "start", "< ", "@ ")
     return [line for line in text.splitlines() if line.startswith(keep)]
 
 
@@ -319,7 +354,7 @@ def comments(text: str) -> list[str]:
 
 
 def replay(text: str) -> str:
-    r = Replay()
+    r = Replay(release_of(text))
     try:
         for line in inputs(text):
             r.line(line)
