@@ -31,6 +31,7 @@ def test_every_scenario_of_the_issue_is_there() -> None:
         "standby-delete-6.0.1",
         "standby-silent-6.0.1",
         "failover-6.0.1",
+        "failover-6.1.0",
     } <= names
 
 
@@ -74,6 +75,14 @@ def test_the_release_line_picks_the_dialect_events_are_read_with() -> None:
         '"state":"ESTABLISHED","remote-host":"10.99.1.2"}}}'
     )
     assert 'reason="retransmit"' in replay(as_610.replace(line, alert))
+
+
+def test_the_6_1_0_recording_fails_over_on_the_alert_and_not_without_it() -> None:
+    text = (HERE / "failover-6.1.0.ci").read_text()
+    assert any(line.startswith("< +") and " alert " in line for line in inputs(text))
+    assert 'reason="retransmit"' in replay(text)
+    # Read as 6.0.1 (no alerts; the recording has no retransmit log line): no failover.
+    assert 'reason="retransmit"' not in replay(text.replace("charon 6.1.0", "charon 6.0.1"))
 
 
 def test_a_changed_transcript_fails_the_comparison() -> None:
