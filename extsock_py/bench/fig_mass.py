@@ -10,6 +10,7 @@ segw2, then ``initiate`` from several VICI sessions in threads; first initiate -
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -99,7 +100,8 @@ def extsock_trial(
         name=fresh_name("extsock-mass"),
         conf_transform=lambda _text: confgen.swanctl_conf(lab, n, MASS_POLICY, dpd_delay),
     )
-    with EventWatch(str(lab.vici_path(INI))) as watch, floor_process(lab, react=False) as floor:
+    with EventWatch(str(lab.vici_path(INI))) as watch, contextlib.ExitStack() as floor_stack:
+        floor = floor_stack.enter_context(floor_process(lab, react=False))
         spawned = time.monotonic()
         with running(runner, timeout=START_TIMEOUT):
             assert runner.process is not None
@@ -118,6 +120,12 @@ def extsock_trial(
                 events_before = sum(watch.counts.values())
                 out.cpu_pct, out.floor_cpu_pct = cpu_samples([pid, floor], idle_window, idle_parts)
                 out.events_per_s = (sum(watch.counts.values()) - events_before) / idle_window
+            # The floor listener is only the baseline of 5a/5b (idle CPU, RSS), both sampled
+            # by now. Left running through the failure it decodes every event charon sends
+            # (each log line of a thousand DELETEs and handshakes, with the `vici` package):
+            # CPU taken from charon on this 2-core machine, in the extsock trial only, as the
+            # baseline trial has no such listener. An instrument must not load what it times.
+            floor_stack.close()
             mark = watch.mark()
             # Where each connection is now: a few moved during the bring-up (a slow answer
             # under the load of n simultaneous IKE_SA_INITs is a retransmit, hence dead).

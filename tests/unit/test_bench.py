@@ -10,7 +10,8 @@ from extsock_py.bench.cli import Plan
 from extsock_py.bench.confgen import conn_addr, conn_name
 from extsock_py.bench.record import DATA
 from extsock_py.bench.stats import Figure, Summary, skipped
-from extsock_py.bench.watch import summarise
+from extsock_py.bench.watch import EventWatch, summarise
+from tests.fakes.fake_charon import FakeCharon
 
 
 def test_summary_uses_nearest_rank_p95_and_ignores_missing() -> None:
@@ -56,6 +57,25 @@ def test_watch_summarises_updown_and_keeps_only_useful_logs() -> None:
     seen = summarise("child-updown", {"up": b"yes", "home@10.99.2.2": {}}, 1.0)
     assert seen is not None and seen.up and seen.conn == "home@10.99.2.2"
     assert summarise("log", {"msg": b"sending packet"}, 1.0) is None
+
+
+def test_watch_counts_every_event_and_decodes_only_the_log_lines_it_keeps() -> None:
+    """Over the real framing (fake charon): log lines the watch would drop are counted from
+    their raw bytes, never decoded; the kept ones and every other event are recorded."""
+    with FakeCharon() as charon, EventWatch(charon.path) as watch:
+        assert charon.wait_registered("log")
+        charon.emit_log("sending packet: from a to b", ike_name="c001@10.99.2.2", ike_id=1)
+        charon.emit_log("x initiating IKE_SA", ike_name="c001@10.99.2.2", ike_id=1)
+        charon.emit_log("initiating IKE_SA c001@10.99.2.2[1]", ike_name="c001@10.99.2.2")
+        charon.emit_log("retransmit 1 of request with message ID 0", ike_name="c002@10.99.2.2")
+        charon.emit("child-updown", {"up": b"yes", "c001@10.99.2.2": {"uniqueid": b"1"}})
+        up = watch.wait_for(lambda s: s.kind == "child-updown", 5.0)
+        assert up is not None and up.conn == "c001@10.99.2.2"
+        assert watch.counts == {"log": 4, "child-updown": 1}
+        assert [(s.kind, s.text.split()[0]) for s in watch.all(lambda s: s.kind == "log")] == [
+            ("log", "initiating"),
+            ("log", "retransmit"),
+        ]
 
 
 def test_recorded_events_replay_through_extsock_and_vici() -> None:

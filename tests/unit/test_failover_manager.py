@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,12 @@ from extsock_py.adapters.state_store import connection_fields, saved_connection
 from extsock_py.domain import events as ev
 from extsock_py.domain.actions import Action, Initiate, LoadClone
 from extsock_py.domain.errors import CharonError, CharonUnreachable
-from extsock_py.domain.failover import Phase
+from extsock_py.domain.failover import Phase, wake_at
 from extsock_py.domain.persisted import SavedConnection
 from extsock_py.domain.policy import FailbackPolicy, FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
 from extsock_py.domain.reports import ConnectionStatus, HistoryRecord
+from extsock_py.usecases import failover_manager
 from extsock_py.usecases.failover_manager import FailoverManager
 from tests.fakes.ports import FakeCharonPort, FakeClock, MemoryStateStore, RecordingPublisher
 
@@ -480,3 +482,61 @@ def test_a_row_written_before_the_records_were_grouped_is_restored() -> None:
     managed = w.manager.get("home")
     assert managed is not None
     assert (managed.state.kept.held, managed.state.kept.failures_total) == (True, 9)
+
+
+def _earliest(manager: FailoverManager) -> float | None:
+    times = [wake_at(m.state) for name in manager.names() if (m := manager.get(name))]
+    pending = [t for t in times if t is not None]
+    return min(pending) if pending else None
+
+
+def test_next_wake_follows_every_change_without_a_recount_per_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The earliest deadline stays exact through a random run of starts, failures, ups and
+    downs over 30 connections with different timeouts, and a change that does not move the
+    earliest deadline later costs no recount over every connection (a storm's O(n^2))."""
+    names = [f"c{i}" for i in range(30)]
+    w = World(*(make_profile(name=n, connect_timeout=5.0 + i) for i, n in enumerate(names)))
+    w.manager.start_all()
+    rng = random.Random(18)
+    for step_no in range(400):
+        name = rng.choice(names)
+        managed = w.manager.get(name)
+        assert managed is not None
+        gateway = managed.state.gateway or GW1
+        ike_id = managed.state.ike_id or step_no
+        choices: list[ev.Event] = [
+            ev.Start(),
+            ev.InitiateFailed(gateway, "x"),
+            ev.TunnelUp(gateway, step_no),
+            ev.TunnelDown(gateway, ike_id),
+            ev.Tick(),
+        ]
+        event = rng.choice(choices)
+        w.clock.advance(rng.choice([0.0, 0.5, 3.0]))
+        w.manager.handle(name, event)
+        assert w.manager.next_wake() == _earliest(w.manager), (step_no, name, event)
+
+    calls = 0
+    real = wake_at
+
+    def counting(state: Any) -> float | None:
+        nonlocal calls
+        calls += 1
+        return real(state)
+
+    w = World(*(make_profile(name=n, connect_timeout=5.0 + i) for i, n in enumerate(names)))
+    w.manager.start_all()
+    for i, name in enumerate(names):
+        w.manager.handle(name, ev.TunnelUp(GW1, i))
+    assert w.manager.next_wake() is None
+    w.manager.handle(names[0], ev.TunnelDown(GW1, 0))  # the earliest deadline from now on
+    assert w.manager.next_wake() == _earliest(w.manager) is not None
+    monkeypatch.setattr(failover_manager, "wake_at", counting)
+    for i, name in enumerate(names[10:20], start=10):  # later deadlines: no recount
+        w.clock.advance(0.1)
+        w.manager.handle(name, ev.TunnelDown(GW1, i))
+        assert w.phase(name) is Phase.CONNECTING
+        assert w.manager.next_wake() == _earliest(w.manager)
+    assert calls <= 4 * 10, calls
