@@ -1,7 +1,8 @@
 """Figures 4 and 5: many managed connections, failed over at once, and what extsock costs.
 
 extsock trial: ``n`` connections up on segw1 (optionally: idle CPU over a window, beside the
-floor listener), segw1 silenced, until every CHILD_SA is up on segw2.  Its figure runs from
+floor listener, which is stopped before the fault), segw1 silenced, until every CHILD_SA is up
+on segw2.  Its figure runs from
 the first failure signal at ini (the first ``retransmit`` of any clone: what extsock reacts
 to; the per-SA DPD timers spread over ``dpd_delay``) to the last CHILD_SA up; silence ->
 last up is reported too.  Baseline trial: the same connections loaded straight towards
