@@ -134,6 +134,7 @@ class FailoverManager:
         # The gateway each connection was last up on as the last run persisted it: a tunnel
         # adopted on another one failed over while extsock was away.
         self._last_up: dict[str, str] = {}
+        self._saved: dict[str, SavedConnection] = {}  # what _persist wrote last, per name
         # Bumped on every state or membership change: lets the loop and the tunnel monitor
         # skip work when nothing changed (an idle daemon with many tunnels sees many events
         # that change nothing).
@@ -284,6 +285,7 @@ class FailoverManager:
         if name in self._conns:
             self.handle(name, ev.Stop())
             del self._conns[name]
+            self._saved.pop(name, None)
             self._changed()
 
     def _changed(self, old: ConnState | None = None, new: ConnState | None = None) -> None:
@@ -507,18 +509,22 @@ class FailoverManager:
         s = managed.state
         if s.phase is Phase.UP and s.gateway is not None:
             self._last_up[s.name] = s.gateway
-        self._store.save_connection(
-            s.name,
-            SavedConnection(
-                last_up=self._last_up.get(s.name),
-                gateway=s.gateway,
-                phase=str(s.phase),
-                held=s.kept.held,
-                failures_total=s.kept.failures_total,
-                cycles_failed=s.attempt.cycles_failed,
-                attempts_on_gateway=s.attempt.tries,
-            ),
+        saved = SavedConnection(
+            last_up=self._last_up.get(s.name),
+            gateway=s.gateway,
+            phase=str(s.phase),
+            held=s.kept.held,
+            failures_total=s.kept.failures_total,
+            cycles_failed=s.attempt.cycles_failed,
+            attempts_on_gateway=s.attempt.tries,
         )
+        # Most changes of a state (an IKE_SA's id, a deadline, a retransmit counted) leave
+        # what is stored as it is: no write then. The manager is the only writer of these
+        # rows, so what it wrote last is what the store holds.
+        if self._saved.get(s.name) == saved:
+            return
+        self._saved[s.name] = saved
+        self._store.save_connection(s.name, saved)
 
     # --- views --------------------------------------------------------------------------
 

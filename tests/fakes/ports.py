@@ -288,9 +288,11 @@ class MemoryStateStore:
     def __init__(self) -> None:
         self.connections: dict[str, SavedConnection] = {}
         self.records: list[HistoryRecord] = []
+        self.saves: list[tuple[str, SavedConnection]] = []  # every write, in order
 
     def save_connection(self, name: str, state: SavedConnection) -> None:
         self.connections[name] = state
+        self.saves.append((name, state))
 
     def load_connections(self) -> dict[str, SavedConnection]:
         return dict(self.connections)

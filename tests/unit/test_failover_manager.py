@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -540,3 +541,28 @@ def test_next_wake_follows_every_change_without_a_recount_per_change(
         assert w.phase(name) is Phase.CONNECTING
         assert w.manager.next_wake() == _earliest(w.manager)
     assert calls <= 4 * 10, calls
+
+
+def test_the_store_is_written_only_when_what_it_holds_changes() -> None:
+    """A failover goes through several states (IKE_SA connecting, up, CHILD_SA up); only
+    those that change the stored fields are written, and the store ends as the state."""
+    w = World()
+    w.manager.start_all()
+    w.manager.handle("home", ev.IkeConnecting(GW1, 1))
+    w.manager.handle("home", ev.IkeUp(GW1, 1))
+    w.manager.handle("home", ev.TunnelUp(GW1, 1))
+    w.manager.handle("home", ev.TunnelDown(GW1, 1))
+    w.manager.handle("home", ev.IkeConnecting(GW2, 2))
+    w.manager.handle("home", ev.IkeUp(GW2, 2))
+    w.manager.handle("home", ev.TunnelUp(GW2, 2))
+    assert w.phase() is Phase.UP and w.gateway() == GW2
+    writes = [state for name, state in w.store.saves if name == "home"]
+    assert all(a != b for a, b in itertools.pairwise(writes)), writes
+    assert [(s.phase, s.gateway) for s in writes] == [
+        ("connecting", GW1),
+        ("up", GW1),
+        ("connecting", GW2),
+        ("up", GW2),
+    ]
+    assert w.store.connections["home"] == writes[-1]
+    assert writes[-1].last_up == GW2 and writes[-1].failures_total == 1
