@@ -57,17 +57,20 @@ class Takeover:
         self._pending: dict[str, float] = {}  # connection -> when it goes at the latest
         self.done: list[TakenOver] = []
 
-    def scan(self, names: Iterable[str]) -> None:
-        """Look for as-written copies of `names` (managed connections) in charon."""
+    def scan(self, names: Iterable[str], sas: list[IkeSaInfo] | None = None) -> None:
+        """Look for as-written copies of `names` (managed connections) in charon; `sas`:
+        charon's `list-sas` answer if the caller has just read it (else it is asked)."""
         wanted = [n for n in names if self._manager.is_managed(n)]
         if not wanted:
             return
         loaded = set(self._charon.list_conn_names())
-        sas = [sa for sa in self._charon.list_sas() if sa.name in wanted]
+        mine: dict[str, list[IkeSaInfo]] = {name: [] for name in wanted}
+        for sa in self._charon.list_sas() if sas is None else sas:
+            if sa.name in mine:
+                mine[sa.name].append(sa)
         for name in wanted:
-            mine = [sa for sa in sas if sa.name == name]
-            if name in loaded or mine:
-                self._found(name, any(_tunnel_up(sa) for sa in mine))
+            if name in loaded or mine[name]:
+                self._found(name, any(_tunnel_up(sa) for sa in mine[name]))
 
     def noticed(self, name: str) -> None:
         """An event about an IKE_SA named like a managed connection: an as-written copy."""

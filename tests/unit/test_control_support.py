@@ -187,3 +187,18 @@ def short_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_safety_net_asks_charon_for_its_sas_once_a_round() -> None:
+    """The 30 s reconcile and the takeover scan read one list-sas answer: with hundreds of
+    SAs, each answer costs tens of ms to decode (idle CPU, bench figure 5a)."""
+    harness = make_harness()
+    service = harness.daemon.service
+    service.open(lambda item: None)
+    service.start()
+    before = len(harness.charon.commands("list_sas"))
+    harness.clock.advance(31.0)
+    for work in service.due_work():
+        work()
+    assert len(harness.charon.commands("list_sas")) == before + 1
+    assert harness.charon.commands("list_conn_names")  # the scan ran

@@ -116,3 +116,18 @@ def test_nothing_to_take_over_sends_no_command() -> None:
     takeover.scan(["home"])
     assert len(charon.commands("unload_conn", "terminate")) == before
     assert takeover.done == []
+
+
+def test_a_scan_given_charon_s_sas_reads_them_instead_of_asking_again() -> None:
+    charon, manager, _clock, takeover = world()
+    charon.conns["home"] = dict(AS_WRITTEN)
+    old = charon.add_sa("home")
+    resync(charon, manager, ["home"])
+    sas = charon.list_sas()
+    asked = len(charon.commands("list_sas"))
+    takeover.scan(["home"], sas)
+    assert len(charon.commands("list_sas")) == asked  # the answer given was read
+    takeover.tick()
+    clone_up(charon, manager)
+    takeover.tick()
+    assert "home" not in charon.conns and old.unique_id not in charon.sas

@@ -161,6 +161,18 @@ def test_list_sas_decodes(fake: FakeCharon, charon: ViciCharon) -> None:
     assert fake.commands("list-sas")[-1].message == {"ike": b"other"}
 
 
+def test_a_refused_listing_reads_as_vici_reports_it_and_the_session_goes_on(
+    fake: FakeCharon, charon: ViciCharon
+) -> None:
+    fake.add_sa(CONN, children=["net"])
+    fake.fail["list-sas"] = "no listing today"
+    with pytest.raises(CharonError, match=r"^list-sas failed: CommandException: no listing today"):
+        charon.list_sas_raw()
+    del fake.fail["list-sas"]
+    assert [sa.name for sa in charon.list_sas()] == [CONN]  # unregistered: in step again
+    assert len(fake.commands("list-sas")) == 2
+
+
 def test_raw_helpers(fake: FakeCharon, charon: ViciCharon) -> None:
     charon.load_conn(CONN, BODY)
     assert list(charon.list_conns_raw()[0]) == [CONN]

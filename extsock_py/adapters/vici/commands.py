@@ -11,10 +11,16 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import vici
-from vici.exception import CommandException, DeserializationException, SessionException
+from vici.exception import (
+    CommandException,
+    DeserializationException,
+    EventUnknownException,
+    SessionException,
+)
 from vici.protocol import Message, Packet
 
 from extsock_py.adapters.vici.decode import DecodeError, parse_list_sa
+from extsock_py.adapters.vici.message import deserialize
 from extsock_py.adapters.vici.transport import DEFAULT_URI, open_socket
 from extsock_py.domain.credentials import (
     AuthorityLoad,
@@ -85,6 +91,51 @@ def _answer(raw: bytes) -> dict[str, Any]:
             f"Unexpected response type {packet.response_type}, expected '1' (CMD_RESPONSE)"
         )
     return dict(Message.deserialize(packet.payload))
+
+
+def _confirmed(session: Any, packet: Packet, event: str) -> None:
+    """Send an event (un)registration; read up to its confirmation (events before it are
+    dropped, as `vici.Session` does)."""
+    session.transport.send(packet)
+    response = Packet.parse(session.transport.receive())
+    if response.response_type == Packet.EVENT_UNKNOWN:
+        raise EventUnknownException(f"Unknown event type '{event}'")
+    while response.response_type == Packet.EVENT:
+        response = Packet.parse(session.transport.receive())
+    if response.response_type != Packet.EVENT_CONFIRM:
+        raise SessionException(
+            f"Unexpected response type {response.response_type}, "
+            f"expected '{Packet.EVENT_CONFIRM}' (EVENT_CONFIRM)"
+        )
+
+
+def _streamed(session: Any, command: str, event: str, body: Any) -> list[dict[str, Any]]:
+    """`vici.Session.streamed_request`, fully read, with the events decoded in place
+    (message.deserialize): the same packets on the wire, the same answers and errors.
+    Another kind of session (one that watches the events go by) is asked as it is."""
+    if not isinstance(session, vici.Session):
+        return [dict(m) for m in session.streamed_request(command, event, body)]
+    _confirmed(session, Packet.register_event(event), event)
+    try:
+        payload = None if body is None else Message.serialize(body)
+        session.transport.send(Packet.request(command, payload))
+        events: list[dict[str, Any]] = []
+        while True:
+            response = Packet.parse(session.transport.receive())
+            if response.response_type != Packet.EVENT:
+                break
+            events.append(deserialize(response.payload.read()))
+        if response.response_type != Packet.CMD_RESPONSE:
+            raise SessionException(
+                f"Unexpected response type {response.response_type}, "
+                f"expected '{Packet.CMD_RESPONSE}' (CMD_RESPONSE)"
+            )
+        answer = deserialize(response.payload.read())
+    finally:
+        _confirmed(session, Packet.unregister_event(event), event)
+    if "success" in answer and answer["success"] != b"yes":
+        raise CommandException(f"Command failed: {answer['errmsg'].decode('UTF-8')}")
+    return events
 
 
 def _succeeded(answer: Mapping[str, Any]) -> bool:
@@ -243,9 +294,7 @@ class ViciCharon:
     ) -> list[dict[str, Any]]:
         """Any streamed VICI command; returns every streamed event, fully read."""
         body = None if message is None else to_vici(message)
-        return self._call(
-            command, lambda s: [dict(m) for m in s.streamed_request(command, event, body)]
-        )
+        return self._call(command, lambda s: _streamed(s, command, event, body))
 
     def list_conns_raw(self, ike: str | None = None) -> list[dict[str, Any]]:
         """The `list-conn` events of `list-conns`: `[{<name>: {...}}, ...]`."""
