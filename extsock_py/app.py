@@ -34,6 +34,9 @@ DEFAULT_CONTROL_SOCKET = DEFAULT_SOCKET
 DEFAULT_STATE_DIR = str(DEFAULT_DIRECTORY)
 DEFAULT_COMMAND_SESSIONS = DEFAULT_LANES
 MAX_COMMAND_SESSIONS = MAX_LANES
+MONITOR_DRAIN = 0.2
+"""Longest time between the tunnel monitor's passes while it probes (its sockets' answers
+are read on each pass): the main loop's poll when it was 0.2 s, kept for the monitor alone."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,13 @@ def _attach_monitor(
     service = app.service
 
     def next_wake() -> float | None:  # while charon is away, no deadline is acted on
-        return monitor.next_wake() if service.charon_reachable else None
+        if not service.charon_reachable:
+            return None
+        due = monitor.next_wake()
+        if monitor.running:  # answers are drained each iteration: at least this often
+            drain = clock.monotonic() + MONITOR_DRAIN
+            due = drain if due is None else min(due, drain)
+        return due
 
     def run_once() -> None:  # while charon is away, states are stale and no command runs
         if service.charon_reachable:

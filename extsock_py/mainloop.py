@@ -1,8 +1,8 @@
 """The daemon's main loop: one thread owns every decision; others only post work to it.
 
 The event listener thread posts charon's observations, the control socket posts
-operator requests (as callables with a future), and signal handlers only set flags
-(ExaBGP's rule): the loop acts on all of them between iterations, in bounded batches,
+operator requests (as callables with a future), and signal handlers only set flags and
+wake it (ExaBGP's rule): the loop acts on all of them between iterations, in bounded batches,
 then lets its service deliver due deadlines. What the daemon does lives in the service
 (`usecases/daemon_service.py`); this module knows it only through `LoopService`.
 """
@@ -24,8 +24,12 @@ log = logging.getLogger("extsock.daemon")
 
 T = TypeVar("T")
 _BATCH = 1000  # items handled per loop iteration at most
-_POLL = 0.2  # longest sleep of the loop: bounds how late a signal flag is seen
-_WAKE = object()  # put in the inbox to wake the loop at once (it then sees the stop flag)
+# Longest sleep of the loop. Nothing waits for it: work, stop and reload requests and
+# signals all wake the loop through its inbox, and deadlines come from `next_wake` and the
+# wakers. Each idle wake-up costs on a busy machine (200 tunnels idle: 5 a second were
+# ~0.06 % of a core), so it is long.
+_POLL = 1.0
+_WAKE = object()  # put in the inbox to wake the loop at once (it then sees its flags)
 
 
 class LoopService(Protocol):
@@ -73,7 +77,9 @@ class MainLoop(Generic[S]):
     def __init__(self, service: S, monotonic: Callable[[], float]) -> None:
         self.service = service
         self._monotonic = monotonic
-        self._inbox: queue.Queue[Any] = queue.Queue()
+        # SimpleQueue: its put() may be called from a signal handler (reentrant), which
+        # queue.Queue's lock forbids.
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.ready = threading.Event()
@@ -97,19 +103,22 @@ class MainLoop(Generic[S]):
 
     def request_stop(self) -> None:
         """Stop the loop (from another thread): it wakes at once rather than at its next poll.
-        Signal handlers only set the flag: a queue's lock is no place for them."""
+        Signal handlers set the flag and wake the loop the same way."""
         self._stop.set()
         self._inbox.put(_WAKE)
 
     def request_reload(self) -> None:
         self._reload.set()
+        self._inbox.put(_WAKE)
 
     def install_signal_handlers(self) -> None:
         def on_stop(signum: int, frame: FrameType | None) -> None:
             self._stop.set()
+            self._inbox.put(_WAKE)  # SimpleQueue.put is reentrant: safe in a handler
 
         def on_hup(signum: int, frame: FrameType | None) -> None:
             self._reload.set()
+            self._inbox.put(_WAKE)
 
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)

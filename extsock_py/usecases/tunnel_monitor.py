@@ -74,6 +74,11 @@ class TunnelMonitor:
         pending = [t for t in times if t is not None]
         return min(pending) if pending else None
 
+    @property
+    def running(self) -> bool:
+        """Whether any connection is being probed now."""
+        return any(t.state.running for t in self._tracks.values())
+
     def run_once(self) -> None:
         """One pass (see the module docstring); never raises into the loop."""
         try:

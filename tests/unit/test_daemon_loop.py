@@ -137,3 +137,43 @@ def test_a_failing_open_stops_before_the_loop_and_without_stop() -> None:
         loop.run()
     assert service.calls == []
     assert not loop.ready.is_set()
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_reload_and_signals_wake_the_loop_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop sleeps up to _POLL when nothing is due: a reload asked for, SIGHUP and
+    SIGTERM must not wait for it (here an hour)."""
+    import os
+    import signal
+
+    monkeypatch.setattr(daemon_module, "_POLL", 3600.0)
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    service = FakeService()
+    loop = MainLoop(service, time.monotonic)
+    loop.install_signal_handlers()  # this test runs on the main thread, as the daemon does
+    thread = threading.Thread(target=loop.run, name="loop-under-test", daemon=True)
+    try:
+        thread.start()
+        assert loop.ready.wait(5.0)
+        loop.submit(lambda: None).result(5.0)  # the loop is in its sleep now, or about to be
+        loop.request_reload()
+        assert _wait(lambda: service.calls.count("reload") == 1)
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert _wait(lambda: service.calls.count("reload") == 2)
+        os.kill(os.getpid(), signal.SIGTERM)
+        thread.join(2.0)
+        assert not thread.is_alive()
+        assert service.calls[-1] == "stop"
+    finally:
+        loop.request_stop()
+        thread.join(5.0)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -155,6 +155,25 @@ def test_frame_reader_skips_log_events_the_pattern_does_not_find() -> None:
         assert reader.read_batch(keep) == ([], 1)  # a batch of nothing but dropped lines
 
 
+def test_frame_reader_judges_each_log_event_on_its_own_bytes() -> None:
+    """The reader searches its whole buffer once; a match there (here in a packet not yet
+    whole) must not keep the chatter beside it, nor a miss drop a line still arriving."""
+    keep = re.compile(rb"wanted")
+    a, b = socket.socketpair()
+    with a, b:
+        reader = FrameReader(b)
+        line = b"\x07\x03log a wanted line"
+        send_frame(a, b"\x07\x03log chatter")
+        a.sendall(len(line).to_bytes(4, "big") + line[:-6])  # "wanted" is there, not whole
+        assert reader.read_batch(keep) == ([], 1)
+        a.sendall(line[-6:])
+        send_frame(a, b"\x07\x03log chatter")
+        assert reader.read_batch(keep) == ([line], 1)
+        send_frame(a, b"\x07\x03log unwan")  # a match across two packets is none
+        send_frame(a, b"\x07\x03logted")
+        assert reader.read_batch(keep) == ([], 2)
+
+
 def test_a_full_listen_backlog_is_waited_out_not_taken_as_charon_gone() -> None:
     """A busy charon accepts slowly: with a timeout set, connect() to a unix socket whose
     backlog is full fails at once with EAGAIN; open_socket tries again until its timeout."""

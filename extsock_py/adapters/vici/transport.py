@@ -151,6 +151,9 @@ class FrameReader:
         while True:
             packets: list[bytes] = []
             dropped, pos, size_all = 0, 0, len(buf)
+            # One search of the whole buffer first: where it finds nothing (nearly every
+            # read under chatter), no log event in it can match, and none is searched alone.
+            scan = keep_log is not None and keep_log.search(buf) is not None
             while size_all - pos >= 4:
                 (size,) = _LENGTH.unpack_from(buf, pos)
                 if size > MAX_FRAME:
@@ -161,7 +164,7 @@ class FrameReader:
                 if (
                     keep_log is not None
                     and buf.startswith(_LOG_EVENT, pos + 4)
-                    and keep_log.search(buf, pos + 4 + len(_LOG_EVENT), end) is None
+                    and (not scan or keep_log.search(buf, pos + 4 + len(_LOG_EVENT), end) is None)
                 ):
                     dropped += 1
                 else:
