@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import vici
 
 from extsock_py.adapters.vici.commands import ViciCharon, to_vici
 from extsock_py.domain.credentials import (
@@ -319,6 +321,51 @@ def test_a_refused_load_with_no_older_config_terminates_nothing(
         charon.load_and_initiate(CONN, BODY, None)
     assert _commands(fake) == ["load-conn", "initiate"]
     assert "child" not in fake.received[1].message
+
+
+class _WireLog:
+    """A vici.Session whose transport notes each frame sent (its command) and each read."""
+
+    def __init__(self, sock: Any, wire: list[str]) -> None:
+        self._session = vici.Session(sock)
+        real = self._session.transport
+
+        class _Transport:
+            def send(self, packet: bytes) -> None:
+                wire.append("send " + packet[2 : 2 + packet[1]].decode())
+                real.send(packet)
+
+            def receive(self, *args: Any) -> bytes:
+                wire.append("read")
+                return bytes(real.receive(*args))
+
+        self.transport = _Transport()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def test_a_failover_after_a_quiet_cleanup_costs_one_round_trip(fake: FakeCharon) -> None:
+    """On a lane, the previous failover's unload-conn is owed when the next load+initiate
+    goes out: both requests are sent before its answer is read, so charon works through
+    the three in one go (no round trip, no job of its own for the cleanup); then the
+    three answers are read in order, the cleanup's first."""
+    wire: list[str] = []
+    charon = ViciCharon(
+        fake.uri,
+        connect_timeout=0.5,
+        command_timeout=2.0,
+        session_factory=lambda sock: _WireLog(sock, wire),
+    )
+    with charon:
+        charon.load_conn("old", BODY)
+        charon.send_quietly("unload-conn", {"name": "old"})
+        del wire[:]
+        charon.load_and_initiate(CONN, BODY, "net")
+        assert wire == ["send load-conn", "send initiate", "read", "read", "read"]
+        assert "old" not in fake.conns and CONN in fake.conns
+        assert charon.version()  # in step: nothing left unread
+    assert _commands(fake)[-4:] == ["unload-conn", "load-conn", "initiate", "version"]
 
 
 def test_quiet_requests_are_read_before_the_next_answer(
