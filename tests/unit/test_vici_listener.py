@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -362,14 +363,31 @@ def test_prefilter_reads_the_msg_value_not_other_keys() -> None:
     assert not keep.search(bytes(decoy))
 
 
-def _chatter_then_eof(*messages: str) -> FrameReader:
+def _chatter_then_eof(*messages: str, chunk: int = 65536) -> FrameReader:
     """A reader over a socketpair holding `log` events, then end of stream."""
     ours, theirs = socket.socketpair()
     with theirs:
         for text in messages:
             payload = bytes(Message.serialize(cm.log(text, ike_name=CONN, ike_id=3)))
             send_frame(theirs, bytes([Packet.EVENT, 3]) + b"log" + payload)
-    return FrameReader(ours)
+    return FrameReader(ours, chunk=chunk)
+
+
+def test_no_pause_while_behind() -> None:
+    """Reads that fill the whole chunk (charon has written more than one read takes) are
+    not followed by a pause: pauses would cap the listener at a chunk per window."""
+    clock = itertools.count(0.0, 1.0)  # a second per look: every read judges the rate
+    lst = ViciEventListener(
+        Inbox(),
+        "unix:///nowhere",
+        keep_log=log_prefilter(MEANINGFUL_LOG_PREFIXES),
+        coalescing=Coalescing(window=0.0, above=0.5),  # a dropped line per read is chatter
+        monotonic=lambda: next(clock),
+    )
+    reader = _chatter_then_eof(*["sending DPD request"] * 10, chunk=64)  # reads of 64 bytes
+    assert lst._listen(reader).startswith("lost charon")
+    assert lst.pauses == 1  # only after the last read, the one shorter than the chunk
+    assert lst.dropped_logs == 10
 
 
 @pytest.mark.parametrize(

@@ -140,6 +140,8 @@ class FrameReader:
     def __init__(self, sock: socket.socket, chunk: int = 65536) -> None:
         self._sock = sock
         self._chunk = chunk
+        self.behind = False
+        """The last `recv` filled the whole chunk: more is probably waiting in the socket."""
         self._buf = bytearray()
 
     def read_batch(self, keep_log: re.Pattern[bytes] | None = None) -> tuple[list[bytes], int]:
@@ -178,6 +180,7 @@ class FrameReader:
 
     def _fill(self) -> None:
         chunk = self._sock.recv(self._chunk)
+        self.behind = len(chunk) == self._chunk
         if not chunk:
             raise ConnectionResetError("charon closed the VICI socket")
         self._buf += chunk
