@@ -41,7 +41,7 @@ log = logging.getLogger("extsock.vici.pool")
 T = TypeVar("T")
 Post = Callable[[Callable[[], None]], object]
 
-DEFAULT_LANES = 4
+DEFAULT_LANES = 8
 """Sessions that run connections' commands (besides the main command session)."""
 MAX_LANES = 64
 RECONNECT_FIRST = 0.02
