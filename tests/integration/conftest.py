@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from extsock_py.lab.lab import Lab
-from extsock_py.lab.topology import LabConfig
+from extsock_py.lab.topology import INI, LabConfig
 
 LAB_UP_TIMEOUT = 30.0
 # Several labs may run on one machine at once (one per developer): each sets its own prefix.
@@ -84,3 +84,22 @@ def lab_factory(
     finally:
         for the_lab in made:
             the_lab.down()
+
+
+def _ping_range(lab: Lab, value: str) -> None:
+    lab.ns_exec(INI, ["sysctl", "-qw", f"net.ipv4.ping_group_range={value}"], check=True)
+
+
+@pytest.fixture(params=["raw", "ping"])
+def socket_kind(request: pytest.FixtureRequest, fresh_lab: Lab) -> Iterator[str]:
+    """The ICMP monitor's echo socket, both kinds run for real: "raw" (the lab's namespaces
+    keep the kernel's default `net.ipv4.ping_group_range = 1 0`: no ping sockets) and
+    "ping" (the range opened in ini's namespace for the test, closed again after it)."""
+    kind: str = request.param
+    if kind == "ping":
+        _ping_range(fresh_lab, "0 2147483647")
+    try:
+        yield kind
+    finally:
+        if kind == "ping":
+            _ping_range(fresh_lab, "1 0")  # the kernel's default, as the lab made it

@@ -14,36 +14,18 @@ Bounded: each detection waits at most 10 s for traffic through segw2.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
 
 from extsock_py.lab.extsock_runner import ExtsockRunner
 from extsock_py.lab.lab import Lab
 from extsock_py.lab.monitor_check import measure_detection, monitor_policy
-from extsock_py.lab.topology import INI
 
 pytestmark = pytest.mark.integration
 
 GW1, GW2 = "10.99.1.2", "10.99.2.2"
 BOUND_S = 1.0
 _RUNS = itertools.count(1)
-
-
-def _ping_range(lab: Lab, value: str) -> None:
-    lab.ns_exec(INI, ["sysctl", "-qw", f"net.ipv4.ping_group_range={value}"], check=True)
-
-
-@pytest.fixture(params=["raw", "ping"])
-def socket_kind(request: pytest.FixtureRequest, fresh_lab: Lab) -> Iterator[str]:
-    kind: str = request.param
-    if kind == "ping":
-        _ping_range(fresh_lab, "0 2147483647")
-    try:
-        yield kind
-    finally:
-        if kind == "ping":
-            _ping_range(fresh_lab, "1 0")  # the kernel's default, as the lab made it
 
 
 @pytest.mark.parametrize("idle", [True, False], ids=["idle", "traffic"])

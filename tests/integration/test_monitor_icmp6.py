@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -28,7 +27,7 @@ from extsock_py.lab import netns
 from extsock_py.lab.extsock_runner import ExtsockRunner
 from extsock_py.lab.lab import Lab, wait_until
 from extsock_py.lab.monitor_check import measure_detection, monitor_policy
-from extsock_py.lab.topology import INI, INI_ADDR6, INI_NET6, PROTECTED_ADDR6
+from extsock_py.lab.topology import INI_ADDR6, INI_NET6, PROTECTED_ADDR6
 
 pytestmark = [
     pytest.mark.integration,
@@ -45,22 +44,6 @@ _DROP_ECHO = f"""table inet {netns.FAULT_TABLE} {{
     ip6 daddr {PROTECTED_ADDR6} icmpv6 type echo-request drop; }}
 }}
 """
-
-
-def _ping_range(lab: Lab, value: str) -> None:
-    lab.ns_exec(INI, ["sysctl", "-qw", f"net.ipv4.ping_group_range={value}"], check=True)
-
-
-@pytest.fixture(params=["raw", "ping"])
-def socket_kind(request: pytest.FixtureRequest, fresh_lab: Lab) -> Iterator[str]:
-    kind: str = request.param
-    if kind == "ping":
-        _ping_range(fresh_lab, "0 2147483647")
-    try:
-        yield kind
-    finally:
-        if kind == "ping":
-            _ping_range(fresh_lab, "1 0")  # the kernel's default, as the lab made it
 
 
 def _runner(lab: Lab) -> ExtsockRunner:
