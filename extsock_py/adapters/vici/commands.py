@@ -85,12 +85,16 @@ def terminate_message(
 
 def _answer(raw: bytes) -> dict[str, Any]:
     """One command's answer, read off a pipelined exchange (as `vici.Session.request`)."""
-    packet = Packet.parse(raw)
+    return _command_answer(Packet.parse(raw))
+
+
+def _command_answer(packet: Packet) -> dict[str, Any]:
+    """A command's answer packet, decoded; SessionException if it is another kind."""
     if packet.response_type != Packet.CMD_RESPONSE:
         raise SessionException(
             f"Unexpected response type {packet.response_type}, expected '1' (CMD_RESPONSE)"
         )
-    return dict(Message.deserialize(packet.payload))
+    return deserialize(packet.payload.read())
 
 
 def _confirmed(session: Any, packet: Packet, event: str) -> None:
@@ -125,12 +129,7 @@ def _streamed(session: Any, command: str, event: str, body: Any) -> list[dict[st
             if response.response_type != Packet.EVENT:
                 break
             events.append(deserialize(response.payload.read()))
-        if response.response_type != Packet.CMD_RESPONSE:
-            raise SessionException(
-                f"Unexpected response type {response.response_type}, "
-                f"expected '{Packet.CMD_RESPONSE}' (CMD_RESPONSE)"
-            )
-        answer = deserialize(response.payload.read())
+        answer = _command_answer(response)
     finally:
         _confirmed(session, Packet.unregister_event(event), event)
     if "success" in answer and answer["success"] != b"yes":
