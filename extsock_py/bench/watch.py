@@ -19,13 +19,11 @@ from vici.protocol import Message, Packet
 
 UPDOWN = ("ike-updown", "child-updown")
 ALL_EVENTS = ("ike-updown", "child-updown", "ike-rekey", "ike-update", "log")
-_KEPT_LOG = re.compile(r"^(retransmit \d|initiating IKE_SA|giving up|sending DPD)")
+_KEPT = r"retransmit \d|initiating IKE_SA|giving up|sending DPD"  # the log lines kept
+_KEPT_LOG = re.compile(f"^({_KEPT})")
 # The same lines found in a `log` event's raw payload (VICI: byte 3, key length, key, value
 # length in two bytes, value), so that the others are counted without being decoded.
-_KEPT_RAW = re.compile(
-    rb"\x03\x03msg[\x00-\xff]{2}(?:retransmit \d|initiating IKE_SA|giving up|sending DPD)",
-    re.DOTALL,
-)
+_KEPT_RAW = re.compile(rb"\x03\x03msg[\x00-\xff]{2}(?:" + _KEPT.encode() + rb")", re.DOTALL)
 MAX_RECORDS = 200_000  # bounded memory: a long run of log events stops being recorded
 
 
