@@ -11,6 +11,7 @@ from extsock_py.adapters import sdnotify
 from extsock_py.adapters.clock import SystemClock
 from extsock_py.adapters.config_reader import read_desired_config
 from extsock_py.adapters.control.protocol import DEFAULT_SOCKET
+from extsock_py.adapters.host_addresses import ProcHostAddresses
 from extsock_py.adapters.publisher import Broadcast
 from extsock_py.adapters.resolver import SystemResolver
 from extsock_py.adapters.state_store import DEFAULT_DIRECTORY, SqliteStateStore
@@ -112,7 +113,7 @@ def build_app(settings: AppSettings) -> App:
     )
     loop = MainLoop(service, clock.monotonic)
     # The one operator usecase: the control socket and the metrics endpoint share it.
-    operator = OperatorUsecase(loop, service, store)
+    operator = OperatorUsecase(loop, service, store, host=ProcHostAddresses())
     app = App(loop, operator, publisher)
     if pool is not None:  # the lanes' outcomes come back through the loop's inbox
         pool.post = loop.submit

@@ -193,6 +193,9 @@ class _EventMetrics:
     """Metrics counted from the daemon's published events, as they happen."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        # the reasons seen per connection: the second label of a two-label metric
+        self._failover_reasons: dict[str, set[str]] = {}
+        self._switch_reasons: dict[str, set[str]] = {}
         self.failovers = Counter(
             "extsock_failovers",
             "completed failovers and switches, by reason",
@@ -245,11 +248,27 @@ class _EventMetrics:
         """The publisher's subscriber: counts the notice by its event fields."""
         self.on_event(notice.kind, notice_fields(notice))
 
+    def _forget(self, conn: str) -> None:
+        """An unloaded connection's label sets go, so pushed names do not pile up."""
+        for metric in (self.last_duration, self.last_outage, self.detection_to_up, self.gave_up):
+            with contextlib.suppress(KeyError):
+                metric.remove(conn)
+        for metric, reasons in (
+            (self.failovers, self._failover_reasons),
+            (self.switch_failed, self._switch_reasons),
+        ):
+            for reason in reasons.pop(conn, set()):
+                with contextlib.suppress(KeyError):
+                    metric.remove(conn, reason)
+
     def on_event(self, kind: str, fields: Mapping[str, Any]) -> None:
         self.published.labels(_label(kind)).inc()
         conn = _label(fields.get("connection"))
         reason = _label(fields.get("reason") or "unknown")
-        if kind == "failover":
+        if kind == "unloaded":
+            self._forget(conn)
+        elif kind == "failover":
+            self._failover_reasons.setdefault(conn, set()).add(reason)
             self.failovers.labels(conn, reason).inc()
             duration = fields.get("duration")
             if isinstance(duration, int | float):
@@ -262,6 +281,7 @@ class _EventMetrics:
         elif kind == "gave-up":
             self.gave_up.labels(conn).inc()
         elif kind == "switch-failed":
+            self._switch_reasons.setdefault(conn, set()).add(reason)
             self.switch_failed.labels(conn, reason).inc()
         elif kind == "charon-back":
             self.reconnects.inc()

@@ -3,7 +3,8 @@
 `read` may look (status, history, health, watch); `operate` may also act (switch, hold,
 release, retry, terminate, reload, load, unload). Root, and the uid the daemon runs as,
 always operate. Without a `control` section in the policy, anyone who can open the socket
-(its mode and group decide that) may read and only root operates.
+(its mode and group decide that) may read and only root operates. What a non-root operator
+may `load` is bounded by the `push` policy (`domain/push.py`): without one, only root pushes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from extsock_py.domain.push import PushPolicy
 
 
 class Role(enum.IntEnum):
@@ -56,6 +59,8 @@ class ControlAccess:
 
     read_gids: frozenset[int] | None = None
     operate_gids: frozenset[int] = frozenset()
+    # what a non-root operator may push (None: only root and the daemon's uid push)
+    push: PushPolicy | None = None
 
     def role_of(self, peer: Peer, daemon_uid: int) -> Role:
         if peer.uid in (0, daemon_uid):

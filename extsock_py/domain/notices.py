@@ -28,6 +28,7 @@ class NoticeKind(StrEnum):
     CHARON_BACK = "charon-back"
     RELOADED = "reloaded"
     RELOAD_FAILED = "reload-failed"
+    UNLOADED = "unloaded"  # a pushed connection was unloaded: it is no longer managed
 
 
 # --- the published records: typed here, made JSON only by the publisher adapter -----------

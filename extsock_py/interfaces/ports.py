@@ -137,6 +137,9 @@ class StateStore(Protocol):
 
     def load_connections(self) -> dict[str, SavedConnection]: ...
 
+    def forget_connection(self, name: str) -> None:
+        """Drop `name`'s stored state (its history stays)."""
+
     def append_history(self, record: HistoryRecord) -> None: ...
 
     def history(
@@ -144,6 +147,12 @@ class StateStore(Protocol):
     ) -> Sequence[HistoryRecord]:
         """The newest `limit` records (of `connection`, from wall time `since` on), oldest
         first."""
+
+
+class HostAddresses(Protocol):
+    """The addresses of this host (its interfaces, virtual IPs included), as text."""
+
+    def addresses(self) -> frozenset[str]: ...
 
 
 class Resolver(Protocol):

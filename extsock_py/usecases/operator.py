@@ -24,7 +24,9 @@ from extsock_py.domain.access import ControlAccess
 from extsock_py.domain.errors import CharonError, CharonUnreachable, ExtsockError
 from extsock_py.domain.failover import Phase
 from extsock_py.domain.isolation import collision
+from extsock_py.domain.notices import ConnectionNotice, NoticeKind
 from extsock_py.domain.profile import ConnectionProfile, clone_body, clone_name
+from extsock_py.domain.push import push_refusal
 from extsock_py.domain.reports import (
     ChangeResult,
     ConnectionStatus,
@@ -37,7 +39,7 @@ from extsock_py.domain.reports import (
     UnloadResult,
 )
 from extsock_py.interfaces.operator import WorkQueue
-from extsock_py.interfaces.ports import StateStore
+from extsock_py.interfaces.ports import HostAddresses, StateStore
 from extsock_py.usecases.daemon_service import DaemonService, PushedConnection
 
 if TYPE_CHECKING:
@@ -87,6 +89,10 @@ class NoHistory(OperatorError):
     pass
 
 
+class NotAllowed(OperatorError):
+    """A push the `extsock.control.push` policy does not allow (or, without it: not root)."""
+
+
 # --- the usecase --------------------------------------------------------------------------
 
 
@@ -99,11 +105,13 @@ class OperatorUsecase:
         daemon: DaemonService,
         store: StateStore | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        host: HostAddresses | None = None,
     ) -> None:
         self._loop = loop
         self._daemon = daemon
         self._store = store
         self.timeout = timeout
+        self._host = host
 
     # --- running on the main loop -------------------------------------------------------
 
@@ -302,10 +310,20 @@ class OperatorUsecase:
             raise ReloadFailed(f"{report.error}; the running config is kept")
         return report
 
-    def load(self, profile: ConnectionProfile) -> LoadResult:
+    def _host_addresses(self) -> set[str]:
+        """This host's addresses and the virtual IPs charon reported for its IKE_SAs."""
+        found = set(self._host.addresses()) if self._host is not None else set()
+        for conn in self._daemon.pushed.file_connections():
+            for sa in self._daemon.manager.sas.carrying(conn):
+                found.update(sa.vips)
+        return found
+
+    def load(self, profile: ConnectionProfile, privileged: bool = False) -> LoadResult:
         """Manage a connection pushed by an application and start it (update it if known).
 
-        The control socket adapter validates the pushed JSON into the profile.
+        The control socket adapter validates the pushed JSON into the profile. A client
+        that is not `privileged` (root, the daemon's uid) pushes only what the policy's
+        `extsock.control.push` section allows.
         """
         conn = profile.name
         notes = [
@@ -319,7 +337,12 @@ class OperatorUsecase:
                 raise ConnectionConflict(
                     f"'{conn}' is defined in the config file: change it there and reload"
                 )
-            clash = collision(profile.body, configured)
+            others = {n: p.body for n, p in overlay.pushed.items() if n != conn}
+            if not privileged:
+                why = push_refusal(profile.body, self.control_access().push, len(others))
+                if why:
+                    raise NotAllowed(f"{conn}: {why}")
+            clash = collision(profile.body, configured, others, self._host_addresses())
             if clash:
                 raise ConnectionConflict(f"{conn}: {clash}; pick another")
             self._accepted_by_charon(profile)
@@ -365,6 +388,10 @@ class OperatorUsecase:
             self._daemon.events.ike.pop(conn, None)
             if overlay.pushed.pop(conn, None) is not None:
                 self._daemon.refresh_current()
+            if self._store is not None:
+                self._store.forget_connection(conn)  # after the Stop's last save
+            # metrics drop the connection's labels, subscribers learn it is gone
+            self._daemon.publisher.publish(ConnectionNotice(NoticeKind.UNLOADED, conn))
             log.info("%s: unloaded over the control socket", conn)
             return UnloadResult(conn, tuple(notes))
 

@@ -297,6 +297,9 @@ class MemoryStateStore:
     def load_connections(self) -> dict[str, SavedConnection]:
         return dict(self.connections)
 
+    def forget_connection(self, name: str) -> None:
+        self.connections.pop(name, None)
+
     def append_history(self, record: HistoryRecord) -> None:
         self.records.append(record)
 

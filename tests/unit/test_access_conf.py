@@ -76,8 +76,18 @@ HOME = {
         ({"local": {"id": "a"}, "children": {"c": {"remote_ts": "10.1.7.7"}}}, "overlaps"),
         ({"local": {"id": "a"}, "children": {"c": {"remote_ts": ["2001:db8::1"]}}}, "overlaps"),
         ({"local": {"id": "a"}, "children": {"c": {"remote_ts": ["10.0.0.0-10.1.0.1"]}}}, "10.1"),
-        ({"local": {"id": "a"}, "children": {"c": {"remote_ts": ["%any"]}}}, "overlaps"),
-        ({"local": {"id": "a"}, "children": {"c": {"remote_ts": ["dynamic"]}}}, ""),
+        # charon reads the prefix with atoi(): /0 for both
+        ({"local": {"id": "a"}, "children": {"c": {"remote_ts": ["0.0.0.0/0x"]}}}, "overlaps"),
+        ({"local": {"id": "a"}, "children": {"c": {"remote_ts": ["0.0.0.0/ 0"]}}}, "overlaps"),
+        # dynamic: the gateway's own address; without remote_addrs, any address
+        (
+            {"remote_addrs": ["203.0.113.1"], "local": {"id": "a"}, "children": {"c": {}}},
+            "",
+        ),
+        ({"local": {"id": "a"}, "children": {"c": {"remote_ts": ["dynamic"]}}}, "overlaps"),
+        # one identity to charon, however it is spelled
+        ({"local": {"id": "fqdn:ME"}}, "local id 'fqdn:ME'"),
+        ({"local": {"id": "@me"}}, "local id '@me'"),
     ],
 )
 def test_collisions_with_configured_connections(pushed: dict[str, object], clash: str) -> None:

@@ -183,7 +183,8 @@ def test_a_loop_that_does_not_answer_gives_a_clear_error() -> None:
 
 def test_load_manages_and_starts_a_pushed_connection(harness: Harness, op: OperatorUsecase) -> None:
     result = op.load(
-        profile_from_request("app", APP_BODY, {"connect_timeout": "2s", "max_cycles": 3})
+        profile_from_request("app", APP_BODY, {"connect_timeout": "2s", "max_cycles": 3}),
+        privileged=True,
     )
     assert result.started is True
     row = result.connection
@@ -202,7 +203,7 @@ def test_load_manages_and_starts_a_pushed_connection(harness: Harness, op: Opera
 def test_a_pushed_connection_survives_a_reload_without_a_bounce(
     harness: Harness, op: OperatorUsecase
 ) -> None:
-    op.load(profile_from_request("app", APP_BODY))
+    op.load(profile_from_request("app", APP_BODY), privileged=True)
     harness.bring_up("app")
     result = op.reload().applied
     assert result is not None
@@ -212,8 +213,8 @@ def test_a_pushed_connection_survives_a_reload_without_a_bounce(
 
 
 def test_loading_again_updates_and_unload_forgets(harness: Harness, op: OperatorUsecase) -> None:
-    op.load(profile_from_request("app", APP_BODY))
-    again = op.load(profile_from_request("app", {**APP_BODY, "mobike": True}))
+    op.load(profile_from_request("app", APP_BODY), privileged=True)
+    again = op.load(profile_from_request("app", {**APP_BODY, "mobike": True}), privileged=True)
     assert again.started is False
     assert "updated" in again.notes[0]
     assert op.unload("app") == UnloadResult("app", ())

@@ -338,6 +338,11 @@ class ReloadFailedEvent(_Event):
     error: str | None = None
 
 
+class UnloadedEvent(_Event):
+    event: Literal["unloaded"] = "unloaded"
+    connection: str
+
+
 class MissedEvent(_Event):
     event: Literal["missed"] = "missed"
     count: int
@@ -360,6 +365,7 @@ EVENT_MODELS: dict[str, type[_Event]] = {
     "charon-back": CharonBackEvent,
     "reloaded": ReloadedEvent,
     "reload-failed": ReloadFailedEvent,
+    "unloaded": UnloadedEvent,
 }
 EVENT_KINDS = frozenset(EVENT_MODELS)
 _FROM_TO = (FailoverEvent, FailoverStartedEvent, SwitchFailedEvent, RedirectedEvent)

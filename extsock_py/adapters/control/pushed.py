@@ -24,6 +24,8 @@ from extsock_py.adapters.policy_conf import validate_policy
 from extsock_py.domain.gateways import initiable_gateways
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import CLONE_SEPARATOR, PROBE_SUFFIX, ConnectionProfile
+from extsock_py.domain.push import texts
+from extsock_py.domain.selectors import SelectorError, strict_reading
 from extsock_py.usecases.operator import InvalidConnection
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -103,7 +105,6 @@ CHILD_KEYS = frozenset(
         "start_action",
         "ipcomp",
         "inactivity",
-        "priority",
         "interface",
         "mark_in",
         "mark_in_sa",
@@ -131,6 +132,7 @@ _WHY_NOT = {
     "cacerts": "credentials and files are loaded with swanctl, not pushed",
     "pubkeys": "credentials and files are loaded with swanctl, not pushed",
     "reqid": "it could take a configured connection's",
+    "priority": "its policies could be put before a configured connection's",
 }
 
 
@@ -183,6 +185,14 @@ def check_keys(name: str, body: Mapping[str, Any]) -> None:
         for key in options:
             if key not in CHILD_KEYS:
                 raise _refuse(name, f"children.{child}.", str(key), CHILD_KEYS)
+        for key in ("local_ts", "remote_ts"):
+            for entry in texts(options.get(key)):
+                try:
+                    strict_reading(entry)
+                except SelectorError as exc:
+                    raise InvalidConnection(
+                        f"{name}: key 'children.{child}.{key}': {exc}"
+                    ) from None
 
 
 def _split_addrs(value: object) -> object:
@@ -220,7 +230,13 @@ class ConnectionBody(BaseModel):
             body[key] = _vici_value(value, key)
         body["remote_addrs"] = list(self.remote_addrs)
         if self.children:
-            body["children"] = _vici_value(self.children, "children")
+            children = _vici_value(self.children, "children")
+            for options in children.values():
+                for key in ("local_ts", "remote_ts"):
+                    if isinstance(options.get(key), str):
+                        # a list for charon (a plain string is refused), read as swanctl reads it
+                        options[key] = texts(options[key])
+            body["children"] = children
         return body
 
 

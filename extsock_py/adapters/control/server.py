@@ -275,7 +275,7 @@ class _Client:
             if isinstance(args, p.SubscribeArgs):
                 self._subscribe(envelope.id, args)
                 return
-            result = self._server.execute(envelope.cmd, args)
+            result = self._server.execute(envelope.cmd, args, self.peer)
         except OSError:
             raise  # the client went away while being answered: nothing to tell anyone
         except Exception as exc:
@@ -646,8 +646,8 @@ class ControlServer:
 
     # --- commands -----------------------------------------------------------------------
 
-    def execute(self, cmd: str, args: Any) -> Any:
-        """Run one command (other than subscribe) and return its result, as JSON."""
+    def execute(self, cmd: str, args: Any, peer: Peer) -> Any:
+        """Run one command (other than subscribe) for `peer` and return its result, as JSON."""
         op = self.operator
         match args:
             case p.StatusArgs(conn=conn):
@@ -657,7 +657,8 @@ class ControlServer:
             case p.SwitchArgs(conn=conn, to=to):
                 return j.change_json(op.switch(conn, to))
             case p.LoadArgs(conn=conn, body=body, policy=policy):
-                return j.load_json(op.load(profile_from_request(conn, body, policy)))
+                profile = profile_from_request(conn, body, policy)
+                return j.load_json(op.load(profile, privileged=self._privileged(peer)))
             case p.ConnArgs(conn=conn) if cmd == "unload":
                 return j.unload_json(op.unload(conn))
             case p.ConnArgs(conn=conn):
