@@ -39,8 +39,11 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0
 DURATION_FORM = "a duration such as 500ms, 5s, 2m or 1h (a bare number means seconds)"
 BOOL_FORM = "yes or no"
 ADDRESS_FORM = "an IPv4 or IPv6 address"
-NETNS_FORM = "the name of a network namespace in /run/netns"
-_NETNS = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}")
+NETNS_FORM = (
+    "the name of a network namespace in /run/netns: letters, digits, _ . - (not starting "
+    "with '.' or '-', no '/' or '..', at most 255)"
+)
+_NETNS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
 
 def parse_duration(value: object) -> float:
@@ -73,24 +76,30 @@ def parse_address(value: object) -> str:
 
 def parse_netns(value: object) -> str:
     text = str(value).strip()
-    if not _NETNS.fullmatch(text):
+    if not _NETNS.fullmatch(text) or ".." in text:
         raise ValueError(f"invalid network namespace name {text!r}: expected {NETNS_FORM}")
     return text
 
 
 def _spoken(seconds: float) -> str:
+    if seconds == 0:
+        return "0s"
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds * 1000:g}ms"
 
 
-def at_most(limit: float) -> AfterValidator:
-    """A duration bound that names itself: a policy never waits for 10^16 s."""
+def between(low: float | None, high: float | None) -> AfterValidator:
+    """Duration bounds that name themselves: a policy never waits for 10^16 s, nor polls
+    every millisecond."""
+    accepted = f"(accepted: {_spoken(low or 0.0)} to {_spoken(high)})" if high else ""
 
     def check(value: float) -> float:
-        if value > limit:
-            raise ValueError(f"{_spoken(value)} is too long: at most {_spoken(limit)}")
+        if high is not None and value > high:
+            raise ValueError(f"{_spoken(value)} is too long: at most {_spoken(high)} {accepted}")
+        if low is not None and value < low:
+            raise ValueError(f"{_spoken(value)} is too short: at least {_spoken(low)} {accepted}")
         return value
 
     return AfterValidator(check)
@@ -135,10 +144,11 @@ def _field_type(name: str, hint: Any) -> Any:
         parts.append(_parser(parse_choice(name, tuple(map(str, get_args(base))))))
     elif accepts.form in _PARSERS:
         parts.append(_parser(_PARSERS[accepts.form]))
-    parts.append(Field(ge=accepts.ge, gt=accepts.gt))
-    if accepts.le is not None:
-        # durations name their bound in their own unit; numbers as pydantic says it
-        parts.append(at_most(accepts.le) if accepts.form is Form.DURATION else Field(le=accepts.le))
+    if accepts.form is Form.DURATION:
+        # durations name their bounds in their own unit; numbers as pydantic says them
+        parts.append(between(accepts.ge, accepts.le))
+    else:
+        parts.append(Field(ge=accepts.ge, gt=accepts.gt, le=accepts.le))
     return Annotated[(base, *parts)]
 
 

@@ -30,7 +30,8 @@ class Form(StrEnum):
 
 @dataclass(frozen=True)
 class Accepts:
-    """What a policy key accepts: its written form and its bounds (None: unbounded)."""
+    """What a policy key accepts: its written form and its bounds (None: unbounded). Every
+    duration has both a lower (`ge`) and an upper (`le`) bound."""
 
     form: Form = Form.NUMBER
     ge: float | None = None
@@ -39,14 +40,17 @@ class Accepts:
 
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+# The shortest duration a policy may set where 0 has no meaning: a timeout, a delay or an
+# interval of less would turn the daemon into a busy loop of charon commands or probes.
+SHORTEST = 0.1
 
 
 @dataclass(frozen=True)
 class BackoffPolicy:
     """Pause between whole failed cycles: initial * multiplier**(n-1), capped, plus jitter."""
 
-    initial: Annotated[float, Accepts(Form.DURATION, gt=0, le=HOUR)] = 1.0
-    maximum: Annotated[float, Accepts(Form.DURATION, gt=0, le=DAY)] = 60.0
+    initial: Annotated[float, Accepts(Form.DURATION, ge=SHORTEST, le=HOUR)] = 1.0
+    maximum: Annotated[float, Accepts(Form.DURATION, ge=SHORTEST, le=DAY)] = 60.0
     multiplier: Annotated[float, Accepts(ge=1.0, le=10.0)] = 2.0
     # fraction of the delay added at most, spreads many connections apart
     jitter: Annotated[float, Accepts(ge=0.0, le=1.0)] = 0.2
@@ -57,8 +61,8 @@ class FailbackPolicy:
     """Return to the primary gateway once it has answered probes for `hold_down` seconds."""
 
     enabled: Annotated[bool, Accepts(Form.FLAG)] = False
-    probe_interval: Annotated[float, Accepts(Form.DURATION, gt=0, le=HOUR)] = 10.0
-    probe_timeout: Annotated[float, Accepts(Form.DURATION, gt=0, le=10 * MINUTE)] = 5.0
+    probe_interval: Annotated[float, Accepts(Form.DURATION, ge=SHORTEST, le=HOUR)] = 10.0
+    probe_timeout: Annotated[float, Accepts(Form.DURATION, ge=SHORTEST, le=10 * MINUTE)] = 5.0
     hold_down: Annotated[float, Accepts(Form.DURATION, ge=0, le=DAY)] = 30.0
 
 
@@ -73,7 +77,7 @@ class MonitorPolicy:
     local: Annotated[str | None, Accepts(Form.ADDRESS)] = None
     remote: Annotated[str | None, Accepts(Form.ADDRESS)] = None
     port: Annotated[int, Accepts(ge=1, le=65535)] = 33434
-    interval: Annotated[float, Accepts(Form.DURATION, gt=0, le=MINUTE)] = 0.5
+    interval: Annotated[float, Accepts(Form.DURATION, ge=SHORTEST, le=MINUTE)] = 0.5
     misses: Annotated[int, Accepts(ge=1, le=100)] = 3
     # probe from this network namespace (/run/netns/<name>)
     netns: Annotated[str | None, Accepts(Form.NETNS)] = None
@@ -84,7 +88,7 @@ class MonitorPolicy:
 class FailoverPolicy:
     """Everything that decides when a gateway counts as failed and what happens next."""
 
-    connect_timeout: Annotated[float, Accepts(Form.DURATION, gt=0, le=10 * MINUTE)] = 5.0
+    connect_timeout: Annotated[float, Accepts(Form.DURATION, ge=SHORTEST, le=10 * MINUTE)] = 5.0
     # 0: wait for charon's own verdict
     dead_after_retransmits: Annotated[int, Accepts(ge=0, le=10)] = 1
     attempts_per_gateway: Annotated[int, Accepts(ge=1, le=100)] = 1
