@@ -186,13 +186,21 @@ def check_keys(name: str, body: Mapping[str, Any]) -> None:
             if key not in CHILD_KEYS:
                 raise _refuse(name, f"children.{child}.", str(key), CHILD_KEYS)
         for key in ("local_ts", "remote_ts"):
-            for entry in texts(options.get(key)):
+            for entry in _ts_entries(options.get(key)):
                 try:
                     strict_reading(entry)
                 except SelectorError as exc:
                     raise InvalidConnection(
                         f"{name}: key 'children.{child}.{key}': {exc}"
                     ) from None
+
+
+def _ts_entries(value: object) -> list[str]:
+    """The selectors charon is sent: a comma string is split (and made a list), the items
+    of a list are sent as they are, white space and all."""
+    if isinstance(value, list):
+        return [item if isinstance(item, str) else str(item) for item in value]
+    return texts(value)
 
 
 def _split_addrs(value: object) -> object:
