@@ -9,7 +9,8 @@
 What happens (failovers, give-ups, charon leaving and coming back) is counted from the
 daemon's published events as they occur; what is (tunnel up, active gateway, phase) is
 read from the main loop at scrape time, so a scrape never races the loop. Labels carry
-connection names, gateway addresses, phases and reasons only: never a secret.
+connection names, gateway addresses, phases and reasons only: never a secret. When a
+pushed connection is unloaded (the `unloaded` event), its labels go with it.
 """
 
 from __future__ import annotations
