@@ -12,7 +12,8 @@ Without the section only root (and the daemon's uid) pushes. A gateway address m
 a listed network; a gateway name must be listed as that name (charon resolves it, and
 whatever the name resolves to is trusted as the name is). Every selector must be written
 out (no `dynamic`) and lie inside the listed ranges; every local identity (`id`, `eap_id`,
-`xauth_id`) must match an `ids` pattern as charon compares identities. Pure: no I/O.
+`xauth_id`, and the connection's `ppk_id`: charon picks credentials by them) must match an
+`ids` pattern as charon compares identities. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -146,6 +147,10 @@ def push_refusal(body: Mapping[str, Any], policy: PushPolicy | None, others: int
         why = _gateway_refusal(entry, policy)
         if why:
             return why
+    for value in scalars(body.get("ppk_id")):  # charon picks the PPK by it
+        why = _identity_refusal("connection", "ppk_id", value, policy.ids)
+        if why:
+            return why.replace("connection.ppk_id", "ppk_id", 1)
     for round_, section in auth_rounds(body, "local"):
         for key in IDENTITY_KEYS:
             for value in scalars(section.get(key)):

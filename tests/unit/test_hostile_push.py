@@ -244,6 +244,12 @@ def test_a_non_root_push_goes_only_to_listed_gateways(
     assert pusher.push(OPERATOR, "app", ok)["started"] is True
 
 
+def test_a_non_root_push_picks_no_ppk_outside_ids(pusher: Pusher) -> None:
+    with pytest.raises(Exception, match=r"ppk_id 'corp-ppk' .* matches no pattern"):
+        pusher.push(OPERATOR, "app", app(ppk_id="corp-ppk"))
+    assert pusher.push(OPERATOR, "app", app(ppk_id="app-ppk.example.net"))["started"] is True
+
+
 @pytest.mark.parametrize(
     ("local", "message"),
     [
