@@ -10,6 +10,7 @@ a configured connection's identity under another spelling. Pure functions: no I/
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ def _canonical(kind: IdKind, value: bytes) -> Identity:
     return Identity(kind, value)
 
 
+@functools.lru_cache(maxsize=8192)  # pure: a push compares with every connection's ids
 def parse_identity(text: str) -> Identity:
     """The identity charon makes of `text`; ValueError for hex that charon would misread."""
     text = text.split("\0", 1)[0]  # charon reads a C string

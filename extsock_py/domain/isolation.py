@@ -14,11 +14,11 @@ virtual IPs; remotely the connection's gateways (every address, for a `%any`, a 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from extsock_py.domain.identity import same_identity
+from extsock_py.domain.identity import Identity, parse_identity
 from extsock_py.domain.push import auth_rounds, scalars, texts
 from extsock_py.domain.selectors import ALL, Network, charon_reading, overlaps
 
@@ -74,15 +74,15 @@ def _gateway_side(body: Mapping[str, Any]) -> Side:
     return Side(tuple(nets), frozenset(marks), "dynamic (its gateways)")
 
 
-def _side(entries: list[str], dynamic: Side) -> list[Side]:
+def _side(entries: list[str], dynamic: Callable[[], Side]) -> list[Side]:
     if not entries:
-        return [dynamic]
+        return [dynamic()]
     sides: list[Side] = []
     for entry in entries:
         reading = charon_reading(entry)
         if reading is None:
             continue  # charon refuses it: nothing is loaded
-        sides.append(dynamic if reading.dynamic else Side(reading.networks, written=entry))
+        sides.append(dynamic() if reading.dynamic else Side(reading.networks, written=entry))
     return sides
 
 
@@ -98,12 +98,18 @@ def claims(body: Mapping[str, Any], host: Side) -> list[Claim]:
     children = body.get("children")
     if not isinstance(children, Mapping):
         return []
-    gateways = _gateway_side(body)
+    known: list[Side] = []
+
+    def gateways() -> Side:  # read only where a child's remote side is dynamic
+        if not known:
+            known.append(_gateway_side(body))
+        return known[0]
+
     out: list[Claim] = []
     for name, child in children.items():
         if not isinstance(child, Mapping):
             continue
-        for local in _side(texts(child.get("local_ts")), host):
+        for local in _side(texts(child.get("local_ts")), lambda: host):
             for remote in _side(texts(child.get("remote_ts")), gateways):
                 out.append(Claim(str(name), local, remote))
     return out
@@ -114,16 +120,29 @@ def local_ids(body: Mapping[str, Any]) -> list[str]:
     return [text for _, round_ in auth_rounds(body, "local") for text in scalars(round_.get("id"))]
 
 
+def _identity(text: str) -> Identity | str:
+    try:
+        return parse_identity(text)
+    except ValueError:
+        return text  # unreadable #hex: compared as text
+
+
 def _clash(
-    pushed: Mapping[str, Any], mine: list[Claim], what: str, body: Mapping[str, Any], host: Side
+    ids: list[tuple[str, Identity | str]],
+    mine: list[Claim],
+    what: str,
+    body: Mapping[str, Any],
+    host: Side,
 ) -> str:
-    for own in local_ids(pushed):
-        for theirs in local_ids(body):
-            if same_identity(own, theirs):
+    for theirs in local_ids(body):
+        seen = _identity(theirs)
+        for own, parsed in ids:
+            if parsed == seen:
                 shown = "" if own == theirs else f" (as charon reads '{theirs}')"
                 return f"local id '{own}' is the identity of {what}{shown}"
+    theirs_claims = claims(body, host) if mine else []
     for claim in mine:
-        for other in claims(body, host):
+        for other in theirs_claims:
             remote = claim.remote.meets(other.remote)
             local = claim.local.meets(other.local) if remote else None
             if remote and local:
@@ -144,9 +163,10 @@ def collision(
     connections ('' when it may)."""
     host = host_side(host_addresses)
     mine = claims(pushed, host)
+    ids = [(own, _identity(own)) for own in local_ids(pushed)]
     for kind, bodies in (("configured", configured), ("pushed", others or {})):
         for name, body in bodies.items():
-            why = _clash(pushed, mine, f"{kind} connection '{name}'", body, host)
+            why = _clash(ids, mine, f"{kind} connection '{name}'", body, host)
             if why:
                 return why
     return ""

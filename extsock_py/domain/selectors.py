@@ -13,6 +13,7 @@ Pure functions: no I/O.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ def _host(text: str, version: int | None = None) -> ipaddress.IPv4Address | ipad
     return address
 
 
+@functools.lru_cache(maxsize=8192)  # pure: a push compares with every connection's selectors
 def charon_reading(entry: str) -> Selector | None:
     """What charon loads for this `local_ts`/`remote_ts` entry (None: charon refuses it)."""
     text = entry.split("\0", 1)[0].split("[", 1)[0]
