@@ -25,6 +25,7 @@ DEB_PACKAGES=(
   mount                          # mount (each charon's own /run)
   mmdebstrap                     # Debian roots of other strongSwan releases (lab --charon trixie|sid)
   python3-venv
+  systemd                        # systemd-analyze (tests/unit/test_systemd_unit.py scores the unit)
   docker-compose                 # validates docker/compose.yaml
 )
 missing=()
