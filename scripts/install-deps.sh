@@ -59,8 +59,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  # the runtime dependencies as deployed (requirements.lock, hashes checked), then the rest
+  "$VENV/bin/python" -m pip install -q --require-hashes -r requirements.lock
   "$VENV/bin/python" -m pip install -q -e ".[dev]"
   touch "$stamp"
 fi
