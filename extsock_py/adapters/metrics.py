@@ -219,6 +219,14 @@ class _EventMetrics:
             buckets=DETECTION_BUCKETS,
             registry=registry,
         )
+        self.outage = Histogram(
+            "extsock_failover_outage_seconds",
+            "seconds from the last sign of life on the old gateway to the tunnel up on the new "
+            "one, for each failover that knows it (the tunnel monitor's)",
+            ["connection"],
+            buckets=DETECTION_BUCKETS,
+            registry=registry,
+        )
         self.gave_up = Counter(
             "extsock_gave_up", "times a connection gave up", ["connection"], registry=registry
         )
@@ -259,6 +267,7 @@ class _EventMetrics:
             outage = fields.get("outage")
             if isinstance(outage, int | float):
                 self.last_outage.labels(conn).set(float(outage))
+                self.outage.labels(conn).observe(float(outage))
         elif kind == "gave-up":
             self.gave_up.labels(conn).inc()
         elif kind == "switch-failed":
