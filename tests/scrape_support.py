@@ -4,10 +4,13 @@ promtool (Debian's prometheus package; scripts/install-deps.sh installs it)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "contrib/prometheus/extsock.rules.yml"
@@ -49,3 +52,30 @@ def run_promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedPr
     return subprocess.run(
         [tool, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def dashboard() -> dict[str, Any]:
+    data = json.loads(DASHBOARD.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def dashboard_panels(data: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in data["panels"]:
+        yield panel
+        yield from panel.get("panels", [])  # a collapsed row holds its own
+
+
+def dashboard_queries(variables: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(where, PromQL) of every panel target; with `variables`, Grafana's `$__...` replaced
+    by their values and the dashboard's own variables by `.*` (as when set to All)."""
+    out = []
+    for panel in dashboard_panels(dashboard()):
+        for target in panel.get("targets", []):
+            expr = str(target["expr"])
+            if variables is not None:
+                for name, value in variables.items():
+                    expr = expr.replace(name, value)
+                expr = re.sub(r"\$\w+", ".*", expr)
+            out.append((f"panel {panel['id']} {panel['title']!r} {target['refId']}", expr))
+    return out

@@ -242,6 +242,7 @@ class _EventMetrics:
         self.charon_lost = Counter(
             "extsock_charon_lost", "times charon became unreachable", registry=registry
         )
+        self._known: set[str] = set()  # connections whose series are there (at 0 or more)
         self.published = Counter(
             "extsock_published_events",
             "events published by the daemon",
@@ -257,6 +258,14 @@ class _EventMetrics:
         self.published.labels(_label(kind)).inc()
         conn = _label(fields.get("connection"))
         reason = _label(fields.get("reason") or "unknown")
+        if fields.get("connection") is not None and conn not in self._known:
+            self._known.add(conn)
+            # A connection's series exist at 0 from its first event on: Prometheus's
+            # increase() sees no rise in a series whose first sample is already 1, so the
+            # first failover (or give-up) would vanish from rates, alerts and dashboards.
+            self.detection_to_up.labels(conn)
+            self.outage.labels(conn)
+            self.gave_up.labels(conn)
         if kind == "failover":
             self.failovers.labels(conn, reason).inc()
             duration = fields.get("duration")
