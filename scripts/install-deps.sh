@@ -28,6 +28,7 @@ DEB_PACKAGES=(
   docker-compose                 # validates docker/compose.yaml
   groff-base                     # groff: the man pages are checked for warnings
   prometheus                     # promtool: the alerting rules' tests, `check metrics`
+  openssl                        # keys encrypted with each PEM cipher (differential tests)
 )
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
