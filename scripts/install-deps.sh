@@ -27,6 +27,9 @@ DEB_PACKAGES=(
   python3-venv
   systemd                        # systemd-analyze (tests/unit/test_systemd_unit.py scores the unit)
   docker-compose                 # validates docker/compose.yaml
+  groff-base                     # groff: the man pages are checked for warnings
+  prometheus                     # promtool: the alerting rules' tests, `check metrics`
+  openssl                        # keys encrypted with each PEM cipher (differential tests)
 )
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
@@ -38,6 +41,11 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian's prometheus (here for promtool) enables and starts a Prometheus server: not
+    # wanted here. Only when this run installed it, so an admin's own server is left alone.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+      systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
   else
     echo "note: not root or no apt-get; missing Debian packages: ${missing[*]}" >&2
     echo "      the lab and integration tests need them (they will be skipped)" >&2
