@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -151,6 +151,14 @@ class Resolver(Protocol):
     empty when it has none or cannot be resolved."""
 
     def resolve(self, name: str) -> tuple[str, ...]: ...
+
+
+@runtime_checkable
+class PrimedResolver(Resolver, Protocol):
+    """A resolver that answers from what it learnt beside the main loop: `prime` waits,
+    bounded by `timeout`, for a first answer for `names` (before the loop runs)."""
+
+    def prime(self, names: Iterable[str], timeout: float) -> None: ...
 
 
 class ProbePort(Protocol):

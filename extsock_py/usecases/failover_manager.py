@@ -39,6 +39,7 @@ from extsock_py.interfaces.ports import (
     Clock,
     CommandLanes,
     EventPublisher,
+    PrimedResolver,
     Resolver,
     StateStore,
 )
@@ -215,7 +216,14 @@ class FailoverManager:
         it); the failover history stays in the store. Returns the names restored."""
         if self._store is None:
             return []
-        saved = self._store.load_connections()
+        try:
+            saved = self._store.load_connections()
+        except Exception as exc:  # a store that cannot be read costs the state, not the start
+            log.error(
+                "the persisted state could not be read (%s): every connection starts afresh",
+                type(exc).__name__,
+            )
+            return []
         restored = []
         for name in names:
             stored, managed = saved.get(name), self._conns.get(name)
@@ -349,6 +357,20 @@ class FailoverManager:
     def resolve_name(self, name: str) -> tuple[str, ...]:
         """The addresses DNS name `name` has now (none without a resolver)."""
         return self._resolver.resolve(name) if self._resolver is not None else ()
+
+    def prime(self, names: Iterable[str], timeout: float) -> None:
+        """Wait, at most `timeout`, for a first answer for DNS names `names` (before the
+        loop runs), where the resolver answers from what it learnt beside the loop."""
+        if isinstance(self._resolver, PrimedResolver):
+            self._resolver.prime(names, timeout)
+
+    def names_resolved(self, name: str) -> None:
+        """DNS name `name` has a new answer: the connections that list it take it for
+        their next attempt (the attempt under way keeps its address)."""
+        now = self._clock.monotonic()
+        for managed in list(self._conns.values()):
+            if name in managed.profile.gateways:
+                self._resolve(managed, now)
 
     def _gateways(self, profile: ConnectionProfile) -> tuple[str, ...]:
         """The gateways to try: the list with its DNS names resolved now."""
