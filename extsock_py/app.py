@@ -22,6 +22,7 @@ from extsock_py.adapters.vici.transport import DEFAULT_URI
 from extsock_py.adapters.worker import BoundedWorker
 from extsock_py.domain.observations import Observation
 from extsock_py.interfaces.operator import OperatorPort
+from extsock_py.interfaces.ports import Resolver
 from extsock_py.mainloop import MainLoop
 from extsock_py.usecases.daemon_service import DaemonOptions, DaemonService, Listener
 from extsock_py.usecases.failover_manager import FailoverManager
@@ -82,8 +83,9 @@ class App:
                     log.exception("while closing")
 
 
-def build_app(settings: AppSettings) -> App:
-    """Wire the real adapters; nothing is opened until App.run()."""
+def build_app(settings: AppSettings, resolver: Resolver | None = None) -> App:
+    """Wire the real adapters; nothing is opened until App.run(). `resolver`: the blocking
+    DNS resolver asked beside the loop (the system's by default)."""
     clock = SystemClock()
     publisher = Broadcast()
     pool = (
@@ -97,8 +99,8 @@ def build_app(settings: AppSettings) -> App:
         store = SqliteStateStore(settings.state_dir)
     dns = BoundedWorker("dns", DNS_THREADS, DNS_QUEUE)
     # Answers come back through the loop's inbox (`loop` is bound below, before any runs).
-    resolver = BackgroundResolver(SystemResolver(), dns, lambda work: loop.submit(work))
-    manager = FailoverManager(charon, clock, publisher, store, resolver=resolver, lanes=pool)
+    names = BackgroundResolver(resolver or SystemResolver(), dns, lambda work: loop.submit(work))
+    manager = FailoverManager(charon, clock, publisher, store, resolver=names, lanes=pool)
 
     def make_listener(deliver: Callable[[Observation], None]) -> Listener:
         return ViciEventListener(
@@ -118,7 +120,7 @@ def build_app(settings: AppSettings) -> App:
         manager,
     )
     loop = MainLoop(service, clock.monotonic)
-    resolver.on_change.append(service.names_resolved)
+    names.on_change.append(service.names_resolved)
     history = BoundedWorker("history", HISTORY_THREADS, HISTORY_QUEUE)
     # The one operator usecase: the control socket and the metrics endpoint share it.
     operator = OperatorUsecase(loop, service, store, background=history)
