@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
+
+from extsock_py.app import AppSettings, build_app
 from extsock_py.domain import events as ev
 from extsock_py.domain.failover import Phase
 from extsock_py.domain.gateways import expand, is_name
 from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import ConnectionProfile
 from extsock_py.usecases.failover_manager import FailoverManager
+from tests.fakes.fake_charon import FakeCharon
 from tests.fakes.ports import FakeCharonPort, FakeClock, RecordingPublisher
+from tests.unit.test_control_support import short_dir, wait_until
 
 
 class Hosts:
@@ -89,3 +96,78 @@ def test_one_name_with_two_addresses_is_managed() -> None:
     managed, plain = split_managed(desired, hosts.resolve)
     assert list(managed) == ["home"] and list(plain) == ["solo"]
     assert split_managed(desired)[0] == {}  # without a resolver: as before
+
+
+# --- resolved beside the main loop, in the daemon as build_app wires it ---------------------
+
+DNS_CONF = """
+connections {
+    pair {
+        remote_addrs = pair.test, 10.99.2.2
+        local { auth = psk }
+        remote { auth = psk }
+        children { net { remote_ts = 10.7.0.0/16 } }
+    }
+    solo {
+        remote_addrs = solo.test
+        local { auth = psk }
+        remote { auth = psk }
+        children { net { remote_ts = 10.8.0.0/16 } }
+    }
+}
+secrets {
+    ike-lab { secret = lab-secret-0123 }
+}
+"""
+
+
+class Gated:
+    """A resolver the test steers: answers from `names`, once `gate` is open."""
+
+    def __init__(self, **names: tuple[str, ...]) -> None:
+        self.names = {k.replace("_", "."): v for k, v in names.items()}
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def resolve(self, name: str) -> tuple[str, ...]:
+        self.gate.wait(10.0)
+        return self.names.get(name, ())
+
+
+def test_a_lone_name_that_gains_an_address_is_managed_without_a_reload_waiting_for_dns(
+    tmp_path: Path,
+) -> None:
+    """At start the first answers are waited for (bounded): `pair.test` is one gateway of
+    two, `solo.test` a plain connection (one address). Later `solo.test` has two, and the
+    resolver is slow: the reload answers at once, and when the answer comes back through
+    the loop's inbox the config is applied again, with `solo` managed."""
+    hosts = Gated(pair_test=("10.99.1.2",), solo_test=("10.99.3.2",))
+    conf = tmp_path / "swanctl.conf"
+    conf.write_text(DNS_CONF)
+    with short_dir() as d, FakeCharon() as fake:
+        settings = AppSettings(
+            uri=fake.uri, config_file=conf, state_dir=None, control_socket=d / "s"
+        )
+        app = build_app(settings, resolver=hosts)
+        thread = threading.Thread(target=app.run, name="daemon-under-test", daemon=True)
+        thread.start()
+        try:
+            assert app.loop.ready.wait(10.0)
+            managed = [r.connection for r in app.operator.status().connections]
+            assert managed == ["pair"]
+            assert app.operator.status("pair").connections[0].gateways == ("10.99.1.2", "10.99.2.2")
+            hosts.names["solo.test"] = ("10.99.3.2", "10.99.4.2")
+            hosts.gate.clear()
+            began = time.monotonic()
+            report = app.operator.reload()
+            assert time.monotonic() - began < 2.0  # no wait for the resolver
+            assert report.applied is not None and "solo" in report.applied.plain
+            hosts.gate.set()
+            wait_until(lambda: len(app.operator.status().connections) == 2, 5.0)
+            solo = app.operator.status("solo").connections[0]
+            assert solo.gateways == ("10.99.3.2", "10.99.4.2")
+        finally:
+            hosts.gate.set()
+            app.loop.request_stop()
+            thread.join(10.0)
+        assert not thread.is_alive()
