@@ -2,8 +2,10 @@
 
 The event listener thread posts charon's observations, the control socket posts
 operator requests (as callables with a future), and signal handlers only set flags and
-wake it (ExaBGP's rule): the loop acts on all of them between iterations, in bounded batches,
-then lets its service deliver due deadlines. What the daemon does lives in the service
+wake it (ExaBGP's rule): the loop acts on all of them between iterations, giving its inbox at
+most BUDGET seconds a turn, then lets its service deliver due deadlines. Nothing slow runs
+here: history reads and DNS run beside the loop, in bounded workers, and their results come
+back through the inbox. What the daemon does lives in the service
 (`usecases/daemon_service.py`); this module knows it only through `LoopService`.
 """
 

@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
 
+from extsock_py.domain.errors import CharonUnreachable
 from extsock_py.interfaces.operator import Background as Offload
 from extsock_py.interfaces.ports import Resolver
 
@@ -112,4 +113,9 @@ class BackgroundResolver:
             return
         self._answers[name] = addresses
         for callback in self.on_change:
-            callback(name)
+            try:
+                callback(name)
+            except CharonUnreachable:
+                raise  # the loop's to handle: it marks charon lost
+            except Exception:  # nobody waits on this work's future: say it here
+                log.exception("gateway %s: acting on its new addresses failed", name)
