@@ -379,7 +379,7 @@ class SqliteStateStore:
         with self._read_lock:
             try:
                 if self._reader is None:
-                    uri = f"file:{self.path}?mode=ro"
+                    uri = f"{self.path.absolute().as_uri()}?mode=ro"
                     self._reader = sqlite3.connect(
                         uri, uri=True, timeout=5.0, isolation_level=None, check_same_thread=False
                     )

@@ -395,3 +395,25 @@ def test_slow_names_are_resolved_beside_the_loop_and_come_back_through_its_inbox
     finally:
         names.release.set()
         worker.close()
+
+
+def test_a_history_read_under_way_never_holds_the_loops_writes(tmp_path: Path) -> None:
+    """History is read on a connection of its own: while a read holds it (however long),
+    the loop's writes go through at once."""
+    from extsock_py.domain.persisted import SavedConnection
+
+    _history_rows(tmp_path)
+    with SqliteStateStore(tmp_path) as store:
+        assert len(store.history(limit=ROWS)) == ROWS
+        written = threading.Event()
+
+        def write() -> None:
+            store.save_connection("home", SavedConnection(phase="up"))
+            written.set()
+
+        with store._read_lock:  # a history read under way
+            writer = threading.Thread(target=write, daemon=True)
+            writer.start()
+            assert written.wait(5.0)
+        writer.join(5.0)
+        assert store.load_connections()["home"].phase == "up"
