@@ -37,13 +37,13 @@ DEFAULT_STATE_DIR = str(DEFAULT_DIRECTORY)
 DEFAULT_COMMAND_SESSIONS = DEFAULT_LANES
 MAX_COMMAND_SESSIONS = MAX_LANES
 MONITOR_DRAIN = 0.2
+"""Longest time between the tunnel monitor's passes while it probes (its sockets' answers
+are read on each pass): the main loop's poll when it was 0.2 s, kept for the monitor alone."""
 # Beside the main loop: history reads (a read of 10,000 rows takes ~0.15 s; more readers
 # than this wait in the queue, and past it they are refused: "try again later") and DNS
 # (one name can take the resolver's 5 s timeout).
 HISTORY_THREADS, HISTORY_QUEUE = 2, 4
 DNS_THREADS, DNS_QUEUE = 4, 64
-"""Longest time between the tunnel monitor's passes while it probes (its sockets' answers
-are read on each pass): the main loop's poll when it was 0.2 s, kept for the monitor alone."""
 
 
 @dataclass(frozen=True)
