@@ -283,17 +283,22 @@ class _Request(NamedTuple):
 
 
 class _Writer(io.BufferedIOBase):
-    """The answer's way out: every write is one sendall, bounded by the socket's timeout
-    (since Python 3.5 a deadline on the whole send, not on each chunk)."""
+    """The answer's way out: every write is one sendall, and all of them together have
+    IO_TIMEOUT (a socket timeout bounds one sendall as a whole, since Python 3.5)."""
 
     def __init__(self, conn: socket.socket) -> None:
         self._conn = conn
+        self._deadline = time.monotonic() + IO_TIMEOUT
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the client did not take its answer in time")
         view = memoryview(data)
+        self._conn.settimeout(left)
         self._conn.sendall(view)
         return len(view)
 
@@ -308,7 +313,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.connection = self.request.conn
-        self.connection.settimeout(IO_TIMEOUT)
         self.rfile = io.BytesIO(self.request.data)
         self.wfile = _Writer(self.connection)
 
