@@ -36,72 +36,108 @@ class SystemResolver:
         return tuple(addresses)
 
 
-class BackgroundResolver:
-    """The Resolver port, never blocking the main loop: `resolve(name)` answers with what the
-    last resolution of `name` found (nothing before the first) and asks the system again
-    beside the loop, in a bounded worker, at most once at a time per name. The answer comes
-    back through the loop's inbox (`post`); when it differs from the last, each `on_change`
-    callback gets the name, on the loop. So each attempt uses the newest answer known and
-    asks for the next one; a resolver that takes seconds (5 s per name is the system's
-    timeout) costs the loop nothing.
+# How long one resolution may hold the main loop for answers that come fast (a hosts file,
+# a local cache: the attempt then uses the fresh answer, as charon's own resolution would),
+# and how much such waiting the loop gives DNS in all: `WAIT_SHARE` of its time, at most
+# `WAIT_BURST` at once. Slower answers come back through the loop's inbox.
+FAST_WAIT = 0.05
+WAIT_SHARE = 0.1
+WAIT_BURST = 0.1
 
-    `prime(names, timeout)` waits for a first answer (before the loop runs: the first
-    config's split into managed and plain connections reads them)."""
+
+class BackgroundResolver:
+    """The Resolver port, with the resolution beside the main loop: each question goes to
+    a bounded worker (at most one at a time per name), and the loop waits for its answer
+    only briefly (FAST_WAIT, within a budget of WAIT_SHARE of its time): a fast answer is
+    used at once, a slow one comes back through the loop's inbox (`post`), and each
+    `on_change` callback then gets the name, on the loop, when the answer changed. Until
+    then the last answer stands (nothing before the first). A resolver that takes seconds
+    (5 s per name is the system's timeout) costs the loop at most its budget.
+
+    Every method runs on the loop's thread. `resolve_all(names, wait)` with a `wait` of
+    its own (not budgeted) is for the start, before the loop runs; `known(name)` is the
+    last answer, not asked again."""
 
     def __init__(
         self,
         blocking: Resolver,
         worker: Offload,
         post: Callable[[Callable[[], object]], object],
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._blocking = blocking
         self._worker = worker
         self._post = post
-        self._answers: dict[str, tuple[str, ...]] = {}  # touched on the loop only
-        self._asking: set[str] = set()
+        self._timer = timer
+        self._answers: dict[str, tuple[str, ...]] = {}
+        self._asking: dict[str, Future[tuple[str, ...]]] = {}  # the question under way
+        self._allowance = WAIT_BURST
+        self._refilled = timer()
         self.on_change: list[Callable[[str], None]] = []
         self.refused = 0
+        self.waited = 0.0  # seconds the loop spent waiting for answers, in all
 
     def resolve(self, name: str) -> tuple[str, ...]:
-        self._ask(name)
+        return self.resolve_all((name,))[name]
+
+    def resolve_all(
+        self, names: Iterable[str], wait: float | None = None
+    ) -> dict[str, tuple[str, ...]]:
+        """The addresses of each name: asked again now, the answers that come within the
+        wait (FAST_WAIT, budgeted, by default), else the last known."""
+        names = list(dict.fromkeys(names))
+        asked = [(n, f) for n in names if (f := self._ask(n)) is not None]
+        if asked:
+            self._await(asked, wait)
+        return {n: self._answers.get(n, ()) for n in names}
+
+    def known(self, name: str) -> tuple[str, ...]:
+        """The last answer for `name`, without asking again."""
         return self._answers.get(name, ())
 
-    def prime(self, names: Iterable[str], timeout: float) -> None:
-        pending = {n: self._worker.try_submit(partial(self._blocking.resolve, n)) for n in names}
-        deadline = time.monotonic() + timeout
-        for name, future in pending.items():
-            if future is None:
-                continue
+    def _await(self, asked: list[tuple[str, Future[tuple[str, ...]]]], wait: float | None) -> None:
+        began = self._timer()
+        if wait is None:
+            self._allowance = min(
+                WAIT_BURST, self._allowance + (began - self._refilled) * WAIT_SHARE
+            )
+            self._refilled = began
+            wait = min(FAST_WAIT, self._allowance)
+        deadline = began + wait
+        for name, future in asked:
             try:
-                self._answers[name] = future.result(max(0.0, deadline - time.monotonic()))
+                addresses = future.result(max(0.0, deadline - self._timer()))
             except FutureTimeout:
-                log.warning(
-                    "gateway %s: no answer from the resolver in %gs; asked again", name, timeout
-                )
-                self._asking.add(name)
-                future.add_done_callback(partial(self._come_back, name))
-            except Exception as exc:
-                log.warning("cannot resolve gateway %s: %s", name, exc)
+                continue  # comes back through the inbox
+            except Exception:
+                continue  # said when it comes back through the inbox
+            self._settle(name, future)
+            self._learn(name, addresses, later=True)
+        spent = self._timer() - began
+        self.waited += spent
+        self._allowance = max(0.0, self._allowance - spent)
 
-    def _ask(self, name: str) -> None:
+    def _ask(self, name: str) -> Future[tuple[str, ...]] | None:
+        """A new question for `name` (None: one is under way, or the worker is full)."""
         if name in self._asking:
-            return
+            return None
         future = self._worker.try_submit(partial(self._blocking.resolve, name))
         if future is None:  # the worker is full: the last answer stands, asked next time
             self.refused += 1
             if self.refused == 1 or self.refused % 100 == 0:
                 log.warning("resolver busy: %s not asked again (%d so far)", name, self.refused)
-            return
-        self._asking.add(name)
+            return None
+        self._asking[name] = future
         future.add_done_callback(partial(self._come_back, name))
+        return future
 
     def _come_back(self, name: str, future: Future[tuple[str, ...]]) -> None:
         """On the worker's thread: the answer goes to the loop."""
         self._post(partial(self._answered, name, future))
 
     def _answered(self, name: str, future: Future[tuple[str, ...]]) -> None:
-        """On the loop."""
-        self._asking.discard(name)
+        """On the loop (through its inbox)."""
+        self._settle(name, future)
         if future.cancelled():
             return
         try:
@@ -109,9 +145,22 @@ class BackgroundResolver:
         except Exception as exc:
             log.warning("cannot resolve gateway %s: %s", name, exc)
             return
+        self._learn(name, addresses, later=False)
+
+    def _settle(self, name: str, future: Future[tuple[str, ...]]) -> None:
+        if self._asking.get(name) is future:
+            del self._asking[name]
+
+    def _learn(self, name: str, addresses: tuple[str, ...], later: bool) -> None:
         if self._answers.get(name) == addresses:
             return
         self._answers[name] = addresses
+        if later:  # the caller uses it now; the others hear of it after this turn
+            self._post(partial(self._changed, name))
+        else:
+            self._changed(name)
+
+    def _changed(self, name: str) -> None:
         for callback in self.on_change:
             try:
                 callback(name)

@@ -154,11 +154,16 @@ class Resolver(Protocol):
 
 
 @runtime_checkable
-class PrimedResolver(Resolver, Protocol):
-    """A resolver that answers from what it learnt beside the main loop: `prime` waits,
-    bounded by `timeout`, for a first answer for `names` (before the loop runs)."""
+class BackgroundResolution(Resolver, Protocol):
+    """A resolver that resolves beside the main loop and waits for answers only briefly:
+    `resolve_all` asks for several names at once (waiting `wait`, or its own short budget
+    when None); `known` is the last answer, without asking again."""
 
-    def prime(self, names: Iterable[str], timeout: float) -> None: ...
+    def resolve_all(
+        self, names: Iterable[str], wait: float | None = None
+    ) -> Mapping[str, tuple[str, ...]]: ...
+
+    def known(self, name: str) -> tuple[str, ...]: ...
 
 
 class ProbePort(Protocol):

@@ -257,7 +257,7 @@ class DaemonService:
         current = self.config.current
         if current is None or not self.charon_reachable or name not in gateway_names(current):
             return
-        managed, _ = split_managed(current, self.manager.resolve_name)
+        managed, _ = split_managed(current, self.manager.known_name)
         if set(managed) != set(self.manager.names()):
             log.info("gateway %s resolves differently now: the config is applied again", name)
             report = self.config.apply(current, start=True)

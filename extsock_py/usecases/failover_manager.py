@@ -35,11 +35,11 @@ from extsock_py.domain.profile import ConnectionProfile, clone_name
 from extsock_py.domain.reports import ConnectionStatus, HistoryRecord
 from extsock_py.domain.sas import SaTable
 from extsock_py.interfaces.ports import (
+    BackgroundResolution,
     CharonPort,
     Clock,
     CommandLanes,
     EventPublisher,
-    PrimedResolver,
     Resolver,
     StateStore,
 )
@@ -358,11 +358,17 @@ class FailoverManager:
         """The addresses DNS name `name` has now (none without a resolver)."""
         return self._resolver.resolve(name) if self._resolver is not None else ()
 
+    def known_name(self, name: str) -> tuple[str, ...]:
+        """The addresses DNS name `name` had at its last answer (not asked again)."""
+        if isinstance(self._resolver, BackgroundResolution):
+            return self._resolver.known(name)
+        return self.resolve_name(name)
+
     def prime(self, names: Iterable[str], timeout: float) -> None:
         """Wait, at most `timeout`, for a first answer for DNS names `names` (before the
-        loop runs), where the resolver answers from what it learnt beside the loop."""
-        if isinstance(self._resolver, PrimedResolver):
-            self._resolver.prime(names, timeout)
+        loop runs), where the resolver resolves beside the loop."""
+        if isinstance(self._resolver, BackgroundResolution):
+            self._resolver.resolve_all(names, wait=timeout)
 
     def names_resolved(self, name: str) -> None:
         """DNS name `name` has a new answer: the connections that list it take it for
@@ -370,17 +376,22 @@ class FailoverManager:
         now = self._clock.monotonic()
         for managed in list(self._conns.values()):
             if name in managed.profile.gateways:
-                self._resolve(managed, now)
+                self._resolve(managed, now, ask=False)
 
-    def _gateways(self, profile: ConnectionProfile) -> tuple[str, ...]:
-        """The gateways to try: the list with its DNS names resolved now."""
+    def _gateways(self, profile: ConnectionProfile, ask: bool = True) -> tuple[str, ...]:
+        """The gateways to try: the list with its DNS names resolved now (`ask`), or as
+        last answered."""
         names = [g for g in profile.gateways if is_name(g)]
-        if not names or self._resolver is None:
+        resolver = self._resolver
+        if not names or resolver is None:
             return profile.gateways
-        return expand(profile.gateways, {n: self._resolver.resolve(n) for n in names})
+        if isinstance(resolver, BackgroundResolution):  # all at once, briefly
+            found = resolver.resolve_all(names) if ask else {n: resolver.known(n) for n in names}
+            return expand(profile.gateways, found)
+        return expand(profile.gateways, {n: resolver.resolve(n) for n in names})
 
-    def _resolve(self, managed: Managed, now: float) -> None:
-        gateways = self._gateways(managed.profile)
+    def _resolve(self, managed: Managed, now: float, ask: bool = True) -> None:
+        gateways = self._gateways(managed.profile, ask)
         if gateways != managed.state.gateways:
             log.info("%s: gateways now %s", managed.profile.name, ", ".join(gateways))
             managed._set_state(step(managed.state, ev.GatewaysResolved(gateways), now)[0])

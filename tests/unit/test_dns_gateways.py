@@ -100,6 +100,36 @@ def test_one_name_with_two_addresses_is_managed() -> None:
 
 # --- resolved beside the main loop, in the daemon as build_app wires it ---------------------
 
+
+def test_fast_answers_from_beside_the_loop_are_used_at_each_attempt() -> None:
+    """The resolver beside the loop (as build_app wires it): an answer that comes fast (a
+    hosts file) is the one the attempt uses, as with a resolver asked on the loop."""
+    from extsock_py.adapters.resolver import BackgroundResolver
+    from extsock_py.adapters.worker import BoundedWorker
+
+    hosts = Hosts(gw_example=("192.0.2.1",))
+    worker = BoundedWorker("dns-test", threads=1, capacity=4)
+    posted: list[object] = []
+    charon = FakeCharonPort()
+    resolver = BackgroundResolver(hosts, worker, posted.append)
+    manager = FailoverManager(charon, FakeClock(), RecordingPublisher(), resolver=resolver)
+    body = {"remote_addrs": ["gw.example", "198.51.100.1"], "children": {"net": {}}}
+    profile = ConnectionProfile(
+        "home", ("gw.example", "198.51.100.1"), body, FailoverPolicy(max_cycles=0)
+    )
+    try:
+        manager.manage(profile)
+        manager.start_all()
+        assert loaded(charon) == ["home@192.0.2.1"]  # the first answer, not the name
+        manager.handle("home", ev.TunnelUp("192.0.2.1", 1))
+        hosts.names["gw.example"] = ("192.0.2.7",)  # the name moved
+        manager.handle("home", ev.TunnelDown("192.0.2.1", 1))  # on to 198.51.100.1
+        manager.handle("home", ev.InitiateFailed("198.51.100.1", "refused"))
+        assert loaded(charon)[-1] == "home@192.0.2.7"
+    finally:
+        worker.close()
+
+
 DNS_CONF = """
 connections {
     pair {
