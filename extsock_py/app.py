@@ -125,7 +125,6 @@ def build_app(settings: AppSettings, resolver: Resolver | None = None) -> App:
     # The one operator usecase: the control socket and the metrics endpoint share it.
     operator = OperatorUsecase(loop, service, store, background=history)
     app = App(loop, operator, publisher)
-    app.closers.extend([dns.close, history.close])
     if pool is not None:  # the lanes' outcomes come back through the loop's inbox
         pool.post = loop.submit
         loop.on_stopping.append(pool.stopping)
@@ -134,6 +133,7 @@ def build_app(settings: AppSettings, resolver: Resolver | None = None) -> App:
     if store is not None:
         store.open()
         app.closers.append(store.close)
+    app.closers.extend([dns.close, history.close])  # closed before the store they read
     loop.on_ready.append(lambda: _attach_surfaces(app, settings))
     _attach_systemd(loop, clock)
     return app

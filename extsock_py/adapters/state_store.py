@@ -374,7 +374,7 @@ class SqliteStateStore:
     def _read_beside(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         """A read on the reader's connection: the writer's lock is never taken, so the main
         loop's writes do not wait for it. In memory (no file to share), the writer's."""
-        if self.in_memory:
+        if self.in_memory or self._db is None:  # closed: `_read` says so
             return self._read(sql, args)
         with self._read_lock:
             try:
