@@ -13,15 +13,17 @@ from extsock_py.adapters.config_reader import read_desired_config
 from extsock_py.adapters.control.protocol import DEFAULT_SOCKET
 from extsock_py.adapters.host_addresses import ProcHostAddresses
 from extsock_py.adapters.publisher import Broadcast
-from extsock_py.adapters.resolver import SystemResolver
+from extsock_py.adapters.resolver import BackgroundResolver, SystemResolver
 from extsock_py.adapters.state_store import DEFAULT_DIRECTORY, SqliteStateStore
 from extsock_py.adapters.vici import dialects
 from extsock_py.adapters.vici.commands import ViciCharon
 from extsock_py.adapters.vici.listener import Coalescing, ViciEventListener
 from extsock_py.adapters.vici.pool import DEFAULT_LANES, MAX_LANES, ViciCharonPool
 from extsock_py.adapters.vici.transport import DEFAULT_URI
+from extsock_py.adapters.worker import BoundedWorker
 from extsock_py.domain.observations import Observation
 from extsock_py.interfaces.operator import OperatorPort
+from extsock_py.interfaces.ports import Resolver
 from extsock_py.mainloop import MainLoop
 from extsock_py.usecases.daemon_service import DaemonOptions, DaemonService, Listener
 from extsock_py.usecases.failover_manager import FailoverManager
@@ -38,6 +40,11 @@ MAX_COMMAND_SESSIONS = MAX_LANES
 MONITOR_DRAIN = 0.2
 """Longest time between the tunnel monitor's passes while it probes (its sockets' answers
 are read on each pass): the main loop's poll when it was 0.2 s, kept for the monitor alone."""
+# Beside the main loop: history reads (a read of 10,000 rows takes ~0.15 s; more readers
+# than this wait in the queue, and past it they are refused: "try again later") and DNS
+# (one name can take the resolver's 5 s timeout).
+HISTORY_THREADS, HISTORY_QUEUE = 2, 4
+DNS_THREADS, DNS_QUEUE = 4, 64
 
 
 @dataclass(frozen=True)
@@ -77,8 +84,9 @@ class App:
                     log.exception("while closing")
 
 
-def build_app(settings: AppSettings) -> App:
-    """Wire the real adapters; nothing is opened until App.run()."""
+def build_app(settings: AppSettings, resolver: Resolver | None = None) -> App:
+    """Wire the real adapters; nothing is opened until App.run(). `resolver`: the blocking
+    DNS resolver asked beside the loop (the system's by default)."""
     clock = SystemClock()
     publisher = Broadcast()
     pool = (
@@ -90,9 +98,10 @@ def build_app(settings: AppSettings) -> App:
     store: SqliteStateStore | None = None
     if settings.state_dir is not None:
         store = SqliteStateStore(settings.state_dir)
-    manager = FailoverManager(
-        charon, clock, publisher, store, resolver=SystemResolver(), lanes=pool
-    )
+    dns = BoundedWorker("dns", DNS_THREADS, DNS_QUEUE)
+    # Answers come back through the loop's inbox (`loop` is bound below, before any runs).
+    names = BackgroundResolver(resolver or SystemResolver(), dns, lambda work: loop.submit(work))
+    manager = FailoverManager(charon, clock, publisher, store, resolver=names, lanes=pool)
 
     def make_listener(deliver: Callable[[Observation], None]) -> Listener:
         return ViciEventListener(
@@ -112,8 +121,10 @@ def build_app(settings: AppSettings) -> App:
         manager,
     )
     loop = MainLoop(service, clock.monotonic)
+    names.on_change.append(service.names_resolved)
+    history = BoundedWorker("history", HISTORY_THREADS, HISTORY_QUEUE)
     # The one operator usecase: the control socket and the metrics endpoint share it.
-    operator = OperatorUsecase(loop, service, store, host=ProcHostAddresses())
+    operator = OperatorUsecase(loop, service, store, host=ProcHostAddresses(), background=history)
     app = App(loop, operator, publisher)
     if pool is not None:  # the lanes' outcomes come back through the loop's inbox
         pool.post = loop.submit
@@ -123,6 +134,7 @@ def build_app(settings: AppSettings) -> App:
     if store is not None:
         store.open()
         app.closers.append(store.close)
+    app.closers.extend([dns.close, history.close])  # closed before the store they read
     loop.on_ready.append(lambda: _attach_surfaces(app, settings))
     _attach_systemd(loop, clock)
     return app
@@ -193,13 +205,14 @@ def _attach_systemd(daemon: MainLoop[DaemonService], clock: SystemClock) -> None
         return
     last = [0.0]
 
-    def pet() -> None:
+    def pet() -> None:  # from the loop itself, once an iteration: the loop is alive
         now = clock.monotonic()
         if now - last[0] >= interval / 2:
             last[0] = now
             sdnotify.watchdog()
 
     daemon.on_iteration.append(pet)
+    daemon.wakers.append(lambda: last[0] + interval / 2)  # an idle loop wakes to ping
 
 
 def _attach_surfaces(app: App, settings: AppSettings) -> None:

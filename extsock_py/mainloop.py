@@ -2,8 +2,10 @@
 
 The event listener thread posts charon's observations, the control socket posts
 operator requests (as callables with a future), and signal handlers only set flags and
-wake it (ExaBGP's rule): the loop acts on all of them between iterations, in bounded batches,
-then lets its service deliver due deadlines. What the daemon does lives in the service
+wake it (ExaBGP's rule): the loop acts on all of them between iterations, giving its inbox at
+most BUDGET seconds a turn, then lets its service deliver due deadlines. Nothing slow runs
+here: history reads and DNS run beside the loop, in bounded workers, and their results come
+back through the inbox. What the daemon does lives in the service
 (`usecases/daemon_service.py`); this module knows it only through `LoopService`.
 """
 
@@ -13,6 +15,7 @@ import logging
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from types import FrameType
@@ -23,7 +26,11 @@ from extsock_py.domain.errors import CharonUnreachable
 log = logging.getLogger("extsock.daemon")
 
 T = TypeVar("T")
-_BATCH = 1000  # items handled per loop iteration at most
+# Time one iteration may spend on its inbox before it runs the deadlines and the callbacks
+# of each iteration (the watchdog's ping among them), whatever the inbox still holds: no
+# flood of requests or events keeps a deadline or the watchdog waiting longer than this,
+# plus the one item under way. Real time (`timer`), not the service's clock.
+BUDGET = 0.1
 # Longest sleep of the loop. Nothing waits for it: work, stop and reload requests and
 # signals all wake the loop through its inbox, and deadlines come from `next_wake` and the
 # wakers. Each idle wake-up costs on a busy machine (200 tunnels idle: 5 a second were
@@ -74,9 +81,18 @@ S = TypeVar("S", bound=LoopService)
 class MainLoop(Generic[S]):
     """Runs `service` on one thread until asked to stop; safe to post to from any thread."""
 
-    def __init__(self, service: S, monotonic: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        service: S,
+        monotonic: Callable[[], float],
+        *,
+        budget: float = BUDGET,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.service = service
         self._monotonic = monotonic
+        self._budget = budget
+        self._timer = timer
         # SimpleQueue: its put() may be called from a signal handler (reentrant), which
         # queue.Queue's lock forbids.
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -157,12 +173,13 @@ class MainLoop(Generic[S]):
             item = self._inbox.get(timeout=timeout)
         except queue.Empty:
             item = None
-        budget = _BATCH  # bound the work per iteration so deadlines and flags stay timely
+        # Bound the inbox's share of the iteration so deadlines, flags and the watchdog's
+        # ping stay timely; what is left waits for the next iteration, in order.
+        ends = self._timer() + self._budget
         while item is not None:
             if item is not _WAKE:
                 self._guarded(self._dispatch, item)
-            budget -= 1
-            if budget == 0:  # checked before taking the next item, which would be lost
+            if self._timer() >= ends:  # checked before taking the next item, which would be lost
                 break
             try:
                 item = self._inbox.get_nowait()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import logging
 import re
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -58,8 +59,13 @@ PLANNED_REASONS = frozenset({"failback", "operator"})  # switches, not outages
 _SAFE = re.compile(r"[A-Za-z0-9_.:@%~/+-]{1,128}")
 WORKERS = 2  # threads that answer requests; never more, whatever the clients do
 MAX_CONNECTIONS = 64  # connections held at once; past it the oldest waiting one is dropped
-HEADER_TIMEOUT = 5.0  # seconds a connection may wait before it sends its request
-IO_TIMEOUT = 2.0  # seconds a worker waits on one read or write of a client
+# Seconds from accept to the end of the request's headers: a deadline on the whole
+# request, however the client spreads its bytes. The request is read by the selector
+# thread; a worker gets only a complete one, so a slow client never holds a worker.
+REQUEST_TIMEOUT = 5.0
+MAX_REQUEST = 16384  # bytes of request line and headers; past it the client is closed
+IO_TIMEOUT = 2.0  # seconds a worker may take to write a whole answer (sendall's deadline)
+_END = (b"\r\n\r\n", b"\n\n")  # where a request's headers end (a GET has no body)
 
 
 def _label(value: object) -> str:
@@ -316,13 +322,49 @@ class _EventMetrics:
             self.charon_lost.inc()
 
 
+class _Request(NamedTuple):
+    """A complete request, as the selector thread read it, for a worker to answer."""
+
+    conn: socket.socket
+    data: bytes
+
+
+class _Writer(io.BufferedIOBase):
+    """The answer's way out: every write is one sendall, and all of them together have
+    IO_TIMEOUT (a socket timeout bounds one sendall as a whole, since Python 3.5)."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+        self._deadline = time.monotonic() + IO_TIMEOUT
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the client did not take its answer in time")
+        view = memoryview(data)
+        self._conn.settimeout(left)
+        self._conn.sendall(view)
+        return len(view)
+
+
 class _Handler(BaseHTTPRequestHandler):
-    """One request per connection (`Connection: close`): a worker is never held by a
-    client's keep-alive."""
+    """One request per connection (`Connection: close`), read already: the handler reads
+    the request from memory and only writes to the client."""
 
     server: _Listener  # type: ignore[assignment]
+    request: _Request
     protocol_version = "HTTP/1.1"
-    timeout = IO_TIMEOUT
+
+    def setup(self) -> None:
+        self.connection = self.request.conn
+        self.rfile = io.BytesIO(self.request.data)
+        self.wfile = _Writer(self.connection)
+
+    def finish(self) -> None:
+        self.rfile.close()
 
     def do_GET(self) -> None:
         owner = self.server.owner
@@ -355,16 +397,26 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Listener:
-    """Accepts on one thread with a selector; a connection goes to one of WORKERS threads
-    only once its request has begun to arrive. Idle connections cost a file descriptor,
-    never a thread; past MAX_CONNECTIONS the oldest waiting one is closed, and one that
-    sends nothing for HEADER_TIMEOUT is closed."""
+    """Accepts and reads requests on one thread with a selector; a connection goes to one
+    of WORKERS threads only once its whole request is in. Idle and slow connections cost a
+    file descriptor and a buffer, never a thread; past MAX_CONNECTIONS the oldest waiting
+    one is closed, and one whose request is not complete REQUEST_TIMEOUT after its accept
+    is closed, whether it sends nothing or a byte now and then."""
 
-    def __init__(self, owner: MetricsServer, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        owner: MetricsServer,
+        sock: socket.socket,
+        clock: Callable[[], float] = time.monotonic,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
         self.owner = owner
         self.sock = sock
         self.server_address = sock.getsockname()
-        self._waiting: dict[socket.socket, float] = {}  # accepted, request not begun: since
+        self._clock = clock
+        self._request_timeout = request_timeout
+        self._waiting: dict[socket.socket, float] = {}  # accepted, request not complete: since
+        self._read: dict[socket.socket, bytearray] = {}  # what each has sent so far
         self._busy = 0
         self._busy_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="metrics-worker")
@@ -386,10 +438,8 @@ class _Listener:
                     else:
                         conn = key.fileobj
                         assert isinstance(conn, socket.socket)
-                        selector.unregister(conn)
-                        del self._waiting[conn]
-                        self._hand_over(conn)
-                self._expire(selector, time.monotonic())
+                        self._receive(selector, conn)
+                self._expire(selector, self._clock())
         return None
 
     def _accept(self, selector: selectors.BaseSelector) -> None:
@@ -410,12 +460,34 @@ class _Listener:
                 self.dropped += 1
                 continue
             conn.setblocking(False)
-            self._waiting[conn] = time.monotonic()
+            self._waiting[conn] = self._clock()
+            self._read[conn] = bytearray()
             selector.register(conn, selectors.EVENT_READ)
+
+    def _receive(self, selector: selectors.BaseSelector, conn: socket.socket) -> None:
+        """What `conn` sent now; once its request is complete, it goes to a worker."""
+        try:
+            data = conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        buffer = self._read[conn]
+        buffer += data
+        if not data or len(buffer) > MAX_REQUEST:
+            self._close(selector, conn)  # gone, or a request no scrape ever sends
+            if data:
+                self.dropped += 1
+            return
+        if not any(end in buffer for end in _END):
+            return
+        selector.unregister(conn)
+        del self._waiting[conn]
+        self._hand_over(_Request(conn, bytes(self._read.pop(conn))))
 
     def _expire(self, selector: selectors.BaseSelector, now: float) -> None:
         for conn, since in list(self._waiting.items()):
-            if now - since >= HEADER_TIMEOUT:
+            if now - since >= self._request_timeout:
                 self._close(selector, conn)
                 self.dropped += 1
 
@@ -423,25 +495,27 @@ class _Listener:
         with contextlib.suppress(KeyError, ValueError):
             selector.unregister(conn)
         self._waiting.pop(conn, None)
+        self._read.pop(conn, None)
         conn.close()
 
     def _drop_all(self, selector: selectors.BaseSelector) -> None:
         for conn in list(self._waiting):
             self._close(selector, conn)
 
-    def _hand_over(self, conn: socket.socket) -> None:
+    def _hand_over(self, request: _Request) -> None:
         with self._busy_lock:
             self._busy += 1
         try:
-            self._pool.submit(self._answer, conn)
+            self._pool.submit(self._answer, request)
         except RuntimeError:  # the pool is shut down: closing
-            self._done(conn)
+            self._done(request.conn)
 
-    def _answer(self, conn: socket.socket) -> None:
+    def _answer(self, request: _Request) -> None:
+        conn = request.conn
         try:
             conn.setblocking(True)
-            _Handler(conn, conn.getpeername(), self)  # type: ignore[arg-type]
-        except OSError as exc:  # the client left mid-request or mid-answer: nothing to do
+            _Handler(request, conn.getpeername(), self)  # type: ignore[arg-type]
+        except OSError as exc:  # the client left, or did not read its answer in time
             log.debug("metrics: client gone: %s", exc)
         except Exception as exc:  # one line, never a traceback on stderr
             log.warning("metrics: request failed: %s", str(exc)[:200])
@@ -481,6 +555,9 @@ class MetricsServer:
         publisher: object,
         address: str = DEFAULT_ADDRESS,
         timeout: float = 2.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        request_timeout: float = REQUEST_TIMEOUT,
     ):
         self.host, self._port = parse_address(address)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -488,6 +565,8 @@ class MetricsServer:
         self.events = _EventMetrics(self.registry)
         self.operator = operator
         self._timeout = timeout
+        self._clock = clock
+        self._request_timeout = request_timeout
         if not isinstance(publisher, Subscribable):
             raise TypeError("the daemon's publisher must offer subscribe() (a Broadcast)")
         self._publisher: Subscribable = publisher
@@ -540,7 +619,7 @@ class MetricsServer:
         return sock
 
     def start(self) -> None:
-        http = _Listener(self, self._bind())
+        http = _Listener(self, self._bind(), self._clock, self._request_timeout)
         self._http = http
         self._unsubscribe = self._publisher.subscribe(self.events.on_notice)
         self._thread = threading.Thread(target=http.serve, name="metrics", daemon=True)

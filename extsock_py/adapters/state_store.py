@@ -19,8 +19,9 @@ A database file that is corrupt or unreadable is moved aside (``state.db.corrupt
 with its -wal and -shm files), a warning is logged and a fresh database is started; if even
 that fails, the store keeps its state in memory for this run.
 
-Thread safety: one connection (``check_same_thread=False``) behind one lock; the daemon's
-main loop writes, the control socket thread reads.
+Thread safety: one connection (``check_same_thread=False``) behind one lock for the daemon's
+main loop, which writes; history is read on a second, read-only connection behind a lock of
+its own (WAL lets it read while the loop writes), so a long read never holds the loop.
 """
 
 from __future__ import annotations
@@ -114,8 +115,12 @@ class SqliteStateStore:
         self.max_history = max_history
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None  # history's, opened on first use
         #: True when the disk could not be used and the state lives in memory only.
         self.in_memory = False
+        #: Rows the last `load_connections` skipped as unreadable.
+        self.skipped_rows = 0
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -142,6 +147,7 @@ class SqliteStateStore:
                     self.in_memory = True
 
     def close(self) -> None:
+        self._drop_reader()
         with self._lock:
             db, self._db = self._db, None
             if db is None:
@@ -174,17 +180,24 @@ class SqliteStateStore:
         )
 
     def load_connections(self) -> dict[str, SavedConnection]:
-        """Every stored connection's state; rows that do not decode are skipped."""
+        """Every stored connection's state. A row that is not what this store writes (bad
+        JSON, JSON nested too deep to read, not an object, a name that is no text) is
+        skipped and reported by its name, never by its content: the daemon starts."""
         out: dict[str, SavedConnection] = {}
+        self.skipped_rows = 0
         rows = self._read("SELECT name, fields FROM connections ORDER BY name", ())
         for name, payload in rows:
-            try:
-                value = json.loads(payload)
-            except (TypeError, ValueError):
-                log.warning("state of connection %r does not decode; ignored", name)
-                continue
-            if isinstance(value, dict):
-                out[name] = saved_connection(value, f"connection {name!r}")
+            shown = _row_name(name)
+            value = _decoded(name, payload)
+            why = value if isinstance(value, str) else None
+            if not isinstance(value, str):
+                try:
+                    out[str(name)] = saved_connection(value, f"connection {shown}")
+                    continue
+                except Exception as exc:  # whatever else a hand-edited row holds
+                    why = type(exc).__name__
+            self.skipped_rows += 1
+            log.warning("state of connection %s skipped: %s; it starts afresh", shown, why)
         return out
 
     def forget_connection(self, name: str) -> None:
@@ -246,7 +259,7 @@ class SqliteStateStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY time DESC, id DESC LIMIT ?"
         args.append(int(limit))
-        rows = self._read(sql, tuple(args))
+        rows = self._read_beside(sql, tuple(args))
         return [history_record(dict(zip(_ROW_KEYS, row, strict=True))) for row in reversed(rows)]
 
     # --- internals ------------------------------------------------------------------------
@@ -358,6 +371,35 @@ class SqliteStateStore:
                 self._recover_if_corrupt(exc)
                 return []
 
+    def _read_beside(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        """A read on the reader's connection: the writer's lock is never taken, so the main
+        loop's writes do not wait for it. In memory (no file to share), the writer's."""
+        if self.in_memory or self._db is None:  # closed: `_read` says so
+            return self._read(sql, args)
+        with self._read_lock:
+            try:
+                if self._reader is None:
+                    uri = f"{self.path.absolute().as_uri()}?mode=ro"
+                    self._reader = sqlite3.connect(
+                        uri, uri=True, timeout=5.0, isolation_level=None, check_same_thread=False
+                    )
+                return self._reader.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                log.warning("state store: history read failed (%s); reading on the writer's", exc)
+                self._close_reader()
+        return self._read(sql, args)
+
+    def _close_reader(self) -> None:
+        """Called with the read lock held."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(sqlite3.Error):
+                reader.close()
+
+    def _drop_reader(self) -> None:
+        with self._read_lock:
+            self._close_reader()
+
     def _recover_if_corrupt(self, exc: sqlite3.Error) -> None:
         """Called with the lock held: a corrupt file found at run time is replaced."""
         text = str(exc).lower()
@@ -367,6 +409,11 @@ class SqliteStateStore:
             return
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
+        if self._read_lock.acquire(timeout=1.0):  # the reader's file is moved aside too
+            try:
+                self._close_reader()
+            finally:
+                self._read_lock.release()
         self._db = None
         self._move_aside()
         try:
@@ -375,6 +422,32 @@ class SqliteStateStore:
             log.error("cannot start a fresh state database (%s); keeping state in memory", again)
             self._db = self._connect(":memory:")
             self.in_memory = True
+
+
+_MAX_ROW = 16384  # characters: what save_connection writes is a few hundred
+
+
+def _row_name(name: object) -> str:
+    return repr(name[:MAX_TEXT]) if isinstance(name, str) else f"<a {type(name).__name__}>"
+
+
+def _decoded(name: object, payload: object) -> dict[str, object] | str:
+    """A connections row's fields, or why the row cannot be what save_connection wrote."""
+    if not isinstance(name, str):
+        return "its name is not text"
+    if not isinstance(payload, str):
+        return "its fields are not text"
+    if len(payload) > _MAX_ROW:
+        return f"its fields are {len(payload)} characters, more than {_MAX_ROW}"
+    try:
+        value = json.loads(payload)
+    except RecursionError:
+        return "its fields are JSON nested too deep"
+    except ValueError:
+        return "its fields are not JSON"
+    if not isinstance(value, dict):
+        return f"its fields are a JSON {type(value).__name__}, not an object"
+    return value
 
 
 def saved_connection(fields: Mapping[str, object], what: str = "connection") -> SavedConnection:

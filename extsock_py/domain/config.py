@@ -56,6 +56,16 @@ def remote_addrs_of(body: Mapping[str, Any]) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in value]
 
 
+def gateway_names(desired: DesiredConfig) -> set[str]:
+    """The DNS names among the connections' initiable gateways."""
+    return {
+        gateway
+        for body in desired.connections.values()
+        for gateway in initiable_gateways(remote_addrs_of(body))[0]
+        if is_name(gateway)
+    }
+
+
 def split_managed(
     desired: DesiredConfig,
     resolve: Callable[[str], tuple[str, ...]] | None = None,

@@ -33,6 +33,13 @@ class WorkQueue(Protocol):
     def submit(self, work: Callable[[], T]) -> Future[T]: ...
 
 
+class Background(Protocol):
+    """A bounded worker beside the main loop, for blocking work that touches no state of
+    the loop (a read of the state store). None: it is full, nothing was queued."""
+
+    def try_submit(self, work: Callable[[], T]) -> Future[T] | None: ...
+
+
 class OperatorPort(Protocol):
     """Operator requests; safe to call from any thread. Refusals raise OperatorError."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -160,6 +160,19 @@ class Resolver(Protocol):
     empty when it has none or cannot be resolved."""
 
     def resolve(self, name: str) -> tuple[str, ...]: ...
+
+
+@runtime_checkable
+class BackgroundResolution(Resolver, Protocol):
+    """A resolver that resolves beside the main loop and waits for answers only briefly:
+    `resolve_all` asks for several names at once (waiting `wait`, or its own short budget
+    when None); `known` is the last answer, without asking again."""
+
+    def resolve_all(
+        self, names: Iterable[str], wait: float | None = None
+    ) -> Mapping[str, tuple[str, ...]]: ...
+
+    def known(self, name: str) -> tuple[str, ...]: ...
 
 
 class ProbePort(Protocol):

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from extsock_py.domain import events as ev
 from extsock_py.domain import observations as ob
-from extsock_py.domain.config import DesiredConfig
+from extsock_py.domain.config import DesiredConfig, gateway_names, split_managed
 from extsock_py.domain.errors import CharonError, CharonUnreachable, ConfigError
 from extsock_py.domain.notices import (
     CharonBackNotice,
@@ -37,6 +37,9 @@ _RECONNECT_FIRST = 0.05  # first pause before the command session is opened agai
 _RECONNECT_MAX = 1.0  # longest pause between attempts while charon is away
 _RECONCILE_EVERY = 30.0  # seconds between checks that tunnels believed up are in charon
 _RECONNECT_FLOOR = 0.01  # the loop sleeps at least this long while it waits for charon
+# Longest wait at start for the first DNS answers of the config's gateway names (before
+# the loop runs); later answers come back through the loop's inbox.
+PRIME_DNS = 5.0
 
 
 class ManagedCharon(SyncedCharon, Protocol):
@@ -156,6 +159,7 @@ class DaemonService:
 
     def open(self, post: Callable[[object], None]) -> None:
         desired = self.read_config()
+        self.manager.prime(gateway_names(desired), PRIME_DNS)
         listener = self._make_listener(post)
         self._listener = listener
         try:
@@ -243,6 +247,21 @@ class DaemonService:
         except Exception:
             self.events.skipped += 1
             log.exception("skipped an event that could not be handled: %.200r", item)
+
+    def names_resolved(self, name: str) -> None:
+        """DNS name `name` has a new answer (from the resolver beside the loop): the
+        connections that list it take it; and when the answer makes a connection managed
+        that was not (a lone name now with two addresses) or the reverse, the current
+        config is applied again."""
+        self.manager.names_resolved(name)
+        current = self.config.current
+        if current is None or not self.charon_reachable or name not in gateway_names(current):
+            return
+        managed, _ = split_managed(current, self.manager.known_name)
+        if set(managed) != set(self.manager.names()):
+            log.info("gateway %s resolves differently now: the config is applied again", name)
+            report = self.config.apply(current, start=True)
+            self.takeover.scan(report.managed)
 
     # --- bringing the config up -------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from extsock_py.domain.profile import ConnectionProfile, clone_name
 from extsock_py.domain.reports import ConnectionStatus, HistoryRecord
 from extsock_py.domain.sas import SaTable
 from extsock_py.interfaces.ports import (
+    BackgroundResolution,
     CharonPort,
     Clock,
     CommandLanes,
@@ -215,7 +216,14 @@ class FailoverManager:
         it); the failover history stays in the store. Returns the names restored."""
         if self._store is None:
             return []
-        saved = self._store.load_connections()
+        try:
+            saved = self._store.load_connections()
+        except Exception as exc:  # a store that cannot be read costs the state, not the start
+            log.error(
+                "the persisted state could not be read (%s): every connection starts afresh",
+                type(exc).__name__,
+            )
+            return []
         restored = []
         for name in names:
             stored, managed = saved.get(name), self._conns.get(name)
@@ -350,15 +358,40 @@ class FailoverManager:
         """The addresses DNS name `name` has now (none without a resolver)."""
         return self._resolver.resolve(name) if self._resolver is not None else ()
 
-    def _gateways(self, profile: ConnectionProfile) -> tuple[str, ...]:
-        """The gateways to try: the list with its DNS names resolved now."""
-        names = [g for g in profile.gateways if is_name(g)]
-        if not names or self._resolver is None:
-            return profile.gateways
-        return expand(profile.gateways, {n: self._resolver.resolve(n) for n in names})
+    def known_name(self, name: str) -> tuple[str, ...]:
+        """The addresses DNS name `name` had at its last answer (not asked again)."""
+        if isinstance(self._resolver, BackgroundResolution):
+            return self._resolver.known(name)
+        return self.resolve_name(name)
 
-    def _resolve(self, managed: Managed, now: float) -> None:
-        gateways = self._gateways(managed.profile)
+    def prime(self, names: Iterable[str], timeout: float) -> None:
+        """Wait, at most `timeout`, for a first answer for DNS names `names` (before the
+        loop runs), where the resolver resolves beside the loop."""
+        if isinstance(self._resolver, BackgroundResolution):
+            self._resolver.resolve_all(names, wait=timeout)
+
+    def names_resolved(self, name: str) -> None:
+        """DNS name `name` has a new answer: the connections that list it take it for
+        their next attempt (the attempt under way keeps its address)."""
+        now = self._clock.monotonic()
+        for managed in list(self._conns.values()):
+            if name in managed.profile.gateways:
+                self._resolve(managed, now, ask=False)
+
+    def _gateways(self, profile: ConnectionProfile, ask: bool = True) -> tuple[str, ...]:
+        """The gateways to try: the list with its DNS names resolved now (`ask`), or as
+        last answered."""
+        names = [g for g in profile.gateways if is_name(g)]
+        resolver = self._resolver
+        if not names or resolver is None:
+            return profile.gateways
+        if isinstance(resolver, BackgroundResolution):  # all at once, briefly
+            found = resolver.resolve_all(names) if ask else {n: resolver.known(n) for n in names}
+            return expand(profile.gateways, found)
+        return expand(profile.gateways, {n: resolver.resolve(n) for n in names})
+
+    def _resolve(self, managed: Managed, now: float, ask: bool = True) -> None:
+        gateways = self._gateways(managed.profile, ask)
         if gateways != managed.state.gateways:
             log.info("%s: gateways now %s", managed.profile.name, ", ".join(gateways))
             managed._set_state(step(managed.state, ev.GatewaysResolved(gateways), now)[0])

@@ -38,7 +38,7 @@ from extsock_py.domain.reports import (
     StatusReport,
     UnloadResult,
 )
-from extsock_py.interfaces.operator import WorkQueue
+from extsock_py.interfaces.operator import Background, WorkQueue
 from extsock_py.interfaces.ports import HostAddresses, StateStore
 from extsock_py.usecases.daemon_service import DaemonService, PushedConnection
 
@@ -93,6 +93,10 @@ class NotAllowed(OperatorError):
     """A push the `extsock.control.push` policy does not allow (or, without it: not root)."""
 
 
+class Busy(OperatorError):
+    """The daemon serves as many such requests as it allows at once: try again later."""
+
+
 # --- the usecase --------------------------------------------------------------------------
 
 
@@ -106,12 +110,16 @@ class OperatorUsecase:
         store: StateStore | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         host: HostAddresses | None = None,
+        background: Background | None = None,
     ) -> None:
         self._loop = loop
         self._daemon = daemon
         self._store = store
         self.timeout = timeout
         self._host = host
+        # Where history is read: beside the loop, never on it (a read of 10,000 rows takes
+        # a tenth of a second). None: on the caller's thread (tests, tools).
+        self._background = background
 
     # --- running on the main loop -------------------------------------------------------
 
@@ -227,7 +235,23 @@ class OperatorUsecase:
             records = store.history(connection=conn, since=since, limit=limit)
             return list(records)
 
-        return self._on_loop(work, "history")
+        # The store is the only thing read, and it has its own locking: the main loop is
+        # not involved, so no number of readers can stall it.
+        if self._background is None:
+            return work()
+        future = self._background.try_submit(work)
+        if future is None:
+            raise Busy(
+                "the daemon reads as much history as it allows at once: try again later"
+                " (or ask for fewer records with 'limit')"
+            )
+        try:
+            return future.result(timeout=self.timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise NotAnswering(
+                f"history was not read within {self.timeout:g}s: try again later"
+            ) from None
 
     def health(self, timeout: float | None = None) -> HealthReport:
         """Healthy when charon is reachable and every connection is up or waits by policy."""

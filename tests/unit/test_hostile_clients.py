@@ -516,14 +516,14 @@ def test_metrics_clients_that_leave_mid_answer_leave_no_traceback(
     assert max(len(r.getMessage()) for r in caplog.records) < 600
 
 
-def test_a_metrics_client_that_sends_nothing_is_closed(
-    harness: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_metrics_client_that_sends_nothing_is_closed(harness: Harness) -> None:
     from extsock_py.adapters import metrics as m
 
-    monkeypatch.setattr(m, "HEADER_TIMEOUT", 0.2)
-    with m.attach_metrics(harness.operator, harness.publisher, "127.0.0.1:0") as server:
+    address = "127.0.0.1:0"
+    with m.MetricsServer(
+        harness.operator, harness.publisher, address, request_timeout=0.2
+    ) as server:
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        assert sock.recv(10) == b""  # closed by the server after HEADER_TIMEOUT
+        assert sock.recv(10) == b""  # closed by the server after its request timeout
         sock.close()
         wait_until(lambda: server.connections == 0)

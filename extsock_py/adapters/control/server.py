@@ -58,6 +58,31 @@ class ControlSocketError(ExtsockError):
 # --- subscriptions ------------------------------------------------------------------------
 
 
+def _encode(kind: str, fields: Mapping[str, Any]) -> bytes | None:
+    event = p.encode_event(kind, fields, time.time())
+    return None if event is None else p.encode_line(event)
+
+
+class EventLines:
+    """Each published notice as its event line, encoded once for all subscribers: the
+    first subscriber that wants it encodes it, the others take the same bytes. The
+    publisher runs on the main loop, one notice at a time: the last one is the one kept."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._notice: Notice | None = None  # held, so that `is` cannot match a new one
+        self._line: bytes | None = None
+        self.encoded = 0
+
+    def line(self, notice: Notice) -> bytes | None:
+        with self._lock:
+            if self._notice is not notice:
+                self._line = _encode(notice.kind, notice_fields(notice))
+                self._notice = notice
+                self.encoded += 1
+            return self._line
+
+
 class _Subscription:
     """A bounded queue of events for one subscriber; drops are counted, not blocked on.
 
@@ -65,8 +90,13 @@ class _Subscription:
     waiting), so a few large events cannot hold more memory than many small ones."""
 
     def __init__(
-        self, kinds: frozenset[str] | None, capacity: int, budget: int = p.SUBSCRIBER_BYTES
+        self,
+        kinds: frozenset[str] | None,
+        capacity: int,
+        budget: int = p.SUBSCRIBER_BYTES,
+        lines: EventLines | None = None,
     ) -> None:
+        self._lines = lines if lines is not None else EventLines()
         self._kinds = kinds
         self._capacity = capacity
         self._budget = budget
@@ -78,10 +108,14 @@ class _Subscription:
         self.dropped_total = 0
 
     def on_notice(self, notice: Notice) -> None:
-        """The publisher's subscriber: the notice as the protocol's event fields."""
-        self.offer(notice.kind, notice_fields(notice))
+        """The publisher's subscriber: the notice's event line, shared with the others."""
+        self._offer(notice.kind, lambda: self._lines.line(notice))
 
     def offer(self, kind: str, fields: Mapping[str, Any]) -> None:
+        """An event of `kind` with `fields`, encoded for this subscriber alone."""
+        self._offer(kind, lambda: _encode(kind, fields))
+
+    def _offer(self, kind: str, line_of: Callable[[], bytes | None]) -> None:
         """Called by the publisher (on the daemon's main loop): never blocks."""
         if kind not in p.EVENT_KINDS or (self._kinds is not None and kind not in self._kinds):
             return
@@ -92,10 +126,9 @@ class _Subscription:
                 self._missed += 1
                 self.dropped_total += 1
                 return
-        event = p.encode_event(kind, fields, time.time())
-        if event is None:
+        line = line_of()
+        if line is None:
             return
-        line = p.encode_line(event)
         with self._cond:
             if self._closed:
                 return
@@ -298,7 +331,10 @@ class _Client:
                     f"unknown event kind {p.clip(unknown[0])!r} (kinds: {known})"
                 )
             kinds = frozenset(args.events)
-        subscription = _Subscription(kinds, self._server.event_queue, self._server.subscriber_bytes)
+        server = self._server
+        subscription = _Subscription(
+            kinds, server.event_queue, server.subscriber_bytes, server.event_lines
+        )
         self._subscription = subscription
         self._unsubscribe = self._server.publisher.subscribe(subscription.on_notice)
         self.send(p.ok_response(request_id, {"events": sorted(kinds or p.EVENT_KINDS)}))
@@ -435,6 +471,7 @@ class ControlServer:
         self._peer_of = peer_of
         self._own_uid = os.geteuid()
         self._refusals = _LogBudget(1, log_window, clock)
+        self.event_lines = EventLines()  # shared by the subscribers: one encoding per event
         self._clients: set[_Client] = set()
         self._lock = threading.Lock()
         self._count = 0

@@ -88,6 +88,11 @@ class _Tok(NamedTuple):
     text: str | None
     file: str
     line: int
+    # A value ended by an unquoted '}' with more text after it on its line: that text
+    # may be the rest of the value (a secret with a '}' in it). `glued`: the text follows
+    # the brace with no space (`ab}cd`), which no statement written after a '}' looks like.
+    cut: bool = False
+    glued: bool = False
 
 
 class _Include(NamedTuple):
@@ -183,7 +188,21 @@ class _Lexer:
                 parts.append(self._string())
             else:
                 parts.append(self._run(_VALUE_STOP))
-        return self._tok("value", " ".join(parts) if parts else None, line)
+        text = " ".join(parts) if parts else None
+        return _Tok("value", text, self.file, line, *self._cut())
+
+    def _cut(self) -> tuple[bool, bool]:
+        """At a '}' that ends a value: whether more than braces and a comment follow on
+        the line, and whether that text is glued to the braces."""
+        j = self.i
+        if j >= len(self.s) or self.s[j] != "}":
+            return False, False
+        while j < len(self.s) and self.s[j] == "}":
+            j += 1
+        glued = j < len(self.s) and self.s[j] not in " \t\r\n#"
+        while j < len(self.s) and self.s[j] in "} \t\r":
+            j += 1
+        return j < len(self.s) and self.s[j] not in "\n#", glued
 
     def _string(self) -> str:
         start_line = self.line
@@ -316,8 +335,13 @@ class _Parser:
         root = _Builder("", "", file, 1)
         stack = [root]
         tokens = self.stream(text, file, (os.path.normpath(file),))
+        # Lines where a value in `secrets` was cut by a '}' with text after it.
+        tainted: set[tuple[str, int]] = set()
         for tok in tokens:
             cur = stack[-1]
+            # Inside `secrets`, and on a line whose secret a '}' cut, an error shows no
+            # text of the file: where, never what.
+            secret = _is_secret(cur.path) or (tok.file, tok.line) in tainted
             if tok.kind == "}":
                 if len(stack) == 1:
                     raise _error(tok.file, tok.line, "unexpected '}' without an open section")
@@ -330,6 +354,18 @@ class _Parser:
             kind = nxt.kind if nxt else "end of file"
             if nxt is not None and nxt.kind == "=":
                 value = next(tokens)
+                if value.cut and secret:
+                    tainted.add((value.file, value.line))
+                if value.glued and secret:
+                    raise ConfigError(
+                        file=tok.file,
+                        line=tok.line,
+                        key=f"{cur.path}.{name}",
+                        message="the value is cut short by an unquoted '}' with more text "
+                        "after it (none of it is shown: it may be part of a secret)",
+                        accepted="a value with a '}', '#' or spaces in double quotes: "
+                        'secret = "..."',
+                    )
                 cur.entries[name] = (
                     None if value.text is None else Value(value.text, tok.file, tok.line)
                 )
@@ -339,7 +375,7 @@ class _Parser:
                 refs, nxt = self.references(tokens, tok)
                 kind = nxt.kind if nxt else "end of file"
             if nxt is None or nxt.kind != "{":
-                raise self.unexpected(tok, kind, bool(refs))
+                raise self.unexpected(tok, kind, bool(refs), secret)
             if len(stack) > MAX_NESTING:
                 raise _error(tok.file, tok.line, f"sections nested deeper than {MAX_NESTING}")
             section = cur.sections.get(name)
@@ -372,23 +408,29 @@ class _Parser:
                 return refs, tok
 
     @staticmethod
-    def unexpected(tok: _Tok, kind: str, after_refs: bool) -> ConfigError:
+    def unexpected(tok: _Tok, kind: str, after_refs: bool, secret: bool) -> ConfigError:
+        shown = "a name (not shown in the secrets section)" if secret else f"'{tok.text}'"
         if kind == ".":
             return _error(
                 tok.file,
                 tok.line,
-                f"dotted name after '{tok.text}' is not supported in a file",
+                f"dotted name after {shown} is not supported in a file",
                 "nested sections: a { b { key = value } }",
             )
         if after_refs:
-            return _error(tok.file, tok.line, f"expected '{{' after the references of '{tok.text}'")
+            return _error(tok.file, tok.line, f"expected '{{' after the references of {shown}")
         got = kind if kind in ("end of file", "name") else f"'{kind}'"
         return _error(
             tok.file,
             tok.line,
-            f"expected '=', '{{' or ':' after '{tok.text}', got {got}",
+            f"expected '=', '{{' or ':' after {shown}, got {got}",
             "'key = value' or 'name {'",
         )
+
+
+def _is_secret(path: str) -> bool:
+    """Whether a section path lies in swanctl.conf's `secrets`."""
+    return path == "secrets" or path.startswith("secrets.")
 
 
 def _lookup(root: _Builder, path: str) -> _Builder | None:
@@ -417,11 +459,14 @@ def _resolve(root: _Builder, node: _Builder, visiting: frozenset[str]) -> _Build
     out.sections = {n: _resolve(root, s, inner) for n, s in node.sections.items()}
     for ref in node.refs:
         assert ref.text is not None
+        shown = "a section (not shown in the secrets section)"
+        if not _is_secret(node.path):
+            shown = f"'{ref.text}'"
         target = _lookup(root, ref.text)
         if target is None:
-            raise _error(ref.file, ref.line, f"referenced section '{ref.text}' does not exist")
+            raise _error(ref.file, ref.line, f"referenced section {shown} does not exist")
         if target.path in inner:
-            raise _error(ref.file, ref.line, f"section reference cycle through '{ref.text}'")
+            raise _error(ref.file, ref.line, f"section reference cycle through {shown}")
         out = _overlay(out, _resolve(root, target, inner))
     return out
 
