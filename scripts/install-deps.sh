@@ -26,6 +26,10 @@ DEB_PACKAGES=(
   mmdebstrap                     # Debian roots of other strongSwan releases (lab --charon trixie|sid)
   python3-venv
   docker-compose                 # validates docker/compose.yaml
+  dpkg-dev                       # dpkg-buildpackage (make deb)
+  debhelper                      # dh, debian/rules (make deb)
+  python3-pip                    # pip --python: the package's bundled venv (make deb)
+  lintian                        # make deb checks the package
 )
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
