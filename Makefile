@@ -5,7 +5,7 @@ PY := $(BIN)/python
 PYTEST_ARGS ?=
 
 .PHONY: install test unit integration lint format demo bench soak lab-docker clean fresh-check \
-	compose-demo container-host deb
+	compose-demo container-host deb lock
 
 install:
 	VENV=$(VENV) bash scripts/install-deps.sh
@@ -19,6 +19,18 @@ unit: install
 
 integration: install
 	$(PY) -m pytest -q -m integration tests
+
+# requirements.lock: every runtime dependency of pyproject.toml, transitive ones too, pinned
+# with the sha256 of each of its files (pip-compile --generate-hashes), for CPython 3.11 on
+# Debian bookworm amd64; scripts/install-system.sh installs from it with --require-hashes.
+# Keeps the current pins where pyproject.toml still allows them; `make lock UPGRADE=1` moves
+# every pin to the newest release. The index is the one pip is configured with; its address
+# is never written into the file (--no-emit-index-url).
+lock: install
+	@$(PY) -c 'import platform, sys; ok = sys.version_info[:2] == (3, 11) and platform.machine() == "x86_64"; sys.exit(0 if ok else "make lock: the lock is for CPython 3.11 on amd64, this is " + platform.python_version() + " on " + platform.machine())'
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --strip-extras \
+		--allow-unsafe --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+		$(if $(UPGRADE),--upgrade) --output-file requirements.lock pyproject.toml
 
 lint: install
 	$(BIN)/ruff check extsock_py tests
