@@ -5,7 +5,7 @@ PY := $(BIN)/python
 PYTEST_ARGS ?=
 
 .PHONY: install test unit integration lint format demo bench soak lab-docker clean fresh-check \
-	compose-demo container-host deb lock
+	compose-demo container-host deb lock man completion
 
 install:
 	VENV=$(VENV) bash scripts/install-deps.sh
@@ -33,13 +33,22 @@ lock: install
 		$(if $(UPGRADE),--upgrade) --output-file requirements.lock pyproject.toml
 
 lint: install
-	$(BIN)/ruff check extsock_py tests
-	$(BIN)/ruff format --check extsock_py tests
-	$(BIN)/mypy --strict extsock_py tests
+	$(BIN)/ruff check extsock_py tests tools
+	$(BIN)/ruff format --check extsock_py tests tools
+	$(BIN)/mypy --strict extsock_py tests tools
 
 format: install
-	$(BIN)/ruff format extsock_py tests
-	$(BIN)/ruff check --fix extsock_py tests
+	$(BIN)/ruff format extsock_py tests tools
+	$(BIN)/ruff check --fix extsock_py tests tools
+
+# docs/man/extsock.8 (from the click commands) and docs/man/extsock.conf.5 (from the policy
+# schema); tests/unit/test_docs_sync.py fails when the committed pages are out of date.
+man: install
+	$(PY) -m tools man
+
+# contrib/bash-completion/extsock, click's bash completion (checked by the same test).
+completion: install
+	$(PY) -m tools completion
 
 demo: install
 	$(PY) -m extsock_py.demo

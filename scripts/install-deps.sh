@@ -30,6 +30,8 @@ DEB_PACKAGES=(
   debhelper                      # dh, debian/rules (make deb)
   python3-pip                    # pip --python: the package's bundled venv (make deb)
   lintian                        # make deb checks the package
+  groff-base                     # groff: the man pages are checked for warnings
+  prometheus                     # promtool: the alerting rules' tests, `check metrics`
 )
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
@@ -41,6 +43,11 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian's prometheus (here for promtool) enables and starts a Prometheus server: not
+    # wanted here. Only when this run installed it, so an admin's own server is left alone.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+      systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
   else
     echo "note: not root or no apt-get; missing Debian packages: ${missing[*]}" >&2
     echo "      the lab and integration tests need them (they will be skipped)" >&2

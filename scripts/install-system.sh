@@ -4,6 +4,7 @@
 #   - /usr/local/bin/extsock (on PATH) pointing into it,
 #   - the group `extsock`, whose members may use the control socket,
 #   - /var/lib/extsock (state), /etc/systemd/system/extsock.service, enabled (not started),
+#   - the man pages extsock(8), extsock.conf(5) and bash completion, under /usr/local/share,
 #   - a drop-in for Debian's strongswan.service that removes its `swanctl --load-all`
 #     (extsock loads the whole of swanctl.conf itself, as swanctl would); --keep-load-all
 #     leaves strongswan.service as it is (extsock then takes over what swanctl loaded).
@@ -25,6 +26,8 @@ STATE_DIR=/var/lib/extsock
 GROUP=extsock
 DROPIN_DIR="$UNIT_DIR/strongswan.service.d"
 DROPIN="$DROPIN_DIR/50-extsock.conf"
+MAN_DIR="${EXTSOCK_MAN_DIR:-/usr/local/share/man}"
+COMPLETION_DIR="${EXTSOCK_COMPLETION_DIR:-/usr/local/share/bash-completion/completions}"
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 wheels="" uninstall=0 purge=0 start=0 keep_load_all=0
@@ -35,7 +38,7 @@ while (($#)); do
     --purge) purge=1; shift ;;
     --start) start=1; shift ;;
     --keep-load-all) keep_load_all=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-system.sh: unknown option '$1' (accepted: --wheels DIR, --keep-load-all, --start, --uninstall, --purge)" >&2; exit 2 ;;
   esac
 done
@@ -56,6 +59,7 @@ if ((uninstall)); then
     rm -f "$BIN_LINK"
   fi
   rm -rf "$PREFIX"
+  rm -f "$MAN_DIR/man8/extsock.8" "$MAN_DIR/man5/extsock.conf.5" "$COMPLETION_DIR/extsock"
   if getent group "$GROUP" >/dev/null; then groupdel "$GROUP"; fi
   if ((purge)); then rm -rf "$STATE_DIR"; fi
   if ((purge)); then echo "extsock uninstalled (state removed)"; else echo "extsock uninstalled (state kept in $STATE_DIR)"; fi
@@ -86,6 +90,9 @@ version="$("$PREFIX/bin/python" -c 'import importlib.metadata as m; print(m.vers
 getent group "$GROUP" >/dev/null || groupadd --system "$GROUP"
 install -d -m 0700 -o root -g root "$STATE_DIR"
 install -m 0644 "$SRC/systemd/extsock.service" "$UNIT_DIR/extsock.service"
+install -D -m 0644 "$SRC/docs/man/extsock.8" "$MAN_DIR/man8/extsock.8"
+install -D -m 0644 "$SRC/docs/man/extsock.conf.5" "$MAN_DIR/man5/extsock.conf.5"
+install -D -m 0644 "$SRC/contrib/bash-completion/extsock" "$COMPLETION_DIR/extsock"
 if ((keep_load_all)); then
   rm -f "$DROPIN"
 else

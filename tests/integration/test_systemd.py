@@ -28,6 +28,11 @@ PREFIX = os.environ.get("EXTSOCK_LAB_PREFIX", "exs-")
 WATCHDOG_SEC, RESTART_SEC = 10.0, 2.0
 CHECKOUT = "/media/checkout"  # read-only; the README's `git clone` becomes a copy of it
 SA_LINE = re.compile(r"^(\S+): #(\d+), (\w+),", re.M)
+INSTALLED_DOCS = (  # install-system.sh's man pages and bash completion
+    "/usr/local/share/man/man8/extsock.8",
+    "/usr/local/share/man/man5/extsock.conf.5",
+    "/usr/local/share/bash-completion/completions/extsock",
+)
 
 
 class Secret(str):
@@ -139,6 +144,8 @@ def test_readme_deployment_starts_extsock_under_systemd(box: sd.Box) -> None:
     assert box.active("extsock") == "active"  # Type=notify: READY=1 came
     assert box.out("systemctl is-enabled extsock") == "enabled"
     assert box.out("readlink /usr/local/bin/extsock") == "/opt/extsock/bin/extsock"
+    for doc in INSTALLED_DOCS:
+        assert box.sh(f"test -s {doc}", check=False).returncode == 0, f"{doc} not installed"
     assert "50-extsock.conf" in box.show("strongswan", "DropInPaths")
     assert wait(lambda: tunnels(box) == [f"uplink@{GW1}"], 15.0), box.out("swanctl -l")
     assert "uplink" not in conns(box)  # the as-written copy strongswan.service loaded
@@ -343,5 +350,7 @@ def test_uninstall_removes_it_and_leaves_the_tunnel(box: sd.Box) -> None:
     assert box.sh("test -e /opt/extsock || test -e /usr/local/bin/extsock", check=False).returncode
     assert box.sh("test -e /etc/systemd/system/extsock.service", check=False).returncode
     assert box.sh("getent group extsock", check=False).returncode
+    for doc in INSTALLED_DOCS:
+        assert box.sh(f"test -e {doc}", check=False).returncode, f"{doc} left behind"
     assert box.sh("test -d /var/lib/extsock").returncode == 0  # state kept without --purge
     assert sas(box) == before
