@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration import systemd_support as sd
-from tests.integration.systemd_support import Secret, journal, ping, tunnels, wait
+from tests.integration.systemd_support import Secret, journal, ping, sas, tunnels, wait
 
 pytestmark = pytest.mark.integration
 
@@ -164,6 +164,21 @@ def test_systemctl_start_keeps_the_tunnel_up(box: sd.Box) -> None:
         "'http://127.0.0.1:9814/metrics', timeout=5).read().decode())\""
     )
     assert "extsock_" in metrics  # EXTSOCK_RUN_ARGS from /etc/default/extsock
+
+
+def test_an_upgrade_restarts_it_and_the_tunnel_stays(box: sd.Box, built: Built) -> None:
+    """The same version again (apt-get install --reinstall) runs what an upgrade runs."""
+    pid = box.show("extsock", "MainPID")
+    before = sas(box)
+    proc = box.sh(
+        f"apt-get install --reinstall -y -q {DEB_DIR}/{built.deb.name}", timeout=180, check=False
+    )
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert wait(lambda: box.active("extsock") == "active", 30.0)
+    assert box.show("extsock", "MainPID") not in (pid, "0")  # the new code runs
+    assert RUN_ARGS in box.out("cat /etc/default/extsock")  # the admin's edit, kept
+    assert wait(lambda: sas(box) == before, 10.0), (sas(box), before)  # adopted, not rebuilt
+    assert ping(box)
 
 
 def test_it_fails_the_tunnel_over(box: sd.Box) -> None:
