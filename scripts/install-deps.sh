@@ -25,6 +25,7 @@ DEB_PACKAGES=(
   mount                          # mount (each charon's own /run)
   mmdebstrap                     # Debian roots of other strongSwan releases (lab --charon trixie|sid)
   python3-venv
+  systemd                        # systemd-analyze (tests/unit/test_systemd_unit.py scores the unit)
   docker-compose                 # validates docker/compose.yaml
   dpkg-dev                       # dpkg-buildpackage (make deb)
   debhelper                      # dh, debian/rules (make deb)
@@ -69,8 +70,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  # the runtime dependencies as deployed (requirements.lock, hashes checked), then the rest
+  "$VENV/bin/python" -m pip install -q --require-hashes -r requirements.lock
   "$VENV/bin/python" -m pip install -q -e ".[dev]"
   touch "$stamp"
 fi

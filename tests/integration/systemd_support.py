@@ -90,10 +90,12 @@ def ensure_image() -> str:
 
 
 def build_wheels(dest: Path) -> Path:
-    """extsock and its dependencies as wheels, made with this machine's pip configuration."""
+    """extsock and its dependencies as wheels, made with this machine's pip configuration:
+    the dependencies as requirements.lock pins them (install-system.sh checks the hashes)."""
     dest.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(dest)]
-    run([*pip, str(REPO)], timeout=600)
+    run([*pip, "--require-hashes", "-r", str(REPO / "requirements.lock")], timeout=600)
+    run([*pip, "--no-deps", str(REPO)], timeout=600)
     run([*pip, "setuptools>=77"], timeout=600)  # what `pip install <checkout>` builds with
     return dest
 

@@ -17,9 +17,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from tests.integration import systemd_support as sd
 from tests.integration.systemd_support import Secret, conns, journal, ping, sas, tunnels, wait
+from tests.unit.test_supply_chain import read_lock
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +74,7 @@ def readme_deploy_lines() -> list[str]:
 def test_readme_deployment_starts_extsock_under_systemd(box: sd.Box) -> None:
     # Configuration a user adds (the lab set up swanctl.conf like `sudoedit` would):
     box.sh("echo 'EXTSOCK_RUN_ARGS=--metrics 127.0.0.1:9814' > /etc/default/extsock")
-    script = ["set -e"]
+    script = ["set -e", "umask 077"]  # a root shell as hardened hosts have it
     for line in readme_deploy_lines():
         command = line.split("  #", 1)[0].strip().removeprefix("sudo ")
         if command.startswith("apt-get install"):  # in the image already: check they are
@@ -95,6 +97,14 @@ def test_readme_deployment_starts_extsock_under_systemd(box: sd.Box) -> None:
     assert proc.returncode == 0, (script, proc.stdout[-3000:], proc.stderr[-3000:])
     print(f"README deployment block ran in {time.monotonic() - started:.1f}s")
     assert "uplink" in proc.stdout  # `extsock failover status` at the end of the block
+    # the dependencies exactly as requirements.lock pins them (installed --require-hashes)
+    frozen = box.out("/opt/extsock/bin/python -m pip freeze --exclude extsock-py").splitlines()
+    names = {canonicalize_name(line.split("==")[0]): line.split("==")[1] for line in frozen}
+    locked = read_lock((sd.REPO / "requirements.lock").read_text())
+    assert names == {p.name: str(p.version) for p in locked.values()}, frozen
+    # umask 022 in the script: the venv is readable and nothing in it writable by others
+    assert box.out("stat -c %a /opt/extsock /opt/extsock/bin/extsock") == "755\n755"
+    assert box.out("find /opt/extsock -perm -o+w ! -type l | head -3") == ""
     assert box.active("extsock") == "active"  # Type=notify: READY=1 came
     assert box.out("systemctl is-enabled extsock") == "enabled"
     assert box.out("readlink /usr/local/bin/extsock") == "/opt/extsock/bin/extsock"
@@ -118,6 +128,44 @@ def test_install_again_is_idempotent_and_keeps_it_running(box: sd.Box) -> None:
     assert "installed" in proc.stdout
     assert box.show("extsock", "MainPID") == pid
     assert box.out("getent group extsock | cut -d: -f1") == "extsock"
+
+
+def test_the_units_sandbox_runs_cffi_ctypes_and_cryptography(box: sd.Box) -> None:
+    """MemoryDenyWriteExecute=, SystemCallFilter=~@resources, ProcSubset=pid...: the unit's
+    sandbox on a Python of the venv that imports what extsock needs and uses it."""
+    unit = (sd.REPO / "systemd" / "extsock.service").read_text()
+    service = unit.split("[Service]", 1)[1].split("[Install]", 1)[0]
+    # not the service's own: its directories (a transient unit's RuntimeDirectory= would
+    # be removed, the control socket with it, when it ends) and its process management
+    skip = ("Type", "NotifyAccess", "EnvironmentFile", "ExecStart", "ExecReload", "WatchdogSec",
+            "Restart", "RestartSec", "TimeoutStartSec", "TimeoutStopSec", "RuntimeDirectory",
+            "RuntimeDirectoryMode", "StateDirectory", "StateDirectoryMode")  # fmt: skip
+    props = [
+        arg
+        for line in service.splitlines()
+        if "=" in line and not line.startswith("#") and line.split("=", 1)[0] not in skip
+        for arg in ("-p", line.strip())
+    ]
+    assert "MemoryDenyWriteExecute=yes" in props and "SystemCallFilter=~@resources" in props
+    code = (
+        "import ctypes, _cffi_backend;"
+        " from cryptography.hazmat.primitives import hashes;"
+        " from cryptography.hazmat.primitives.asymmetric import ec;"
+        " k = ec.generate_private_key(ec.SECP256R1());"
+        " k.public_key().verify(k.sign(b'x', ec.ECDSA(hashes.SHA256())), b'x',"
+        " ec.ECDSA(hashes.SHA256()));"
+        " libc = ctypes.CDLL(None, use_errno=True); assert libc.getpid() > 0;"
+        " import extsock_py.app, extsock_py.adapters.swanctl.creds; print('sandbox-ok')"
+    )
+    proc = box.sh(
+        "systemd-run --quiet --wait --pipe --collect "
+        + " ".join(shlex.quote(a) for a in props)
+        + f" /opt/extsock/bin/python -c {shlex.quote(code)}",
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and "sandbox-ok" in proc.stdout, (proc.stdout, proc.stderr)
+    assert box.show("extsock", "MemoryDenyWriteExecute") == "yes"  # the unit installed
 
 
 def test_sandboxed_features_work(box: sd.Box) -> None:
@@ -298,13 +346,27 @@ def test_journal_has_extsock_lines_and_no_secret(box: sd.Box, secret: Secret) ->
     assert stored.returncode == 1, "the PSK is in extsock's state"
 
 
-def test_uninstall_removes_it_and_leaves_the_tunnel(box: sd.Box) -> None:
+def test_uninstall_removes_it_and_hands_charon_back_to_swanctl(box: sd.Box) -> None:
+    """After --uninstall charon holds what Debian's strongswan.service would load: `uplink`
+    as written (its own failover-less retrying back), no clone of extsock's loaded, and no
+    IKE_SA left on a clone's config (keyingtries = 1, dpd_action = clear)."""
     before = sas(box)
-    box.sh("cd /root/extsock_py && scripts/install-system.sh --uninstall")
+    assert [name for name, _ in before] == conns(box) and "@" in before[0][0]
+    proc = box.sh("cd /root/extsock_py && scripts/install-system.sh --uninstall", timeout=90)
+    assert "extsock uninstalled" in proc.stdout and "warning" not in proc.stderr, proc
     assert box.sh("test -e /opt/extsock || test -e /usr/local/bin/extsock", check=False).returncode
     assert box.sh("test -e /etc/systemd/system/extsock.service", check=False).returncode
     assert box.sh("getent group extsock", check=False).returncode
     for doc in INSTALLED_DOCS:
         assert box.sh(f"test -e {doc}", check=False).returncode, f"{doc} left behind"
     assert box.sh("test -d /var/lib/extsock").returncode == 0  # state kept without --purge
-    assert sas(box) == before
+    assert "50-extsock.conf" not in box.show("strongswan", "DropInPaths")
+    assert conns(box) == ["uplink"], conns(box)  # swanctl --list-conns: no NAME@GATEWAY
+    assert wait(lambda: tunnels(box) == ["uplink"], 20.0), box.out("swanctl -l")
+    assert not [name for name, _ in sas(box) if "@" in name]
+    assert ping(box)
+    # and strongswan.service restarts as Debian ships it: --load-all, `uplink` as written
+    restarted = box.show("strongswan", "MainPID")
+    box.sh("systemctl restart strongswan", timeout=60)
+    assert box.show("strongswan", "MainPID") != restarted
+    assert wait(lambda: tunnels(box) == ["uplink"] and conns(box) == ["uplink"], 30.0)
