@@ -33,6 +33,7 @@ DEB_PACKAGES=(
   lintian                        # make deb checks the package
   groff-base                     # groff: the man pages are checked for warnings
   prometheus                     # promtool: the alerting rules' tests, `check metrics`
+  openssl                        # keys encrypted with each PEM cipher (differential tests)
 )
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do

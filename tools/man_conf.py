@@ -39,6 +39,12 @@ DESCRIPTIONS: dict[str, str] = {
     "standby": "Hot standby: keep a childless IKE_SA up towards the gateway after the "
     "active one, so that a failover is one CREATE_CHILD_SA exchange. Off by default: it "
     "is a second IKE_SA per connection on a second gateway.",
+    "remote_id": "Whose identity each clone expects of its gateway: `configured`, the "
+    "connection's remote `id` as written (the same for every gateway); `address`, the "
+    "gateway's own address, in every remote auth round. Set `address` where each gateway "
+    "has a PSK of its own (cloud VPN endpoints that identify as their address): charon "
+    "picks the PSK by the remote identity before the gateway has named itself, so one "
+    "identity for all gateways would give them all one PSK.",
     "backoff": "The pause after each whole failed cycle: `initial` * `multiplier`^(n-1), "
     "capped at `maximum`, plus up to `jitter` of it.",
     "backoff.initial": "The pause after the first failed cycle.",

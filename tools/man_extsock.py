@@ -23,6 +23,7 @@ EXIT_CODES = (
     (failover.EXIT_NOT_PERMITTED, "not permitted: this user lacks the role the command needs"),
 )
 
+LONG_HEAD = 50  # characters of an option's tag (`--event [a|b|...]`) that fit a line
 _OPT = re.compile(r"(?<![\w-])(-{1,2}[\w][\w-]*)")
 
 
@@ -51,6 +52,11 @@ def _options(ctx: click.Context) -> list[str]:
         if record is None:
             continue
         head, text = record
+        if isinstance(param.type, click.Choice) and len(head) > LONG_HEAD:
+            # a long [a|b|...] cannot wrap in a tag: the choices go into the text instead
+            choices = ", ".join(f"`{choice}`" for choice in param.type.choices)
+            head = head[: head.index("[")] + (param.name or "value").upper()
+            text = f"{text} One of: {choices}."
         out.append(".TP\n" + _head(head) + "\n" + (inline(text) if text else "\\&"))
         envvar = getattr(param, "envvar", None)
         if isinstance(envvar, str):

@@ -219,6 +219,14 @@ class _EventMetrics:
             buckets=DETECTION_BUCKETS,
             registry=registry,
         )
+        self.outage = Histogram(
+            "extsock_failover_outage_seconds",
+            "seconds from the last sign of life on the old gateway to the tunnel up on the new "
+            "one, for each failover that knows it (the tunnel monitor's)",
+            ["connection"],
+            buckets=DETECTION_BUCKETS,
+            registry=registry,
+        )
         self.gave_up = Counter(
             "extsock_gave_up", "times a connection gave up", ["connection"], registry=registry
         )
@@ -234,6 +242,7 @@ class _EventMetrics:
         self.charon_lost = Counter(
             "extsock_charon_lost", "times charon became unreachable", registry=registry
         )
+        self._known: set[str] = set()  # connections whose series are there (at 0 or more)
         self.published = Counter(
             "extsock_published_events",
             "events published by the daemon",
@@ -249,6 +258,14 @@ class _EventMetrics:
         self.published.labels(_label(kind)).inc()
         conn = _label(fields.get("connection"))
         reason = _label(fields.get("reason") or "unknown")
+        if fields.get("connection") is not None and conn not in self._known:
+            self._known.add(conn)
+            # A connection's series exist at 0 from its first event on: Prometheus's
+            # increase() sees no rise in a series whose first sample is already 1, so the
+            # first failover (or give-up) would vanish from rates, alerts and dashboards.
+            self.detection_to_up.labels(conn)
+            self.outage.labels(conn)
+            self.gave_up.labels(conn)
         if kind == "failover":
             self.failovers.labels(conn, reason).inc()
             duration = fields.get("duration")
@@ -259,6 +276,7 @@ class _EventMetrics:
             outage = fields.get("outage")
             if isinstance(outage, int | float):
                 self.last_outage.labels(conn).set(float(outage))
+                self.outage.labels(conn).observe(float(outage))
         elif kind == "gave-up":
             self.gave_up.labels(conn).inc()
         elif kind == "switch-failed":

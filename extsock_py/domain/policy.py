@@ -15,6 +15,9 @@ from typing import Annotated, Literal
 
 ProbeKind = Literal["udp", "icmp"]
 PROBE_KINDS: tuple[ProbeKind, ...] = ("udp", "icmp")
+# Whose identity each clone expects of its gateway: the connection's remote id as written,
+# or the gateway's own address (a PSK per gateway: charon picks the PSK by that id).
+RemoteIdKind = Literal["configured", "address"]
 
 
 class Form(StrEnum):
@@ -98,6 +101,8 @@ class FailoverPolicy:
     monitor: MonitorPolicy = field(default_factory=MonitorPolicy)
     # Keep a childless IKE_SA up towards the next gateway (off: it is a second IKE_SA).
     standby: Annotated[bool, Accepts(Form.FLAG)] = False
+    # "address": each clone's remote auth rounds expect the gateway's address as its id.
+    remote_id: Annotated[RemoteIdKind, Accepts(Form.CHOICE)] = "configured"
 
 
 def backoff_delay(policy: BackoffPolicy, failed_cycles: int, seed: str) -> float:

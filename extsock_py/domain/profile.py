@@ -8,7 +8,10 @@ charon's own retrying switched off, because extsock owns the retrying:
 - each child's `start_action = none` and `close_action = none`: charon neither starts
   nor traps the clone when it is loaded nor restarts it when the peer closes it;
 - each child's `dpd_action = clear`: on a dead peer charon clears the SA instead of
-  restarting towards the same dead gateway; extsock then moves to the next one.
+  restarting towards the same dead gateway; extsock then moves to the next one;
+- with the policy's `remote_id = address`, each remote auth round's `id` is the gateway's
+  address: a gateway per tunnel with a PSK of its own (cloud VPN endpoints identify as
+  their address, and charon picks the PSK by the remote id before the gateway answers).
 Everything else (proposals, version, auth rounds with ids, certs and pubkeys as bytes,
 children and all their options) is carried over unchanged.
 """
@@ -81,6 +84,10 @@ def clone_body(profile: ConnectionProfile, gateway: str) -> dict[str, Any]:
         child["start_action"] = "none"
         child["close_action"] = "none"
         child["dpd_action"] = "clear"
+    if profile.policy.remote_id == "address":
+        for key, value in body.items():
+            if key.startswith("remote") and isinstance(value, dict):  # remote, remote-2...
+                value["id"] = gateway
     return body
 
 

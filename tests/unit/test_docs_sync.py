@@ -126,9 +126,11 @@ def test_every_key_has_its_sentence_and_no_sentence_is_stale() -> None:
 
 @pytest.mark.skipif(shutil.which("groff") is None, reason="groff (groff-base) not installed")
 @pytest.mark.parametrize("name", ["extsock.8", "extsock.conf.5"])
-def test_groff_formats_the_page_without_a_warning(name: str) -> None:
+@pytest.mark.parametrize("width", ["", "-rLL=80n"])  # as printed; as man shows it (lintian)
+def test_groff_formats_the_page_without_a_warning(name: str, width: str) -> None:
+    device = ["-Tutf8", width] if width else []
     out = subprocess.run(
-        ["groff", "-man", "-ww", "-z", str(ROOT / "docs/man" / name)],
+        ["groff", "-man", *device, "-ww", "-z", str(ROOT / "docs/man" / name)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -108,12 +108,28 @@ def test_failovers_are_counted_by_reason_with_their_durations(
     assert value(text, f"{hist}_count", connection="office") == 2.0
     assert value(text, f"{hist}_sum", connection="office") == pytest.approx(2.9)
     assert value(text, f"{hist}_bucket", connection="office", le="0.5") == 1.0
-    assert value(text, f"{hist}_count", connection="home") is None  # a planned switch
+    assert value(text, f"{hist}_count", connection="home") == 0  # a planned switch
+    assert value(text, "extsock_failover_outage_seconds_count", connection="office") == 0
     assert value(text, "extsock_gave_up_total", connection="office") == 1.0
     assert value(text, "extsock_switch_failed_total", connection="office", reason="failback") == 1
     assert value(text, "extsock_charon_lost_total") == 1.0
     assert value(text, "extsock_vici_reconnects_total") == 1.0
     assert value(text, "extsock_published_events_total", event="tunnel-up") == 2.0
+
+
+def test_a_connection_s_series_are_there_at_zero_from_its_first_event(
+    harness: Harness, metrics: MetricsServer
+) -> None:
+    """So that the first failover or give-up is a rise Prometheus's increase() sees."""
+    text = get(metrics, "/metrics")[2]
+    assert value(text, "extsock_gave_up_total", connection="home") is None  # not seen yet
+    harness.bring_up("home")  # its tunnel-up event
+    text = get(metrics, "/metrics")[2]
+    assert value(text, "extsock_gave_up_total", connection="home") == 0.0
+    for hist in ("extsock_failover_detection_to_up_seconds", "extsock_failover_outage_seconds"):
+        assert value(text, f"{hist}_count", connection="home") == 0.0
+        assert value(text, f"{hist}_bucket", connection="home", le="+Inf") == 0.0
+    assert value(text, "extsock_gave_up_total", connection="office") is None
 
 
 def test_no_secret_and_no_odd_label_reaches_the_metrics(
@@ -237,6 +253,10 @@ def test_outage_is_a_metric_and_an_event_field_when_known(
     )
     text = get(metrics, "/metrics")[2]
     assert value(text, "extsock_last_failover_outage_seconds", connection="home") == 1.7
+    hist = "extsock_failover_outage_seconds"
+    assert value(text, f"{hist}_count", connection="home") == 1.0
+    assert value(text, f"{hist}_bucket", connection="home", le="1.0") == 0.0
+    assert value(text, f"{hist}_bucket", connection="home", le="2.0") == 1.0
     wire = encode_event("failover", {**fields, "duration": 0.2, "outage": 1.7}, 1.0)
     assert wire is not None and wire["outage"] == 1.7
     unknown = encode_event("failover", {**fields, "duration": 0.2}, 1.0)

@@ -168,3 +168,14 @@ def test_standby_is_off_by_default_and_set_per_connection() -> None:
     assert not FailoverPolicy().standby
     bad = error("extsock {\n standby = maybe\n}\n")
     assert bad.key == "extsock.standby" and bad.line == 2 and "yes or no" in str(bad)
+
+
+def test_remote_id_is_configured_or_address_per_connection() -> None:
+    got = policies(
+        "extsock {\n  connections {\n    cloud {\n      remote_id = Address\n    }\n  }\n}\n",
+        ["home", "cloud"],
+    )
+    assert (got["home"].remote_id, got["cloud"].remote_id) == ("configured", "address")
+    err = error("extsock {\n  remote_id = peer\n}\n")
+    assert (err.line, err.key) == (2, "extsock.remote_id")
+    assert "invalid remote_id 'peer': expected configured or address" in err.message

@@ -131,3 +131,22 @@ def test_profile_children() -> None:
     assert profile(psk_body()).children == ("net", "voip")
     assert profile({"remote_addrs": []}).children == ()
     assert profile({"children": ["odd"]}).children == ()
+
+
+def test_remote_id_address_makes_each_clone_expect_its_gateway_s_address() -> None:
+    from dataclasses import replace
+
+    from extsock_py.domain.policy import FailoverPolicy
+
+    body = psk_body()
+    body["remote-2"] = {"auth": "eap", "id": "%any"}
+    as_written = profile(body)
+    per_gateway = replace(as_written, policy=FailoverPolicy(remote_id="address"))
+    for gateway in GWS:
+        clone = clone_body(per_gateway, gateway)
+        assert clone["remote-1"] == {"auth": "psk", "id": gateway}
+        assert clone["remote-2"] == {"auth": "eap", "id": gateway}
+        assert clone["local-1"] == {"auth": "psk", "id": "home"}  # ours is as written
+        assert probe_body(per_gateway, gateway)["remote-1"]["id"] == gateway
+        assert clone_body(as_written, gateway)["remote-1"] == {"auth": "psk", "id": "gw"}
+    assert per_gateway.body == body  # the profile's body is not touched

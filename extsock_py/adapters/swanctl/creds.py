@@ -4,7 +4,8 @@ load_creds.c, in its order: every regular file of x509/, x509ca/, x509ocsp/, x50
 x509ac/, x509crl/ and pubkey/ goes out unchanged as `load-cert` (type and flag per folder);
 every file of private/, rsa/, ecdsa/, bliss/ and pkcs8/ as `load-key`. A key file named by
 a `secrets.<folder><suffix>` section (`file`, `secret<suffix>`) is decoded by swanctl with
-those passphrases and sent as DER with the key's own type (RSA, ECDSA, ED25519, ED448);
+those passphrases and sent as DER with the key's own type (RSA, ECDSA, ED25519, ED448),
+a key encrypted the traditional OpenSSL way with every cipher the pem plugin takes (pem.py);
 any other key file goes out as it is, typed by its folder. A PKCS#12 container in pkcs12/
 is opened only with a configured passphrase (--noprompt): its certificates go out as X509
 (NONE) DER, its keys as above. No passphrase or key shows in an error.
@@ -24,7 +25,7 @@ from extsock_py.domain.credentials import CertificateLoad, Credentials, KeyLoad
 from extsock_py.domain.errors import ConfigError
 from extsock_py.domain.secret import Secret
 
-from . import keys
+from . import keys, pem
 from .model import SwanctlConfig
 
 MAX_VICI_VALUE = 0xFFFF  # a VICI value is prefixed by a 16-bit length
@@ -95,7 +96,12 @@ def _passphrases(model: SwanctlConfig, folder: str, name: str) -> list[bytes]:
 
 def _parse(data: bytes, password: bytes | None) -> object:
     if b"-----BEGIN" in data:
-        return serialization.load_pem_private_key(data, password)
+        encrypted = pem.find_encrypted(data)  # the traditional way: as the pem plugin does
+        if encrypted is None:
+            return serialization.load_pem_private_key(data, password)
+        if password is None:
+            raise TypeError("encrypted, and no passphrase tried yet")
+        return serialization.load_der_private_key(pem.decrypt(encrypted, password), None)
     return serialization.load_der_private_key(data, password)
 
 
