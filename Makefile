@@ -5,7 +5,7 @@ PY := $(BIN)/python
 PYTEST_ARGS ?=
 
 .PHONY: install test unit integration lint format demo bench soak lab-docker clean fresh-check \
-	compose-demo container-host lock man completion
+	compose-demo container-host deb lock man completion
 
 install:
 	VENV=$(VENV) bash scripts/install-deps.sh
@@ -71,6 +71,11 @@ compose-demo:
 
 container-host:
 	bash scripts/container-host.sh --compose
+
+# The Debian package extsock_<version>_amd64.deb in this folder (debian/, dpkg-buildpackage,
+# then lintian); `make install` (as root) installs the build dependencies first.
+deb: install
+	bash scripts/build-deb.sh
 
 lab-docker:
 	docker compose -f docker/compose.yaml up --build

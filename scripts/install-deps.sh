@@ -27,6 +27,10 @@ DEB_PACKAGES=(
   python3-venv
   systemd                        # systemd-analyze (tests/unit/test_systemd_unit.py scores the unit)
   docker-compose                 # validates docker/compose.yaml
+  dpkg-dev                       # dpkg-buildpackage (make deb)
+  debhelper                      # dh, debian/rules (make deb)
+  python3-pip                    # pip --python: the package's bundled venv (make deb)
+  lintian                        # make deb checks the package
   groff-base                     # groff: the man pages are checked for warnings
   prometheus                     # promtool: the alerting rules' tests, `check metrics`
   openssl                        # keys encrypted with each PEM cipher (differential tests)

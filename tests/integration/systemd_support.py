@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 SUITE = "bookworm"
@@ -27,6 +29,7 @@ PACKAGES = (
 )  # fmt: skip
 IMAGE_NAME = "localhost/extsock-systemd"
 REPO = Path(__file__).resolve().parents[2]
+SA_LINE = re.compile(r"^(\S+): #(\d+), (\w+),", re.M)
 
 
 def preflight() -> str | None:
@@ -157,3 +160,51 @@ class Box:
 
     def show(self, unit: str, prop: str) -> str:
         return self.out(f"systemctl show -p {prop} --value {unit}")
+
+
+# What the tests of the container look at (test_systemd.py, test_deb.py).
+
+
+class Secret(str):
+    """The lab's PSK: its repr (in pytest's failure output) does not show it."""
+
+    def __repr__(self) -> str:
+        return "'<the PSK>'"
+
+
+def wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def sas(box: Box) -> list[tuple[str, int]]:
+    """(name, unique id) of each IKE_SA with an INSTALLED CHILD_SA, from `swanctl --list-sas`."""
+    text = box.sh("swanctl --list-sas 2>/dev/null", check=False).stdout
+    found = []
+    blocks = re.split(r"^(?=\S)", text, flags=re.M)
+    for block in blocks:
+        head = SA_LINE.match(block)
+        if head and head.group(3) == "ESTABLISHED" and "INSTALLED" in block:
+            found.append((head.group(1), int(head.group(2))))
+    return sorted(found)
+
+
+def tunnels(box: Box) -> list[str]:
+    return [name for name, _ in sas(box)]
+
+
+def conns(box: Box) -> list[str]:
+    text = box.sh("swanctl --list-conns 2>/dev/null", check=False).stdout
+    return sorted(m.group(1) for m in re.finditer(r"^(\S+): ", text, re.M))
+
+
+def ping(box: Box) -> bool:
+    return box.sh("ping -c 2 -W 1 -I 10.100.0.1 10.200.0.1", check=False).returncode == 0
+
+
+def journal(box: Box, unit: str | None = "extsock") -> str:
+    return box.sh(f"journalctl --no-pager -o cat {'-u ' + unit if unit else ''}").stdout

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import secrets
 import shlex
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from packaging.utils import canonicalize_name
 
 from tests.integration import systemd_support as sd
+from tests.integration.systemd_support import Secret, conns, journal, ping, sas, tunnels, wait
 from tests.unit.test_supply_chain import read_lock
 
 pytestmark = pytest.mark.integration
@@ -29,19 +29,11 @@ GW1, GW2 = "10.99.1.2", "10.99.2.2"
 PREFIX = os.environ.get("EXTSOCK_LAB_PREFIX", "exs-")
 WATCHDOG_SEC, RESTART_SEC = 10.0, 2.0
 CHECKOUT = "/media/checkout"  # read-only; the README's `git clone` becomes a copy of it
-SA_LINE = re.compile(r"^(\S+): #(\d+), (\w+),", re.M)
 INSTALLED_DOCS = (  # install-system.sh's man pages and bash completion
     "/usr/local/share/man/man8/extsock.8",
     "/usr/local/share/man/man5/extsock.conf.5",
     "/usr/local/share/bash-completion/completions/extsock",
 )
-
-
-class Secret(str):
-    """The lab's PSK: its repr (in pytest's failure output) does not show it."""
-
-    def __repr__(self) -> str:
-        return "'<the PSK>'"
 
 
 @pytest.fixture(scope="module")
@@ -70,44 +62,6 @@ def box(tmp_path_factory: pytest.TempPathFactory, secret: Secret) -> Iterator[sd
         yield the_box
     finally:
         the_box.remove()
-
-
-def wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-def sas(box: sd.Box) -> list[tuple[str, int]]:
-    """(name, unique id) of each IKE_SA with an INSTALLED CHILD_SA, from `swanctl --list-sas`."""
-    text = box.sh("swanctl --list-sas 2>/dev/null", check=False).stdout
-    found = []
-    blocks = re.split(r"^(?=\S)", text, flags=re.M)
-    for block in blocks:
-        head = SA_LINE.match(block)
-        if head and head.group(3) == "ESTABLISHED" and "INSTALLED" in block:
-            found.append((head.group(1), int(head.group(2))))
-    return sorted(found)
-
-
-def tunnels(box: sd.Box) -> list[str]:
-    return [name for name, _ in sas(box)]
-
-
-def conns(box: sd.Box) -> list[str]:
-    text = box.sh("swanctl --list-conns 2>/dev/null", check=False).stdout
-    return sorted(m.group(1) for m in re.finditer(r"^(\S+): ", text, re.M))
-
-
-def ping(box: sd.Box) -> bool:
-    return box.sh("ping -c 2 -W 1 -I 10.100.0.1 10.200.0.1", check=False).returncode == 0
-
-
-def journal(box: sd.Box, unit: str | None = "extsock") -> str:
-    return box.sh(f"journalctl --no-pager -o cat {'-u ' + unit if unit else ''}").stdout
 
 
 def readme_deploy_lines() -> list[str]:
