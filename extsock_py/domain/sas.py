@@ -169,6 +169,16 @@ class SaTable:
         if sa is not None:
             sa.children.pop(child_id, None)
 
+    def rekey_child(self, ike_id: int, old_id: int, new_id: int, name: str) -> bool:
+        """CHILD_SA `old_id` of IKE_SA `ike_id` was rekeyed into `new_id`: the new one is
+        the same connection's. False when the old one is not known here."""
+        sa = self._ikes.get(ike_id)
+        old = sa.children.pop(old_id, None) if sa is not None else None
+        if sa is None or old is None:
+            return False
+        sa.children[new_id] = ChildSa(new_id, name, old.connection)
+        return True
+
     def move_children(self, old_id: int, new_id: int) -> None:
         """An IKE_SA rekey: the CHILD_SAs now live in the new IKE_SA."""
         old, new = self._ikes.get(old_id), self._ikes.get(new_id)

@@ -1,0 +1,212 @@
+"""Two managed connections sharing IKE_SAs (charon's reuse_ikesa): the defects the first
+chaos run found (issue 26), each reproduced on fakes.
+
+The daemon's service runs on the fake charon port and a fake clock; charon's events are
+built as charon 5.9.8 builds them (tests/fakes/charon_messages.py), decoded by the vici
+adapter and read with the 5.9.8 dialect, and handed to the service as the main loop hands
+them. `upa` and `upb` have equal configs but for their children (`da`, `db`), so charon
+puts the CHILD_SA of the second into the IKE_SA of the first: `upa@GW1[1]` carries `da{1}`
+and `db{2}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from extsock_py.adapters.vici.decode import decode_event
+from extsock_py.adapters.vici.dialects import choose
+from extsock_py.domain import events as ev
+from extsock_py.domain import observations as ob
+from extsock_py.domain.config import DesiredConfig
+from extsock_py.domain.policy import FailoverPolicy
+from extsock_py.domain.reports import ConnectionStatus
+from extsock_py.usecases.daemon_service import DaemonOptions, DaemonService
+from extsock_py.usecases.failover_manager import FailoverManager
+from tests.fakes import charon_messages as cm
+from tests.fakes.ports import FakeClock, MemoryStateStore, RecordingPublisher
+from tests.unit.test_control_support import CharonStub, NullListener
+
+GW1, GW2, GW3 = "10.77.1.2", "10.77.2.2", "10.77.3.2"
+CHILDREN = {"upa": ("da", "10.100.0.0/25"), "upb": ("db", "10.100.0.128/25")}
+READER = choose("5.9.8").dialect.reader(alerts=False)
+
+
+def _body(child: str, local_ts: str, gateways: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "remote_addrs": list(gateways),
+        "version": "2",
+        "local": {"auth": "psk", "id": "ini"},
+        "remote": {"auth": "psk"},
+        "children": {child: {"local_ts": [local_ts], "remote_ts": ["10.200.0.0/24"]}},
+    }
+
+
+def _config(gateways: tuple[str, ...], policy: FailoverPolicy) -> DesiredConfig:
+    return DesiredConfig(
+        source="swanctl.conf",
+        connections={name: _body(child, ts, gateways) for name, (child, ts) in CHILDREN.items()},
+        policies={name: policy for name in CHILDREN},
+    )
+
+
+class Shared:
+    """The daemon's service on fakes, and ini's charon as a script of its events."""
+
+    def __init__(
+        self,
+        gateways: tuple[str, ...] = (GW1, GW2, GW3),
+        policy: FailoverPolicy | None = None,
+        charon: CharonStub | None = None,
+    ) -> None:
+        self.charon = charon if charon is not None else CharonStub()
+        self.clock = FakeClock()
+        self.publisher = RecordingPublisher()
+        self.manager = FailoverManager(self.charon, self.clock, self.publisher, MemoryStateStore())
+        config = _config(gateways, policy if policy is not None else FailoverPolicy())
+        self.service = DaemonService(
+            DaemonOptions(Path("swanctl.conf")),
+            self.charon,
+            lambda post: NullListener(),
+            lambda path: config,
+            self.clock,
+            self.publisher,
+            self.manager,
+        )
+        self.service.open(lambda item: None)
+        self.service.start()
+
+    # --- the loop's part ---------------------------------------------------------------
+
+    def event(self, name: str, message: Mapping[str, Any]) -> None:
+        """One of charon's events, as the listener delivers it and the loop hands it on."""
+        obs = READER.translate(decode_event(name, message))
+        if obs is not None and self.service.wants(obs):
+            self.service.handle(obs)
+
+    def advance(self, seconds: float) -> None:
+        """Time passes; each deadline on the way is met at its time."""
+        target = self.clock.now + seconds
+        for _ in range(100):
+            wake = self.manager.next_wake()
+            if wake is None or wake > target:
+                break
+            self.clock.now = max(self.clock.now, wake)
+            self.manager.tick()
+        self.clock.now = target
+
+    def operator(self, conn: str, event: ev.Event) -> None:
+        self.manager.handle(conn, event)
+
+    def restart_charon(self) -> None:
+        """ini's charon is killed and comes back empty, numbering its IKE_SAs from 1."""
+        self.service.handle(ob.CharonLost("connection closed"))
+        self.charon.sas.clear()
+        self.charon.conns.clear()
+        self.charon.next_ike_id = 1
+        self.service.handle(ob.CharonBack())
+
+    # --- charon's events (5.9.8's messages) --------------------------------------------
+
+    def initiating(self, ike: str, uid: int, gateway: str) -> None:
+        msg = f"initiating IKE_SA {ike}[{uid}] to {gateway}"
+        self.event("log", cm.log(msg, level=0, ike_name=ike, ike_id=uid))
+
+    def ike_up(self, ike: str, uid: int, gateway: str) -> None:
+        self.event("ike-updown", cm.ike_updown(ike, cm.ike_sa(uid, remote_host=gateway), True))
+
+    def ike_down(self, ike: str, uid: int, gateway: str) -> None:
+        sa = cm.ike_sa(uid, "DELETING", remote_host=gateway)
+        self.event("ike-updown", cm.ike_updown(ike, sa, False))
+
+    def child_up(self, ike: str, uid: int, gateway: str, child: str, cid: int) -> None:
+        sa, kid = cm.ike_sa(uid, remote_host=gateway), cm.child_sa(child, cid)
+        self.event("child-updown", cm.child_updown(ike, sa, kid, True))
+
+    def child_down(self, ike: str, uid: int, gateway: str, child: str, cid: int) -> None:
+        sa, kid = cm.ike_sa(uid, remote_host=gateway), cm.child_sa(child, cid, "DELETING")
+        self.event("child-updown", cm.child_updown(ike, sa, kid, False))
+
+    def child_rekey(self, ike: str, uid: int, gateway: str, child: str, old: int, new: int) -> None:
+        sa = cm.ike_sa(uid, remote_host=gateway)
+        pair = cm.child_sa(child, old, "REKEYED"), cm.child_sa(child, new, "INSTALLED")
+        self.event("child-rekey", cm.child_rekey(ike, sa, *pair))
+
+    def new_tunnel(self, conn: str, uid: int, gateway: str, cid: int) -> None:
+        """charon sets up a new IKE_SA with the connection's CHILD_SA."""
+        ike = f"{conn}@{gateway}"
+        self.initiating(ike, uid, gateway)
+        self.ike_up(ike, uid, gateway)
+        self.child_up(ike, uid, gateway, CHILDREN[conn][0], cid)
+
+    def both_in_one(self, uid: int = 1, gateway: str = GW1, owner: str = "upa") -> None:
+        """Both connections up in one IKE_SA named after `owner` (its CHILD_SA first)."""
+        other = "upb" if owner == "upa" else "upa"
+        ike = f"{owner}@{gateway}"
+        self.new_tunnel(owner, uid, gateway, cid=1)
+        self.child_up(ike, uid, gateway, CHILDREN[other][0], 2)
+
+    # --- what to look at ---------------------------------------------------------------
+
+    def status(self, conn: str) -> ConnectionStatus:
+        return self.manager.status(conn)[0]
+
+    def where(self, conn: str) -> tuple[str, str | None, int | None]:
+        row = self.status(conn)
+        return row.phase, row.active_gateway, row.ike_id
+
+    def mark(self) -> int:
+        return len(self.charon.calls)
+
+    def terminations(self, since: int = 0) -> list[tuple[Any, ...]]:
+        return [c for c in self.charon.calls[since:] if c[0] in ("terminate", "terminate-child")]
+
+    def notices(self, kind: str, conn: str) -> list[dict[str, Any]]:
+        return [e for e in self.publisher.of(kind) if e.get("connection") == conn]
+
+
+def up_in_one(**kwargs: Any) -> Shared:
+    w = Shared(**kwargs)
+    w.both_in_one()
+    assert w.where("upa") == w.where("upb") == ("up", GW1, 1)
+    return w
+
+
+def switched_away(w: Shared, drain_ended: bool = True) -> Shared:
+    """upa switched to GW2 (IKE_SA #2, da{3}); the drain of its CHILD_SA in #1 ended, and
+    charon deleted that CHILD_SA alone: #1 lives on, carrying upb's db{2}."""
+    w.operator("upa", ev.Switch(GW2))
+    w.new_tunnel("upa", 2, GW2, cid=3)
+    assert w.where("upa") == ("up", GW2, 2)
+    if drain_ended:
+        mark = w.mark()
+        w.advance(1.1)
+        assert w.terminations(mark) == [("terminate-child", 1)]
+        w.child_down("upa@10.77.1.2", 1, GW1, "da", 1)
+        assert w.where("upb") == ("up", GW1, 1)
+    return w
+
+
+# --- 3. CHILD_SA rekeys are followed ---------------------------------------------------
+
+
+def test_the_end_of_a_drain_ends_the_rekeyed_child_sa() -> None:
+    """Seen: after a CHILD_SA rekey extsock still held the old CHILD_SA's id; the end of a
+    drain terminated an id that no longer existed, and the rekeyed one stayed up 12 s."""
+    w = up_in_one()
+    w.child_rekey("upa@10.77.1.2", 1, GW1, "da", 1, 5)
+    w.operator("upa", ev.Switch(GW2))
+    w.new_tunnel("upa", 2, GW2, cid=6)
+    mark = w.mark()
+    w.advance(1.1)
+    assert w.terminations(mark) == [("terminate-child", 5)]
+
+
+def test_a_rekeyed_child_sa_deleted_by_the_gateway_is_the_tunnel_down() -> None:
+    w = up_in_one()
+    w.child_rekey("upa@10.77.1.2", 1, GW1, "db", 2, 5)
+    w.child_down("upa@10.77.1.2", 1, GW1, "db", 5)
+    assert w.where("upb")[0] == "connecting"
+    assert w.notices("tunnel-down", "upb")[-1]["reason"] == "child-down"
+    assert w.where("upa") == ("up", GW1, 1)
