@@ -144,6 +144,11 @@ class EventUsecase:
             self._children(sa)
         self._publish(self.sas.sync({sa.unique_id for sa in sas}))
 
+    def charon_restarted(self) -> None:
+        """charon came back after being away: the SAs it had are gone (their ike-state ends
+        with DESTROYING) and their unique ids will be charon's new IKE_SAs'."""
+        self._publish(self.sas.restarted())
+
     def _children(self, sa: ob.IkeSaInfo) -> None:
         for child in sa.children:
             if child.state == "INSTALLED" and (

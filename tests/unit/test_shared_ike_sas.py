@@ -188,6 +188,50 @@ def switched_away(w: Shared, drain_ended: bool = True) -> Shared:
     return w
 
 
+# --- 1. after charon restarts, its reused IKE_SA numbers are charon's new IKE_SAs ---------
+
+
+def test_after_a_charon_restart_the_new_ike_sa_1_carries_both_tunnels() -> None:
+    """Seen: `upa@10.77.1.2[1]` came up carrying da{1} and db{2}, extsock logged only upa's
+    tunnel and 5 s later failed upb over for connect-timeout. The SA table still held the
+    old charon's IKE_SA #1 with both CHILD_SAs, so db{2} of the new #1 was read as upa's."""
+    w = up_in_one()
+    w.restart_charon()
+    assert w.where("upa")[0] == w.where("upb")[0] == "connecting"
+    w.both_in_one()
+    assert w.where("upa") == w.where("upb") == ("up", GW1, 1)
+    mark = w.mark()
+    w.advance(6.0)  # past connect_timeout
+    assert w.where("upb") == ("up", GW1, 1)
+    assert w.notices("failover-started", "upb") == []
+    assert w.terminations(mark) == []
+
+
+def test_after_a_charon_restart_an_old_charon_s_gone_id_is_a_new_ike_sa() -> None:
+    """The old charon's IKE_SA #1 was rekeyed into #3 (its id remembered as gone). The new
+    charon's #1 is news all the same: its state is published, and its CHILD_SAs are
+    known, so the end of a drain ends upa's CHILD_SA alone, not upb's tunnel with it."""
+    w = up_in_one()
+    old = cm.ike_sa(1, "REKEYED", remote_host=GW1)
+    w.event("ike-rekey", cm.ike_rekey("upa@10.77.1.2", old, cm.ike_sa(3, remote_host=GW1)))
+    assert w.where("upa") == w.where("upb") == ("up", GW1, 3)
+    w.restart_charon()
+    states = len(w.publisher.of("ike-state"))
+    w.both_in_one()
+    fresh = [(e["ike_id"], e["new"]) for e in w.publisher.of("ike-state")[states:]]
+    assert (1, "ESTABLISHED") in fresh
+    assert w.where("upa") == w.where("upb") == ("up", GW1, 1)
+    switched_away(w)  # asserts the drain's end terminated da{1} alone (not IKE_SA #1)
+
+
+def test_a_charon_restart_ends_the_old_charon_s_ike_sas_in_the_state_stream() -> None:
+    w = up_in_one()
+    states = len(w.publisher.of("ike-state"))
+    w.restart_charon()
+    ended = [(e["ike_id"], e["old"], e["new"]) for e in w.publisher.of("ike-state")[states:]]
+    assert ended == [(1, "ESTABLISHED", "DESTROYING")]
+
+
 # --- 3. CHILD_SA rekeys are followed ---------------------------------------------------
 
 
