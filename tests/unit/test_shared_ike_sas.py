@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from extsock_py.adapters.vici.decode import decode_event
 from extsock_py.adapters.vici.dialects import choose
 from extsock_py.domain import events as ev
@@ -232,6 +234,53 @@ def test_a_charon_restart_ends_the_old_charon_s_ike_sas_in_the_state_stream() ->
     assert ended == [(1, "ESTABLISHED", "DESTROYING")]
 
 
+# --- 2. a switch or failover back into a shared IKE_SA the connection was drained from -----
+
+
+@pytest.mark.parametrize("owner", ["upa", "upb"])
+def test_a_switch_back_into_the_shared_ike_sa_it_was_drained_from(owner: str) -> None:
+    """Seen: `switch-failed`, and the CHILD_SA charon put into the IKE_SA stayed installed
+    (two for 28 s). The drain's end retired IKE_SA #1 for upa, but #1 lives on for upb
+    and charon puts upa's next CHILD_SA towards GW1 into it."""
+    w = Shared()
+    w.both_in_one(owner=owner)
+    assert w.where("upa") == w.where("upb") == ("up", GW1, 1)
+    upa_child = 1 if owner == "upa" else 2
+    w.operator("upa", ev.Switch(GW2))
+    w.new_tunnel("upa", 2, GW2, cid=3)
+    mark = w.mark()
+    w.advance(1.1)
+    assert w.terminations(mark) == [("terminate-child", upa_child)]
+    w.child_down(f"{owner}@{GW1}", 1, GW1, "da", upa_child)
+    w.advance(5.0)
+    w.operator("upa", ev.Switch(GW1))
+    w.child_up(f"{owner}@{GW1}", 1, GW1, "da", 4)  # no new IKE_SA: charon reuses #1
+    assert w.where("upa") == ("up", GW1, 1)
+    assert w.notices("failover", "upa")[-1]["gateway"] == GW1
+    mark = w.mark()
+    w.advance(6.0)
+    assert w.notices("switch-failed", "upa") == []
+    assert w.terminations(mark) == [("terminate", None, 2)]  # the drained tunnel on GW2
+    assert w.where("upa") == ("up", GW1, 1) and w.where("upb") == ("up", GW1, 1)
+    # IKE_SA #1 is upa's tunnel again: its news counts
+    w.child_down(f"{owner}@{GW1}", 1, GW1, "da", 4)
+    assert w.where("upa")[0] == "connecting"
+
+
+def test_a_failover_into_the_shared_ike_sa_it_was_drained_from() -> None:
+    """The same IKE_SA reached by a failover: GW2 dies, the attempt towards GW1 gets its
+    CHILD_SA in #1 at once. Seen as a connect timeout declared although the failover was
+    up, and a move on to the next gateway."""
+    w = switched_away(up_in_one(gateways=(GW1, GW2)))
+    w.ike_down("upa@10.77.2.2", 2, GW2)
+    assert w.where("upa")[0] == "connecting"
+    w.child_up("upa@10.77.1.2", 1, GW1, "da", 4)
+    assert w.where("upa") == ("up", GW1, 1)
+    w.advance(6.0)
+    assert w.where("upa") == ("up", GW1, 1)
+    assert [e["reason"] for e in w.notices("failover", "upa")] == ["operator", "ike-down"]
+
+
 # --- 3. CHILD_SA rekeys are followed ---------------------------------------------------
 
 
@@ -254,3 +303,40 @@ def test_a_rekeyed_child_sa_deleted_by_the_gateway_is_the_tunnel_down() -> None:
     assert w.where("upb")[0] == "connecting"
     assert w.notices("tunnel-down", "upb")[-1]["reason"] == "child-down"
     assert w.where("upa") == ("up", GW1, 1)
+
+
+# --- 5. an operator switch to the gateway being drained --------------------------------------
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_switch_to_the_gateway_being_drained(shared: bool) -> None:
+    """Seen: the switch failed after the connect timeout, although the README says another
+    switch ends a drain at once. The drain ends (upa's CHILD_SA in #1 alone when #1 is
+    shared), and the switch's CHILD_SA comes up in #1 again (shared) or in a new IKE_SA."""
+    w = Shared()
+    if shared:
+        w.both_in_one()
+    else:
+        w.new_tunnel("upa", 1, GW1, cid=1)
+    switched_away(w, drain_ended=False)
+    w.advance(0.5)  # the drain of upa's CHILD_SA in #1 runs until 1 s after the switch
+    assert w.status("upa").draining_gateway == GW1
+    mark = w.mark()
+    w.operator("upa", ev.Switch(GW1))
+    assert w.status("upa").draining_gateway is None
+    if shared:
+        assert w.terminations(mark) == [("terminate-child", 1)]
+        w.child_down("upa@10.77.1.2", 1, GW1, "da", 1)
+        w.child_up("upa@10.77.1.2", 1, GW1, "da", 4)
+        assert w.where("upa") == ("up", GW1, 1)
+    else:
+        assert w.terminations(mark) == [("terminate", None, 1)]
+        w.child_down("upa@10.77.1.2", 1, GW1, "da", 1)
+        w.ike_down("upa@10.77.1.2", 1, GW1)
+        w.new_tunnel("upa", 3, GW1, cid=4)
+        assert w.where("upa") == ("up", GW1, 3)
+    w.advance(6.0)
+    assert w.notices("switch-failed", "upa") == []
+    assert [e["gateway"] for e in w.notices("failover", "upa")] == [GW2, GW1]
+    if shared:
+        assert w.where("upb") == ("up", GW1, 1)
