@@ -305,6 +305,43 @@ def test_a_rekeyed_child_sa_deleted_by_the_gateway_is_the_tunnel_down() -> None:
     assert w.where("upa") == ("up", GW1, 1)
 
 
+# --- 4. adoption after extsock was killed: one installed CHILD_SA per connection ----------
+
+
+def test_adoption_ends_the_stray_child_sa_in_a_shared_ike_sa() -> None:
+    """extsock killed during upa's drain: #1 carries da{1} (draining) and db{2}, #3 carries
+    da{5}. Seen: three CHILD_SAs for 25 s. upa keeps its newest (#3), its CHILD_SA in #1
+    goes alone (upb rides there), and the clones follow the adopted tunnels."""
+    charon = CharonStub()
+    charon.add_sa("upa@10.77.1.2", children=(("da", "INSTALLED"), ("db", "INSTALLED")))
+    charon.add_sa("upa@10.77.2.2", children=(("da", "INSTALLED"),))
+    charon.conns.update({f"{c}@{g}": {} for c in ("upa", "upb") for g in (GW1, GW2)})
+    w = Shared(charon=charon)
+    assert w.where("upa") == ("up", GW2, 2) and w.where("upb") == ("up", GW1, 1)
+    installed: dict[str, list[int]] = {}
+    for sa in charon.list_sas():
+        for child in sa.children:
+            if child.state == "INSTALLED":
+                installed.setdefault(child.name, []).append(child.unique_id)
+    assert installed == {"da": [20], "db": [11]}
+    assert ("terminate-child", 10) in charon.calls
+    assert sorted(charon.conns) == ["upa@10.77.2.2", "upb@10.77.1.2"]
+    assert [e["reason"] for e in w.publisher.of("tunnel-up")] == ["adopted", "adopted"]
+
+
+def test_adoption_of_two_ike_sas_of_one_connection_keeps_the_newest_child() -> None:
+    """Both of upa's CHILD_SAs in IKE_SAs of its own, the older carrying upb too."""
+    charon = CharonStub()
+    charon.add_sa("upa@10.77.2.2", children=(("da", "INSTALLED"),))
+    charon.add_sa("upb@10.77.1.2", children=(("db", "INSTALLED"), ("da", "INSTALLED")))
+    charon.conns.update({"upa@10.77.2.2": {}, "upb@10.77.1.2": {}, "upa@10.77.1.2": {}})
+    w = Shared(charon=charon)
+    assert w.where("upa") == ("up", GW1, 2) and w.where("upb") == ("up", GW1, 2)
+    assert 1 not in charon.sas  # upa's older IKE_SA carried nothing else: it went whole
+    assert [c.name for c in charon.sas[2].children] == ["db", "da"]
+    assert sorted(charon.conns) == ["upa@10.77.1.2", "upb@10.77.1.2"]
+
+
 # --- 5. an operator switch to the gateway being drained --------------------------------------
 
 
