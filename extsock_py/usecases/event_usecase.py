@@ -170,7 +170,9 @@ class EventUsecase:
     def _child_owner(self, ike_name: str, ike_id: int, child_name: str) -> str | None:
         """The managed connection a CHILD_SA named `child_name` in IKE_SA `ike_name` is of:
         one that waits for a tunnel through that gateway, has a child of that name and none
-        in this IKE_SA yet (the IKE_SA's own connection first), else the IKE_SA's own."""
+        in this IKE_SA yet (the IKE_SA's own connection first), else one whose tunnel rides
+        in this IKE_SA, else the IKE_SA's own when it has a child of that name, else one
+        that has."""
         owner = self._owner(ike_name)
         if owner is None or owner.probe:
             return None
@@ -199,7 +201,15 @@ class EventUsecase:
             for name in names
             if child_name in self._conns.children(name) and self._conns.ike_id_of(name) == ike_id
         ]
-        return riding[0] if riding and owner.connection not in riding else owner.connection
+        if riding and owner.connection not in riding:
+            return riding[0]
+        if child_name in self._conns.children(owner.connection):
+            return owner.connection
+        # Not the IKE_SA's own connection's child (it has none of that name): a connection
+        # with such a child whose tunnel is elsewhere, e.g. a stray CHILD_SA the adoption
+        # ends. Its end must not read as the end of the IKE_SA's own connection's tunnel.
+        named = [name for name in names if child_name in self._conns.children(name)]
+        return named[0] if named else owner.connection
 
     def _related(self, owner: CloneName, ike_id: int | None) -> list[str]:
         """The connections news about IKE_SA `ike_id` (named after `owner`) concerns."""

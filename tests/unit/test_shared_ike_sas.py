@@ -342,6 +342,22 @@ def test_adoption_of_two_ike_sas_of_one_connection_keeps_the_newest_child() -> N
     assert sorted(charon.conns) == ["upa@10.77.1.2", "upb@10.77.1.2"]
 
 
+def test_the_stray_child_sa_ending_after_adoption_is_not_the_riding_connection_s() -> None:
+    """The IKE_SA is named after upb (db{10} first) and carries upa's stray da{11}: its
+    end (charon's child-updown down after the adoption's terminate) is no failure of upb.
+    Seen in the lab: upb failed over for child-down."""
+    charon = CharonStub()
+    charon.add_sa("upb@10.77.1.2", children=(("db", "INSTALLED"), ("da", "INSTALLED")))
+    charon.add_sa("upa@10.77.2.2", children=(("da", "INSTALLED"),))
+    charon.conns.update({"upb@10.77.1.2": {}, "upa@10.77.2.2": {}})
+    w = Shared(charon=charon)
+    assert w.where("upa") == ("up", GW2, 2) and w.where("upb") == ("up", GW1, 1)
+    assert ("terminate-child", 11) in charon.calls
+    w.child_down("upb@10.77.1.2", 1, GW1, "da", 11)
+    assert w.where("upb") == ("up", GW1, 1) and w.where("upa") == ("up", GW2, 2)
+    assert w.notices("tunnel-down", "upb") == []
+
+
 # --- 5. an operator switch to the gateway being drained --------------------------------------
 
 
