@@ -141,6 +141,9 @@ class EventUsecase:
         """list-sas answered: learn what events did not tell, forget what is gone."""
         for sa in sas:
             self._state(sa.unique_id, sa.name, sa.state, sa.remote_host, sa.local_vips)
+            # CHILD_SAs charon no longer lists went without a word (a lost child-updown or
+            # child-rekey): a child-only terminate must not name them.
+            self.sas.keep_children(sa.unique_id, {child.unique_id for child in sa.children})
             self._children(sa)
         self._publish(self.sas.sync({sa.unique_id for sa in sas}))
 
