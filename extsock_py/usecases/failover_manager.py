@@ -165,6 +165,14 @@ class FailoverManager:
         managed = self._conns.get(name)
         return managed.state.ike_id if managed is not None else None
 
+    def gateways(self, name: str) -> tuple[str, ...]:
+        """The gateways `name` lists: as configured, and as last resolved (none when not
+        managed)."""
+        managed = self._conns.get(name)
+        if managed is None:
+            return ()
+        return tuple(dict.fromkeys((*managed.profile.gateways, *managed.state.gateways)))
+
     def standby_gateway(self, name: str) -> str | None:
         """Where `name`'s hot standby stands, as its machine knows it."""
         managed = self._conns.get(name)
@@ -488,7 +496,19 @@ class FailoverManager:
         self, conn: str, gateway: str, ike_id: int | None, child_only: bool
     ) -> list[cmd.Selector]:
         if ike_id is None:
-            return [cmd.Selector(ike=clone_name(conn, gateway))]
+            name = clone_name(conn, gateway)
+            named = [sa.unique_id for sa in self.sas.named(name)]
+            if not any(self.sas.shared_with_others(i, conn) for i in named):
+                return [cmd.Selector(ike=name)]  # every IKE_SA of the clone, known or not
+            # An IKE_SA named after the clone carries another connection's tunnel (a drain
+            # left it, charon's reuse_ikesa): by name it would go too. Ours, one by one.
+            out: list[cmd.Selector] = []
+            for i in named:
+                if self.sas.shared_with_others(i, conn):
+                    out += [cmd.Selector(child_id=c) for c in self.sas.children_of(i, conn)]
+                else:
+                    out.append(cmd.Selector(ike_id=i))
+            return out
         if child_only and self.sas.shared_with_others(ike_id, conn):
             # The IKE_SA carries another connection's tunnel: end only ours in it.
             return [cmd.Selector(child_id=c) for c in self.sas.children_of(ike_id, conn)]
