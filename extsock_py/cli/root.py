@@ -16,7 +16,6 @@ import click
 
 from extsock_py import __version__
 from extsock_py.adapters.control.wire import DEFAULT_SOCKET
-from extsock_py.adapters.logging_setup import setup_logging
 from extsock_py.adapters.vici.transport import DEFAULT_URI
 
 _DAEMON = "extsock_py.cli.daemon"
@@ -44,6 +43,10 @@ PRODUCT_COMMANDS: Final[dict[str, tuple[str, str]]] = {
 
 TOOL_COMMANDS: Final[dict[str, tuple[str, str]]] = {"lab": ("extsock_py.lab.cli", "lab")}
 """Commands that are not the product's (left out of extsock(8)), loaded the same way."""
+
+QUIET_COMMANDS: Final = frozenset({"failover", "watch", "reload", "health"})
+"""The control socket's clients: nothing in them logs, so logging (10-30 ms to import) is
+not set up for them; every other command gets --log-level and --log-format."""
 
 
 def load_command(name: str) -> click.Command | None:
@@ -108,4 +111,7 @@ def main(
     ctx.obj.update(
         uri=uri, control_socket=control_socket, log_level=log_level, log_format=log_format
     )
-    setup_logging(log_level, log_format)
+    if ctx.invoked_subcommand not in QUIET_COMMANDS:
+        from extsock_py.adapters.logging_setup import setup_logging
+
+        setup_logging(log_level, log_format)

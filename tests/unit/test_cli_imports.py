@@ -49,6 +49,8 @@ DAEMON_ONLY = (
 CHARON_ONLY = ("vici", "extsock_py.adapters.vici.commands", "extsock_py.cli.swanctl")
 # What only the commands that talk to the daemon need.
 CONTROL_ONLY = ("extsock_py.adapters.control.client", "extsock_py.cli.failover")
+# What the commands that log need (cli/root.py's QUIET_COMMANDS do not log).
+LOGGING = ("logging", "extsock_py.adapters.logging_setup")
 
 _PROBE = """\
 import json, os, sys
@@ -111,7 +113,7 @@ def test_version_option_imports_no_command(tmp_path: Path) -> None:
     ran = extsock(tmp_path, "--version")
 
     assert (ran.code, ran.stdout) == (0, "extsock, version 0.1.0\n")
-    assert ran.loaded(DAEMON_ONLY + CHARON_ONLY + CONTROL_ONLY) == []
+    assert ran.loaded(DAEMON_ONLY + CHARON_ONLY + CONTROL_ONLY + LOGGING) == []
 
 
 @pytest.mark.parametrize(
@@ -131,7 +133,7 @@ def test_daemon_clients_import_the_control_client_only(
     assert ran.code == 0, ran.stderr
     assert expect in ran.stdout
     assert ran.loaded(CONTROL_ONLY) == list(CONTROL_ONLY)  # the probe saw the command run
-    assert ran.loaded(DAEMON_ONLY + CHARON_ONLY) == []
+    assert ran.loaded(DAEMON_ONLY + CHARON_ONLY + LOGGING) == []
 
 
 def test_watch_imports_the_control_client_only(
@@ -157,7 +159,7 @@ def test_watch_imports_the_control_client_only(
 
     assert ran.code == 0, ran.stderr
     assert f"home: failover {HOME[0]} -> {HOME[1]}" in ran.stdout
-    assert ran.loaded(DAEMON_ONLY + CHARON_ONLY) == []
+    assert ran.loaded(DAEMON_ONLY + CHARON_ONLY + LOGGING) == []
 
 
 @pytest.mark.parametrize(
@@ -173,6 +175,7 @@ def test_charon_clients_import_no_daemon_part(
     assert ran.code == 0, ran.stderr
     assert expect in ran.stdout
     assert "extsock_py.adapters.vici.commands" in ran.modules
+    assert "extsock_py.adapters.logging_setup" in ran.modules  # set up: ViciCharon logs
     assert ran.loaded(DAEMON_ONLY + CONTROL_ONLY) == []
 
 
