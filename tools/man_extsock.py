@@ -1,6 +1,6 @@
 """extsock(8) from the click commands: every command, its usage, options, defaults and
-environment variables as `extsock ... --help` shows them. The lab's commands (loaded on
-demand, not the product's) are left out."""
+environment variables as `extsock ... --help` shows them. The lab's commands (not the
+product's: cli/root.py's TOOL_COMMANDS) are left out."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 
 from extsock_py import __version__
 from extsock_py.cli import failover
-from extsock_py.cli.root import main
+from extsock_py.cli.root import TOOL_COMMANDS, main
 from tools.troff import escape, inline, option, paragraphs
 
 # What each exit code means, for every command (cli/root.py and cli/failover.py use them).
@@ -79,9 +79,9 @@ def _walk(ctx: click.Context) -> list[str]:
     out: list[str] = []
     command = ctx.command
     assert isinstance(command, click.Group)
-    for name in sorted(command.commands):
-        sub = command.commands[name]
-        if sub.hidden:
+    for name in command.list_commands(ctx):
+        sub = command.get_command(ctx, name)  # the main group imports each command here
+        if sub is None or sub.hidden or name in TOOL_COMMANDS:
             continue
         sub_ctx = click.Context(sub, info_name=name, parent=ctx)
         out.append(f'.SS "{escape(sub_ctx.command_path)}"')

@@ -28,7 +28,7 @@ from extsock_py.adapters.control.client import (
     DaemonUnreachable,
     NotPermitted,
 )
-from extsock_py.adapters.control.protocol import DEFAULT_SOCKET, EVENT_KINDS
+from extsock_py.adapters.control.wire import DEFAULT_SOCKET, EVENT_KINDS
 
 ENV_SOCKET = "EXTSOCK_CONTROL_SOCKET"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3

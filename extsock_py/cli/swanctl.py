@@ -11,26 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import math
-import socket
 from collections.abc import Callable, Iterator, Mapping
-from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import vici
 from click.shell_completion import CompletionItem
-from vici.exception import CommandException
 
 from extsock_py import __version__
-from extsock_py.adapters.swanctl import read_swanctl_conf
-from extsock_py.adapters.swanctl.loader import LoadedConfig
 from extsock_py.adapters.vici.commands import ViciCharon
 from extsock_py.adapters.vici.transport import DEFAULT_URI, parse_uri
 from extsock_py.cli import render
-from extsock_py.domain.errors import CharonError, CharonUnreachable, ConfigError, ExtsockError
-from extsock_py.domain.profile import parse_clone_name
-from extsock_py.usecases.swanctl_sync import Outcome, SwanctlSync, SyncReport, SyncTarget
+from extsock_py.domain.errors import (
+    CharonCommandFailed,
+    CharonError,
+    CharonUnreachable,
+    ConfigError,
+    ExtsockError,
+)
+
+if TYPE_CHECKING:  # the loading commands import these when they run (the swanctl.conf reader
+    # and its crypto take longer to import than a listing takes to run)
+    from extsock_py.adapters.swanctl.loader import LoadedConfig
+    from extsock_py.usecases.swanctl_sync import Outcome, SyncReport
 
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 3
@@ -41,25 +44,7 @@ LIST_TIMEOUT = 30.0
 GRACE = 10.0
 """Seconds added to --timeout before extsock stops waiting for charon's own answer."""
 
-EventHook = Callable[[str, Mapping[str, Any]], None]
-
 # -- plumbing --------------------------------------------------------------------------------
-
-
-class _TappedSession:
-    """A vici.Session that hands each streamed event to `on_event` as soon as it arrives."""
-
-    def __init__(self, sock: socket.socket, on_event: EventHook) -> None:
-        self._session = vici.Session(sock)
-        self._on_event = on_event
-
-    def request(self, command: str, message: Any = None) -> Any:
-        return self._session.request(command, message)
-
-    def streamed_request(self, command: str, event: str, message: Any = None) -> Iterator[Any]:
-        for item in self._session.streamed_request(command, event, message):
-            self._on_event(event, item)
-            yield item
 
 
 def _swanctl_file_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -85,20 +70,6 @@ def _fail(code: int, message: str) -> NoReturn:
     raise click.exceptions.Exit(code)
 
 
-def _reason(exc: CharonError) -> str:
-    """What charon said (its errmsg), else extsock's description of the failure."""
-    cause = exc.__cause__
-    if isinstance(cause, CommandException):
-        text = str(cause)
-        return text.removeprefix("Command failed: ") or "charon gave no reason"
-    return str(exc).replace("CommandException: ", "")
-
-
-def _refused(exc: CharonError) -> str:
-    """`<command> failed: <what charon said>`."""
-    return str(exc).replace("CommandException: ", "")
-
-
 def _unreachable(uri: str, exc: CharonUnreachable, connected: bool) -> str:
     cause = exc.__cause__
     where = "set -u/--uri or EXTSOCK_VICI_URI"
@@ -122,7 +93,6 @@ def _charon(
     ctx: click.Context,
     *,
     timeout: float | None = LIST_TIMEOUT,
-    on_event: EventHook | None = None,
     hint: str = "",
 ) -> Iterator[ViciCharon]:
     """A connected ViciCharon; charon's failures become one stderr line and the exit code."""
@@ -131,8 +101,7 @@ def _charon(
         parse_uri(uri)
     except CharonUnreachable as exc:
         raise click.UsageError(f"{exc} (option -u/--uri)", ctx) from None
-    factory: Any = vici.Session if on_event is None else partial(_TappedSession, on_event=on_event)
-    charon = ViciCharon(uri, command_timeout=timeout, session_factory=factory)
+    charon = ViciCharon(uri, command_timeout=timeout)
     connected = False
     try:
         charon.connect()
@@ -140,13 +109,17 @@ def _charon(
         yield charon
     except CharonUnreachable as exc:
         _fail(EXIT_UNREACHABLE, _unreachable(uri, exc, connected))
+    except CharonCommandFailed as exc:  # `<command> failed: <what charon said>`
+        _fail(EXIT_FAILED, f"{exc.command} failed: {exc.errmsg}" + (f"; {hint}" if hint else ""))
     except CharonError as exc:
-        _fail(EXIT_FAILED, _refused(exc) + (f"; {hint}" if hint else ""))
+        _fail(EXIT_FAILED, str(exc) + (f"; {hint}" if hint else ""))
     finally:
         charon.close()
 
 
 def _read_conf(path: Path) -> LoadedConfig:
+    from extsock_py.adapters.swanctl import read_swanctl_conf
+
     try:
         return read_swanctl_conf(path)
     except ConfigError as exc:
@@ -170,7 +143,7 @@ def _echo(document: render.Json, as_json: bool, as_text: Callable[[render.Json],
         _echo_text(as_text(document))
 
 
-def _echo_log(event: str, message: Mapping[str, Any]) -> None:
+def _echo_log(event: str, message: dict[str, Any]) -> None:
     click.echo(render.format_log(message))
 
 
@@ -302,7 +275,7 @@ def _print_outcome(outcome: Outcome) -> None:
     if outcome.action == "unload":
         if not outcome.ok:
             what = {"key": "key", "shared": "secret"}.get(kind, kind)
-            click.echo(f"unloading {what} '{name}' failed: {_clean(outcome.error)}", err=True)
+            click.echo(f"unloading {what} '{name}' failed: {_said(outcome)}", err=True)
         return
     if kind == "certificate":
         what, done = f"'{name}'", f"loaded certificate from '{name}'"
@@ -318,14 +291,12 @@ def _print_outcome(outcome: Outcome) -> None:
     if outcome.ok:
         click.echo(done)
     else:
-        click.echo(f"loading {what} failed: {_clean(outcome.error)}", err=True)
+        click.echo(f"loading {what} failed: {_said(outcome)}", err=True)
 
 
-def _clean(error: str | None) -> str:
-    """What charon said, without extsock's `<command> failed: CommandException: ` prefix."""
-    text = error or "charon gave no reason"
-    _, sep, rest = text.partition(": CommandException: ")
-    return rest if sep else text
+def _said(outcome: Outcome) -> str:
+    """What charon said when it refused, else extsock's description of the failure."""
+    return outcome.errmsg or outcome.error or "charon gave no reason"
 
 
 _CRED_KINDS = ("certificate", "key", "shared")
@@ -348,6 +319,8 @@ def _summary(report: SyncReport, kinds: tuple[str, ...], noun: str, found: int) 
 
 
 def _keep_clones(ctx_conf: LoadedConfig) -> Callable[[str], bool]:
+    from extsock_py.domain.profile import parse_clone_name
+
     def keep(name: str) -> bool:
         clone = parse_clone_name(name)
         if clone is not None and clone.connection in ctx_conf.connections:
@@ -370,6 +343,8 @@ def _load(
     Each stage's closing line follows its requests; as load_all.c, a stage of authorities
     or pools that failed ends the run (credentials that failed do not).
     """
+    from extsock_py.usecases.swanctl_sync import SwanctlSync, SyncTarget
+
     conf = _read_conf(config_file)
     stage_targets = {
         "creds": SyncTarget(credentials=conf.credentials, clear=clear),
@@ -493,8 +468,8 @@ def initiate(
         message["timeout"] = millis
     message["loglevel"] = loglevel
     hint = "check the names with 'extsock list-conns' and charon's log lines above"
-    with _charon(ctx, timeout=_wait(timeout), on_event=_echo_log, hint=hint) as charon:
-        charon.streamed("initiate", "control-log", message)
+    with _charon(ctx, timeout=_wait(timeout), hint=hint) as charon:
+        charon.streamed("initiate", "control-log", message, on_event=_echo_log)
     click.echo("initiate completed successfully")
 
 
@@ -546,8 +521,8 @@ def terminate(
         message["timeout"] = millis
     message["loglevel"] = loglevel
     hint = "'extsock list-sas' shows the SAs there are"
-    with _charon(ctx, timeout=_wait(timeout), on_event=_echo_log, hint=hint) as charon:
-        charon.streamed("terminate", "control-log", message)
+    with _charon(ctx, timeout=_wait(timeout), hint=hint) as charon:
+        charon.streamed("terminate", "control-log", message, on_event=_echo_log)
     click.echo("terminate completed successfully")
 
 

@@ -36,3 +36,13 @@ class CharonError(ExtsockError):
 
 class CharonUnreachable(CharonError):
     """The VICI socket is gone or refuses connections."""
+
+
+class CharonCommandFailed(CharonError):
+    """charon answered a command with `success = no`: the command and charon's errmsg, as
+    fields (the text, `<command> failed: CommandException: <errmsg>`, is for reading only)."""
+
+    def __init__(self, command: str, errmsg: str) -> None:
+        super().__init__(f"{command} failed: CommandException: {errmsg}")
+        self.command = command
+        self.errmsg = errmsg

@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from extsock_py.domain.credentials import AuthorityLoad, Credentials, PoolLoad
-from extsock_py.domain.errors import CharonError, CharonUnreachable
+from extsock_py.domain.errors import CharonCommandFailed, CharonError, CharonUnreachable
 from extsock_py.interfaces.ports import LoadPort
 
 T = TypeVar("T")
@@ -38,6 +38,7 @@ class Outcome:
     name: str  # the file, secret id, or section name; never a secret
     detail: str = ""  # the key or secret type, the certificate type and flag
     error: str | None = None
+    errmsg: str | None = None  # charon's own words, when it answered that it refused
 
     @property
     def ok(self) -> bool:
@@ -185,6 +186,8 @@ class SwanctlSync:
             call()
         except CharonUnreachable:
             raise
+        except CharonCommandFailed as exc:
+            outcome = Outcome(kind, action, name, detail, str(exc), exc.errmsg)
         except CharonError as exc:
             outcome = Outcome(kind, action, name, detail, str(exc))
         else:

@@ -18,10 +18,11 @@ from extsock_py.domain.credentials import (
     PoolLoad,
     SharedLoad,
 )
-from extsock_py.domain.errors import CharonError, CharonUnreachable
+from extsock_py.domain.errors import CharonCommandFailed, CharonError, CharonUnreachable
 from extsock_py.domain.observations import ChildSaInfo, IkeSaInfo
 from extsock_py.domain.secret import Secret
 from extsock_py.interfaces.ports import CharonPort
+from tests.fakes import fake_charon as fc
 from tests.fakes.fake_charon import FakeCharon, Received
 
 CONN = "home@10.99.1.2"
@@ -92,8 +93,30 @@ def test_load_conn_refused_names_command_and_charon_reason(
     assert str(info.value) == (
         "load-conn failed: CommandException: unknown option: remote_addrs, config discarded"
     )
+    assert isinstance(info.value, CharonCommandFailed)
+    assert info.value.command == "load-conn"
+    assert info.value.errmsg == "unknown option: remote_addrs, config discarded"
     assert not isinstance(info.value, CharonUnreachable)
     charon.version()  # the session is still usable
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_refusal_without_errmsg_still_names_the_command(
+    fake: FakeCharon, charon: ViciCharon, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """charon's answer `success = no` with no errmsg (vici itself raised KeyError there)."""
+    monkeypatch.setitem(fc._HANDLERS, "list-sas", lambda f, c, m: {"success": "no"})
+    monkeypatch.setitem(fc._HANDLERS, "stats", lambda f, c, m: {"success": "no"})
+    with pytest.raises(CharonCommandFailed) as info:
+        if streamed:
+            charon.list_sas_raw()
+        else:
+            charon.stats()
+    assert (info.value.command, info.value.errmsg) == (
+        "list-sas" if streamed else "stats",
+        "charon gave no reason",
+    )
+    assert charon.version()  # in step
 
 
 def test_initiate_returns_at_once_with_timeout_minus_one(
@@ -170,9 +193,15 @@ def test_a_refused_listing_reads_as_vici_reports_it_and_the_session_goes_on(
     fake.fail["list-sas"] = "no listing today"
     with pytest.raises(CharonError, match=r"^list-sas failed: CommandException: no listing today"):
         charon.list_sas_raw()
+    with pytest.raises(CharonCommandFailed) as info:
+        charon.streamed("list-sas", "list-sa")
+    assert (info.value.command, info.value.errmsg) == ("list-sas", "no listing today")
     del fake.fail["list-sas"]
     assert [sa.name for sa in charon.list_sas()] == [CONN]  # unregistered: in step again
-    assert len(fake.commands("list-sas")) == 2
+    assert len(fake.commands("list-sas")) == 3
+    seen: list[tuple[str, dict[str, Any]]] = []
+    events = charon.streamed("list-sas", "list-sa", on_event=lambda e, m: seen.append((e, m)))
+    assert seen == [("list-sa", events[0])] and list(events[0]) == [CONN]
 
 
 def test_raw_helpers(fake: FakeCharon, charon: ViciCharon) -> None:
@@ -294,8 +323,15 @@ def test_load_and_initiate_pipelines_both_requests(fake: FakeCharon, charon: Vic
 
 def test_load_and_initiate_reports_a_refused_initiate(fake: FakeCharon, charon: ViciCharon) -> None:
     fake.fail["initiate"] = "establishing CHILD_SA 'net' failed"
-    with pytest.raises(CharonError, match=r"^initiate failed: .*establishing CHILD_SA 'net'"):
+    with pytest.raises(
+        CharonError, match=r"^initiate failed: .*establishing CHILD_SA 'net'"
+    ) as info:
         charon.load_and_initiate(CONN, BODY, "net")
+    assert isinstance(info.value, CharonCommandFailed)
+    assert (info.value.command, info.value.errmsg) == (
+        "initiate",
+        "establishing CHILD_SA 'net' failed",
+    )
     assert charon.version()
 
 

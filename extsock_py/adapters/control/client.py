@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from extsock_py.adapters.control.protocol import DEFAULT_SOCKET, VERSION, encode_line
+from extsock_py.adapters.control.wire import DEFAULT_SOCKET, VERSION, encode_line
 from extsock_py.domain.errors import ExtsockError
 
 

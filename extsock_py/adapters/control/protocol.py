@@ -22,8 +22,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-VERSION = 1
-DEFAULT_SOCKET = "/run/extsock/extsock.sock"
+# shared with the client, which imports wire.py without these models
+from extsock_py.adapters.control.wire import DEFAULT_SOCKET as DEFAULT_SOCKET
+from extsock_py.adapters.control.wire import EVENT_KINDS as EVENT_KINDS
+from extsock_py.adapters.control.wire import VERSION as VERSION
+from extsock_py.adapters.control.wire import encode_line as encode_line
+
 MAX_REQUEST = 64 * 1024  # bytes of one request line, newline excluded
 MAX_CLIENTS = 256
 MAX_CLIENTS_PER_UID = 32  # root and the daemon's own uid are not counted against this
@@ -210,10 +214,6 @@ def error_response(
     return {"v": VERSION, "id": request_id, "ok": False, "error": error_text(command, exc)}
 
 
-def encode_line(message: Mapping[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
-
-
 # --- events -------------------------------------------------------------------------------
 
 
@@ -367,7 +367,6 @@ EVENT_MODELS: dict[str, type[_Event]] = {
     "reload-failed": ReloadFailedEvent,
     "unloaded": UnloadedEvent,
 }
-EVENT_KINDS = frozenset(EVENT_MODELS)
 _FROM_TO = (FailoverEvent, FailoverStartedEvent, SwitchFailedEvent, RedirectedEvent)
 
 

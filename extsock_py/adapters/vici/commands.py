@@ -11,12 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import vici
-from vici.exception import (
-    CommandException,
-    DeserializationException,
-    EventUnknownException,
-    SessionException,
-)
+from vici.exception import DeserializationException, EventUnknownException, SessionException
 from vici.protocol import Message, Packet
 
 from extsock_py.adapters.vici.decode import DecodeError, parse_list_sa
@@ -29,14 +24,19 @@ from extsock_py.domain.credentials import (
     PoolLoad,
     SharedLoad,
 )
-from extsock_py.domain.errors import CharonError, CharonUnreachable
+from extsock_py.domain.errors import CharonCommandFailed, CharonError, CharonUnreachable
 from extsock_py.domain.observations import IkeSaInfo
 
 T = TypeVar("T")
 log = logging.getLogger("extsock.vici")
 SessionFactory = Callable[[socket.socket], Any]
+"""Makes the command session of a socket: anything with vici's `transport` (send, receive)."""
+EventHook = Callable[[str, dict[str, Any]], None]
+"""Called with each streamed event as it arrives, before the command's answer."""
 
-_CMD_UNKNOWN_MARK = "response type 2,"
+
+class _UnknownCommand(Exception):
+    """charon answered CMD_UNKNOWN: it does not have the command (an older release)."""
 
 
 def to_vici(value: Any) -> Any:
@@ -90,6 +90,10 @@ def _answer(raw: bytes) -> dict[str, Any]:
 
 def _command_answer(packet: Packet) -> dict[str, Any]:
     """A command's answer packet, decoded; SessionException if it is another kind."""
+    if packet.response_type == Packet.CMD_UNKNOWN:
+        raise _UnknownCommand(
+            f"Unexpected response type {packet.response_type}, expected '1' (CMD_RESPONSE)"
+        )
     if packet.response_type != Packet.CMD_RESPONSE:
         raise SessionException(
             f"Unexpected response type {packet.response_type}, expected '1' (CMD_RESPONSE)"
@@ -113,12 +117,20 @@ def _confirmed(session: Any, packet: Packet, event: str) -> None:
         )
 
 
-def _streamed(session: Any, command: str, event: str, body: Any) -> list[dict[str, Any]]:
+def _request(session: Any, command: str, body: Any) -> dict[str, Any]:
+    """`vici.Session.request` on the session's transport: the same packets, the answer
+    decoded in place; a refusal is CharonCommandFailed with charon's errmsg."""
+    payload = None if body is None else Message.serialize(body)
+    session.transport.send(Packet.request(command, payload))
+    return _accepted(command, _answer(session.transport.receive()))
+
+
+def _streamed(
+    session: Any, command: str, event: str, body: Any, on_event: EventHook | None
+) -> list[dict[str, Any]]:
     """`vici.Session.streamed_request`, fully read, with the events decoded in place
-    (message.deserialize): the same packets on the wire, the same answers and errors.
-    Another kind of session (one that watches the events go by) is asked as it is."""
-    if not isinstance(session, vici.Session):
-        return [dict(m) for m in session.streamed_request(command, event, body)]
+    (message.deserialize): the same packets on the wire; `on_event` sees each event as it
+    arrives (charon's log lines while an initiate runs). A refusal is CharonCommandFailed."""
     _confirmed(session, Packet.register_event(event), event)
     try:
         payload = None if body is None else Message.serialize(body)
@@ -129,11 +141,12 @@ def _streamed(session: Any, command: str, event: str, body: Any) -> list[dict[st
             if response.response_type != Packet.EVENT:
                 break
             events.append(deserialize(response.payload.read()))
+            if on_event is not None:
+                on_event(event, events[-1])
         answer = _command_answer(response)
     finally:
         _confirmed(session, Packet.unregister_event(event), event)
-    if "success" in answer and answer["success"] != b"yes":
-        raise CommandException(f"Command failed: {answer['errmsg'].decode('UTF-8')}")
+    _accepted(command, answer)
     return events
 
 
@@ -145,10 +158,11 @@ def _failure(answer: Mapping[str, Any]) -> str:
     return _text(answer.get("errmsg", b"charon gave no reason"))
 
 
-def _errmsg(exc: CommandException) -> str:
-    text = str(exc)
-    prefix = "Command failed: "
-    return text[len(prefix) :] if text.startswith(prefix) else text
+def _accepted(command: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer, if charon did what `command` asked; else CharonCommandFailed."""
+    if not _succeeded(answer):
+        raise CharonCommandFailed(command, _failure(answer))
+    return answer
 
 
 class ViciCharon:
@@ -236,18 +250,12 @@ class ViciCharon:
                 if owed_first:
                     self._read_owed()
                 return fn(self._session)
-            except CommandException as exc:
-                raise CharonError(f"{command} failed: CommandException: {_errmsg(exc)}") from exc
-            except KeyError as exc:  # vici reads errmsg unchecked when success is "no"
+            except _UnknownCommand as exc:
                 raise CharonError(
-                    f"{command} failed: CommandException: charon gave no reason ({exc})"
+                    f"{command} failed: UnknownCommand: charon at {self.uri} does not know "
+                    f"'{command}'; is the strongSwan version too old?"
                 ) from exc
             except SessionException as exc:
-                if _CMD_UNKNOWN_MARK in str(exc):
-                    raise CharonError(
-                        f"{command} failed: UnknownCommand: charon at {self.uri} does not know "
-                        f"'{command}'; is the strongSwan version too old?"
-                    ) from exc
                 self._drop()
                 raise CharonUnreachable(
                     f"{command} failed: SessionException: {exc}; session to {self.uri} "
@@ -290,14 +298,19 @@ class ViciCharon:
     def request(self, command: str, message: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Any plain VICI command; returns charon's response as vici decoded it."""
         body = None if message is None else to_vici(message)
-        return dict(self._call(command, lambda s: s.request(command, body)))
+        return self._call(command, lambda s: _request(s, command, body))
 
     def streamed(
-        self, command: str, event: str, message: Mapping[str, Any] | None = None
+        self,
+        command: str,
+        event: str,
+        message: Mapping[str, Any] | None = None,
+        on_event: EventHook | None = None,
     ) -> list[dict[str, Any]]:
-        """Any streamed VICI command; returns every streamed event, fully read."""
+        """Any streamed VICI command; returns every streamed event, fully read, and hands
+        each to `on_event` as soon as it arrives."""
         body = None if message is None else to_vici(message)
-        return self._call(command, lambda s: _streamed(s, command, event, body))
+        return self._call(command, lambda s: _streamed(s, command, event, body, on_event))
 
     def list_conns_raw(self, ike: str | None = None) -> list[dict[str, Any]]:
         """The `list-conn` events of `list-conns`: `[{<name>: {...}}, ...]`."""
@@ -364,9 +377,9 @@ class ViciCharon:
             if _succeeded(initiated):
                 with contextlib.suppress(CharonError):
                     self.terminate(ike=name)
-            raise CharonError(f"load-conn failed: CommandException: {_failure(loaded)}")
+            raise CharonCommandFailed("load-conn", _failure(loaded))
         if not _succeeded(initiated):
-            raise CharonError(f"initiate failed: CommandException: {_failure(initiated)}")
+            raise CharonCommandFailed("initiate", _failure(initiated))
 
     def terminate(
         self, ike: str | None = None, ike_id: int | None = None, child_id: int | None = None
