@@ -25,15 +25,25 @@ postpones the verdict:
   is due and, while traffic flows, every half interval (`look_due`), so that a gateway
   dying under load is noticed as fast as an idle one.
 
-The rule assumes the probes went out on schedule. When the monitor itself did not run
-(no Tick for more than `STALL_FACTOR` intervals: the process was not scheduled, the loop
-was busy) the silence it finds proves nothing about the gateway, least of all at 100 ms
-intervals on a loaded host: a verdict due after such a stall is held back once per
-silence, for one fresh probe and one interval to answer it (`stalls` counts them). A real
-failure met by a stall is therefore declared at most one interval (plus the stall) late.
-The same hold applies to a verdict due with no probe out at all since the last sign of
-life (traffic held the probes back, then a slow look at the counters let the dead-line
-pass): silence is only believed once a probe has gone unanswered.
+The rule assumes the probes went out on schedule and their answers were read. When the
+monitor itself did not run on time, the silence it finds proves nothing about the gateway,
+least of all at 30 ms intervals on a loaded host. It counts as a stall of extsock (SIGSTOP,
+a long GC pause, the host's CPUs busy with other work) when a Tick comes
+- more than `STALL_LATE` intervals after the moment it was due for (a probe due, the
+  dead-line): the prober's own timer ran late, so the probes were not out on schedule or
+  the answers that came back were not read when the verdict fell due; or
+- more than `STALL_FACTOR` intervals after the previous one (the monitor did not run).
+The misses of that window do not count: the count starts again at the end of the stall
+(`held_until`: the dead-line is pushed to `misses * interval` after it; a fresh probe goes
+out at once, and the schedule goes on from there). Each stall is such a restart (`stalls`
+counts them), so the verdict needs `misses * interval` of silence measured while extsock
+ran on time: a real failure met by a stall is declared at most that much after the stall
+ends; a host so starved that the monitor never runs on time for that long gets no verdict
+from the monitor (charon's own DPD still applies), and never a false one.
+A verdict due with no probe out at all since the last sign of life (traffic held the
+probes back, then a slow look at the counters let the dead-line pass) is held back once
+per silence for one fresh probe and one interval: silence is only believed once a probe
+has gone unanswered.
 
 The monitor runs only while `Start` has armed it (the tunnel is up on the current gateway)
 and stops on `Stop` or after `DeclareDead`, until the next `Start` (a new tunnel).
@@ -62,8 +72,9 @@ class MonitorState:
     probes_total: int = 0
     replies_total: int = 0
     last_tick: float | None = None  # when the monitor last ran (Start or Tick)
-    held_until: float | None = None  # a verdict held back after a stall (once per silence)
-    stalls: int = 0  # verdicts held back so far
+    held_until: float | None = None  # no verdict before this (a stall, or no probe out)
+    unprobed_held: bool = False  # the hold for "no probe out" was used in this silence
+    stalls: int = 0  # windows discounted so far (a stall of extsock, or no probe out)
 
     @property
     def dead_at(self) -> float | None:
@@ -135,6 +146,7 @@ class DeclareDead:
 Action = SendProbe | DeclareDead
 Result = tuple[MonitorState, list[Action]]
 STALL_FACTOR = 1.5  # a gap between two runs of the monitor longer than this many intervals
+STALL_LATE = 0.5  # a Tick later than this many intervals after what it was due for
 
 
 def initial_state(interval: float, misses: int) -> MonitorState:
@@ -149,6 +161,20 @@ def wake_at(state: MonitorState) -> float | None:
         return None
     times = [t for t in (state.next_probe_at, state.dead_at, _next_look(state)) if t is not None]
     return min(times) if times else None
+
+
+def timer_at(state: MonitorState) -> float | None:
+    """The earliest time at which a Tick may send a probe or declare the gateway dead (the
+    probe timer's wake-up; the looks at the counters are the caller's own schedule)."""
+    if not state.running:
+        return None
+    times = [t for t in (state.next_probe_at, state.dead_at) if t is not None]
+    return min(times) if times else None
+
+
+def next_look(state: MonitorState) -> float | None:
+    """While traffic flows, when the counters should be looked at again."""
+    return _next_look(state)
 
 
 def _next_look(state: MonitorState) -> float | None:
@@ -182,7 +208,12 @@ def _silent_too_long(state: MonitorState, now: float) -> bool:
 
 def _life(state: MonitorState, now: float) -> MonitorState:
     return replace(
-        state, last_life=now, next_probe_at=now + state.interval, unanswered=0, held_until=None
+        state,
+        last_life=now,
+        next_probe_at=now + state.interval,
+        unanswered=0,
+        held_until=None,
+        unprobed_held=False,
     )
 
 
@@ -195,6 +226,7 @@ def _answered(state: MonitorState, now: float) -> MonitorState:
         unanswered=0,
         replies_total=state.replies_total + 1,
         held_until=None,
+        unprobed_held=False,
     )
 
 
@@ -233,6 +265,7 @@ def step(state: MonitorState, event: Event, now: float) -> Result:
                 unanswered=0,
                 next_probe_at=now + state.interval,
                 held_until=None,
+                unprobed_held=False,
             )
             return grown, []
         case InboundUnknown():
@@ -251,14 +284,42 @@ def step(state: MonitorState, event: Event, now: float) -> Result:
     return state, []
 
 
+def stall_of(state: MonitorState, now: float) -> float | None:
+    """How long the monitor was stalled if a Tick at `now` finds it was (see the module
+    docstring), else None: the lateness past what the Tick was due for, or the gap since
+    the previous Tick."""
+    if not state.running:
+        return None
+    due = [t for t in (state.next_probe_at, state.dead_at) if t is not None and t <= now]
+    late = now - min(due) if due else 0.0
+    if late > STALL_LATE * state.interval:
+        return late
+    gap = now - state.last_tick if state.last_tick is not None else 0.0
+    return gap if gap > STALL_FACTOR * state.interval else None
+
+
 def _tick(state: MonitorState, now: float) -> Result:
-    stalled = state.last_tick is not None and now - state.last_tick > STALL_FACTOR * state.interval
+    stalled = stall_of(state, now) is not None
     state = replace(state, last_tick=now)
-    unprobed = state.unanswered == 0  # no probe out since the last sign of life
-    if _silent_too_long(state, now) and (stalled or unprobed) and state.held_until is None:
-        # Our own probes were not out on schedule: one fresh probe, an interval to answer it.
+    if stalled and (_silent_too_long(state, now) or probe_due(state, now)):
+        # Extsock did not run on time: the misses of that window do not count. The count
+        # starts again now, with a fresh probe at once.
         held = replace(
-            state, held_until=now + state.interval, stalls=state.stalls + 1, next_probe_at=None
+            state,
+            held_until=now + state.misses_allowed * state.interval,
+            stalls=state.stalls + 1,
+            next_probe_at=None,
+        )
+        return held, [SendProbe()]
+    unprobed = state.unanswered == 0  # no probe out since the last sign of life
+    if _silent_too_long(state, now) and unprobed and not state.unprobed_held:
+        # Our own probes were not out: one fresh probe, an interval to answer it.
+        held = replace(
+            state,
+            held_until=now + state.interval,
+            unprobed_held=True,
+            stalls=state.stalls + 1,
+            next_probe_at=None,
         )
         return held, [SendProbe()]
     if _silent_too_long(state, now):
