@@ -16,7 +16,7 @@ from extsock_py.domain import events as ev
 from extsock_py.domain.failover import Phase
 from extsock_py.domain.policy import MonitorPolicy
 from extsock_py.mainloop import MainLoop
-from extsock_py.usecases.tunnel_monitor import LOOK_MIN, TunnelMonitor
+from extsock_py.usecases.tunnel_monitor import FAST_LOOK_MIN, TunnelMonitor
 from tests.unit.test_hostile_loop import BusyService, Timer
 from tests.unit.test_tunnel_monitor import GW1, GW2, World
 
@@ -123,14 +123,14 @@ def test_the_timer_sleeps_idle_without_a_tunnel_and_wakes_on_a_poke() -> None:
 
 def test_looks_at_the_counters_are_rate_limited_at_30ms() -> None:
     """A list-sas before every 30 ms probe would cost more than the probes: at most one
-    every LOOK_MIN seconds."""
+    every FAST_LOOK_MIN seconds below 100 ms."""
     w = World(FAST)
     w.up_on(GW1)
     w.monitor.run_once()
     w.probe.answering = True
     w.run_for(3.0, step=0.005)
     looks = len(w.charon.commands("list_sas"))
-    assert looks <= 3.0 / LOOK_MIN + 1 and w.probe.sent >= 95
+    assert looks <= 3.0 / FAST_LOOK_MIN + 1 and w.probe.sent >= 95
 
 
 def test_the_verdict_is_posted_not_run_on_the_timers_thread() -> None:
