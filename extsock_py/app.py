@@ -127,7 +127,7 @@ def build_app(settings: AppSettings, resolver: Resolver | None = None) -> App:
         pool.post = loop.submit
         loop.on_stopping.append(pool.stopping)
         app.closers.append(pool.stop)
-    _attach_monitor(app, charon, clock, publisher, manager)
+    _attach_monitor(app, settings.uri, charon, clock, publisher, manager)
     if store is not None:
         store.open()
         app.closers.append(store.close)
@@ -139,6 +139,7 @@ def build_app(settings: AppSettings, resolver: Resolver | None = None) -> App:
 
 def _attach_monitor(
     app: App,
+    uri: str,
     charon: ViciCharon,
     clock: SystemClock,
     publisher: Broadcast,
@@ -148,6 +149,7 @@ def _attach_monitor(
     probe_timer.py), its verdicts posted to the loop with priority; its loop side (following
     the tunnels, looking at the counters) a callback per iteration, its deadlines among the
     loop's wake-ups. It does nothing unless a policy enables it."""
+    from extsock_py.adapters.charon_sched import CharonRunDelay
     from extsock_py.adapters.icmp_prober import IcmpProber
     from extsock_py.adapters.monitor_prober import Prober
     from extsock_py.adapters.probe_timer import ProbeTimer
@@ -162,7 +164,13 @@ def _attach_monitor(
         return Prober(policy.local, policy.remote, policy.port, policy.netns)
 
     monitor = TunnelMonitor(
-        manager, charon, clock, publisher, make_probe, post_verdict=app.loop.submit_urgent
+        manager,
+        charon,
+        clock,
+        publisher,
+        make_probe,
+        post_verdict=app.loop.submit_urgent,
+        run_delay=CharonRunDelay(uri),
     )
     service = app.service
 

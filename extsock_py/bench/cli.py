@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--icmp-window",
         type=float,
-        help="seconds of each ICMP monitor window, figures 2f, 2p, 2c (600 full, 60 quick, 5 smoke)",
+        help="seconds of each ICMP monitor window, 2f, 2p, 2c (600 full, 60 quick, 5 smoke)",
     )
     args = parser.parse_args(argv)
     only = tuple(g for g in args.only.split(",") if g)

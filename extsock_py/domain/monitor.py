@@ -40,6 +40,10 @@ counts them), so the verdict needs `misses * interval` of silence measured while
 ran on time: a real failure met by a stall is declared at most that much after the stall
 ends; a host so starved that the monitor never runs on time for that long gets no verdict
 from the monitor (charon's own DPD still applies), and never a false one.
+The same holds when the path through this host stalled rather than extsock: the caller
+reports it as `HostStalled` (charon, which carries the probes through the tunnel on this
+host, waited for a CPU for an interval or more while the answers were due); that window's
+misses do not count either.
 A verdict due with no probe out at all since the last sign of life (traffic held the
 probes back, then a slow look at the counters let the dead-line pass) is held back once
 per silence for one fresh probe and one interval: silence is only believed once a probe
@@ -124,7 +128,13 @@ class Tick:
     """Time passed: a probe or the dead-line may be due."""
 
 
-Event = Start | Stop | ProbeSent | ReplySeen | InboundPackets | InboundUnknown | Tick
+@dataclass(frozen=True)
+class HostStalled:
+    """The probes' path through this host stalled while the answers were due (the caller
+    measured it: charon's threads waited for a CPU): that window's misses do not count."""
+
+
+Event = Start | Stop | ProbeSent | ReplySeen | InboundPackets | InboundUnknown | Tick | HostStalled
 
 
 # --- actions ----------------------------------------------------------------------------
@@ -281,7 +291,26 @@ def step(state: MonitorState, event: Event, now: float) -> Result:
             ), []
         case Tick():
             return _tick(state, now)
+        case HostStalled():
+            return _discount(replace(state, last_tick=now), now)
     return state, []
+
+
+def verdict_due(state: MonitorState, now: float) -> bool:
+    """Whether a Tick now would find the silence long enough for a verdict (the moment for
+    the caller to check whether the host stalled meanwhile)."""
+    return state.running and _silent_too_long(state, now)
+
+
+def _discount(state: MonitorState, now: float) -> Result:
+    """The misses so far do not count: the count starts again now, with a fresh probe."""
+    held = replace(
+        state,
+        held_until=now + state.misses_allowed * state.interval,
+        stalls=state.stalls + 1,
+        next_probe_at=None,
+    )
+    return held, [SendProbe()]
 
 
 def stall_of(state: MonitorState, now: float) -> float | None:
@@ -304,13 +333,7 @@ def _tick(state: MonitorState, now: float) -> Result:
     if stalled and (_silent_too_long(state, now) or probe_due(state, now)):
         # Extsock did not run on time: the misses of that window do not count. The count
         # starts again now, with a fresh probe at once.
-        held = replace(
-            state,
-            held_until=now + state.misses_allowed * state.interval,
-            stalls=state.stalls + 1,
-            next_probe_at=None,
-        )
-        return held, [SendProbe()]
+        return _discount(state, now)
     unprobed = state.unanswered == 0  # no probe out since the last sign of life
     if _silent_too_long(state, now) and unprobed and not state.unprobed_held:
         # Our own probes were not out: one fresh probe, an interval to answer it.

@@ -52,8 +52,12 @@ _ICMP_RATE = 1.0  # seconds between ICMP errors a Linux host sends one source by
 LOOK_MIN = 0.1
 FAST_LOOK_MIN = 1.0
 STALL_LOG_EVERY = 10.0  # seconds between two warnings of a stall, per connection
+# A verdict is not believed when charon's threads (the probes' path through this host)
+# waited for a CPU this many intervals, summed, while the answers were due.
+HOST_STALL = 1.0
 Verdict = Callable[[], None]
 PostVerdict = Callable[[Verdict], None]
+RunDelay = Callable[[], "float | None"]  # charon's threads' summed run-queue wait, seconds
 
 
 def _run_now(work: Verdict) -> None:
@@ -68,6 +72,7 @@ class _Track:
     key: TunnelKey | None = None
     retry_open_at: float | None = None
     stall_logged_at: float | None = None
+    suspect: tuple[float, float] | None = None  # (when, charon's run_delay) at a first miss
 
 
 class TunnelMonitor:
@@ -79,6 +84,7 @@ class TunnelMonitor:
         publisher: EventPublisher,
         make_probe: MakeProbe,
         post_verdict: PostVerdict = _run_now,
+        run_delay: RunDelay | None = None,
     ) -> None:
         self._manager = manager
         self._charon = charon
@@ -86,6 +92,7 @@ class TunnelMonitor:
         self._publisher = publisher
         self._make_probe = make_probe
         self._post_verdict = post_verdict
+        self._run_delay = run_delay
         self._tracks: dict[str, _Track] = {}
         self._seen_revision = -1
         self._lock = threading.RLock()  # the tracks: the loop side and the probe side
@@ -143,6 +150,7 @@ class TunnelMonitor:
                 for name, track in self._tracks.items():
                     if track.state.running:
                         self._drain(name, track, now)
+                        self._watch_host(name, track, now)
                         self._feed(name, track, mon.Tick(), now)
         except Exception:
             log.exception("tunnel monitor: unexpected error in a probe pass; it keeps running")
@@ -318,15 +326,43 @@ class TunnelMonitor:
                 name, track.state.probes_total, _target(track.policy), track.state.unanswered,
             )  # fmt: skip
 
+    def _watch_host(self, name: str, track: _Track, now: float) -> None:
+        """At the first miss, note how long charon's threads have waited for a CPU; when a
+        verdict falls due, a wait of HOST_STALL intervals or more since then means the path
+        through this host stalled (`HostStalled`): that window's misses do not count."""
+        state = track.state
+        if self._run_delay is None or state.last_life is None:
+            return
+        if state.unanswered == 0 or now - state.last_life < state.interval:
+            track.suspect = None  # answered: nothing to suspect
+            return
+        if track.suspect is None:
+            delay = self._run_delay()
+            track.suspect = None if delay is None else (now, delay)
+            return
+        if not mon.verdict_due(state, now):
+            return
+        since, before = track.suspect
+        track.suspect = None
+        delay = self._run_delay()
+        if delay is None or delay - before < HOST_STALL * state.interval:
+            return
+        log.debug(
+            "%s: monitor: charon waited %.3fs for a CPU in the last %.3fs",
+            name, delay - before, now - since,
+        )  # fmt: skip
+        self._feed(name, track, mon.HostStalled(), now)
+
     def _log_stall(self, name: str, track: _Track, before: mon.MonitorState, now: float) -> None:
         """A window discounted (see domain/monitor.py): a warning, at most every
         STALL_LOG_EVERY seconds per connection (at 30 ms a starved host stalls often)."""
         late = mon.stall_of(before, now)
-        why = (
-            f"this process ran {late:.3f}s late: the misses of that window do not count"
-            if late is not None
-            else "no probe out since the last sign of life: the verdict waits for one more"
-        )
+        if late is not None:
+            why = f"this process ran {late:.3f}s late: the misses of that window do not count"
+        elif before.unanswered == 0:
+            why = "no probe out since the last sign of life: the verdict waits for one more"
+        else:
+            why = "charon waited for a CPU while the answers were due: those misses do not count"
         quiet = track.stall_logged_at is not None and now - track.stall_logged_at < STALL_LOG_EVERY
         level = logging.DEBUG if quiet else logging.WARNING
         if not quiet:

@@ -415,3 +415,21 @@ def test_the_held_verdict_falls_when_that_probe_is_lost() -> None:
     state, actions = m.step(state, m.Tick(), 1.1)
     assert len(actions) == 1 and isinstance(actions[0], m.DeclareDead)
     assert actions[0].unanswered == 1
+
+
+def test_a_host_stall_reported_when_the_verdict_is_due_discounts_the_window() -> None:
+    """The timer on time, the answers late because the path through this host stalled
+    (charon waited for a CPU): HostStalled restarts the count like a stall of extsock."""
+    state = fast()
+    state = _probe(state, 0.0)
+    state, _ = m.step(state, m.ReplySeen(), 0.002)
+    for t in (0.03, 0.06):
+        state, _ = m.step(state, m.Tick(), t)
+        state = _probe(state, t)
+    assert not m.verdict_due(state, 0.089) and m.verdict_due(state, 0.09)
+    state, actions = m.step(state, m.HostStalled(), 0.09)
+    assert actions == [m.SendProbe()] and state.stalls == 1
+    state = _probe(state, 0.09)
+    assert not m.verdict_due(state, 0.17) and m.verdict_due(state, 0.18)
+    state, _ = m.step(state, m.ReplySeen(), 0.13)  # the late answers came
+    assert state.running and state.last_life == 0.09 and state.unanswered == 0

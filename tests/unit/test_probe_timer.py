@@ -211,3 +211,76 @@ def test_a_started_tunnel_pokes_the_timer() -> None:
     w.manager.handle("home", ev.Stop())
     w.monitor.run_once()
     assert pokes == [1]
+
+
+# --- a stall of the path through this host (charon waiting for a CPU) ----------------------
+
+
+class Delays:
+    """charon's summed run_delay, as the scheduler would report it."""
+
+    def __init__(self) -> None:
+        self.value = 5.0
+        self.reads = 0
+
+    def __call__(self) -> float | None:
+        self.reads += 1
+        return self.value
+
+
+def host_world(delays: Delays) -> World:
+    w = World(FAST)
+    w.monitor = TunnelMonitor(
+        w.manager, w.charon, w.clock, w.publisher, lambda p: _probe(w), run_delay=delays
+    )
+    w.up_on(GW1)
+    w.monitor.run_once()
+    w.probe.answering = True
+    w.run_for(0.3, step=0.005)
+    return w
+
+
+def test_charon_starved_while_the_answers_were_due_is_no_verdict() -> None:
+    delays = Delays()
+    w = host_world(delays)
+    assert delays.reads == 0  # answered on time: charon's delay is never read
+    w.probe.answering = False  # the answers are late: charon waits on the run queue
+    for _ in range(30):  # 150 ms; charon waits 10 ms of every 5 (two threads)
+        w.run_for(0.005, step=0.005)
+        delays.value += 0.01
+    stalls = w.monitor.status()["home"]["stalls"]
+    assert w.state().phase is Phase.UP and isinstance(stalls, int) and stalls >= 1
+    assert delays.reads >= 2  # at the first miss, and when the verdict fell due
+    w.probe.answering = True  # the answers come back: the tunnel stays
+    w.run_for(1.0, step=0.005)
+    assert w.state().phase is Phase.UP and w.state().gateway == GW1
+
+
+def test_a_silent_gateway_with_charon_running_on_time_is_dead_in_90ms() -> None:
+    delays = Delays()
+    w = host_world(delays)
+    w.probe.answering = False
+    silent_from = w.clock.monotonic()
+    while w.state().phase is Phase.UP and w.clock.monotonic() < silent_from + 1.0:
+        w.run_for(0.005, step=0.005)
+        delays.value += 0.0001  # a little wait, far below an interval
+    assert w.state().gateway == GW2 and w.monitor.status()["home"]["stalls"] == 0
+    assert w.clock.monotonic() - silent_from <= 0.09 + 0.005 + 1e-9
+
+
+def test_a_silent_gateway_is_still_declared_after_a_stall_of_charon() -> None:
+    """The stall discounts one window; the gateway stays silent while charon runs on time:
+    the verdict falls misses x interval after the discounted one."""
+    delays = Delays()
+    w = host_world(delays)
+    w.probe.answering = False
+    silent_from = w.clock.monotonic()
+    for _ in range(10):  # 50 ms with charon starved (after the first miss's reading)
+        w.run_for(0.005, step=0.005)
+        delays.value += 0.02
+    while w.state().phase is Phase.UP and w.clock.monotonic() < silent_from + 1.0:
+        w.run_for(0.005, step=0.005)
+    took = w.clock.monotonic() - silent_from
+    assert w.state().gateway == GW2 and 0.15 <= took <= 0.19, took
+    dead = w.publisher.of("monitor-dead")
+    assert dead and dead[0]["gateway"] == GW1
