@@ -10,7 +10,10 @@ Two sides, one lock (every decision still in the pure core, `domain/monitor.py`;
   anything else in its inbox), where it becomes `MonitorDead(gateway)` to the failover
   manager (which fails over, reason `monitor`). So the probes keep their schedule and the
   verdict goes out whatever the main loop is busy with (a flood of events, a slow list-sas);
-  at a 30 ms interval that is the difference between 0.1 s and 0.3 s.
+  at a 30 ms interval that is the difference between 0.1 s and 0.3 s. At the first miss
+  it notes how long charon's threads have waited for a CPU (`run_delay`), and a wait of
+  HOST_STALL intervals by the time a verdict is due is `HostStalled`: the probes' path
+  through this host stalled, that window's misses do not count (domain/monitor.py).
 - the loop side, `run_once` (one of the main loop's `on_iteration` callbacks, `next_wake`
   among its `wakers`), follows the failover machines: a connection whose policy enables the
   monitor and whose phase is UP gets a tunnel key (gateway, IKE_SA id); a new key is a new
