@@ -38,8 +38,11 @@ The misses of that window do not count: the count starts again at the end of the
 out at once, and the schedule goes on from there). Each stall is such a restart (`stalls`
 counts them), so the verdict needs `misses * interval` of silence measured while extsock
 ran on time: a real failure met by a stall is declared at most that much after the stall
-ends; a host so starved that the monitor never runs on time for that long gets no verdict
-from the monitor (charon's own DPD still applies), and never a false one.
+ends. A second stall in the same silence doubles that window, a third doubles it again (up
+to 8 times, `MAX_DOUBLINGS`): seen in the lab under `stress-ng --cpu 2`, the path drains a
+backlog for a few hundred ms after a stall. A host so starved that the monitor never runs
+on time for that long gets no verdict from the monitor (charon's own DPD still applies),
+and never a false one.
 The same holds when the path through this host stalled rather than extsock: the caller
 reports it as `HostStalled` (charon, which carries the probes through the tunnel on this
 host, waited for a CPU for an interval or more while the answers were due); that window's
@@ -78,6 +81,7 @@ class MonitorState:
     last_tick: float | None = None  # when the monitor last ran (Start or Tick)
     held_until: float | None = None  # no verdict before this (a stall, or no probe out)
     unprobed_held: bool = False  # the hold for "no probe out" was used in this silence
+    discounted: int = 0  # windows discounted in this silence (stalls): each hold is longer
     stalls: int = 0  # windows discounted so far (a stall of extsock, or no probe out)
 
     @property
@@ -157,6 +161,7 @@ Action = SendProbe | DeclareDead
 Result = tuple[MonitorState, list[Action]]
 STALL_FACTOR = 1.5  # a gap between two runs of the monitor longer than this many intervals
 STALL_LATE = 0.5  # a Tick later than this many intervals after what it was due for
+MAX_DOUBLINGS = 3  # stalls in one silence lengthen the discounted window up to 8 times
 
 
 def initial_state(interval: float, misses: int) -> MonitorState:
@@ -224,6 +229,7 @@ def _life(state: MonitorState, now: float) -> MonitorState:
         unanswered=0,
         held_until=None,
         unprobed_held=False,
+        discounted=0,
     )
 
 
@@ -237,6 +243,7 @@ def _answered(state: MonitorState, now: float) -> MonitorState:
         replies_total=state.replies_total + 1,
         held_until=None,
         unprobed_held=False,
+        discounted=0,
     )
 
 
@@ -276,6 +283,7 @@ def step(state: MonitorState, event: Event, now: float) -> Result:
                 next_probe_at=now + state.interval,
                 held_until=None,
                 unprobed_held=False,
+                discounted=0,
             )
             return grown, []
         case InboundUnknown():
@@ -303,11 +311,15 @@ def verdict_due(state: MonitorState, now: float) -> bool:
 
 
 def _discount(state: MonitorState, now: float) -> Result:
-    """The misses so far do not count: the count starts again now, with a fresh probe."""
+    """The misses so far do not count: the count starts again now, with a fresh probe. A
+    stall met again in the same silence is a host whose path drains a backlog after it:
+    each further window is twice as long, up to 2**MAX_DOUBLINGS times."""
+    window = state.misses_allowed * state.interval * 2 ** min(state.discounted, MAX_DOUBLINGS)
     held = replace(
         state,
-        held_until=now + state.misses_allowed * state.interval,
+        held_until=now + window,
         stalls=state.stalls + 1,
+        discounted=state.discounted + 1,
         next_probe_at=None,
     )
     return held, [SendProbe()]

@@ -348,13 +348,15 @@ class TunnelMonitor:
         since, before = track.suspect
         track.suspect = None
         delay = self._run_delay()
-        if delay is None or delay - before < HOST_STALL * state.interval:
+        if delay is None:
             return
+        stalled = delay - before >= HOST_STALL * state.interval
         log.debug(
-            "%s: monitor: charon waited %.3fs for a CPU in the last %.3fs",
-            name, delay - before, now - since,
+            "%s: monitor: verdict due; charon waited %.3fs for a CPU in the last %.3fs (%s)",
+            name, delay - before, now - since, "a stall of this host" if stalled else "on time",
         )  # fmt: skip
-        self._feed(name, track, mon.HostStalled(), now)
+        if stalled:
+            self._feed(name, track, mon.HostStalled(), now)
 
     def _log_stall(self, name: str, track: _Track, before: mon.MonitorState, now: float) -> None:
         """A window discounted (see domain/monitor.py): a warning, at most every

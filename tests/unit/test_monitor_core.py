@@ -433,3 +433,35 @@ def test_a_host_stall_reported_when_the_verdict_is_due_discounts_the_window() ->
     assert not m.verdict_due(state, 0.17) and m.verdict_due(state, 0.18)
     state, _ = m.step(state, m.ReplySeen(), 0.13)  # the late answers came
     assert state.running and state.last_life == 0.09 and state.unanswered == 0
+
+
+def test_stalls_again_in_one_silence_lengthen_the_window_up_to_8_times() -> None:
+    """Under stress-ng the path drains a backlog for a few hundred ms after a stall: each
+    further stall in the same silence doubles the discounted window (90, 180, 360, 720,
+    720 ms at 30 ms x 3); an answer starts over at one window."""
+    state = fast()
+    windows = []
+    t = 0.0
+    for _ in range(5):
+        state, actions = m.step(state, m.HostStalled(), t)
+        assert actions == [m.SendProbe()]
+        held = state.held_until
+        assert held is not None
+        windows.append(round(held - t, 3))
+        state = _probe(state, t)
+        t = held
+    assert windows == [0.09, 0.18, 0.36, 0.72, 0.72] and state.stalls == 5
+    state, _ = m.step(state, m.ReplySeen(), t + 0.001)  # life
+    state, _ = m.step(state, m.HostStalled(), t + 0.01)
+    assert state.held_until is not None and abs(state.held_until - (t + 0.01 + 0.09)) < 1e-9
+
+
+def test_a_quiet_host_keeps_the_plain_rule_no_doubling_without_stalls() -> None:
+    state = fast()
+    state = _probe(state, 0.0)
+    state, _ = m.step(state, m.ReplySeen(), 0.001)
+    for t in (0.03, 0.06):
+        state, _ = m.step(state, m.Tick(), t)
+        state = _probe(state, t)
+    state, actions = m.step(state, m.Tick(), 0.09)
+    assert isinstance(actions[0], m.DeclareDead) and state.discounted == 0
