@@ -204,6 +204,8 @@ class MainLoop(Generic[S]):
             callback()
 
     def _run_urgent(self) -> None:
+        if self._urgent.empty():  # the common case, without raising queue.Empty
+            return
         for _ in range(1000):  # bounded: at most one verdict per tunnel comes at a time
             try:
                 work = self._urgent.get_nowait()
