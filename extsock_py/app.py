@@ -37,9 +37,6 @@ DEFAULT_CONTROL_SOCKET = DEFAULT_SOCKET
 DEFAULT_STATE_DIR = str(DEFAULT_DIRECTORY)
 DEFAULT_COMMAND_SESSIONS = DEFAULT_LANES
 MAX_COMMAND_SESSIONS = MAX_LANES
-MONITOR_DRAIN = 0.2
-"""Longest time between the tunnel monitor's passes while it probes (its sockets' answers
-are read on each pass): the main loop's poll when it was 0.2 s, kept for the monitor alone."""
 # Beside the main loop: history reads (a read of 10,000 rows takes ~0.15 s; more readers
 # than this wait in the queue, and past it they are refused: "try again later") and DNS
 # (one name can take the resolver's 5 s timeout).
@@ -130,7 +127,7 @@ def build_app(settings: AppSettings, resolver: Resolver | None = None) -> App:
         pool.post = loop.submit
         loop.on_stopping.append(pool.stopping)
         app.closers.append(pool.stop)
-    _attach_monitor(app, charon, clock, publisher, manager)
+    _attach_monitor(app, settings.uri, charon, clock, publisher, manager)
     if store is not None:
         store.open()
         app.closers.append(store.close)
@@ -142,15 +139,20 @@ def build_app(settings: AppSettings, resolver: Resolver | None = None) -> App:
 
 def _attach_monitor(
     app: App,
+    uri: str,
     charon: ViciCharon,
     clock: SystemClock,
     publisher: Broadcast,
     manager: FailoverManager,
 ) -> None:
-    """The tunnel monitor runs on the main loop: a callback per iteration, its deadlines
-    among the loop's wake-ups. It does nothing unless a policy enables it."""
+    """The tunnel monitor: its probe side on a timer thread of its own (adapters/
+    probe_timer.py), its verdicts posted to the loop with priority; its loop side (following
+    the tunnels, looking at the counters) a callback per iteration, its deadlines among the
+    loop's wake-ups. It does nothing unless a policy enables it."""
+    from extsock_py.adapters.charon_sched import CharonRunDelay
     from extsock_py.adapters.icmp_prober import IcmpProber
     from extsock_py.adapters.monitor_prober import Prober
+    from extsock_py.adapters.probe_timer import ProbeTimer
     from extsock_py.domain.policy import MonitorPolicy
     from extsock_py.interfaces.ports import ProbePort
     from extsock_py.usecases.tunnel_monitor import TunnelMonitor
@@ -161,17 +163,25 @@ def _attach_monitor(
             return IcmpProber(policy.local, policy.remote, policy.netns, window=policy.misses)
         return Prober(policy.local, policy.remote, policy.port, policy.netns)
 
-    monitor = TunnelMonitor(manager, charon, clock, publisher, make_probe)
+    monitor = TunnelMonitor(
+        manager,
+        charon,
+        clock,
+        publisher,
+        make_probe,
+        post_verdict=app.loop.submit_urgent,
+        run_delay=CharonRunDelay(uri),
+    )
     service = app.service
 
+    def probe_wake() -> float | None:  # while charon is away, no verdict is reached
+        return monitor.timer_wake() if service.charon_reachable else None
+
+    timer = ProbeTimer(monitor.probe_pass, probe_wake, clock.monotonic)
+    monitor.schedule_changed = timer.poke
+
     def next_wake() -> float | None:  # while charon is away, no deadline is acted on
-        if not service.charon_reachable:
-            return None
-        due = monitor.next_wake()
-        if monitor.running:  # answers are drained each iteration: at least this often
-            drain = clock.monotonic() + MONITOR_DRAIN
-            due = drain if due is None else min(due, drain)
-        return due
+        return monitor.next_wake() if service.charon_reachable else None
 
     def run_once() -> None:  # while charon is away, states are stale and no command runs
         if service.charon_reachable:
@@ -179,7 +189,9 @@ def _attach_monitor(
 
     app.loop.wakers.append(next_wake)
     app.loop.on_iteration.append(run_once)
+    app.loop.on_ready.append(timer.start)
     app.closers.append(monitor.close)
+    app.closers.append(timer.close)  # closed first (closers run in reverse)
 
 
 def _attach_systemd(daemon: MainLoop[DaemonService], clock: SystemClock) -> None:

@@ -96,6 +96,9 @@ class MainLoop(Generic[S]):
         # SimpleQueue: its put() may be called from a signal handler (reentrant), which
         # queue.Queue's lock forbids.
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Work that must not wait behind the inbox (the tunnel monitor's verdicts): run as
+        # soon as the loop is between two pieces of work, before anything else waiting.
+        self._urgent: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.ready = threading.Event()
@@ -112,6 +115,12 @@ class MainLoop(Generic[S]):
         future: Future[T] = Future()
         self._inbox.put((work, future))
         return future
+
+    def submit_urgent(self, work: Callable[[], object]) -> None:
+        """Run `work` on the main loop before anything else waiting there (between two
+        items of its inbox at the latest); its result is dropped, its errors logged."""
+        self._urgent.put(work)
+        self._inbox.put(_WAKE)
 
     def post(self, item: object) -> None:
         if self.service.wants(item):
@@ -177,6 +186,7 @@ class MainLoop(Generic[S]):
         # ping stay timely; what is left waits for the next iteration, in order.
         ends = self._timer() + self._budget
         while item is not None:
+            self._run_urgent()
             if item is not _WAKE:
                 self._guarded(self._dispatch, item)
             if self._timer() >= ends:  # checked before taking the next item, which would be lost
@@ -185,10 +195,23 @@ class MainLoop(Generic[S]):
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 item = None
+        self._run_urgent()
         for work in self.service.due_work():
+            self._run_urgent()
             self._guarded(work)
         for callback in self.on_iteration:
+            self._run_urgent()
             callback()
+
+    def _run_urgent(self) -> None:
+        if self._urgent.empty():  # the common case, without raising queue.Empty
+            return
+        for _ in range(1000):  # bounded: at most one verdict per tunnel comes at a time
+            try:
+                work = self._urgent.get_nowait()
+            except queue.Empty:
+                return
+            self._guarded(work)
 
     def _guarded(self, work: Callable[..., object], *args: Any) -> None:
         try:

@@ -34,6 +34,7 @@ DEB_PACKAGES=(
   groff-base                     # groff: the man pages are checked for warnings
   prometheus                     # promtool: the alerting rules' tests, `check metrics`
   openssl                        # keys encrypted with each PEM cipher (differential tests)
+  stress-ng                      # the bench's busy-host row of figure 2f (both cores busy)
 )
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do

@@ -27,7 +27,8 @@ from extsock_py.lab.lab import Lab
 from extsock_py.lab.releases import RELEASES
 
 ALL_RELEASES = tuple(RELEASES)
-# --only GROUP: icmp = figures 2, 2m, 2i (main lab) and the ICMP monitor windows 2f, 2p;
+# --only GROUP: icmp = figures 2, 2m, 2i, 2s (main lab) and the ICMP monitor windows 2f, 2p,
+# 2c;
 # switch = figures 7 and 7g (switches and failbacks with a 200/s UDP stream).
 ONLY_GROUPS = ("icmp", "switch")
 
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--icmp-window",
         type=float,
-        help="seconds of each ICMP monitor window, figures 2f and 2p (600 full, 60 quick, 5 smoke)",
+        help="seconds of each ICMP monitor window, 2f, 2p, 2c (600 full, 60 quick, 5 smoke)",
     )
     args = parser.parse_args(argv)
     only = tuple(g for g in args.only.split(",") if g)

@@ -1,4 +1,4 @@
-"""Figures of the ICMP echo monitor (issue 18): 2i, and the no-false-failover windows 2f, 2p.
+"""Figures of the ICMP echo monitor (issues 18 and 28): 2i, 2s, and the windows 2f, 2p, 2c.
 
 2i: the same silent gateway as figures 2 and 2m (``lab.fail(gw, "link")`` at t0, trials
 alternating gateways, the tunnel idle before the fault), with the tunnel monitor on
@@ -10,22 +10,35 @@ independent listener, as figures 2 and 2m measure) is in the JSON beside it
 (``child_up_s``). Baseline: figure 2m (UDP monitor 500 ms x 3) of the same run; figure 2
 (DPD + first retransmit) is noted.
 
-2f / 2p: two labs of their own (``<base>i-`` idle, ``<base>l-`` loaded), in threads beside
-the rest of the bench and beside each other, each with one tunnel monitored by ICMP
-100 ms x 3 for a window (600 s full, 60 s quick, 5 s smoke; ``--icmp-window``). Loaded: the
-lab's echo stream, one UDP datagram every 50 ms through the tunnel, answered. 2f: failovers
-in the window (goal 0). 2p: probes per second, counted where they arrive (``Icmp InEchos``
-in every gateway's namespace, not from extsock's own log): loaded beside idle.
+2s (issue 28): the same trial, BFD-class: ICMP 30 ms x 3 with ``standby = yes``. Before each
+trial the hot standby must be up towards the next gateway, and the CHILD_SA must come up in
+the standby's IKE_SA (one CREATE_CHILD_SA, no IKE_SA_INIT): a trial where it did not is in
+the notes. Goal 0.12 s median; baseline 2i of the same run.
+
+2f / 2p / 2c: labs of their own, each with one tunnel monitored by ICMP 30 ms x 3 for a
+window (600 s full, 60 s quick, 5 s smoke; ``--icmp-window``). Rows: idle; loaded (the
+lab's echo stream, one UDP datagram every 50 ms through the tunnel, answered); rekey (the
+tunnel's IKE_SA and CHILD_SA rekeyed every 30 s, ``rekey_time = 30s``); those three in
+threads beside the rest of the bench and beside each other (``<base>i-``, ``l-``, ``k-``);
+and busy (``<base>s-``): both cores of the host busy with ``stress-ng --cpu 2`` (nice 0),
+run alone after every other figure so that it moves none of them. 2f: failovers in the
+window (goal 0). 2p: probes per second, counted where they arrive (``Icmp InEchos`` in
+every gateway's namespace, not from extsock's own log): loaded beside idle. 2c: extsock's
+CPU (utime + stime of its process over the idle window) in % of one core (goal <= 1 %).
 """
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from extsock_py.bench.fig_detection import Durations
+from extsock_py.bench.fig_standby import child_ike_id, ike_id_towards, standby_up
 from extsock_py.bench.labs import BASE, POLICY, BenchRunner, bench_lab, fresh_name, running
 from extsock_py.bench.stats import Figure, Summary
 from extsock_py.bench.watch import EventWatch, child_up
@@ -42,20 +55,54 @@ LOAD_PERIOD = 0.05  # s between datagrams of the loaded window (the lab's traffi
 WINDOWS = {"full": 600.0, "quick": 60.0, "smoke": 5.0}
 IDLE_PREFIX = f"{BASE}i-"
 LOADED_PREFIX = f"{BASE}l-"
+REKEY_PREFIX = f"{BASE}k-"
+BUSY_PREFIX = f"{BASE}s-"
+FAST_INTERVAL = "30ms"  # figures 2s, 2f, 2p, 2c (issue 28): BFD-class, 3 x 30 ms
+STANDBY_GOAL_S = 0.12
+CPU_GOAL_PCT = 1.0
+REKEY_TIME = "30s"
+ROWS = ("idle", "loaded", "rekey", "busy")
+ROW_LABELS = {
+    "idle": "idle",
+    "loaded": "loaded: UDP echo every 50 ms",
+    "rekey": f"IKE_SA and CHILD_SA rekeyed every {REKEY_TIME}",
+    "busy": "busy host: stress-ng --cpu 2 (nice 0)",
+}
+PREFIXES = {
+    "idle": IDLE_PREFIX,
+    "loaded": LOADED_PREFIX,
+    "rekey": REKEY_PREFIX,
+    "busy": BUSY_PREFIX,
+}
 
 
-def icmp_policy(lab: Lab) -> str:
-    return POLICY + (
-        "    monitor {\n"
-        "        enabled = yes\n"
-        f"        local = {INI_ADDR}\n"
-        f"        remote = {PROTECTED_ADDR}\n"
-        "        probe = icmp\n"
-        "        interval = 100ms\n"
-        "        misses = 3\n"
-        f"        netns = {lab.namespace(INI)}\n"
-        "    }\n"
+def icmp_policy(lab: Lab, interval: str = "100ms", misses: int = 3, standby: bool = False) -> str:
+    return (
+        POLICY
+        + ("    standby = yes\n" if standby else "")
+        + (
+            "    monitor {\n"
+            "        enabled = yes\n"
+            f"        local = {INI_ADDR}\n"
+            f"        remote = {PROTECTED_ADDR}\n"
+            "        probe = icmp\n"
+            f"        interval = {interval}\n"
+            f"        misses = {misses}\n"
+            f"        netns = {lab.namespace(INI)}\n"
+            "    }\n"
+        )
     )
+
+
+def with_rekeys(text: str, every: str = REKEY_TIME) -> str:
+    """ini's swanctl.conf with `home`'s IKE_SA and its CHILD_SA `net` rekeyed `every`."""
+    text, n = re.subn(r"(\n    home \{\n)", rf"\1        rekey_time = {every}\n", text, count=1)
+    text, m = re.subn(
+        r"(\n            net \{\n)", rf"\1                rekey_time = {every}\n", text, count=1
+    )
+    if n != 1 or m != 1:
+        raise RuntimeError("ini's swanctl.conf: no `home` or `net` section to set rekey_time in")
+    return text
 
 
 def window_for(mode: str, override: float | None) -> float:
@@ -67,14 +114,19 @@ def window_for(mode: str, override: float | None) -> float:
 # --- 2i ------------------------------------------------------------------------------------
 
 
-def detection(lab: Lab, trials: int, timeout: float) -> Durations:
-    """Figure 2i: fault -> first echo answered through the next gateway (`total`); the
-    CHILD_SA up there, on the listener, in `noticed`."""
+def detection(
+    lab: Lab, trials: int, timeout: float, interval: str = "100ms", standby: bool = False
+) -> Durations:
+    """Figure 2i (2s with `standby` at 30 ms): fault -> first echo answered through the next
+    gateway (`total`); the CHILD_SA up there, on the listener, in `noticed`. With `standby`,
+    each trial waits for the hot standby up towards the next gateway first, and one whose
+    CHILD_SA did not come up in the standby's IKE_SA is an error, not a value."""
     addrs = lab.config.remote_addrs()
     out = Durations()
+    policy = icmp_policy(lab, interval, 3, standby)
     with (
         EventWatch(str(lab.vici_path(INI))) as watch,
-        running(BenchRunner(lab, icmp_policy(lab), name=fresh_name())),
+        running(BenchRunner(lab, policy, name=fresh_name())) as runner,
     ):
         if watch.wait_for(child_up(f"{HOME}@{addrs[0]}"), 20.0) is None:
             raise RuntimeError("extsock's tunnel did not come up on segw1")
@@ -83,6 +135,16 @@ def detection(lab: Lab, trials: int, timeout: float) -> Durations:
             nxt = (active + 1) % len(addrs)
             node, nxt_node = gateway_name(active + 1), gateway_name(nxt + 1)
             time.sleep(1.5)  # a steady state: probes answered on the new tunnel
+            standby_id = None
+            if standby:
+                target = addrs[nxt]
+
+                def ready(target: str = target) -> bool:
+                    return standby_up(runner, target)
+
+                if not wait_until(ready, 15.0, 0.05):
+                    out.errors.append(f"the hot standby towards {addrs[nxt]} was not up")
+                standby_id = ike_id_towards(lab, f"{HOME}@{addrs[nxt]}")
             mark = watch.mark()
             t0 = time.monotonic()
             lab.fail(node, "link")
@@ -99,6 +161,14 @@ def detection(lab: Lab, trials: int, timeout: float) -> Durations:
                         f"({where})"
                     )
                     continue
+                if standby:
+                    carried = child_ike_id(lab, f"{HOME}@{addrs[nxt]}")
+                    if standby_id is None or carried != standby_id:
+                        out.errors.append(
+                            f"the CHILD_SA came up in IKE_SA {carried}, not the standby's "
+                            f"{standby_id}"
+                        )
+                        continue
                 out.total.append(first - t0)
             finally:
                 lab.heal(node)
@@ -144,12 +214,38 @@ def detection_figure(
     return fig
 
 
-# --- 2f and 2p: the windows ----------------------------------------------------------------
+def standby_figure(got: Durations | str, icmp: Durations | str | None) -> Figure:
+    """2s beside 2i (its baseline) of the same run."""
+    name = (
+        "2s ICMP monitor 30ms x 3 with hot standby: gateway silenced -> first datagram "
+        "through the next gateway"
+    )
+    baseline = icmp.total if isinstance(icmp, Durations) else []
+    fig = Figure(
+        name=name,
+        unit="s",
+        extsock=Summary.of(got.total if isinstance(got, Durations) else []),
+        baseline=Summary.of(baseline),
+        goal=f"<= {STANDBY_GOAL_S:g} s median",
+        goal_value=STANDBY_GOAL_S,
+        baseline_label="figure 2i of this run (ICMP 100ms x 3, no standby)",
+        skipped=got if isinstance(got, str) else None,
+    )
+    if isinstance(got, Durations):
+        fig.notes = got.errors[:5]
+        fig.extra["child_up_s"] = Summary.of(got.noticed).to_dict()
+        up = Summary.of(got.noticed).median
+        if up is not None:
+            fig.notes.append(f"fault -> CHILD_SA up on the next gateway: median {up:.3f} s")
+    return fig
+
+
+# --- 2f, 2p and 2c: the windows --------------------------------------------------------
 
 
 @dataclass
 class WindowResult:
-    loaded: bool
+    row: str  # one of ROWS
     seconds: float = 0.0
     failovers: int | None = None
     history: int | None = None
@@ -160,7 +256,14 @@ class WindowResult:
     load_longest_gap: float | None = None
     error: str | None = None
     verdicts: list[str] = field(default_factory=list)  # extsock's "gateway dead" log lines
-    held: int = 0  # verdicts held back after a stall of extsock itself
+    held: int = 0  # windows discounted after a stall of extsock itself (logged ones)
+    cpu_pct: float | None = None  # extsock's CPU over the window, % of one core
+    ike_rekeys: int | None = None  # new IKE_SA unique ids on ini in the window
+    child_rekeys: int | None = None  # new CHILD_SA unique ids on ini in the window
+
+    @property
+    def loaded(self) -> bool:
+        return self.row == "loaded"
 
     @property
     def probes_per_s(self) -> float | None:
@@ -181,23 +284,59 @@ def _in_echoes(lab: Lab) -> int:
     return total
 
 
-def window(prefix: str, seconds: float, loaded: bool, stop: threading.Event) -> WindowResult:
-    """One lab, one tunnel monitored by ICMP 100 ms x 3, `seconds` idle or loaded."""
-    result = WindowResult(loaded)
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+_CLK_TCK = 100.0
+
+
+def _sa_ids(lab: Lab) -> tuple[int, int]:
+    """The highest IKE_SA and CHILD_SA unique ids on ini (they only grow: a rekey adds one)."""
+    ike, child = 0, 0
+    for entry in lab.list_sas(INI):
+        for sa in entry.values():
+            ike = max(ike, int(sa["uniqueid"]))
+            for c in (sa.get("child-sas") or {}).values():
+                child = max(child, int(c["uniqueid"]))
+    return ike, child
+
+
+def window(prefix: str, seconds: float, row: str, stop: threading.Event) -> WindowResult:
+    """One lab, one tunnel monitored by ICMP 30 ms x 3, `seconds` in the row's conditions."""
+    result = WindowResult(row)
     try:
-        with (
-            bench_lab(LabConfig(prefix=prefix)) as lab,
-            running(BenchRunner(lab, icmp_policy(lab), name=fresh_name())) as runner,
-        ):
-            if not wait_until(lambda: lab.child_installed("segw1"), 20.0):
-                raise RuntimeError("no tunnel on segw1")
-            if not wait_until(lambda: "monitoring the tunnel via" in runner.log_text(), 5.0):
-                raise RuntimeError("the monitor did not start")
-            time.sleep(1.0)
-            _observe(lab, runner, result, seconds, stop)
+        with bench_lab(LabConfig(prefix=prefix)) as lab:
+            runner = BenchRunner(
+                lab,
+                icmp_policy(lab, FAST_INTERVAL, 3),
+                name=fresh_name(),
+                conf_transform=with_rekeys if row == "rekey" else None,
+            )
+            with running(runner):
+                if not wait_until(lambda: lab.child_installed("segw1"), 20.0):
+                    raise RuntimeError("no tunnel on segw1")
+                if not wait_until(lambda: "monitoring the tunnel via" in runner.log_text(), 5.0):
+                    raise RuntimeError("the monitor did not start")
+                time.sleep(1.0)
+                _observe(lab, runner, result, seconds, stop)
     except Exception as exc:  # reported in the figure's notes; the bench goes on
         result.error = f"{type(exc).__name__}: {exc}"
     return result
+
+
+def _busy(seconds: float) -> subprocess.Popen[bytes] | None:
+    """stress-ng keeping both cores busy (nice 0) for `seconds` (+ a margin), or None."""
+    if shutil.which("stress-ng") is None:
+        raise RuntimeError("stress-ng missing (scripts/install-deps.sh installs it)")
+    return subprocess.Popen(
+        ["stress-ng", "--cpu", "2", "--timeout", f"{int(seconds) + 30}s", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _observe(
@@ -205,17 +344,32 @@ def _observe(
 ) -> None:
     before = runner.status()["failures_total"]
     echoes = _in_echoes(lab)
+    ids = _sa_ids(lab)
     stream = EchoStream(lab, LOAD_PERIOD) if result.loaded else None
+    stress = _busy(seconds) if result.row == "busy" else None
+    assert runner.process is not None
+    pid = runner.process.pid
+    cpu = _cpu_seconds(pid)
     t0 = time.monotonic()
     if stream is not None:
         stream.start()
     try:
         stop.wait(seconds)
     finally:
-        result.echoes = _in_echoes(lab) - echoes
         result.seconds = time.monotonic() - t0
+        result.cpu_pct = round(100.0 * (_cpu_seconds(pid) - cpu) / result.seconds, 3)
+        if stress is not None:
+            stress.terminate()
+            try:
+                stress.wait(10.0)
+            except subprocess.TimeoutExpired:
+                stress.kill()
+                stress.wait(10.0)
+        result.echoes = _in_echoes(lab) - echoes
         if stream is not None:
             stream.stop()
+    after = _sa_ids(lab)
+    result.ike_rekeys, result.child_rekeys = after[0] - ids[0], after[1] - ids[1]
     status = runner.status()
     result.failovers = int(status["failures_total"]) - int(before)
     result.active_gateway = status["active_gateway"]
@@ -226,35 +380,36 @@ def _observe(
             result.load_longest_gap = round(stream.longest_gap()[0], 3)
     lines = runner.log_text().splitlines()
     result.verdicts = [line for line in lines if ": gateway dead" in line][:5]
-    result.held = sum(1 for line in lines if "the verdict waits for one more probe" in line)
+    result.held = sum(1 for line in lines if "do not count" in line or "waits for one" in line)
     if stop.is_set():
         result.error = "interrupted"
 
 
 class Windows:
-    """The idle and loaded windows, each in a thread and a lab of its own."""
+    """The idle, loaded and rekey windows, each in a thread and a lab of its own; the busy
+    window (stress-ng) after them, alone, when the figures are asked for."""
 
     def __init__(self, seconds: float, log: Log) -> None:
         self.seconds = seconds
         self.log = log
-        self.results: dict[bool, WindowResult] = {}
+        self.results: dict[str, WindowResult] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
     def start(self) -> Windows:
-        for prefix, loaded in ((IDLE_PREFIX, False), (LOADED_PREFIX, True)):
-            thread = threading.Thread(target=self._one, args=(prefix, loaded), daemon=True)
+        for row in ("idle", "loaded", "rekey"):
+            thread = threading.Thread(target=self._one, args=(row,), daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
 
-    def _one(self, prefix: str, loaded: bool) -> None:
-        what = "loaded" if loaded else "idle"
-        self.log(f"  ICMP monitor window ({prefix}, {what}, {self.seconds:.0f} s) started")
-        self.results[loaded] = window(prefix, self.seconds, loaded, self._stop)
-        self.log(f"  ICMP monitor window ({prefix}, {what}) done: {self.results[loaded]}")
+    def _one(self, row: str) -> None:
+        prefix = PREFIXES[row]
+        self.log(f"  ICMP monitor window ({prefix}, {row}, {self.seconds:.0f} s) started")
+        self.results[row] = window(prefix, self.seconds, row, self._stop)
+        self.log(f"  ICMP monitor window ({prefix}, {row}) done: {self.results[row]}")
 
-    def join(self, timeout: float) -> dict[bool, WindowResult]:
+    def join(self, timeout: float) -> dict[str, WindowResult]:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -266,7 +421,10 @@ class Windows:
 
     def figures(self, timeout: float) -> list[Figure]:
         got = self.join(timeout)
-        return window_figures(got.get(False), got.get(True), self.seconds)
+        if not self._stop.is_set():
+            self._one("busy")  # alone: both cores busy would move every other figure
+            got = dict(self.results)
+        return window_figures(got, self.seconds)
 
 
 def _one_value(value: float | int | None) -> Summary:
@@ -277,14 +435,14 @@ def _why_not(result: WindowResult | None) -> str:
     return (result.error if result is not None else None) or "window not run"
 
 
-def window_figures(
-    idle: WindowResult | None, loaded: WindowResult | None, seconds: float
-) -> list[Figure]:
+def window_figures(results: dict[str, WindowResult], seconds: float) -> list[Figure]:
     out = []
-    for result, what in ((idle, "idle"), (loaded, "loaded: UDP echo every 50 ms")):
+    for row in ROWS:
+        result = results.get(row)
         failovers = None if result is None else result.failovers
         fig = Figure(
-            name=f"2f false failovers in {seconds:.0f} s, ICMP monitor 100ms x 3, {what}",
+            name=f"2f false failovers in {seconds:.0f} s, ICMP monitor {FAST_INTERVAL} x 3, "
+            f"{ROW_LABELS[row]}",
             unit="failovers",
             extsock=_one_value(failovers),
             baseline=Summary.of([]),
@@ -297,7 +455,13 @@ def window_figures(
             fig.extra["window"] = result.__dict__ | {"probes_per_s": result.probes_per_s}
             if result.error and failovers is not None:
                 fig.notes.append(result.error)
-            fig.notes += [f"verdicts held after a stall of extsock: {result.held}"]
+            fig.notes += [f"windows discounted after a stall of extsock (logged): {result.held}"]
+            if result.cpu_pct is not None:
+                fig.notes.append(f"extsock CPU {result.cpu_pct:.2f} % of a core")
+            if row == "rekey":
+                fig.notes.append(
+                    f"rekeys on ini: {result.ike_rekeys} IKE_SA, {result.child_rekeys} CHILD_SA"
+                )
             fig.notes += [f"extsock: {line}" for line in result.verdicts[:3]]
             if result.loaded and failovers is not None:
                 gap = result.load_longest_gap
@@ -306,16 +470,30 @@ def window_figures(
                     f"longest gap {gap if gap is not None else '-'} s"
                 )
         out.append(fig)
+    idle, loaded = results.get("idle"), results.get("loaded")
     loaded_rate = None if loaded is None else loaded.probes_per_s
     rate = Figure(
-        name="2p ICMP monitor probes/s (100ms x 3), with traffic (loaded) beside idle",
+        name=f"2p ICMP monitor probes/s ({FAST_INTERVAL} x 3), with traffic (loaded) beside idle",
         unit="probes/s",
         extsock=_one_value(loaded_rate),
         baseline=_one_value(None if idle is None else idle.probes_per_s),
         goal="(reported)",
-        baseline_label="the idle window (one probe per interval: ~10/s)",
+        baseline_label="the idle window (one probe per interval: ~33/s)",
         notes=["echo requests counted where they arrive: Icmp InEchos of the gateways"],
         skipped=None if loaded_rate is not None else _why_not(loaded),
     )
     out.append(rate)
+    cpu = None if idle is None else idle.cpu_pct
+    out.append(
+        Figure(
+            name=f"2c extsock CPU, one idle tunnel probed by ICMP at {FAST_INTERVAL}",
+            unit="% of a core",
+            extsock=_one_value(cpu),
+            baseline=Summary.of([]),
+            goal=f"<= {CPU_GOAL_PCT:g} %",
+            goal_value=CPU_GOAL_PCT,
+            baseline_label="none (utime + stime of extsock over the idle 2f window)",
+            skipped=None if cpu is not None else _why_not(idle),
+        )
+    )
     return out

@@ -77,7 +77,7 @@ def run_all(plan: Plan, background: Background, log: Log) -> list[Figure]:
 
 
 def _icmp_only(plan: Plan, windows: fig_icmp.Windows, log: Log) -> list[Figure]:
-    """`--only icmp`: figures 2, 2m and 2i in the main lab, 2f and 2p in theirs."""
+    """`--only icmp`: figures 2, 2m, 2i and 2s in the main lab, 2f, 2p and 2c in theirs."""
     figures: list[Figure] = []
 
     def main_lab() -> None:
@@ -198,7 +198,7 @@ def _main_lab(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
 
 
 def _detections(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
-    """Figures 2, 2m and 2i: the same silent gateway, three ways of noticing it."""
+    """Figures 2, 2m, 2i and 2s: the same silent gateway, four ways of noticing it."""
     lab.reset()
     dpd = guard(
         "2 detection", lambda: fig_detection.detection(lab, plan.detection, DETECT_TIMEOUT), log
@@ -226,6 +226,15 @@ def _detections(lab: Lab, plan: Plan, log: Log, out: list[Figure]) -> None:
         log,
     )
     out.append(fig_icmp.detection_figure(icmp, mon, dpd if isinstance(dpd, Durations) else None))
+    lab.reset()
+    fast = guard(
+        "2s ICMP monitor 30ms x 3 with hot standby",
+        lambda: fig_icmp.detection(
+            lab, plan.detection, DETECT_TIMEOUT, fig_icmp.FAST_INTERVAL, standby=True
+        ),
+        log,
+    )
+    out.append(fig_icmp.standby_figure(fast, icmp))
 
 
 @dataclass

@@ -25,15 +25,32 @@ postpones the verdict:
   is due and, while traffic flows, every half interval (`look_due`), so that a gateway
   dying under load is noticed as fast as an idle one.
 
-The rule assumes the probes went out on schedule. When the monitor itself did not run
-(no Tick for more than `STALL_FACTOR` intervals: the process was not scheduled, the loop
-was busy) the silence it finds proves nothing about the gateway, least of all at 100 ms
-intervals on a loaded host: a verdict due after such a stall is held back once per
-silence, for one fresh probe and one interval to answer it (`stalls` counts them). A real
-failure met by a stall is therefore declared at most one interval (plus the stall) late.
-The same hold applies to a verdict due with no probe out at all since the last sign of
-life (traffic held the probes back, then a slow look at the counters let the dead-line
-pass): silence is only believed once a probe has gone unanswered.
+The rule assumes the probes went out on schedule and their answers were read. When the
+monitor itself did not run on time, the silence it finds proves nothing about the gateway,
+least of all at 30 ms intervals on a loaded host. It counts as a stall of extsock (SIGSTOP,
+a long GC pause, the host's CPUs busy with other work) when a Tick comes
+- more than `STALL_LATE` intervals after the moment it was due for (a probe due, the
+  dead-line): the prober's own timer ran late, so the probes were not out on schedule or
+  the answers that came back were not read when the verdict fell due; or
+- more than `STALL_FACTOR` intervals after the previous one (the monitor did not run).
+The misses of that window do not count: the count starts again at the end of the stall
+(`held_until`: the dead-line is pushed to `misses * interval` after it; a fresh probe goes
+out at once, and the schedule goes on from there). Each stall is such a restart (`stalls`
+counts them), so the verdict needs `misses * interval` of silence measured while extsock
+ran on time: a real failure met by a stall is declared at most that much after the stall
+ends. A second stall in the same silence doubles that window, a third doubles it again (up
+to 8 times, `MAX_DOUBLINGS`): seen in the lab under `stress-ng --cpu 2`, the path drains a
+backlog for a few hundred ms after a stall. A host so starved that the monitor never runs
+on time for that long gets no verdict from the monitor (charon's own DPD still applies),
+and never a false one.
+The same holds when the path through this host stalled rather than extsock: the caller
+reports it as `HostStalled` (charon, which carries the probes through the tunnel on this
+host, waited for a CPU for an interval or more while the answers were due); that window's
+misses do not count either.
+A verdict due with no probe out at all since the last sign of life (traffic held the
+probes back, then a slow look at the counters let the dead-line pass) is held back once
+per silence for one fresh probe and one interval: silence is only believed once a probe
+has gone unanswered.
 
 The monitor runs only while `Start` has armed it (the tunnel is up on the current gateway)
 and stops on `Stop` or after `DeclareDead`, until the next `Start` (a new tunnel).
@@ -62,8 +79,10 @@ class MonitorState:
     probes_total: int = 0
     replies_total: int = 0
     last_tick: float | None = None  # when the monitor last ran (Start or Tick)
-    held_until: float | None = None  # a verdict held back after a stall (once per silence)
-    stalls: int = 0  # verdicts held back so far
+    held_until: float | None = None  # no verdict before this (a stall, or no probe out)
+    unprobed_held: bool = False  # the hold for "no probe out" was used in this silence
+    discounted: int = 0  # windows discounted in this silence (stalls): each hold is longer
+    stalls: int = 0  # windows discounted so far (a stall of extsock, or no probe out)
 
     @property
     def dead_at(self) -> float | None:
@@ -113,7 +132,13 @@ class Tick:
     """Time passed: a probe or the dead-line may be due."""
 
 
-Event = Start | Stop | ProbeSent | ReplySeen | InboundPackets | InboundUnknown | Tick
+@dataclass(frozen=True)
+class HostStalled:
+    """The probes' path through this host stalled while the answers were due (the caller
+    measured it: charon's threads waited for a CPU): that window's misses do not count."""
+
+
+Event = Start | Stop | ProbeSent | ReplySeen | InboundPackets | InboundUnknown | Tick | HostStalled
 
 
 # --- actions ----------------------------------------------------------------------------
@@ -135,6 +160,8 @@ class DeclareDead:
 Action = SendProbe | DeclareDead
 Result = tuple[MonitorState, list[Action]]
 STALL_FACTOR = 1.5  # a gap between two runs of the monitor longer than this many intervals
+STALL_LATE = 0.5  # a Tick later than this many intervals after what it was due for
+MAX_DOUBLINGS = 3  # stalls in one silence lengthen the discounted window up to 8 times
 
 
 def initial_state(interval: float, misses: int) -> MonitorState:
@@ -149,6 +176,20 @@ def wake_at(state: MonitorState) -> float | None:
         return None
     times = [t for t in (state.next_probe_at, state.dead_at, _next_look(state)) if t is not None]
     return min(times) if times else None
+
+
+def timer_at(state: MonitorState) -> float | None:
+    """The earliest time at which a Tick may send a probe or declare the gateway dead (the
+    probe timer's wake-up; the looks at the counters are the caller's own schedule)."""
+    if not state.running:
+        return None
+    times = [t for t in (state.next_probe_at, state.dead_at) if t is not None]
+    return min(times) if times else None
+
+
+def next_look(state: MonitorState) -> float | None:
+    """While traffic flows, when the counters should be looked at again."""
+    return _next_look(state)
 
 
 def _next_look(state: MonitorState) -> float | None:
@@ -182,7 +223,13 @@ def _silent_too_long(state: MonitorState, now: float) -> bool:
 
 def _life(state: MonitorState, now: float) -> MonitorState:
     return replace(
-        state, last_life=now, next_probe_at=now + state.interval, unanswered=0, held_until=None
+        state,
+        last_life=now,
+        next_probe_at=now + state.interval,
+        unanswered=0,
+        held_until=None,
+        unprobed_held=False,
+        discounted=0,
     )
 
 
@@ -195,6 +242,8 @@ def _answered(state: MonitorState, now: float) -> MonitorState:
         unanswered=0,
         replies_total=state.replies_total + 1,
         held_until=None,
+        unprobed_held=False,
+        discounted=0,
     )
 
 
@@ -233,6 +282,8 @@ def step(state: MonitorState, event: Event, now: float) -> Result:
                 unanswered=0,
                 next_probe_at=now + state.interval,
                 held_until=None,
+                unprobed_held=False,
+                discounted=0,
             )
             return grown, []
         case InboundUnknown():
@@ -248,17 +299,62 @@ def step(state: MonitorState, event: Event, now: float) -> Result:
             ), []
         case Tick():
             return _tick(state, now)
+        case HostStalled():
+            return _discount(replace(state, last_tick=now), now)
     return state, []
 
 
+def verdict_due(state: MonitorState, now: float) -> bool:
+    """Whether a Tick now would find the silence long enough for a verdict (the moment for
+    the caller to check whether the host stalled meanwhile)."""
+    return state.running and _silent_too_long(state, now)
+
+
+def _discount(state: MonitorState, now: float) -> Result:
+    """The misses so far do not count: the count starts again now, with a fresh probe. A
+    stall met again in the same silence is a host whose path drains a backlog after it:
+    each further window is twice as long, up to 2**MAX_DOUBLINGS times."""
+    window = state.misses_allowed * state.interval * 2 ** min(state.discounted, MAX_DOUBLINGS)
+    held = replace(
+        state,
+        held_until=now + window,
+        stalls=state.stalls + 1,
+        discounted=state.discounted + 1,
+        next_probe_at=None,
+    )
+    return held, [SendProbe()]
+
+
+def stall_of(state: MonitorState, now: float) -> float | None:
+    """How long the monitor was stalled if a Tick at `now` finds it was (see the module
+    docstring), else None: the lateness past what the Tick was due for, or the gap since
+    the previous Tick."""
+    if not state.running:
+        return None
+    due = [t for t in (state.next_probe_at, state.dead_at) if t is not None and t <= now]
+    late = now - min(due) if due else 0.0
+    if late > STALL_LATE * state.interval:
+        return late
+    gap = now - state.last_tick if state.last_tick is not None else 0.0
+    return gap if gap > STALL_FACTOR * state.interval else None
+
+
 def _tick(state: MonitorState, now: float) -> Result:
-    stalled = state.last_tick is not None and now - state.last_tick > STALL_FACTOR * state.interval
+    stalled = stall_of(state, now) is not None
     state = replace(state, last_tick=now)
+    if stalled and (_silent_too_long(state, now) or probe_due(state, now)):
+        # Extsock did not run on time: the misses of that window do not count. The count
+        # starts again now, with a fresh probe at once.
+        return _discount(state, now)
     unprobed = state.unanswered == 0  # no probe out since the last sign of life
-    if _silent_too_long(state, now) and (stalled or unprobed) and state.held_until is None:
-        # Our own probes were not out on schedule: one fresh probe, an interval to answer it.
+    if _silent_too_long(state, now) and unprobed and not state.unprobed_held:
+        # Our own probes were not out: one fresh probe, an interval to answer it.
         held = replace(
-            state, held_until=now + state.interval, stalls=state.stalls + 1, next_probe_at=None
+            state,
+            held_until=now + state.interval,
+            unprobed_held=True,
+            stalls=state.stalls + 1,
+            next_probe_at=None,
         )
         return held, [SendProbe()]
     if _silent_too_long(state, now):

@@ -124,20 +124,55 @@ def test_a_full_run_reuses_figures_2_and_3_as_the_bookworm_rows() -> None:
     assert host.initial == "lab broke"
 
 
-def test_icmp_window_figures_goal_zero_and_probe_rates() -> None:
+def test_icmp_window_figures_goal_zero_probe_rates_and_cpu() -> None:
     from extsock_py.bench.fig_icmp import WindowResult, window_figures, window_for
 
     assert window_for("full", None) == 600.0 and window_for("smoke", None) == 5.0
     assert window_for("quick (only icmp)", None) == 60.0 and window_for("full", 30.0) == 30.0
-    idle = WindowResult(False, seconds=10.0, failovers=0, echoes=100)
-    loaded = WindowResult(True, seconds=10.0, failovers=1, echoes=5, load_sent=200)
-    idle_fig, loaded_fig, rate = window_figures(idle, loaded, 10.0)
+    idle = WindowResult("idle", seconds=10.0, failovers=0, echoes=330, cpu_pct=0.8)
+    loaded = WindowResult("loaded", seconds=10.0, failovers=1, echoes=5, load_sent=200)
+    rekey = WindowResult("rekey", seconds=10.0, failovers=0, ike_rekeys=2, child_rekeys=3)
+    busy = WindowResult("busy", error="RuntimeError: stress-ng missing")
+    figs = window_figures({"idle": idle, "loaded": loaded, "rekey": rekey, "busy": busy}, 10.0)
+    idle_fig, loaded_fig, rekey_fig, busy_fig, rate, cpu = figs
+    assert [f.name.split()[0] for f in figs] == ["2f", "2f", "2f", "2f", "2p", "2c"]
+    assert "30ms x 3" in idle_fig.name and "rekeyed every 30s" in rekey_fig.name
     assert idle_fig.met and not loaded_fig.met  # one false failover misses the goal
-    assert rate.extsock.median == 0.5 and rate.baseline.median == 10.0 and rate.ratio == 0.05
-    broken = WindowResult(True, error="RuntimeError: no tunnel on segw1")
-    figs = window_figures(None, broken, 10.0)
-    assert figs[0].skipped == "window not run" and figs[1].skipped == broken.error
-    assert figs[2].skipped == broken.error and not figs[2].met
+    assert rekey_fig.met and "rekeys on ini: 2 IKE_SA, 3 CHILD_SA" in rekey_fig.notes
+    assert busy_fig.skipped == busy.error and "stress-ng" in busy_fig.name
+    assert rate.extsock.median == 0.5 and rate.baseline.median == 33.0
+    assert cpu.met and cpu.extsock.median == 0.8
+    over = window_figures(
+        {"idle": WindowResult("idle", seconds=10.0, failovers=0, cpu_pct=1.5)}, 10.0
+    )
+    assert not over[-1].met  # 1.5 % of a core misses the 1 % goal
+    none = window_figures({}, 10.0)
+    assert all(f.skipped == "window not run" for f in none) and not any(f.met for f in none)
+
+
+def test_icmp_standby_figure_2s_beside_2i() -> None:
+    from extsock_py.bench.fig_detection import Durations
+    from extsock_py.bench.fig_icmp import standby_figure
+
+    fig = standby_figure(
+        Durations(total=[0.1, 0.11, 0.13], noticed=[0.095, 0.1, 0.12]), Durations(total=[0.3])
+    )
+    assert fig.name.startswith("2s ") and fig.met and fig.extsock.median == 0.11
+    assert fig.baseline.median == 0.3 and fig.extra["child_up_s"]["median"] == 0.1
+    assert not standby_figure(Durations(total=[0.15]), None).met  # over 0.12 s
+    assert standby_figure("2s failed: boom", "2i failed").skipped == "2s failed: boom"
+
+
+def test_the_rekey_row_sets_rekey_time_on_the_ike_sa_and_the_child() -> None:
+    from extsock_py.bench.fig_icmp import with_rekeys
+
+    text = (
+        "connections {\n    home {\n        version = 2\n        children {\n"
+        "            net {\n                local_ts = x\n            }\n        }\n    }\n}\n"
+    )
+    out = with_rekeys(text)
+    assert "    home {\n        rekey_time = 30s\n" in out
+    assert "            net {\n                rekey_time = 30s\n" in out
 
 
 def test_icmp_detection_figure_beside_2m_and_2() -> None:

@@ -353,7 +353,7 @@ def test_the_host_addresses_adapter_reads_the_kernels_tables(tmp_path: Path) -> 
         ("backoff { maximum = 0 }", "extsock.backoff.maximum", "0s is too short"),
         ("failback { probe_interval = 1ms }", "extsock.failback.probe_interval", "100ms to 1h"),
         ("failback { probe_timeout = 10ms }", "extsock.failback.probe_timeout", "100ms to 10m"),
-        ("monitor { interval = 1ms }", "extsock.monitor.interval", "accepted: 100ms to 1m"),
+        ("monitor { interval = 1ms }", "extsock.monitor.interval", "accepted: 20ms to 1m"),
         ("monitor { netns = .. }", "extsock.monitor.netns", "no '/' or '..'"),
         ("monitor { netns = a/../b }", "extsock.monitor.netns", "invalid network namespace"),
         ("monitor { netns = .hidden }", "extsock.monitor.netns", "invalid network namespace"),

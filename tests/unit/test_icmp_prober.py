@@ -304,7 +304,8 @@ class World:
             self.clock.advance(step)
             if traffic:
                 self.add_packets(traffic)
-            self.monitor.run_once()
+            self.monitor.run_once()  # the main loop's side
+            self.monitor.probe_pass()  # the probe timer's side
             self.requests += len(self.sock.sent)
             if self.answering:
                 self.sock.answer_all()  # the round trip is shorter than a step

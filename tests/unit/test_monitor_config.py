@@ -116,3 +116,19 @@ def test_a_local_address_absent_from_the_host_is_a_clear_error(tmp_path: Path) -
     assert err.file == str(conf) and err.line == 12 and err.key == "extsock.monitor.local"
     assert str(err).startswith(f"{conf}:12: key 'extsock.monitor.local': address 192.0.2.123")
     assert "not an address of this host" in str(err)
+
+
+def test_the_monitor_interval_goes_down_to_20ms_and_no_lower() -> None:
+    """Issue 28: BFD-class probing (3 x 30 ms) needs intervals below the 100 ms of the other
+    durations; 20 ms is the floor, and the error names it."""
+    text = "extsock {\n  monitor {\n    interval = %s\n  }\n}\n"
+    assert policies(text % "20ms")["home"].monitor.interval == pytest.approx(0.02)
+    assert policies(text % "30ms")["home"].monitor.interval == pytest.approx(0.03)
+    err = error(text % "19ms")
+    assert err.key == "extsock.monitor.interval" and err.line == 3
+    assert "19ms is too short: at least 20ms" in str(err) and "20ms to 1m" in str(err)
+
+
+def test_the_other_durations_keep_their_100ms_floor() -> None:
+    err = error("extsock {\n  failback {\n    probe_interval = 30ms\n  }\n}\n")
+    assert err.key == "extsock.failback.probe_interval" and "at least 100ms" in str(err)

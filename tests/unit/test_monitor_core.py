@@ -72,9 +72,12 @@ def test_a_reply_resets_the_miss_count() -> None:
     assert state.unanswered == 0 and state.replies_total == 1
     # The answer dates life to the probe it answers (sent at 1.0): dead at 1.0 + 1.5.
     assert state.last_life == 1.0
+    for t in (1.5, 2.0):  # the probes that follow, on schedule, lost
+        state, actions = m.step(state, m.Tick(), t)
+        assert actions == [m.SendProbe()]
+        state, _ = m.step(state, m.ProbeSent(), t)
     state, actions = m.step(state, m.Tick(), 2.49)
-    assert not any(isinstance(a, m.DeclareDead) for a in actions)
-    state, _ = m.step(state, m.ProbeSent(), 2.49)  # the probe that tick asked for (lost)
+    assert actions == []
     state, actions = m.step(state, m.Tick(), 2.5)
     assert any(isinstance(a, m.DeclareDead) for a in actions)
 
@@ -242,24 +245,121 @@ def test_a_stall_past_the_dead_line_holds_the_verdict_for_one_fresh_probe() -> N
     assert state.held_until is None  # life clears the hold
 
 
-def test_a_held_verdict_falls_one_interval_later_when_the_fresh_probe_is_lost() -> None:
+def test_after_a_stall_the_misses_count_from_its_end() -> None:
+    """A silent gateway met by a stall: the count starts again when the monitor runs, and
+    the verdict falls misses x interval after that, the probes on schedule meanwhile."""
     state, _ = run(started(), 0.6, answer=True)
     state, actions = m.step(state, m.Tick(), 2.5)
+    assert actions == [m.SendProbe()] and state.stalls == 1
     state = _probe(state, 2.5)
     assert m.wake_at(state) == 3.0
-    state, actions = m.step(state, m.Tick(), 2.9)
+    for t in (3.0, 3.5):
+        state, actions = m.step(state, m.Tick(), t)
+        assert actions == [m.SendProbe()]
+        state = _probe(state, t)
+    state, actions = m.step(state, m.Tick(), 3.99)
     assert actions == []
-    state, actions = m.step(state, m.Tick(), 3.0)
+    state, actions = m.step(state, m.Tick(), 4.0)
     assert len(actions) == 1 and isinstance(actions[0], m.DeclareDead)
     assert state.dead and state.stalls == 1
 
 
-def test_only_one_hold_per_silence() -> None:
+def test_every_stall_discounts_its_window() -> None:
+    """Stalled again (SIGSTOP twice, a long GC pause under load): that window's misses do not
+    count either; no verdict until the monitor has run on time for misses x interval."""
     state, _ = run(started(), 0.6, answer=True)
     state, _ = m.step(state, m.Tick(), 2.5)
     state = _probe(state, 2.5)
     state, actions = m.step(state, m.Tick(), 5.0)  # stalled again past the held verdict
-    assert len(actions) == 1 and isinstance(actions[0], m.DeclareDead)
+    assert actions == [m.SendProbe()] and state.stalls == 2 and state.running
+    state = _probe(state, 5.0)
+    state, _ = m.step(state, m.ReplySeen(), 5.02)  # the gateway was alive all along
+    state, _ = run_from(state, 5.0, 20.0, answer=True)
+    assert state.running and not state.dead and state.stalls == 2
+
+
+def run_from(
+    state: m.MonitorState, start: float, until: float, answer: bool, step: float = 0.01
+) -> tuple[m.MonitorState, list[tuple[float, m.Action]]]:
+    """As `run`, from `start`: a Tick every `step` (on time), answered probes if `answer`."""
+    log: list[tuple[float, m.Action]] = []
+    k = 0
+    while start + k * step <= until + 1e-9:
+        t = start + k * step
+        state, actions = m.step(state, m.Tick(), t)
+        for action in actions:
+            log.append((round(t, 3), action))
+            if isinstance(action, m.SendProbe):
+                state = _probe(state, t)
+                if answer:
+                    state, _ = m.step(state, m.ReplySeen(), t + step / 2)
+        k += 1
+    return state, log
+
+
+# --- BFD-class intervals (issue 28): 30 ms x 3 on the fake clock ----------------------------
+
+
+def fast(now: float = 0.0) -> m.MonitorState:
+    state, _ = m.step(m.initial_state(0.03, 3), m.Start(), now)
+    return state
+
+
+def test_at_30ms_a_timer_late_by_more_than_half_an_interval_is_a_stall() -> None:
+    state = fast()
+    assert m.stall_of(state, 0.03 + 0.014) is None  # 14 ms late: within the rule
+    late = m.stall_of(state, 0.03 + 0.016)
+    assert late is not None and abs(late - 0.016) < 1e-9
+    state, actions = m.step(state, m.Tick(), 0.046)
+    assert actions == [m.SendProbe()] and state.stalls == 1
+    assert state.held_until is not None and abs(state.held_until - (0.046 + 0.09)) < 1e-9
+
+
+def test_at_30ms_a_silent_gateway_is_dead_90ms_after_its_last_answer() -> None:
+    """The timer on time (ticks at each wake-up, 2 ms late): no stall, dead at 3 x 30 ms."""
+    state = fast()
+    state = _probe(state, 0.0)
+    state, _ = m.step(state, m.ReplySeen(), 0.004)  # life at 0.0
+    t, dead_at = 0.0, None
+    for _ in range(20):
+        wake = m.wake_at(state)
+        if wake is None:
+            break
+        t = wake + 0.002
+        state, actions = m.step(state, m.Tick(), t)
+        for action in actions:
+            if isinstance(action, m.SendProbe):
+                state = _probe(state, t)
+            if isinstance(action, m.DeclareDead):
+                dead_at = t
+    assert dead_at is not None and abs(dead_at - 0.092) < 1e-9 and state.stalls == 0
+
+
+def test_at_30ms_a_stall_of_extsock_with_the_gateway_alive_is_no_verdict() -> None:
+    """SIGSTOP for 0.5 s: the answers to the probes sent before it wait in the socket and
+    are read at once on waking (ReplySeen dates life to the last probe sent, long past the
+    dead-line); the misses of the stall do not count, the fresh probe is answered."""
+    state, _ = run_from(fast(), 0.0, 0.3, answer=True, step=0.005)
+    state, _ = m.step(state, m.ReplySeen(), 0.8)  # drained first on waking
+    state, actions = m.step(state, m.Tick(), 0.8)
+    assert actions == [m.SendProbe()] and state.stalls == 1 and state.running
+    state = _probe(state, 0.8)
+    state, _ = m.step(state, m.ReplySeen(), 0.84)  # answered after 40 ms (> one interval)
+    state, log = run_from(state, 0.8, 5.0, answer=True, step=0.005)
+    assert not any(isinstance(a, m.DeclareDead) for _, a in log) and state.running
+
+
+def test_at_30ms_the_old_rule_would_have_declared_after_a_stall() -> None:
+    """The same stall, answer to the fresh probe 40 ms late: one interval's hold (the rule
+    before issue 28) would have declared at 0.83; the window restarted holds to 0.89."""
+    state, _ = run_from(fast(), 0.0, 0.3, answer=True, step=0.005)
+    state, _ = m.step(state, m.Tick(), 0.8)
+    state = _probe(state, 0.8)
+    state, actions = m.step(state, m.Tick(), 0.831)
+    assert actions == [m.SendProbe()]  # the schedule goes on; no verdict
+    state = _probe(state, 0.831)
+    state, _ = m.step(state, m.ReplySeen(), 0.84)
+    assert state.running and state.last_life == 0.831
 
 
 def test_ticks_on_schedule_are_no_stall_and_the_rule_is_unchanged() -> None:
@@ -315,3 +415,53 @@ def test_the_held_verdict_falls_when_that_probe_is_lost() -> None:
     state, actions = m.step(state, m.Tick(), 1.1)
     assert len(actions) == 1 and isinstance(actions[0], m.DeclareDead)
     assert actions[0].unanswered == 1
+
+
+def test_a_host_stall_reported_when_the_verdict_is_due_discounts_the_window() -> None:
+    """The timer on time, the answers late because the path through this host stalled
+    (charon waited for a CPU): HostStalled restarts the count like a stall of extsock."""
+    state = fast()
+    state = _probe(state, 0.0)
+    state, _ = m.step(state, m.ReplySeen(), 0.002)
+    for t in (0.03, 0.06):
+        state, _ = m.step(state, m.Tick(), t)
+        state = _probe(state, t)
+    assert not m.verdict_due(state, 0.089) and m.verdict_due(state, 0.09)
+    state, actions = m.step(state, m.HostStalled(), 0.09)
+    assert actions == [m.SendProbe()] and state.stalls == 1
+    state = _probe(state, 0.09)
+    assert not m.verdict_due(state, 0.17) and m.verdict_due(state, 0.18)
+    state, _ = m.step(state, m.ReplySeen(), 0.13)  # the late answers came
+    assert state.running and state.last_life == 0.09 and state.unanswered == 0
+
+
+def test_stalls_again_in_one_silence_lengthen_the_window_up_to_8_times() -> None:
+    """Under stress-ng the path drains a backlog for a few hundred ms after a stall: each
+    further stall in the same silence doubles the discounted window (90, 180, 360, 720,
+    720 ms at 30 ms x 3); an answer starts over at one window."""
+    state = fast()
+    windows = []
+    t = 0.0
+    for _ in range(5):
+        state, actions = m.step(state, m.HostStalled(), t)
+        assert actions == [m.SendProbe()]
+        held = state.held_until
+        assert held is not None
+        windows.append(round(held - t, 3))
+        state = _probe(state, t)
+        t = held
+    assert windows == [0.09, 0.18, 0.36, 0.72, 0.72] and state.stalls == 5
+    state, _ = m.step(state, m.ReplySeen(), t + 0.001)  # life
+    state, _ = m.step(state, m.HostStalled(), t + 0.01)
+    assert state.held_until is not None and abs(state.held_until - (t + 0.01 + 0.09)) < 1e-9
+
+
+def test_a_quiet_host_keeps_the_plain_rule_no_doubling_without_stalls() -> None:
+    state = fast()
+    state = _probe(state, 0.0)
+    state, _ = m.step(state, m.ReplySeen(), 0.001)
+    for t in (0.03, 0.06):
+        state, _ = m.step(state, m.Tick(), t)
+        state = _probe(state, t)
+    state, actions = m.step(state, m.Tick(), 0.09)
+    assert isinstance(actions[0], m.DeclareDead) and state.discounted == 0

@@ -84,7 +84,8 @@ class World:
     def run_for(self, seconds: float, step: float = 0.05) -> None:
         for _ in range(round(seconds / step)):
             self.clock.advance(step)
-            self.monitor.run_once()
+            self.monitor.run_once()  # the main loop's side
+            self.monitor.probe_pass()  # the probe timer's side
 
     def set_packets_in(self, ike_id: int, count: int) -> None:
         sa = self.charon.sas[ike_id]
