@@ -60,7 +60,8 @@ DEFAULT_STATE_DIR = Path("/run/extsock-lab")
 STATE_DIR_ENV = "EXTSOCK_LAB_DIR"
 STATE_FILE = "lab.json"
 CA_DIR = "ca"
-VICI_TIMEOUT = 5.0
+# Under the XFRM VM's emulation charon answers 10-30x slower: the VM's session raises it.
+VICI_TIMEOUT = float(os.environ.get("EXTSOCK_LAB_VICI_TIMEOUT") or 5.0)
 
 # Inside the daemon's own mount namespace: keep the state dir reachable through a bind mount
 # (it may itself live under /run), give /run a fresh tmpfs (charon's pid file is /run/charon.pid),

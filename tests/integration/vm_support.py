@@ -99,8 +99,9 @@ class VmSession:
         env = {
             IN_VM_ENV: "1",
             DATAPLANE_ENV: XFRM,
-            REPORT_ENV: str(report),
+            REPORT_ENV: f"{vmlib.vmimage.CTL_MOUNT}/{report.name}",
             "EXTSOCK_LAB_PREFIX": os.environ.get("EXTSOCK_LAB_PREFIX", "exs-"),
+            "EXTSOCK_LAB_VICI_TIMEOUT": "20",
         }
         began = time.monotonic()
         try:
