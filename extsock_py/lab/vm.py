@@ -45,6 +45,7 @@ MEMORY_MB = 1024
 GUEST_PYTHON = "/usr/bin/python3"
 REPO = Path(__file__).resolve().parents[2]
 STATE_FILE = "vm.json"
+GUEST_CTL = vmimage.CTL_MOUNT  # where the guest mounts the control directory
 POLL = 0.1
 # Modules the lab needs beyond what autoloads: ESP, the XFRM user API, XFRM interfaces.
 MODULES = (

@@ -99,7 +99,7 @@ class VmSession:
         env = {
             IN_VM_ENV: "1",
             DATAPLANE_ENV: XFRM,
-            REPORT_ENV: f"{vmlib.vmimage.CTL_MOUNT}/{report.name}",
+            REPORT_ENV: f"{vmlib.GUEST_CTL}/{report.name}",
             "EXTSOCK_LAB_PREFIX": os.environ.get("EXTSOCK_LAB_PREFIX", "exs-"),
             "EXTSOCK_LAB_VICI_TIMEOUT": "20",
         }
