@@ -209,6 +209,14 @@ def check_config(config_file: Path) -> None:
     )
 
 
+@main.command("xfrmi-updown")
+def xfrmi_updown() -> None:
+    """Print the path of the updown script of route-based clones (clone_if_id_base)."""
+    from importlib.resources import files
+
+    click.echo(str(files("extsock_py") / "data" / "xfrmi-updown.sh"))
+
+
 def _attach_subcommands() -> None:
     from extsock_py.cli.failover import COMMANDS
     from extsock_py.cli.swanctl import attach_swanctl_commands

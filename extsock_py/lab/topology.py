@@ -207,10 +207,11 @@ class LabConfig:
 
     def load_list(self, node: str) -> tuple[str, ...]:
         """The plugins ``node``'s charon loads: on XFRM without kernel-libipsec (with it,
-        charon would hand ESP to user space even where the kernel has it)."""
+        charon would hand ESP to user space even where the kernel has it) and with updown
+        (route-based clones move their route with extsock's updown script)."""
         plugins = release(self.charon_of(node)).load_list
         if self.dataplane == "xfrm":
-            return tuple(p for p in plugins if p != "kernel-libipsec")
+            return (*(p for p in plugins if p != "kernel-libipsec"), "updown")
         return plugins
 
     def remote_addrs(self) -> list[str]:

@@ -34,7 +34,10 @@ PREFIX = os.environ.get("EXTSOCK_LAB_PREFIX", "exs-")
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A test that takes ``dataplane`` runs on libipsec here and on XFRM in the VM."""
-    if "dataplane" in metafunc.fixturenames:
+    explicit = any(
+        "dataplane" in str(mark.args[0]) for mark in metafunc.definition.iter_markers("parametrize")
+    )
+    if "dataplane" in metafunc.fixturenames and not explicit:
         metafunc.parametrize("dataplane", DATAPLANES)
 
 

@@ -168,3 +168,12 @@ def test_standby_is_off_by_default_and_set_per_connection() -> None:
     assert not FailoverPolicy().standby
     bad = error("extsock {\n standby = maybe\n}\n")
     assert bad.key == "extsock.standby" and bad.line == 2 and "yes or no" in str(bad)
+
+
+def test_clone_if_id_base_is_off_by_default_and_reads_as_a_number() -> None:
+    assert FailoverPolicy().clone_if_id_base == 0
+    text = "extsock {\n  connections {\n    home { clone_if_id_base = 100 }\n  }\n}\n"
+    assert policies(text, ["home", "office"])["home"].clone_if_id_base == 100
+    assert policies(text, ["home", "office"])["office"].clone_if_id_base == 0
+    err = error("extsock {\n  clone_if_id_base = -1\n}\n")
+    assert (err.key, err.line) == ("extsock.clone_if_id_base", 2)
