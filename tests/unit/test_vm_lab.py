@@ -59,8 +59,8 @@ def test_lab_up_in_the_vm_gets_every_argument_but_the_kernel() -> None:
 
 
 def test_no_qemu_is_said_with_the_package_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vm.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(vm.shutil, "which", lambda name: None)
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr("shutil.which", lambda name: None)
     why = vm.preflight()
     assert why is not None and "qemu-system-x86" in why and vm.QEMU in why
 
