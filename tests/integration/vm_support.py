@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from extsock_py.lab import vm as vmlib
+from extsock_py.lab.lab import SLOWDOWN_ENV
 from extsock_py.lab.topology import DATAPLANE_ENV
 
 IN_VM_ENV = "EXTSOCK_IN_VM"
@@ -101,7 +102,7 @@ class VmSession:
             DATAPLANE_ENV: XFRM,
             REPORT_ENV: f"{vmlib.GUEST_CTL}/{report.name}",
             "EXTSOCK_LAB_PREFIX": os.environ.get("EXTSOCK_LAB_PREFIX", "exs-"),
-            "EXTSOCK_LAB_VICI_TIMEOUT": "20",
+            SLOWDOWN_ENV: "4",
         }
         began = time.monotonic()
         try:
