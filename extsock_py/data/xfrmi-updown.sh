@@ -20,24 +20,22 @@ esac
 DEV="exs$IFID"
 case "${PLUTO_VERB:-}" in
   up-client* | up-host*)
-    if ! ip link show dev "$DEV" >/dev/null 2>&1; then
-      ip link add "$DEV" type xfrm dev "${PLUTO_INTERFACE:-lo}" if_id "$IFID" ||
-        ip link show dev "$DEV" >/dev/null 2>&1 || exit 1 # another clone made it meanwhile
-    fi
-    ip link set dev "$DEV" up || exit 1
     SRC=""
     if [ -n "${PLUTO_MY_SOURCEIP:-}" ]; then
-      SRC="${PLUTO_MY_SOURCEIP%%/*}"
+      SRC="src ${PLUTO_MY_SOURCEIP%%/*}"
     else
       # shellcheck disable=SC2046 # word splitting wanted: "N: IF FAMILY ADDR/LEN ..."
       set -- $(ip -o addr show to "${PLUTO_MY_CLIENT:-0.0.0.0/32}" 2>/dev/null)
-      [ $# -ge 4 ] && SRC="${4%/*}"
+      [ $# -ge 4 ] && SRC="src ${4%/*}"
     fi
-    if [ -n "$SRC" ]; then
-      ip route replace "$PLUTO_PEER_CLIENT" dev "$DEV" src "$SRC"
-    else
-      ip route replace "$PLUTO_PEER_CLIENT" dev "$DEV"
-    fi
+    ADD=""
+    [ -e "/sys/class/net/$DEV" ] || ADD="link add $DEV type xfrm dev ${PLUTO_INTERFACE:-lo} if_id $IFID"
+    # One `ip` for all (charon waits for this script, and each process start counts).
+    ip -batch - <<EOF || exit 1
+$ADD
+link set dev $DEV up
+route replace $PLUTO_PEER_CLIENT dev $DEV $SRC
+EOF
     ;;
 esac
 exit 0

@@ -17,6 +17,7 @@ or not; the last test shows it.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,13 @@ FAILBACK = """
 """
 
 
+# On XFRM (emulated): a drain that outlasts charon's updown script under emulation, a failback
+# probe after it, and 5 cycles by default (the CI's budget for the VM).
+XFRM_TIMING = "    switch_drain = 5s\n" + FAILBACK.replace(
+    "probe_interval = 1500ms", "probe_interval = 6s"
+)
+XFRM_SETTLE = 5.5
+XFRM_CYCLES = int(os.environ.get("EXTSOCK_XFRM_SWITCH_CYCLES") or 5)
 # Route-based clones: each clone its own XFRM interface ID, the route moved by charon's updown.
 ROUTE_BASED = "    clone_if_id_base = 100\n"
 UPDOWN = str(files("extsock_py") / "data" / "xfrmi-updown.sh")
@@ -124,26 +132,33 @@ def describe(result: StreamResult) -> str:
 def test_ten_switches_and_ten_failbacks_lose_no_datagram(
     fresh_lab: Lab, make_extsock: Callable[..., ExtsockRunner], dataplane: str
 ) -> None:
-    """On XFRM with route-based clones: each clone its own policies, both take inbound."""
+    """On XFRM with route-based clones: each clone its own policies, both take inbound.
+
+    There the route moves when charon's updown script has run, after charon reported the
+    new CHILD_SA up; the drain must outlast that script: milliseconds on hardware, up to
+    seconds under the VM's emulation, hence its longer drain (and failback probe, which
+    must not come during a drain) and fewer cycles (EXTSOCK_XFRM_SWITCH_CYCLES)."""
     xfrm = dataplane == "xfrm"
-    extsock = make_extsock(emulated(FAST_POLICY, xfrm) + FAILBACK, route_based=xfrm)
+    n = XFRM_CYCLES if xfrm else 10
+    policy = emulated(FAST_POLICY, xfrm) + (XFRM_TIMING if xfrm else FAILBACK)
+    extsock = make_extsock(policy, route_based=xfrm)
     assert on(extsock, GW1, 30.0 if xfrm else 10.0), extsock.log_tail()
     mismatch = tmpl_mismatch(fresh_lab) if xfrm else 0
-    stream = SeqStream(fresh_lab, PERIOD, duration=240.0, far_delay=FAR_DELAY).start()
+    stream = SeqStream(fresh_lab, PERIOD, duration=40.0 * n, far_delay=FAR_DELAY).start()
     try:
         time.sleep(0.5)
-        cycles(extsock, 10, settle=1.3)
+        cycles(extsock, n, settle=XFRM_SETTLE if xfrm else 1.3)
     finally:
         result = stream.stop()
-    print(f"\n[{dataplane}] 10 switches + 10 failbacks, switch_drain 1s: {describe(result)}")
+    print(f"\n[{dataplane}] {n} switches + {n} failbacks: {describe(result)}")
     if xfrm:
         print(f"XfrmInTmplMismatch +{tmpl_mismatch(fresh_lab) - mismatch}")
         assert tmpl_mismatch(fresh_lab) == mismatch
     history = extsock.request("history", conn="home")["records"]
     reasons = [r["reason"] for r in history if r.get("result") == "up"]
-    assert reasons[-20:] == ["operator", "failback"] * 10, reasons
-    assert result.carriers() == ["segw1", "segw2"] * 10 + ["segw1"], result.carriers()
-    assert len(result.sent) > 20 * 2 / PERIOD * 0.5  # the stream ran through it all
+    assert reasons[-2 * n :] == ["operator", "failback"] * n, reasons
+    assert result.carriers() == ["segw1", "segw2"] * n + ["segw1"], result.carriers()
+    assert len(result.sent) > 2 * n * 2 / PERIOD * 0.5  # the stream ran through it all
     assert result.lost_out() == [], result.lost_out()
     assert result.lost_back() == [], result.lost_back()
 
