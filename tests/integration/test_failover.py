@@ -41,7 +41,7 @@ def clones(lab: Lab) -> list[str]:
 
 
 def test_initial_connect_with_a_silent_primary_lands_on_the_backup(
-    fresh_lab: Lab, extsock: ExtsockRunner, dataplane: str
+    fresh_lab: Lab, extsock: ExtsockRunner
 ) -> None:
     fresh_lab.fail("segw1", "link")
     extsock.start()

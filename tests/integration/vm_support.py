@@ -36,6 +36,7 @@ SUITE_TIMEOUT_ENV = "EXTSOCK_VM_SUITE_TIMEOUT"
 DEFAULT_SUITE_TIMEOUT = 900.0
 REPORT_ENV = "EXTSOCK_VM_REPORT"
 XFRM = "xfrm"
+PASSED_ENV_PREFIX = "EXTSOCK_XFRM_"
 
 
 def in_vm() -> bool:
@@ -103,6 +104,8 @@ class VmSession:
             REPORT_ENV: f"{vmlib.GUEST_CTL}/{report.name}",
             "EXTSOCK_LAB_PREFIX": os.environ.get("EXTSOCK_LAB_PREFIX", "exs-"),
             SLOWDOWN_ENV: "4",
+            # the knobs of the [xfrm] tests themselves (cycles, opt-in tests) go through
+            **{k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV_PREFIX)},
         }
         began = time.monotonic()
         try:
