@@ -9,6 +9,7 @@ commands, with charon on kernel-netlink. While that VM runs, the lab's other com
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def forward(state_dir: Path, argv: Sequence[str], command: str) -> int | None:
     rc = run_in_vm(the_vm, args)
     if command == "down":
         the_vm.stop()
+        shutil.rmtree(vm_dir(state_dir), ignore_errors=True)
         print("VM powered off")
     return rc
 
