@@ -22,8 +22,8 @@ from tests.integration.resilience_support import FAST_POLICY, GW1, GW2, runner_t
 
 pytestmark = pytest.mark.integration
 
-# 100 each for the figure (EXTSOCK_LEAK_CYCLES=100); CI runs fewer under emulation.
-CYCLES = int(os.environ.get("EXTSOCK_LEAK_CYCLES") or 4)
+# 100 each for the figure (EXTSOCK_XFRM_LEAK_CYCLES=100); CI runs fewer under emulation.
+CYCLES = int(os.environ.get("EXTSOCK_XFRM_LEAK_CYCLES") or 4)
 POLICY = FAST_POLICY.replace("connect_timeout = 5s", "connect_timeout = 20s")
 NODE = {GW1: "segw1", GW2: "segw2"}
 LIVE = {"states": 2, "policies": 3, "routes": 1}  # one CHILD_SA: in + out SA; in, out, fwd
