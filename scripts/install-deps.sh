@@ -24,6 +24,8 @@ DEB_PACKAGES=(
   util-linux                     # unshare
   mount                          # mount (each charon's own /run)
   mmdebstrap                     # Debian roots of other strongSwan releases (lab --charon trixie|sid)
+  qemu-system-x86                # the XFRM lab's VM (lab up --kernel xfrm, the [xfrm] tests)
+  e2fsprogs                      # mke2fs -d: the VM's disk image
   python3-venv
   systemd                        # systemd-analyze (tests/unit/test_systemd_unit.py scores the unit)
   docker-compose                 # validates docker/compose.yaml

@@ -39,6 +39,11 @@ DESCRIPTIONS: dict[str, str] = {
     "standby": "Hot standby: keep a childless IKE_SA up towards the gateway after the "
     "active one, so that a failover is one CREATE_CHILD_SA exchange. Off by default: it "
     "is a second IKE_SA per connection on a second gateway.",
+    "clone_if_id_base": "Route-based clones on the kernel's IPsec (XFRM): 0 (the default) "
+    "leaves clones as written; N gives each gateway's clone the XFRM interface ID N plus the "
+    "gateway's place in the list (if_id_in and if_id_out of every child), so that each clone "
+    "has its own policies and both take inbound traffic during a switch's drain; the route "
+    "follows the clone through the updown script `extsock xfrmi-updown` names.",
     "remote_id": "Whose identity each clone expects of its gateway: `configured`, the "
     "connection's remote `id` as written (the same for every gateway); `address`, the "
     "gateway's own address, in every remote auth round. Set `address` where each gateway "

@@ -38,6 +38,7 @@ PRODUCT_COMMANDS: Final[dict[str, tuple[str, str]]] = {
     "terminate": (_SWANCTL, "terminate"),
     "stats": (_SWANCTL, "stats"),
     "version": (_SWANCTL, "version"),
+    "xfrmi-updown": ("extsock_py.cli.xfrmi", "xfrmi_updown"),
 }
 """The product's commands: name -> (module, attribute)."""
 

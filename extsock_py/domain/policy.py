@@ -105,6 +105,12 @@ class FailoverPolicy:
     # After a make-before-break switch (failback, operator), how long the old tunnel stays
     # for what is still on its way through it; 0: it goes as soon as the new one is up.
     switch_drain: Annotated[float, Accepts(Form.DURATION, ge=0, le=10 * MINUTE)] = 1.0
+    # Route-based clones (the kernel's IPsec, XFRM): > 0 gives each clone its own XFRM
+    # interface ID (if_id_in = if_id_out = this + the gateway's place in the list), so its
+    # own policies: both tunnels of a switch take inbound during the drain, and the route
+    # (charon's updown, extsock_py/data/xfrmi-updown.sh) moves outbound. 0: off, all
+    # clones share one policy pair (whose inbound template follows the newest SA).
+    clone_if_id_base: Annotated[int, Accepts(ge=0, le=2**31)] = 0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     failback: FailbackPolicy = field(default_factory=FailbackPolicy)
     monitor: MonitorPolicy = field(default_factory=MonitorPolicy)

@@ -13,12 +13,15 @@ charon's own retrying switched off, because extsock owns the retrying:
   address: a gateway per tunnel with a PSK of its own (cloud VPN endpoints identify as
   their address, and charon picks the PSK by the remote id before the gateway answers).
 Everything else (proposals, version, auth rounds with ids, certs and pubkeys as bytes,
-children and all their options) is carried over unchanged.
+children and all their options) is carried over unchanged, except with the policy's
+`clone_if_id_base` (route-based clones, XFRM): then each child's `if_id_in` and `if_id_out`
+are the clone's own interface ID (`clone_if_id`), one per gateway.
 """
 
 from __future__ import annotations
 
 import copy
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,17 +76,39 @@ def parse_clone_name(name: str) -> CloneName | None:
     return CloneName(connection, gateway, probe)
 
 
+# A gateway outside the list (a redirect's, a DNS name's address) gets an ID past the list's.
+_IF_ID_UNLISTED = 1000
+_IF_ID_SPREAD = 100_000
+
+
+def clone_if_id(profile: ConnectionProfile, gateway: str) -> int | None:
+    """The XFRM interface ID of the clone towards `gateway`; None without route-based clones.
+
+    `clone_if_id_base` + the gateway's place in the list (0-based); for an address outside
+    the list, a stable value past the list's (from a hash of the address)."""
+    base = profile.policy.clone_if_id_base
+    if base <= 0:
+        return None
+    if gateway in profile.gateways:
+        return base + profile.gateways.index(gateway)
+    return base + _IF_ID_UNLISTED + zlib.crc32(gateway.encode()) % _IF_ID_SPREAD
+
+
 def clone_body(profile: ConnectionProfile, gateway: str) -> dict[str, Any]:
     """The load-conn body of the clone of `profile` towards `gateway`."""
     # Any address: one of the list, one a DNS name of the list resolved to, or a redirect's.
     body = copy.deepcopy(dict(profile.body))
     body["remote_addrs"] = [gateway]
     body["keyingtries"] = "1"
+    if_id = clone_if_id(profile, gateway)
     children = body.get("children", {})
     for child in children.values():
         child["start_action"] = "none"
         child["close_action"] = "none"
         child["dpd_action"] = "clear"
+        if if_id is not None:
+            child["if_id_in"] = str(if_id)
+            child["if_id_out"] = str(if_id)
     if profile.policy.remote_id == "address":
         for key, value in body.items():
             if key.startswith("remote") and isinstance(value, dict):  # remote, remote-2...

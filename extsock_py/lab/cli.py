@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -18,17 +20,21 @@ from typing import Any, TypeVar, cast
 import click
 import vici
 
+from extsock_py.lab import vmlab
 from extsock_py.lab.lab import FAIL_MODES, Lab, LabError, default_state_dir
 from extsock_py.lab.netns import CommandError
 from extsock_py.lab.plugins import PluginsMissing, check_loaded, parse_load_list
 from extsock_py.lab.releases import DEFAULT_RELEASE, RELEASES
 from extsock_py.lab.topology import (
+    DATAPLANE_ENV,
+    DATAPLANES,
     SWANCTL_DIR_ENV,
     LabConfig,
     TemplateError,
     render_node,
     swanctl_templates_dir,
 )
+from extsock_py.lab.vm import VmError
 
 NODES = ("ini", "segw1", "segw2", "segw3")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,7 +47,7 @@ def _friendly(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (LabError, CommandError, TemplateError, ValueError) as exc:
+        except (LabError, CommandError, TemplateError, ValueError, VmError) as exc:
             raise click.ClickException(str(exc)) from exc
 
     return cast(F, wrapper)
@@ -74,6 +80,14 @@ def lab(ctx: click.Context, state_dir: Path | None, swanctl_dir: Path | None) ->
     obj = ctx.ensure_object(dict)
     obj["state_dir"] = state_dir or default_state_dir()
     obj["swanctl_dir"] = swanctl_dir
+    # A lab up in the XFRM VM: its commands run there.
+    if ctx.invoked_subcommand:
+        try:
+            rc = vmlab.forward(obj["state_dir"], sys.argv, ctx.invoked_subcommand)
+        except VmError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if rc is not None:
+            ctx.exit(rc)
 
 
 @lab.command()
@@ -103,6 +117,15 @@ def lab(ctx: click.Context, state_dir: Path | None, swanctl_dir: Path | None) ->
     metavar="NODE=RELEASE",
     help="one node's charon from another release, e.g. ini=sid (repeatable)",
 )
+@click.option(
+    "--kernel",
+    "dataplane",
+    type=click.Choice(DATAPLANES),
+    default="libipsec",
+    show_default=True,
+    help="the data plane: libipsec (ESP in charon, here) or xfrm (the kernel's ESP, in a QEMU "
+    "VM with Debian's kernel; its image is built once with mmdebstrap)",
+)
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 @click.pass_context
 @_friendly
@@ -120,9 +143,14 @@ def up(
     initiate: bool,
     charon: str,
     node_charon: tuple[str, ...],
+    dataplane: str,
     timeout: float,
 ) -> None:
     """Create namespaces and links, start one charon per node, load the gateways."""
+    obj = ctx.ensure_object(dict)
+    if dataplane == "xfrm" and os.environ.get(DATAPLANE_ENV) != "xfrm":
+        args = sys.argv[sys.argv.index("up") + 1 :] if "up" in sys.argv else []
+        ctx.exit(vmlab.up(obj["state_dir"], vmlab.without_kernel(args), timeout))
     reason = Lab.preflight()
     if reason:
         raise click.ClickException(f"lab cannot run here: {reason}")
@@ -137,8 +165,8 @@ def up(
         dpd_delay=dpd_delay,
         charon=charon,
         node_charon=node_charon,
+        dataplane="xfrm" if os.environ.get(DATAPLANE_ENV) == "xfrm" else "libipsec",
     )
-    obj = ctx.ensure_object(dict)
     the_lab = Lab(config, obj["state_dir"], obj["swanctl_dir"])
     started = time.monotonic()
     the_lab.up(timeout=timeout)

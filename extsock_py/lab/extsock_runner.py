@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from extsock_py.adapters.control.client import ControlClient
-from extsock_py.lab.lab import Lab, wait_until
+from extsock_py.lab.lab import SLOWDOWN, Lab, wait_until
 from extsock_py.lab.topology import INI
 
 _EXTSOCK_SECTION = re.compile(r"^extsock \{.*?^\}\n?", re.S | re.M)
@@ -69,7 +69,7 @@ class ExtsockRunner:
             *self.extra_args,
         ]  # fmt: skip
 
-    def start(self, timeout: float = 15.0) -> None:
+    def start(self, timeout: float = 15.0 * SLOWDOWN) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.conf.exists():
             self.write_config()

@@ -38,6 +38,7 @@ from extsock_py.lab.plugins import (
 )
 from extsock_py.lab.releases import release
 from extsock_py.lab.topology import (
+    DATAPLANE_ENV,
     ECHO_PORT,
     INI,
     INI_ADDR,
@@ -59,7 +60,11 @@ DEFAULT_STATE_DIR = Path("/run/extsock-lab")
 STATE_DIR_ENV = "EXTSOCK_LAB_DIR"
 STATE_FILE = "lab.json"
 CA_DIR = "ca"
-VICI_TIMEOUT = 5.0
+# Under the XFRM VM's emulation everything runs 10-30x slower than on the host: the VM's
+# test session multiplies the lab's fixed timeouts (vici answers, extsock's start) by this.
+SLOWDOWN_ENV = "EXTSOCK_LAB_SLOWDOWN"
+SLOWDOWN = max(1.0, float(os.environ.get(SLOWDOWN_ENV) or 1.0))
+VICI_TIMEOUT = 5.0 * SLOWDOWN
 
 # Inside the daemon's own mount namespace: keep the state dir reachable through a bind mount
 # (it may itself live under /run), give /run a fresh tmpfs (charon's pid file is /run/charon.pid),
@@ -309,8 +314,12 @@ class Lab:
     # ----------------------------------------------------------------- preflight
 
     @staticmethod
-    def preflight() -> str | None:
-        """None when a lab can run here, else why not (integration tests skip with it)."""
+    def preflight(dataplane: str | None = None) -> str | None:
+        """None when a lab can run here, else why not (integration tests skip with it).
+
+        ``dataplane`` (default: ``$EXTSOCK_LAB_DATAPLANE``, else libipsec): only libipsec
+        needs /dev/net/tun; a lab on XFRM runs where the kernel has ESP (in the VM)."""
+        dataplane = dataplane or os.environ.get(DATAPLANE_ENV) or "libipsec"
         if os.geteuid() != 0:
             return "the lab needs root (network namespaces, mounts)"
         if not CHARON.is_file():
@@ -318,7 +327,7 @@ class Lab:
         for tool in ("ip", "swanctl", "unshare", "nft", "pki"):
             if shutil.which(tool) is None:
                 return f"`{tool}` not found on PATH"
-        if not Path("/dev/net/tun").exists():
+        if dataplane == "libipsec" and not Path("/dev/net/tun").exists():
             return "/dev/net/tun missing (kernel-libipsec needs it)"
         probe = f"exs-pf{os.getpid()}"
         try:

@@ -22,6 +22,12 @@ from extsock_py.lab.releases import DEFAULT_RELEASE, RELEASES, release
 
 AuthMode = Literal["psk", "cert"]
 NodeKind = Literal["ini", "segw"]
+DataPlane = Literal["libipsec", "xfrm"]
+DATAPLANES: tuple[DataPlane, ...] = ("libipsec", "xfrm")
+"""libipsec: ESP in charon (kernel-libipsec, a TUN device), what runs on a host whose kernel has
+no ESP. xfrm: ESP in the kernel (kernel-netlink only), what users run: the lab then runs in
+a VM with Debian's kernel (vm.py)."""
+DATAPLANE_ENV = "EXTSOCK_LAB_DATAPLANE"
 
 INI = "ini"
 DEFAULT_PREFIX = "exs-"
@@ -134,8 +140,13 @@ class LabConfig:
     node_charon: tuple[str, ...] = ()
     """Per-node exceptions, ``NODE=RELEASE`` (``ini=sid``)."""
     key_passphrase: str | None = None  # cert labs: private keys encrypted, passphrase in secrets
+    dataplane: DataPlane = "libipsec"
 
     def __post_init__(self) -> None:
+        if self.dataplane not in DATAPLANES:
+            raise ValueError(
+                f"dataplane must be one of {', '.join(DATAPLANES)}, not {self.dataplane!r}"
+            )
         if not 1 <= self.gateways <= MAX_GATEWAYS:
             raise ValueError(f"gateways must be 1..{MAX_GATEWAYS}, not {self.gateways}")
         if self.auth not in ("psk", "cert"):
@@ -193,6 +204,15 @@ class LabConfig:
             if name == node:
                 return rel
         return self.charon
+
+    def load_list(self, node: str) -> tuple[str, ...]:
+        """The plugins ``node``'s charon loads: on XFRM without kernel-libipsec (with it,
+        charon would hand ESP to user space even where the kernel has it) and with updown
+        (route-based clones move their route with extsock's updown script)."""
+        plugins = release(self.charon_of(node)).load_list
+        if self.dataplane == "xfrm":
+            return (*(p for p in plugins if p != "kernel-libipsec"), "updown")
+        return plugins
 
     def remote_addrs(self) -> list[str]:
         """The initiator's ordered gateway addresses (what `home.remote_addrs` lists)."""
@@ -294,7 +314,7 @@ def render_strongswan_conf(
     base = templates if templates is not None else swanctl_templates_dir()
     values = {
         "node": node,
-        "plugins": " ".join(release(cfg.charon_of(node)).load_list),
+        "plugins": " ".join(cfg.load_list(node)),
         "vici_socket": vici_socket,
         "log_path": log_path,
         "retransmit": _retransmit_block(cfg, node),

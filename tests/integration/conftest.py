@@ -24,15 +24,39 @@ from typing import Any
 import pytest
 
 from extsock_py.lab.lab import Lab
-from extsock_py.lab.topology import INI, LabConfig
+from extsock_py.lab.topology import DATAPLANE_ENV, DATAPLANES, INI, LabConfig
+from tests.integration import vm_support
 
 LAB_UP_TIMEOUT = 30.0
 # Several labs may run on one machine at once (one per developer): each sets its own prefix.
 PREFIX = os.environ.get("EXTSOCK_LAB_PREFIX", "exs-")
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that takes ``dataplane`` runs on libipsec here and on XFRM in the VM."""
+    explicit = any(
+        "dataplane" in str(mark.args[0]) for mark in metafunc.definition.iter_markers("parametrize")
+    )
+    if "dataplane" in metafunc.fixturenames and not explicit:
+        metafunc.parametrize("dataplane", DATAPLANES)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    vm_support.delegate_xfrm_items(config, items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    vm_support.record_vm_items(session)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    vm_support.close_vm(session)
+
+
 def lab_config(**params: Any) -> LabConfig:
     params.setdefault("prefix", PREFIX)
+    # In the XFRM VM the whole session's labs run on the kernel's IPsec (vm_delegate.py).
+    params.setdefault("dataplane", os.environ.get(DATAPLANE_ENV) or "libipsec")
     return LabConfig(**params)
 
 

@@ -1,7 +1,8 @@
 """Failover against real charon daemons: extsock runs as a process next to the lab's ini.
 
 Each test starts from a reset lab (no SA, every fault healed) and a fresh extsock, and is
-bounded in time by the waits it makes.
+bounded in time by the waits it makes. The tests that take ``dataplane`` run on libipsec here
+and on the kernel's IPsec (XFRM) in the VM (vm_support.py).
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def test_initial_connect_with_a_silent_primary_lands_on_the_backup(
     assert clones(fresh_lab) == [f"home@{GW2}"]
 
 
-def test_dead_primary_moves_the_tunnel_and_traffic(fresh_lab: Lab, extsock: ExtsockRunner) -> None:
+def test_dead_primary_moves_the_tunnel_and_traffic(
+    fresh_lab: Lab, extsock: ExtsockRunner, dataplane: str
+) -> None:
     extsock.start()
     assert wait_until(lambda: fresh_lab.child_installed("segw1"), 10.0), extsock.log_tail()
     assert fresh_lab.udp_echo(timeout=1.0, tries=3) == "segw1"
@@ -65,7 +68,9 @@ def test_dead_primary_moves_the_tunnel_and_traffic(fresh_lab: Lab, extsock: Exts
     assert history[-1]["reason"] == "retransmit"
 
 
-def test_delete_from_the_gateway_moves_the_tunnel(fresh_lab: Lab, extsock: ExtsockRunner) -> None:
+def test_delete_from_the_gateway_moves_the_tunnel(
+    fresh_lab: Lab, extsock: ExtsockRunner, dataplane: str
+) -> None:
     extsock.start()
     assert wait_until(lambda: fresh_lab.child_installed("segw1"), 10.0), extsock.log_tail()
     sas = fresh_lab.list_sas("segw1")
@@ -120,7 +125,9 @@ def test_operator_terminate_is_not_a_failure(fresh_lab: Lab, extsock: ExtsockRun
     assert extsock.status()["failures_total"] == 0
 
 
-def test_manual_switch_is_make_before_break(fresh_lab: Lab, extsock: ExtsockRunner) -> None:
+def test_manual_switch_is_make_before_break(
+    fresh_lab: Lab, extsock: ExtsockRunner, dataplane: str
+) -> None:
     extsock.start()
     assert wait_until(lambda: fresh_lab.child_installed("segw1"), 10.0), extsock.log_tail()
     # switch once extsock itself has the tunnel up: a switch while it still connects is a

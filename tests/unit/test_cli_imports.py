@@ -190,7 +190,11 @@ def test_the_daemon_commands_do_import_the_app(tmp_path: Path) -> None:
 
 def test_the_command_table_names_every_command_once() -> None:
     """cli/root.py's table (name -> module, attribute) and the modules' own lists agree."""
-    modules = {c.name for c in (*failover.COMMANDS, *swanctl.COMMANDS)} | {"run", "check-config"}
+    modules = {c.name for c in (*failover.COMMANDS, *swanctl.COMMANDS)} | {
+        "run",
+        "check-config",
+        "xfrmi-updown",
+    }
 
     assert set(PRODUCT_COMMANDS) == modules
     for name in [*PRODUCT_COMMANDS, *TOOL_COMMANDS]:

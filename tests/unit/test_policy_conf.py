@@ -179,3 +179,12 @@ def test_remote_id_is_configured_or_address_per_connection() -> None:
     err = error("extsock {\n  remote_id = peer\n}\n")
     assert (err.line, err.key) == (2, "extsock.remote_id")
     assert "invalid remote_id 'peer': expected configured or address" in err.message
+
+
+def test_clone_if_id_base_is_off_by_default_and_reads_as_a_number() -> None:
+    assert FailoverPolicy().clone_if_id_base == 0
+    text = "extsock {\n  connections {\n    home { clone_if_id_base = 100 }\n  }\n}\n"
+    assert policies(text, ["home", "office"])["home"].clone_if_id_base == 100
+    assert policies(text, ["home", "office"])["office"].clone_if_id_base == 0
+    err = error("extsock {\n  clone_if_id_base = -1\n}\n")
+    assert (err.key, err.line) == ("extsock.clone_if_id_base", 2)

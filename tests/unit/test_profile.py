@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 
+from extsock_py.domain.policy import FailoverPolicy
 from extsock_py.domain.profile import (
     CloneName,
     ConnectionProfile,
     clone_body,
+    clone_if_id,
     clone_name,
     parse_clone_name,
     probe_body,
@@ -150,3 +152,31 @@ def test_remote_id_address_makes_each_clone_expect_its_gateway_s_address() -> No
         assert probe_body(per_gateway, gateway)["remote-1"]["id"] == gateway
         assert clone_body(as_written, gateway)["remote-1"] == {"auth": "psk", "id": "gw"}
     assert per_gateway.body == body  # the profile's body is not touched
+
+
+def routed(body: dict[str, Any], base: int) -> ConnectionProfile:
+    return ConnectionProfile("home", GWS, body, FailoverPolicy(clone_if_id_base=base))
+
+
+def test_without_route_based_clones_no_interface_id_is_set() -> None:
+    for gateway in GWS:
+        assert clone_if_id(profile(psk_body()), gateway) is None
+        for child in clone_body(profile(psk_body()), gateway)["children"].values():
+            assert "if_id_in" not in child and "if_id_out" not in child
+
+
+def test_route_based_clones_each_have_their_own_interface_id() -> None:
+    """Each gateway's clone gets base + its place in the list, in and out, on every child:
+    its own policies, so two clones of a switch both take inbound during the drain."""
+    routed_profile = routed(psk_body(), 100)
+    for place, gateway in enumerate(GWS):
+        for child in clone_body(routed_profile, gateway)["children"].values():
+            assert child["if_id_in"] == child["if_id_out"] == str(100 + place)
+    unlisted = clone_if_id(routed_profile, "192.0.2.9")  # a redirect's gateway
+    assert unlisted is not None and unlisted >= 100 + 1000
+    assert unlisted == clone_if_id(routed(cert_body(), 100), "192.0.2.9")  # stable
+    assert clone_if_id(routed_profile, "192.0.2.10") != unlisted
+
+
+def test_probe_of_a_route_based_connection_has_no_children() -> None:
+    assert "children" not in probe_body(routed(psk_body(), 100), GWS[1])
