@@ -54,6 +54,7 @@ _ICMP_RATE = 1.0  # seconds between ICMP errors a Linux host sends one source by
 # at once every FAST_LOOK_MIN.
 LOOK_MIN = 0.1
 FAST_LOOK_MIN = 1.0
+LOOK_LEAD = 0.05  # seconds a look at the counters comes before the probe it may spare
 STALL_LOG_EVERY = 10.0  # seconds between two warnings of a stall, per connection
 # A verdict is not believed when charon's threads (the probes' path through this host)
 # waited for a CPU this many intervals, summed, while the answers were due.
@@ -400,8 +401,14 @@ def _target(policy: MonitorPolicy) -> str:
 
 
 def _look_at(state: mon.MonitorState) -> float | None:
-    """When the loop side should next look at the counters for this tunnel."""
-    looks = [t for t in (state.next_probe_at, mon.next_look(state)) if t is not None]
+    """When the loop side should next look at the counters for this tunnel: a little before
+    each probe is due (the probe side sends on its own timer: a look at the same instant
+    could come after the probe, and a flowing tunnel be probed for nothing), and while
+    traffic flows every half interval."""
+    before_probe = None
+    if state.next_probe_at is not None:
+        before_probe = state.next_probe_at - min(LOOK_LEAD, state.interval / 4)
+    looks = [t for t in (before_probe, mon.next_look(state)) if t is not None]
     return min(looks) if looks else None
 
 
