@@ -103,11 +103,12 @@ def check_i1(record: RunRecord) -> list[Violation]:
                     start, worst, seen = sample.t, 0, set()
                 worst = max(worst, cs.installed)
                 seen |= set(cs.carriers)
+                last = sample
             elif start is not None:
-                if sample.t - start > limit:
-                    out.append(_i1_violation(conn, start, sample.t, worst, seen, limit))
+                # from the first to the last sample that saw two: never longer than it was
+                if last is not None and last.t - start > limit:
+                    out.append(_i1_violation(conn, start, last.t, worst, seen, limit))
                 start = None
-            last = sample
         if start is not None and last is not None and last.t - start > limit:
             out.append(_i1_violation(conn, start, last.t, worst, seen, limit))
     return out

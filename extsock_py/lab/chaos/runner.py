@@ -108,6 +108,8 @@ class ChaosRun:
         self.expected_down = False
         self.epoch = 0  # changes at each stall, SIGCONT, kill and start of extsock
         self.exit_seen = False
+        self.variant = False  # the file as written at the start
+        self.secrets = ""
         self._stop = threading.Event()
         self._pending: list[_Pending] = []
         self._seq = 0
@@ -223,9 +225,10 @@ class ChaosRun:
         runner = self.extsock
         assert runner is not None
         if fault.kind == "sighup":
-            if fault.changed:
-                runner.conf.write_text(setup.swanctl_conf(self.gateways, self.secrets,
-                                                          changed=index % 2 == 0))  # fmt: skip
+            if fault.changed:  # each change flips the file between its two variants
+                self.variant = not self.variant
+                text = setup.swanctl_conf(self.gateways, self.secrets, changed=self.variant)
+                runner.conf.write_text(text)
             self._signal(signal.SIGHUP)
             return ("file changed" if fault.changed else "file unchanged"), 0.0
         if fault.kind == "stall":
