@@ -17,7 +17,9 @@ Rules of this module (as h11's _state.py states its own):
   standby's clone (`standby = yes`) is loaded too while it stands by.
 - A redirect from the gateway (RFC 5685) is followed, not fought: charon moves the
   tunnel to the target under the same clone; `remote` names where it really is, no
-  failure is counted, and the IKE_SAs it left behind (`retired`) are news of nothing.
+  failure is counted, and the IKE_SAs it left behind (`retired`) are news of nothing,
+  as is the IKE_SA a drain left (it may live on for another connection), until a CHILD_SA
+  a switch or an attempt awaits is installed in it (`_taken_back`).
   When the target later fails, the failover goes on with the configured list.
 - DNS names in the gateway list are resolved at each attempt (GatewaysResolved, from the
   caller): a name with several addresses is that many gateways, tried in turn.
@@ -452,6 +454,7 @@ def _failover_notice(outage: Outage, gateway: str, now: float) -> Notify:
 
 
 def _on_tunnel_up(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
+    state = _taken_back(state, event)
     if _is_switch(state, event.gateway, event.ike_id) and state.switch is not None:
         return _complete_switch(state, event, now)
     if not _is_current(state, event.gateway, event.ike_id):
@@ -470,6 +473,29 @@ def _on_tunnel_up(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
         fresh, phase=Phase.UP, attempt=replace(fresh.attempt, ike_id=event.ike_id, deadline=None)
     )
     return _schedule_failback(up, now), actions
+
+
+def _taken_back(state: ConnState, event: ev.TunnelUp) -> ConnState:
+    """A CHILD_SA installed in an IKE_SA the connection left behind (`retired`: at the end
+    of a drain, by a redirect) is news of a tunnel coming, never of one going. When that
+    IKE_SA lives on for another connection (charon's reuse_ikesa), charon puts the next
+    CHILD_SA of a switch or an attempt towards its gateway into it: awaited there, the
+    IKE_SA is the connection's again, and its news counts from now on."""
+    rds = state.redirects
+    if event.ike_id not in rds.retired:
+        return state
+    sw = state.switch
+    awaited = (
+        sw is not None and sw.gateway == event.gateway and sw.ike_id in (None, event.ike_id)
+    ) or (
+        state.phase is Phase.CONNECTING
+        and state.gateway == event.gateway
+        and state.ike_id in (None, event.ike_id)
+    )
+    if not awaited:
+        return state
+    retired = tuple(i for i in rds.retired if i != event.ike_id)
+    return replace(state, redirects=replace(rds, retired=retired))
 
 
 def _on_rekeyed(state: ConnState, event: ev.IkeRekeyed, now: float) -> Result:

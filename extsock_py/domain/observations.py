@@ -61,6 +61,16 @@ class ChildUpdown:
 
 
 @dataclass(frozen=True)
+class ChildRekey:
+    """A CHILD_SA of the IKE_SA `sa` was rekeyed: `new` replaces `old` (charon raises no
+    child-updown for either)."""
+
+    sa: IkeSaInfo
+    old: ChildSaInfo
+    new: ChildSaInfo
+
+
+@dataclass(frozen=True)
 class LogLine:
     """A `log` event; `ike_name`/`ike_id` are set when charon logged in an IKE_SA's context."""
 
@@ -143,6 +153,7 @@ Observation = (
     | IkeRekey
     | IkeUpdate
     | ChildUpdown
+    | ChildRekey
     | LogLine
     | Alert
     | IkeSignal

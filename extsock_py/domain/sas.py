@@ -10,6 +10,11 @@ Rules of this module:
   IKE_SA first seen starts from CREATED (charon creates each one in that state). One that
   goes away ends with DESTROYING, and nothing about it follows: its id is remembered as
   gone (a bounded memory) and later news about it is ignored.
+- Unique ids are charon's, for one run of charon: a restarted charon numbers its IKE_SAs
+  from 1 again. When charon comes back (`restarted`), everything known ends and the
+  memory of gone ids is cleared with it, else the new IKE_SA #1 would be read as the old.
+- A CHILD_SA rekey replaces the CHILD_SA's unique id (`rekey_child`); the new one belongs
+  to the connection the old one did (charon raises no child-updown for either).
 """
 
 from __future__ import annotations
@@ -169,6 +174,16 @@ class SaTable:
         if sa is not None:
             sa.children.pop(child_id, None)
 
+    def rekey_child(self, ike_id: int, old_id: int, new_id: int, name: str) -> bool:
+        """CHILD_SA `old_id` of IKE_SA `ike_id` was rekeyed into `new_id`: the new one is
+        the same connection's. False when the old one is not known here."""
+        sa = self._ikes.get(ike_id)
+        old = sa.children.pop(old_id, None) if sa is not None else None
+        if sa is None or old is None:
+            return False
+        sa.children[new_id] = ChildSa(new_id, name, old.connection)
+        return True
+
     def move_children(self, old_id: int, new_id: int) -> None:
         """An IKE_SA rekey: the CHILD_SAs now live in the new IKE_SA."""
         old, new = self._ikes.get(old_id), self._ikes.get(new_id)
@@ -186,6 +201,14 @@ class SaTable:
         out: list[IkeTransition] = []
         for ike_id in [i for i in self._ikes if i not in present]:
             out.extend(self.ike_gone(ike_id))
+        return out
+
+    def restarted(self) -> list[IkeTransition]:
+        """charon came back from a restart: every IKE_SA known is gone with the old charon,
+        and the ids it numbered will be numbered again (the memory of gone ids is cleared)."""
+        out = [self._transition(sa, sa.state, DESTROYING) for sa in self._ikes.values()]
+        self._ikes.clear()
+        self._gone.clear()
         return out
 
     def _transition(self, sa: IkeSa, old: str, new: str) -> IkeTransition:

@@ -300,6 +300,9 @@ class DaemonService:
         self._reconnect_at = None
         self.publisher.publish(CharonBackNotice())
         self.charon_reachable = True
+        # The SA model first: the restarted charon numbers its IKE_SAs from 1 again, and
+        # what resync adopts or starts must not be read against the old charon's ids.
+        self.events.charon_restarted()
         self.manager.charon_restarted()
         if self.config.current is not None:
             restore, self._restore_pending = self._restore_pending, False

@@ -123,6 +123,8 @@ class EventUsecase:
                 self._child_updown(sa, child, up)
             case ob.IkeRekey(old, new):
                 self._rekey(old, new)
+            case ob.ChildRekey(sa, old, new):
+                self._child_rekey(sa, old, new)
             case ob.IkeUpdate(sa, _local, remote):
                 self._state(
                     sa.unique_id, sa.name, sa.state, remote or sa.remote_host, sa.local_vips
@@ -141,6 +143,11 @@ class EventUsecase:
             self._state(sa.unique_id, sa.name, sa.state, sa.remote_host, sa.local_vips)
             self._children(sa)
         self._publish(self.sas.sync({sa.unique_id for sa in sas}))
+
+    def charon_restarted(self) -> None:
+        """charon came back after being away: the SAs it had are gone (their ike-state ends
+        with DESTROYING) and their unique ids will be charon's new IKE_SAs'."""
+        self._publish(self.sas.restarted())
 
     def _children(self, sa: ob.IkeSaInfo) -> None:
         for child in sa.children:
@@ -163,7 +170,9 @@ class EventUsecase:
     def _child_owner(self, ike_name: str, ike_id: int, child_name: str) -> str | None:
         """The managed connection a CHILD_SA named `child_name` in IKE_SA `ike_name` is of:
         one that waits for a tunnel through that gateway, has a child of that name and none
-        in this IKE_SA yet (the IKE_SA's own connection first), else the IKE_SA's own."""
+        in this IKE_SA yet (the IKE_SA's own connection first), else one whose tunnel rides
+        in this IKE_SA, else the IKE_SA's own when it has a child of that name, else one
+        that has."""
         owner = self._owner(ike_name)
         if owner is None or owner.probe:
             return None
@@ -192,7 +201,15 @@ class EventUsecase:
             for name in names
             if child_name in self._conns.children(name) and self._conns.ike_id_of(name) == ike_id
         ]
-        return riding[0] if riding and owner.connection not in riding else owner.connection
+        if riding and owner.connection not in riding:
+            return riding[0]
+        if child_name in self._conns.children(owner.connection):
+            return owner.connection
+        # Not the IKE_SA's own connection's child (it has none of that name): a connection
+        # with such a child whose tunnel is elsewhere, e.g. a stray CHILD_SA the adoption
+        # ends. Its end must not read as the end of the IKE_SA's own connection's tunnel.
+        named = [name for name in names if child_name in self._conns.children(name)]
+        return named[0] if named else owner.connection
 
     def _related(self, owner: CloneName, ike_id: int | None) -> list[str]:
         """The connections news about IKE_SA `ike_id` (named after `owner`) concerns."""
@@ -323,6 +340,16 @@ class EventUsecase:
         self._gone(old.unique_id, old.name)  # a rekeyed IKE_SA is always deleted
         for connection in related:
             self._sink(connection, ev.IkeRekeyed(owner.gateway, old.unique_id, new.unique_id))
+
+    def _child_rekey(self, sa: ob.IkeSaInfo, old: ob.ChildSaInfo, new: ob.ChildSaInfo) -> None:
+        """A CHILD_SA rekeyed: the connection's tunnel goes on under the new CHILD_SA's id
+        (what a child-only terminate and a later child-updown name). One never heard of
+        is left to the next list-sas, which attributes what it finds installed."""
+        owner = self._owner(sa.name)
+        if owner is None or owner.probe:
+            return
+        self._state(sa.unique_id, sa.name, sa.state, sa.remote_host, sa.local_vips)
+        self.sas.rekey_child(sa.unique_id, old.unique_id, new.unique_id, new.name)
 
     def _signal(self, sig: ob.IkeSignal) -> None:
         owner = self._owner(sig.ike_name)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from extsock_py.domain import events as ev
 from extsock_py.domain.errors import CharonError, CharonUnreachable
 from extsock_py.domain.failover import Phase
-from extsock_py.domain.observations import IkeSaInfo
+from extsock_py.domain.observations import ChildSaInfo, IkeSaInfo
 from extsock_py.domain.profile import clone_name, parse_clone_name
 from extsock_py.interfaces.ports import CharonPort
 from extsock_py.usecases.failover_manager import FailoverManager
@@ -27,48 +27,86 @@ class ResyncReport:
     adopted_sas: dict[str, IkeSaInfo] = field(default_factory=dict)  # connection -> its SA
     started: list[str] = field(default_factory=list)
     unloaded: list[str] = field(default_factory=list)
+    # CHILD_SAs of managed connections that were not adopted, ended one by one because
+    # their IKE_SA carries an adopted tunnel (charon's reuse_ikesa)
+    terminated_children: list[int] = field(default_factory=list)
 
 
-def _tunnel_up(sa: IkeSaInfo) -> bool:
-    return sa.state == "ESTABLISHED" and any(c.state == "INSTALLED" for c in sa.children)
+@dataclass(frozen=True)
+class _Installed:
+    """One installed CHILD_SA of a managed connection, and the IKE_SA carrying it."""
+
+    connection: str
+    gateway: str  # the gateway of the clone the IKE_SA is named after
+    sa: IkeSaInfo
+    child: ChildSaInfo
 
 
-def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> ResyncReport:
-    """For each managed connection in `names` (all of them in IDLE): adopt or start."""
-    report = ResyncReport()
-    sas = charon.list_sas()
-    up: dict[str, IkeSaInfo] = {}
+def _installed(
+    manager: FailoverManager, names: list[str], sas: list[IkeSaInfo]
+) -> list[_Installed]:
+    """Every installed CHILD_SA of the connections in `names`, wherever it rides. A CHILD_SA
+    in an IKE_SA named after a clone is the clone's connection's when that one has a child
+    of its name, else another connection's with such a child and that gateway listed
+    (charon's reuse_ikesa: equal configs but for the children share one IKE_SA); each
+    connection counts once per IKE_SA, the IKE_SA's own first."""
+    found: list[_Installed] = []
     for sa in sas:
         owner = parse_clone_name(sa.name)
-        if owner is None or owner.probe or owner.connection not in names:
+        if owner is None or owner.probe or sa.state != "ESTABLISHED":
             continue
-        managed = manager.get(owner.connection)
-        listed = (*managed.profile.gateways, *managed.state.gateways) if managed else ()
-        if managed is None or owner.gateway not in listed:
-            continue  # a clone towards a gateway no longer listed: stale, not adoptable
-        kept = up.get(owner.connection)
-        # Several up (extsock stopped during a switch's drain): the newest carries the
-        # traffic (charon sends through the newest SA of a policy), the older ones go.
-        if _tunnel_up(sa) and (kept is None or sa.unique_id > kept.unique_id):
-            up[owner.connection] = sa
-    for sa in sas:  # a CHILD_SA riding in another connection's IKE_SA (reuse_ikesa)
-        owner = parse_clone_name(sa.name)
-        if owner is None or owner.probe or not _tunnel_up(sa):
-            continue
-        own = manager.get(owner.connection)
-        own_children = set(own.profile.children) if own is not None else set()
+        candidates = [owner.connection, *(n for n in names if n != owner.connection)]
+        taken: set[str] = set()
         for child in sa.children:
-            if child.state != "INSTALLED" or child.name in own_children:
-                continue  # the IKE_SA's own connection's child
-            for name in names:
+            if child.state != "INSTALLED":
+                continue
+            for name in candidates:
                 managed = manager.get(name)
-                if name in up or managed is None:
+                if name in taken or managed is None:
                     continue
                 listed = (*managed.profile.gateways, *managed.state.gateways)
                 if child.name in managed.profile.children and owner.gateway in listed:
-                    up[name] = sa
+                    taken.add(name)  # (a connection outside `names` keeps what is its own)
+                    if name in names:
+                        found.append(_Installed(name, owner.gateway, sa, child))
                     break
-    keep: set[str] = {sa.name for sa in up.values()}
+    return found
+
+
+def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> ResyncReport:
+    """For each managed connection in `names` (all of them in IDLE): adopt or start.
+
+    Each connection ends with at most one installed CHILD_SA: the newest one it has (extsock
+    stopped during a switch or its drain leaves two; charon sends through the newest SA of a
+    policy). The others go as a drain ends: the CHILD_SA alone when its IKE_SA carries an
+    adopted tunnel, else the whole IKE_SA, and clones that carry nothing adopted are unloaded.
+    """
+    report = ResyncReport()
+    sas = charon.list_sas()
+    up: dict[str, _Installed] = {}
+    installed = _installed(manager, names, sas)
+    for one in installed:
+        kept = up.get(one.connection)
+        if kept is None or one.child.unique_id > kept.child.unique_id:
+            up[one.connection] = one
+    adopted_ike_ids = {one.sa.unique_id for one in up.values()}
+    for one in installed:  # a stray beside an adopted tunnel, in an IKE_SA that stays
+        if up[one.connection] is not one and one.sa.unique_id in adopted_ike_ids:
+            try:
+                charon.terminate(child_id=one.child.unique_id)
+                report.terminated_children.append(one.child.unique_id)
+                log.info(
+                    "%s: ended CHILD_SA %s{%d} on %s: another one is adopted",
+                    one.connection,
+                    one.child.name,
+                    one.child.unique_id,
+                    one.gateway,
+                )
+            except CharonUnreachable:
+                raise
+            except CharonError as exc:  # gone meanwhile: not fatal
+                log.warning("could not terminate CHILD_SA {%d}: %s", one.child.unique_id, exc)
+    keep: set[str] = {clone_name(one.connection, one.gateway) for one in up.values()}
     for conn_name in charon.list_conn_names():
         owner = parse_clone_name(conn_name)
         if owner is None or owner.connection not in names or conn_name in keep:
@@ -87,7 +125,7 @@ def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> Re
         owner = parse_clone_name(sa.name)
         if owner is None or owner.connection not in names:
             continue
-        if up.get(owner.connection) is not sa and all(sa is not u for u in up.values()):
+        if sa.unique_id not in adopted_ike_ids:
             try:
                 charon.terminate(ike_id=sa.unique_id)
             except CharonUnreachable:
@@ -97,14 +135,15 @@ def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> Re
     for name in names:
         found = up.get(name)
         if found is not None:
-            owner = parse_clone_name(found.name)
-            assert owner is not None
-            manager.note_adopted(name, owner.gateway)  # before Adopt persists the new gateway
-            manager.handle(name, ev.Adopt(owner.gateway, found.unique_id))
-            report.adopted[name] = owner.gateway
-            report.adopted_sas[name] = found
+            manager.note_adopted(name, found.gateway)  # before Adopt persists the new gateway
+            manager.handle(name, ev.Adopt(found.gateway, found.sa.unique_id))
+            report.adopted[name] = found.gateway
+            report.adopted_sas[name] = found.sa
             log.info(
-                "%s: adopted the tunnel up on %s (IKE_SA #%d)", name, owner.gateway, found.unique_id
+                "%s: adopted the tunnel up on %s (IKE_SA #%d)",
+                name,
+                found.gateway,
+                found.sa.unique_id,
             )
         else:
             manager.handle(name, ev.Start())

@@ -128,6 +128,20 @@ def ike_rekey(
     return OrderedDict([(name, OrderedDict([("old", old), ("new", new)]))])
 
 
+def child_rekey(
+    name: str,
+    sa: OrderedDict[str, Any],
+    old: OrderedDict[str, Any],
+    new: OrderedDict[str, Any],
+) -> OrderedDict[str, Any]:
+    """vici_query.c child_rekey(): `{<conn> = {list_ike, child-sas = {<child name> =
+    {old = {list_child}, new = {list_child}}}}}` (keyed by the name alone, no unique id)."""
+    body = OrderedDict((k, v) for k, v in sa.items() if k != "child-sas")
+    pair = OrderedDict([("old", old), ("new", new)])
+    body["child-sas"] = OrderedDict([(old["name"].decode(), pair)])
+    return OrderedDict([(name, body)])
+
+
 def ike_update(
     name: str, sa: OrderedDict[str, Any], local: tuple[str, int], remote: tuple[str, int]
 ) -> OrderedDict[str, Any]:

@@ -155,7 +155,12 @@ class FakeCharonPort:
         if child_id is not None:
             self.calls.append(("terminate-child", child_id))
             self._check("terminate", ike)
-            return
+            for i, sa in list(self.sas.items()):  # as charon: the IKE_SA stays
+                kids = tuple(c for c in sa.children if c.unique_id != child_id)
+                if kids != sa.children:
+                    self.sas[i] = replace(sa, children=kids)
+                    return
+            raise CharonError("no matching SAs to terminate found")
         self.calls.append(("terminate", ike, ike_id))
         self._check("terminate", ike)
         doomed = [

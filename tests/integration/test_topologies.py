@@ -1,5 +1,6 @@
 """Real topologies against real charon daemons: shared IKE_SAs, IKE redirect, and the
-`ike-state` stream per IKE_SA (issue 14).
+`ike-state` stream per IKE_SA (issue 14); what the first chaos run found with shared
+IKE_SAs (issue 26).
 
 - Two managed connections (`home`, `upb`) whose configs are equal but for their children:
   charon (reuse_ikesa = yes, its default) puts `upb`'s CHILD_SA into `home`'s IKE_SA.
@@ -84,9 +85,9 @@ class Events:
 def start(fresh_lab: Lab, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
     made: list[tuple[ExtsockRunner, Events | None]] = []
 
-    def make(transform: Callable[[str], str]) -> tuple[ExtsockRunner, Events]:
+    def make(transform: Callable[[str], str], policy: str = POLICY) -> tuple[ExtsockRunner, Events]:
         tag = runner_tag(request)
-        runner = ExtsockRunner(fresh_lab, POLICY, name=f"t-{tag}", conf_transform=transform)
+        runner = ExtsockRunner(fresh_lab, policy, name=f"t-{tag}", conf_transform=transform)
         runner.write_config()
         made.append((runner, None))
         runner.start()
@@ -312,3 +313,126 @@ def test_a_redirect_charon_refuses_leaves_the_tunnel_where_it_is(
     assert status["phase"] == "up" and status["failures_total"] == 0
     assert fresh_lab.udp_echo(timeout=1.0, tries=3) == "segw3"
     assert len(events.of("redirected")) == 5 and not events.of("failover-started")
+
+
+# --- 4. shared IKE_SAs under faults: what the first chaos run found (issue 26) --------------
+
+
+def draining(runner: ExtsockRunner, conn: str) -> str | None:
+    """The gateway of `conn`'s drain, if one runs."""
+    drain = runner.status(conn)["draining"]
+    return None if drain is None else str(drain["gateway"])
+
+
+def one_each(lab: Lab) -> bool:
+    """ini has exactly one installed CHILD_SA of each connection."""
+    return children_on(lab, INI) == {"net": 1, "net2": 1}
+
+
+def test_after_ini_s_charon_restarts_both_tunnels_of_the_new_shared_ike_sa_are_seen(
+    fresh_lab: Lab, start: Callable[..., tuple[ExtsockRunner, Events]]
+) -> None:
+    """The restarted charon numbers its IKE_SAs from 1 again: the new IKE_SA #1 carries both
+    CHILD_SAs with the numbers the old one had. Seen: upb's read as home's, upb failed over
+    for connect-timeout 5 s later and its CHILD_SA stayed installed."""
+    runner, events = start(two_connections)
+    assert wait_until(lambda: both_up_on(runner, GW1), 15.0), runner.log_tail()
+    fresh_lab.kill(INI)
+    fresh_lab.start(INI)
+    assert wait_until(lambda: both_up_on(runner, GW1), 10.0), runner.log_tail()
+    assert not wait_until(lambda: runner.status("upb")["phase"] != "up", 6.0), runner.log_tail()
+    assert not events.of("failover-started"), events.of("failover-started")
+    assert one_each(fresh_lab), children_on(fresh_lab, INI)
+    assert fresh_lab.udp_echo(timeout=1.0, tries=3, source=UPB_SRC) == "segw1"
+
+
+def test_a_switch_back_into_the_shared_ike_sa_a_drain_left(
+    fresh_lab: Lab, start: Callable[..., tuple[ExtsockRunner, Events]]
+) -> None:
+    """home leaves the shared IKE_SA (switch to segw2, drain ended: its CHILD_SA alone goes,
+    upb's stays) and is switched back: charon puts the new CHILD_SA into that IKE_SA.
+    Seen: switch-failed after the connect timeout, with the CHILD_SA left installed."""
+    runner, events = start(two_connections)
+    assert wait_until(lambda: both_up_on(runner, GW1), 15.0), runner.log_tail()
+    shared_id = runner.status("upb")["ike_id"]
+    runner.request("switch", conn="home", to=GW2)
+    assert wait_until(lambda: runner.status("home")["active_gateway"] == GW2, 10.0)
+    assert wait_until(lambda: children_on(fresh_lab, "segw1") == {"net": 1}, 5.0)
+    runner.request("switch", conn="home", to=GW1)
+    assert wait_until(lambda: both_up_on(runner, GW1), 4.0), runner.log_tail()
+    assert runner.status("home")["ike_id"] == shared_id  # the IKE_SA the drain left
+    assert wait_until(lambda: one_each(fresh_lab), 5.0), children_on(fresh_lab, INI)
+    assert not wait_until(lambda: bool(events.of("switch-failed")), 6.0), runner.log_tail()
+    assert fresh_lab.udp_echo(timeout=1.0, tries=3, source=HOME_SRC) == "segw1"
+
+
+def test_a_switch_to_the_gateway_being_drained(
+    fresh_lab: Lab, start: Callable[..., tuple[ExtsockRunner, Events]]
+) -> None:
+    """home switched to segw2 with a 5 s drain, then back to segw1 during it: the drain ends
+    at once (README) and the switch completes. Seen: it failed after the connect timeout."""
+    runner, events = start(two_connections, POLICY + "    switch_drain = 5s\n")
+    assert wait_until(lambda: both_up_on(runner, GW1), 15.0), runner.log_tail()
+    runner.request("switch", conn="home", to=GW2)
+    assert wait_until(lambda: draining(runner, "home") == GW1, 10.0)
+    runner.request("switch", conn="home", to=GW1)
+    assert wait_until(lambda: both_up_on(runner, GW1), 4.0), runner.log_tail()
+    assert not wait_until(lambda: bool(events.of("switch-failed")), 6.0), runner.log_tail()
+    assert wait_until(lambda: one_each(fresh_lab), 5.0), children_on(fresh_lab, INI)
+    assert fresh_lab.udp_echo(timeout=1.0, tries=3, source=HOME_SRC) == "segw1"
+
+
+def test_the_end_of_a_drain_ends_a_rekeyed_child_sa(
+    fresh_lab: Lab, start: Callable[..., tuple[ExtsockRunner, Events]]
+) -> None:
+    """home's CHILD_SA in the shared IKE_SA is rekeyed, then home switches to segw2: the
+    drain's end must end the rekeyed CHILD_SA. Seen: it named the old id, and the rekeyed
+    one stayed installed for 12 s."""
+    runner, _ = start(two_connections)
+    assert wait_until(lambda: both_up_on(runner, GW1), 15.0), runner.log_tail()
+    child_ids = {
+        child["name"]: child["uniqueid"]
+        for _, ike in ike_sas(fresh_lab, INI)
+        for child in (ike.get("child-sas") or {}).values()
+    }
+    fresh_lab.swanctl(INI, "--rekey", "--child-id", str(child_ids["net"]))
+
+    def rekeyed() -> bool:
+        ids = [
+            child["uniqueid"]
+            for _, ike in ike_sas(fresh_lab, INI)
+            for child in (ike.get("child-sas") or {}).values()
+            if child["name"] == "net" and child["state"] == "INSTALLED"
+        ]
+        return ids != [] and child_ids["net"] not in ids
+
+    assert wait_until(rekeyed, 5.0), fresh_lab.list_sas(INI)
+    runner.request("switch", conn="home", to=GW2)
+    assert wait_until(lambda: runner.status("home")["active_gateway"] == GW2, 10.0)
+    # the drain (1 s) ends, and with it home's CHILD_SA at segw1; upb's stays
+    assert wait_until(lambda: children_on(fresh_lab, "segw1") == {"net": 1}, 4.0), children_on(
+        fresh_lab, "segw1"
+    )
+    assert one_each(fresh_lab), children_on(fresh_lab, INI)
+    assert runner.status("upb")["active_gateway"] == GW1
+
+
+def test_extsock_killed_during_a_drain_adopts_one_child_sa_per_connection(
+    fresh_lab: Lab, start: Callable[..., tuple[ExtsockRunner, Events]]
+) -> None:
+    """kill -9 while home's old CHILD_SA drains in the IKE_SA it shares with upb: the
+    restarted extsock adopts one CHILD_SA per connection and ends the other. Seen: three
+    installed CHILD_SAs for 25 s."""
+    runner, _ = start(two_connections, POLICY + "    switch_drain = 30s\n")
+    assert wait_until(lambda: both_up_on(runner, GW1), 15.0), runner.log_tail()
+    runner.request("switch", conn="home", to=GW2)
+    assert wait_until(lambda: draining(runner, "home") == GW1, 10.0)
+    assert children_on(fresh_lab, INI) == {"net": 2, "net2": 1}
+    runner.kill9()
+    runner.start()
+    assert wait_until(lambda: one_each(fresh_lab), 5.0), children_on(fresh_lab, INI)
+    home, upb = runner.status("home"), runner.status("upb")
+    assert (home["phase"], home["active_gateway"]) == ("up", GW2), runner.log_tail(80)
+    assert (upb["phase"], upb["active_gateway"]) == ("up", GW1), runner.log_tail(80)
+    assert fresh_lab.udp_echo(timeout=1.0, tries=3, source=HOME_SRC) == "segw2"
+    assert fresh_lab.udp_echo(timeout=1.0, tries=3, source=UPB_SRC) == "segw1"

@@ -745,6 +745,32 @@ def test_news_of_a_drained_tunnel_does_not_touch_a_switch_back() -> None:
     assert state.drain is not None and state.drain.gateway == GW2
 
 
+def test_a_switch_back_takes_the_drained_ike_sa_when_its_child_sa_comes_up_there() -> None:
+    """The drained IKE_SA lives on for another connection (reuse_ikesa) and charon puts the
+    switch's CHILD_SA into it (issue 26): awaited there, it is the tunnel's IKE_SA again.
+    Its news of going away meanwhile stays stale, and so does a CHILD_SA up in it that
+    nothing awaits."""
+    state = last(s_draining_gw1(), ev.Tick(), now=T0 + 1.0)  # the drain ended: #1 retired
+    assert state.drain is None and 1 in state.redirects.retired
+    assert step(state, ev.TunnelUp(GW1, 1), T0 + 1.5) == (state, [])  # nothing awaits it
+    state = last(state, ev.Switch(GW1), now=T0 + 2.0)
+    assert step(state, ev.TunnelDown(GW1, 1, "child-down"), T0 + 2.1) == (state, [])
+    state, actions = run(state, ev.TunnelUp(GW1, 1), now=T0 + 2.2)
+    assert (state.phase, state.gateway, state.ike_id, state.switch) == (Phase.UP, GW1, 1, None)
+    assert Notify(NoticeKind.TUNNEL_UP, gateway=GW1) in actions
+    assert 1 not in state.redirects.retired
+    state, actions = run(state, ev.TunnelDown(GW1, 1, "child-down"), now=T0 + 3.0)
+    assert state.phase is Phase.CONNECTING and Terminate(GW1, 1, child_only=True) in actions
+
+
+def test_a_failover_takes_the_drained_ike_sa_when_its_child_sa_comes_up_there() -> None:
+    state = last(s_draining_gw1(), ev.Tick(), now=T0 + 1.0)
+    state = last(state, ev.TunnelDown(GW2, 2), now=T0 + 2.0)  # GW2 dies: back to GW1
+    assert (state.phase, state.gateway, state.ike_id) == (Phase.CONNECTING, GW1, None)
+    state = last(state, ev.TunnelUp(GW1, 1), now=T0 + 2.1)
+    assert (state.phase, state.gateway, state.ike_id) == (Phase.UP, GW1, 1)
+
+
 @pytest.mark.parametrize(
     ("event", "terminates"),
     [

@@ -10,6 +10,7 @@ import pytest
 from extsock_py.adapters.vici.decode import decode_event, parse_list_sa
 from extsock_py.domain.observations import (
     Alert,
+    ChildRekey,
     ChildSaInfo,
     ChildUpdown,
     IkeRekey,
@@ -80,6 +81,19 @@ def test_ike_rekey() -> None:
     assert isinstance(obs, IkeRekey)
     assert (obs.old.unique_id, obs.old.state) == (3, "REKEYED")
     assert (obs.new.unique_id, obs.new.state, obs.new.name) == (4, "ESTABLISHED", CONN)
+
+
+def test_child_rekey() -> None:
+    """vici_query.c child_rekey() (5.9.8 and 6.x): the old and the new CHILD_SA under the
+    child's name; issue 26: without it extsock kept the old CHILD_SA's unique id."""
+    msg = cm.child_rekey(
+        CONN, cm.ike_sa(3), cm.child_sa("net", 7, "REKEYED"), cm.child_sa("net", 9, "INSTALLED")
+    )
+    obs = decode_event(b"child-rekey", msg)
+    assert isinstance(obs, ChildRekey)
+    assert (obs.sa.name, obs.sa.unique_id, obs.sa.children) == (CONN, 3, ())
+    assert (obs.old.name, obs.old.unique_id, obs.old.state) == ("net", 7, "REKEYED")
+    assert (obs.new.name, obs.new.unique_id, obs.new.state) == ("net", 9, "INSTALLED")
 
 
 def test_ike_update_new_addresses_at_top_old_in_section() -> None:
@@ -190,7 +204,13 @@ MALFORMED: list[tuple[str, object, str]] = [
     ("alert", OrderedDict(type=b"x", **{"ike-sa": b"y"}), "expected a section"),
     ("log", None, "message is a NoneType"),
     ("log", [b"x"], "message is a list"),
-    ("child-rekey", OrderedDict(), "unknown event"),
+    ("child-rekey", OrderedDict(), "found 0"),
+    (
+        "child-rekey",
+        cm.child_rekey(CONN, cm.ike_sa(), OrderedDict(name=b"net"), cm.child_sa()),
+        "missing 'uniqueid'",
+    ),
+    ("child-rekey", cm.ike_updown(CONN, cm.ike_sa(), True), "missing 'child-sas'"),
     ("ike-state", OrderedDict(), "unknown event"),
 ]
 

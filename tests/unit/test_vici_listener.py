@@ -96,6 +96,7 @@ def test_registers_events_and_alert_refused_by_598(
         "ike-updown",
         "child-updown",
         "ike-rekey",
+        "child-rekey",
         "ike-update",
         "log",
         "alert",

@@ -7,6 +7,7 @@ from typing import Any
 
 from extsock_py.domain.observations import (
     Alert,
+    ChildRekey,
     ChildSaInfo,
     ChildUpdown,
     IkeRekey,
@@ -138,6 +139,21 @@ def _ike_rekey(message: Mapping[str, Any]) -> Observation:
     return IkeRekey(old=old, new=new)
 
 
+def _child_rekey(message: Mapping[str, Any]) -> Observation:
+    """vici_query.c child_rekey(): `{<conn> = {list_ike, child-sas = {<child name> = {old =
+    {list_child}, new = {list_child}}}}}` (the same in 5.9.8 and 6.x)."""
+    name, body = only_section(message)
+    sa = parse_ike_sa(name, {k: v for k, v in body.items() if k != "child-sas"})
+    children = _section(_required(body, "child-sas"), "child-sas")
+    if len(children) != 1:
+        raise DecodeError(f"expected one CHILD_SA in child-sas, found {len(children)}")
+    ((key, pair),) = children.items()
+    pair = _section(pair, f"child-sas.{key}")
+    old = parse_child_sa(key, _section(_required(pair, "old"), f"child-sas.{key}.old"))
+    new = parse_child_sa(key, _section(_required(pair, "new"), f"child-sas.{key}.new"))
+    return ChildRekey(sa=sa, old=old, new=new)
+
+
 def _ike_update(message: Mapping[str, Any]) -> Observation:
     return IkeUpdate(
         sa=parse_list_sa(message),
@@ -170,6 +186,7 @@ _DECODERS = {
     "ike-updown": _ike_updown,
     "child-updown": _child_updown,
     "ike-rekey": _ike_rekey,
+    "child-rekey": _child_rekey,
     "ike-update": _ike_update,
     "log": _log,
     "control-log": _log,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from extsock_py.adapters.vici.dialects.wording import ALERTS_6_0_3, RULES_5_9, LogRule
 from extsock_py.domain import observations as ob
 
-BASE_EVENTS = ("ike-updown", "child-updown", "ike-rekey", "ike-update", "log")
+BASE_EVENTS = ("ike-updown", "child-updown", "ike-rekey", "child-rekey", "ike-update", "log")
 """Every release since 5.x has these; a refused registration of one is an error."""
 
 Version = tuple[int, int, int]
