@@ -70,6 +70,11 @@ class _Pending:
         return (self.at, self.seq) < (other.at, other.seq)
 
 
+def _clock(epoch: float) -> str:
+    """HH:MM:SS.mmm, local time as the lab's logs write it."""
+    return time.strftime("%H:%M:%S", time.localtime(epoch)) + f".{int(epoch % 1 * 1000):03d}"
+
+
 def _proc(pid: int) -> tuple[int | None, int | None, int | None]:
     """RSS (KiB), open fds, threads of a process; None where /proc says nothing."""
     rss = threads = fds = None
@@ -147,6 +152,7 @@ class ChaosRun:
             raise RuntimeError(f"the tunnels did not come up:\n{self.extsock.log_tail()}")
         self.t0 = time.monotonic()
         self.wall0 = time.time()
+        self.log(f"t=0 at {_clock(self.wall0)} (the clock of charon's and extsock's logs)")
         sources = [(c.name, c.source) for c in setup.CONNS]
         longest = self.o.duration + QUIET_MAX_EXTRA + 60
         self.traffic = Traffic(
@@ -215,7 +221,8 @@ class ChaosRun:
         done = self.now()
         self.faults[index] = replace(self.faults[index], done=done, end=done + end_in,
                                      detail=detail)  # fmt: skip
-        self.log(f"{at:8.2f}s {fault.kind}: {detail} (took {done - at:.2f}s)")
+        self.log(f"{at:8.2f}s {fault.kind}: {detail} (took {done - at:.2f}s; at "
+                 f"{_clock(self.wall0 + at)})")  # fmt: skip
 
     def _ended(self, index: int) -> None:
         self.faults[index] = replace(self.faults[index], end=self.now())

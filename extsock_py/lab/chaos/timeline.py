@@ -55,6 +55,9 @@ def draw(record: RunRecord, violations: list[Violation], path: Path) -> Path:
         for a, b, gw in _segments(record, conn, end):
             top.broken_barh([(a, b - a)], (lane - 0.35, 0.7),
                             facecolors=colour.get(gw, "tab:red") if gw else "tab:red")  # fmt: skip
+        doubled = [(x.t, 0.5) for x in record.samples
+                   if (cs := x.conns.get(conn)) is not None and cs.installed > 1]  # fmt: skip
+        top.broken_barh(doubled, (lane - 0.5, 0.12), facecolors="black")
     for fault in record.faults:
         y = len(conns) - 0.2
         top.plot([fault.at], [y], KIND_MARKERS[fault.kind], color="black" if not fault.error
@@ -67,7 +70,8 @@ def draw(record: RunRecord, violations: list[Violation], path: Path) -> Path:
     top.set_ylim(-0.6, len(conns) + 0.3)
     handles: list[Artist] = [Rectangle((0, 0), 1, 1, color=colour[g]) for g in gw_names]
     handles.append(Rectangle((0, 0), 1, 1, color="tab:red"))
-    labels = [*gw_names, "no answer"]
+    handles.append(Rectangle((0, 0), 1, 1, color="black"))
+    labels = [*gw_names, "no answer", "2+ CHILD_SAs"]
     for kind in KINDS:
         handles.append(Line2D([], [], marker=KIND_MARKERS[kind], color="black", linestyle=""))
         labels.append(kind)
