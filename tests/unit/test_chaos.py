@@ -235,7 +235,8 @@ def test_i5_quiet_window_after_the_last_fault_and_its_recovery() -> None:
     cut = FaultRun(50.0, "link-cut", 50.0, 60.0, "upa on segw1")
     answers = steady_answers(200, [(50.0, 53.0)])
     entry = HistoryEntry(53.0, "upa", GW1, GW2, "retransmit", "up")
-    assert invariants.quiet_start(record(200, faults=[cut], answers=answers)) == 60.0
+    # the heal at 60 s plus the bound of a link-cut (15 s): what it moves may move until then
+    assert invariants.quiet_start(record(200, faults=[cut], answers=answers)) == 75.0
     ok = record(200, faults=[cut], answers=answers, history=[entry])
     assert invariants.check_i5(ok) == []
     late = HistoryEntry(150.0, "upb", GW1, GW2, "retransmit", "up")
@@ -245,7 +246,7 @@ def test_i5_quiet_window_after_the_last_fault_and_its_recovery() -> None:
     found = invariants.check_i5(record(200, the_samples=moved, faults=[cut], answers=answers))
     assert "upa: moved 10.99.1.2 -> 10.99.2.2" in found[0].what
     short = invariants.check_i5(record(100, faults=[cut], answers=answers))
-    assert "quiet window lasted 40.0 s only" in short[0].what
+    assert "quiet window lasted 25.0 s only" in short[0].what
 
 
 def test_i6_history_and_outages_need_a_fault_and_a_fault_that_took_a_tunnel_down_a_sequel() -> None:
@@ -316,6 +317,6 @@ def test_the_chaos_config_has_two_managed_connections_equal_but_for_their_childr
     text = setup.swanctl_conf([GW1, GW2, "10.99.3.2"], "secrets {\n    ike-lab {\n    }\n}\n")
     changed = setup.swanctl_conf([GW1, GW2, "10.99.3.2"], "secrets {\n}\n", changed=True)
     assert text.count("remote_addrs = 10.99.1.2, 10.99.2.2, 10.99.3.2") == 2
-    assert "rekey_time = 60s" in text and "rekey_time = 20s" in text
+    assert "rekey_time = 40s" in text and "rekey_time = 20s" in text
     assert "connect_timeout = 5s" in text and "connect_timeout = 6s" in changed
     assert "rekey_time = 22s" in changed and "rekey_time = 22s" not in text

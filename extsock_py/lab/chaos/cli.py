@@ -5,11 +5,13 @@ timeline.png into `--out` (beside the lab's logs), exits 1 on any violation."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from extsock_py.lab.chaos import invariants, schedule, summary
@@ -58,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         log_file.close()
     violations = invariants.check_all(record)
+    (out / "record.json").write_text(json.dumps(asdict(record), default=list) + "\n")
     text = "\n".join(summary.lines(record, violations)) + "\n"
     (out / "summary.txt").write_text(text)
     timeline.draw(record, violations, out / "timeline.png")

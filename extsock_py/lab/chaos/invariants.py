@@ -190,10 +190,13 @@ def check_i4(record: RunRecord, warmup: float = WARMUP) -> list[Violation]:
 
 
 def quiet_start(record: RunRecord) -> float:
-    """When the last fault is over and every connection carried traffic again after it."""
+    """When the last fault's effects are over: its end plus its I2 bound (what it moves may
+    move until then: a redirect's new gateway shows after the traffic went on), or the
+    traffic back after it if later."""
     start = 0.0
     for rec in recoveries(record):
-        start = max(start, rec.fault.end)
+        if not rec.fault.error:
+            start = max(start, rec.fault.end + bound(rec.fault))
         if rec.seconds is not None:
             start = max(start, rec.fault.at + rec.seconds)
     return start
