@@ -505,6 +505,10 @@ def _on_rekeyed(state: ConnState, event: ev.IkeRekeyed, now: float) -> Result:
         return replace(
             state, attempt=replace(state.attempt, ike_id=event.new_id, retransmits=0)
         ), []
+    d = state.drain
+    if _is_drained(state, event.gateway, event.old_id) and d is not None:
+        # The drained tunnel lives on in the new IKE_SA: the end of the drain ends that one.
+        return replace(state, drain=replace(d, ike_id=event.new_id)), []
     return state, []
 
 

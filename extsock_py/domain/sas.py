@@ -184,6 +184,13 @@ class SaTable:
         sa.children[new_id] = ChildSa(new_id, name, old.connection)
         return True
 
+    def keep_children(self, ike_id: int, present: set[int]) -> None:
+        """list-sas answered: IKE_SA `ike_id` has the CHILD_SAs `present`, no others."""
+        sa = self._ikes.get(ike_id)
+        if sa is not None:
+            for child_id in [c for c in sa.children if c not in present]:
+                del sa.children[child_id]
+
     def move_children(self, old_id: int, new_id: int) -> None:
         """An IKE_SA rekey: the CHILD_SAs now live in the new IKE_SA."""
         old, new = self._ikes.get(old_id), self._ikes.get(new_id)

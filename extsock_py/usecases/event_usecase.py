@@ -53,6 +53,10 @@ class Connections(Protocol):
 
     def ike_id_of(self, name: str) -> int | None: ...
 
+    def gateways(self, name: str) -> tuple[str, ...]:
+        """The gateways `name` lists (its DNS names resolved as last tried)."""
+        ...
+
     def standby_gateway(self, name: str) -> str | None:
         """Where `name`'s hot standby stands (its IKE_SA is not the tunnel's), or None."""
         ...
@@ -74,6 +78,9 @@ class _ByName:
 
     def ike_id_of(self, name: str) -> int | None:
         return None
+
+    def gateways(self, name: str) -> tuple[str, ...]:
+        return ()
 
     def standby_gateway(self, name: str) -> str | None:
         return None
@@ -141,6 +148,9 @@ class EventUsecase:
         """list-sas answered: learn what events did not tell, forget what is gone."""
         for sa in sas:
             self._state(sa.unique_id, sa.name, sa.state, sa.remote_host, sa.local_vips)
+            # CHILD_SAs charon no longer lists went without a word (a lost child-updown or
+            # child-rekey): a child-only terminate must not name them.
+            self.sas.keep_children(sa.unique_id, {child.unique_id for child in sa.children})
             self._children(sa)
         self._publish(self.sas.sync({sa.unique_id for sa in sas}))
 
@@ -172,7 +182,7 @@ class EventUsecase:
         one that waits for a tunnel through that gateway, has a child of that name and none
         in this IKE_SA yet (the IKE_SA's own connection first), else one whose tunnel rides
         in this IKE_SA, else the IKE_SA's own when it has a child of that name, else one
-        that has."""
+        that has and lists that gateway, else the IKE_SA's own."""
         owner = self._owner(ike_name)
         if owner is None or owner.probe:
             return None
@@ -206,9 +216,15 @@ class EventUsecase:
         if child_name in self._conns.children(owner.connection):
             return owner.connection
         # Not the IKE_SA's own connection's child (it has none of that name): a connection
-        # with such a child whose tunnel is elsewhere, e.g. a stray CHILD_SA the adoption
-        # ends. Its end must not read as the end of the IKE_SA's own connection's tunnel.
-        named = [name for name in names if child_name in self._conns.children(name)]
+        # with such a child that lists this gateway and whose tunnel is elsewhere, e.g. a
+        # stray CHILD_SA the adoption ends. Its end must not read as the end of the IKE_SA's
+        # own connection's tunnel.
+        named = [
+            name
+            for name in names
+            if child_name in self._conns.children(name)
+            and owner.gateway in self._conns.gateways(name)
+        ]
         return named[0] if named else owner.connection
 
     def _related(self, owner: CloneName, ike_id: int | None) -> list[str]:

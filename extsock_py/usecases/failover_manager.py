@@ -164,6 +164,14 @@ class FailoverManager:
         managed = self._conns.get(name)
         return managed.state.ike_id if managed is not None else None
 
+    def gateways(self, name: str) -> tuple[str, ...]:
+        """The gateways `name` lists: as configured, and as last resolved (none when not
+        managed)."""
+        managed = self._conns.get(name)
+        if managed is None:
+            return ()
+        return tuple(dict.fromkeys((*managed.profile.gateways, *managed.state.gateways)))
+
     def standby_gateway(self, name: str) -> str | None:
         """Where `name`'s hot standby stands, as its machine knows it."""
         managed = self._conns.get(name)

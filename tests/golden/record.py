@@ -126,6 +126,48 @@ def s_reuse(run: Run) -> None:
     run.up(GW2, "upb")
 
 
+def _installed_ids(run: Run, child: str) -> list[int]:
+    return [
+        int(kid["uniqueid"])
+        for entry in run.lab.list_sas(INI)
+        for ike in entry.values()
+        for kid in (ike.get("child-sas") or {}).values()
+        if kid.get("name") == child and kid.get("state") == "INSTALLED"
+    ]
+
+
+def _children_on(run: Run, node: str) -> int:
+    return sum(
+        kid.get("state") == "INSTALLED"
+        for entry in run.lab.list_sas(node)
+        for ike in entry.values()
+        for kid in (ike.get("child-sas") or {}).values()
+    )
+
+
+def s_reuse_child_rekey(run: Run) -> None:
+    run.up(GW1)
+    run.up(GW1, "upb")
+    (old,) = _installed_ids(run, "net")
+    run.lab.swanctl(INI, "--rekey", "--child-id", str(old))
+    if not wait_until(lambda: _installed_ids(run, "net") not in ([], [old]), 5.0):
+        raise RuntimeError(f"home's CHILD_SA {old} not rekeyed: {run.lab.list_sas(INI)}")
+    run.operator("switch", "home", GW2)
+    run.up(GW2)
+    wait_until(lambda: _children_on(run, "segw1") == 1, 5.0)  # upb's alone, after the drain
+
+
+def s_reuse_switch_back(run: Run) -> None:
+    run.up(GW1)
+    run.up(GW1, "upb")
+    run.operator("switch", "home", GW2)
+    run.up(GW2)
+    wait_until(lambda: _children_on(run, "segw1") == 1, 5.0)  # upb's alone, after the drain
+    run.operator("switch", "home", GW1)
+    run.up(GW1)
+    wait_until(lambda: _children_on(run, "segw2") == 0, 5.0)  # after the drain at segw2
+
+
 @dataclass(frozen=True)
 class Scenario:
     about: str
@@ -167,6 +209,20 @@ SCENARIOS: dict[str, Scenario] = {
         (("home", "net", THREE), ("upb", "net2", THREE)),
         two_connections,
         s_reuse,
+    ),
+    "reuse-child-rekey": Scenario(
+        "two connections in one IKE_SA; home's CHILD_SA rekeyed, then home switched to segw2:"
+        " the drain's end ends the rekeyed CHILD_SA alone (issue 26)",
+        (("home", "net", THREE), ("upb", "net2", THREE)),
+        two_connections,
+        s_reuse_child_rekey,
+    ),
+    "reuse-switch-back": Scenario(
+        "two connections in one IKE_SA; home switched to segw2 and, after the drain, back:"
+        " its CHILD_SA comes up in the IKE_SA the drain left (issue 26)",
+        (("home", "net", THREE), ("upb", "net2", THREE)),
+        two_connections,
+        s_reuse_switch_back,
     ),
     "standby-delete": Scenario(
         "standby up on segw2, segw1 DELETEs the IKE_SA: the child in the standby, standby on",

@@ -745,6 +745,17 @@ def test_news_of_a_drained_tunnel_does_not_touch_a_switch_back() -> None:
     assert state.drain is not None and state.drain.gateway == GW2
 
 
+def test_a_drained_ike_sa_rekeyed_is_ended_under_its_new_id() -> None:
+    """An IKE rekey during the drain moves the drained tunnel into a new IKE_SA: the end of
+    the drain terminates that one (it named the old id, gone, and the tunnel stayed)."""
+    state = last(s_draining_gw1(), ev.IkeRekeyed(GW1, 1, 5), now=T0 + 0.5)
+    assert state.drain is not None and state.drain.ike_id == 5
+    assert (state.gateway, state.ike_id) == (GW2, 2)
+    state, actions = run(state, ev.Tick(), now=T0 + 1.0)
+    assert actions == [Terminate(GW1, 5, child_only=True), UnloadClone(GW1)]
+    assert step(state, ev.TunnelDown(GW1, 5), T0 + 1.1) == (state, [])
+
+
 def test_a_switch_back_takes_the_drained_ike_sa_when_its_child_sa_comes_up_there() -> None:
     """The drained IKE_SA lives on for another connection (reuse_ikesa) and charon puts the
     switch's CHILD_SA into it (issue 26): awaited there, it is the tunnel's IKE_SA again.

@@ -32,6 +32,9 @@ def test_every_scenario_of_the_issue_is_there() -> None:
         "standby-silent-6.0.1",
         "failover-6.0.1",
         "failover-6.1.0",
+        # issue 26: shared IKE_SAs after a CHILD_SA rekey and a drain
+        "reuse-child-rekey",
+        "reuse-switch-back",
     } <= names
 
 

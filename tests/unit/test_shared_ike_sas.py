@@ -393,3 +393,16 @@ def test_a_switch_to_the_gateway_being_drained(shared: bool) -> None:
     assert [e["gateway"] for e in w.notices("failover", "upa")] == [GW2, GW1]
     if shared:
         assert w.where("upb") == ("up", GW1, 1)
+
+
+def test_the_safety_net_s_list_sas_forgets_a_child_sa_whose_end_went_unheard() -> None:
+    """A child-rekey lost (or charon older than its subscription): the 30 s list-sas shows
+    da{5} where da{1} was; a drain's end then names da{5} alone, not the gone da{1}."""
+    w = up_in_one()
+    kids = (ob.ChildSaInfo("da", 5, "INSTALLED"), ob.ChildSaInfo("db", 2, "INSTALLED"))
+    w.service.events.sync([ob.IkeSaInfo("upa@10.77.1.2", 1, "ESTABLISHED", GW1, children=kids)])
+    w.operator("upa", ev.Switch(GW2))
+    w.new_tunnel("upa", 2, GW2, cid=6)
+    mark = w.mark()
+    w.advance(1.1)
+    assert w.terminations(mark) == [("terminate-child", 5)]
