@@ -19,10 +19,12 @@ class Start:
 
 @dataclass(frozen=True)
 class Adopt:
-    """charon already has this connection's tunnel up on `gateway`: keep it."""
+    """charon already has this connection's tunnel up on `gateway`: keep it. `remote`: the
+    IKE_SA's remote host when a redirect took it elsewhere (charon keeps the clone's name)."""
 
     gateway: str
     ike_id: int
+    remote: str | None = None
 
 
 @dataclass(frozen=True)

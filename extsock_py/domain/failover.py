@@ -389,10 +389,12 @@ def _on_adopt(state: ConnState, event: ev.Adopt, now: float) -> Result:
     if event.gateway not in state.gateways:
         return state, []
     fresh = _reset_counters(state)
+    redirected = event.remote if event.remote not in (None, event.gateway) else None
     up = replace(
         fresh,
         phase=Phase.UP,
         attempt=replace(fresh.attempt, gateway=event.gateway, ike_id=event.ike_id, deadline=None),
+        redirects=Redirects(remote=redirected),  # the tunnel goes where its IKE_SA goes
     )
     return _schedule_failback(up, now), [
         Notify(NoticeKind.TUNNEL_UP, gateway=event.gateway, reason="adopted")
