@@ -87,8 +87,8 @@ def draw(record: RunRecord, violations: list[Violation], path: Path) -> Path:
     bottom.set_ylabel("RSS MiB", fontsize=8)
     fds = bottom.twinx()
     fds.plot(ts, [s.fds or 0 for s in record.samples if s.rss_kib is not None],
-             color="tab:brown", linewidth=0.8, label="fds")  # fmt: skip
-    fds.set_ylabel("fds", fontsize=8)
+             color="tab:brown", linewidth=0.8, linestyle="--", label="fds")  # fmt: skip
+    fds.set_ylabel("fds (dashed)", fontsize=8)
     bottom.set_xlabel("s since the start")
     bottom.set_xlim(0, end)
     fig.tight_layout()
