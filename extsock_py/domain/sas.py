@@ -83,6 +83,10 @@ class SaTable:
     def ids(self) -> list[int]:
         return list(self._ikes)
 
+    def named(self, name: str) -> list[IkeSa]:
+        """The IKE_SAs of config `name` (a clone's)."""
+        return [sa for sa in self._ikes.values() if sa.name == name]
+
     def is_gone(self, ike_id: int) -> bool:
         return ike_id in self._gone
 

@@ -463,7 +463,19 @@ class FailoverManager:
         self, conn: str, gateway: str, ike_id: int | None, child_only: bool
     ) -> list[cmd.Selector]:
         if ike_id is None:
-            return [cmd.Selector(ike=clone_name(conn, gateway))]
+            name = clone_name(conn, gateway)
+            named = [sa.unique_id for sa in self.sas.named(name)]
+            if not any(self.sas.shared_with_others(i, conn) for i in named):
+                return [cmd.Selector(ike=name)]  # every IKE_SA of the clone, known or not
+            # An IKE_SA named after the clone carries another connection's tunnel (a drain
+            # left it, charon's reuse_ikesa): by name it would go too. Ours, one by one.
+            out: list[cmd.Selector] = []
+            for i in named:
+                if self.sas.shared_with_others(i, conn):
+                    out += [cmd.Selector(child_id=c) for c in self.sas.children_of(i, conn)]
+                else:
+                    out.append(cmd.Selector(ike_id=i))
+            return out
         if child_only and self.sas.shared_with_others(ike_id, conn):
             # The IKE_SA carries another connection's tunnel: end only ours in it.
             return [cmd.Selector(child_id=c) for c in self.sas.children_of(ike_id, conn)]

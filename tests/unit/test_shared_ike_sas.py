@@ -281,6 +281,34 @@ def test_a_failover_into_the_shared_ike_sa_it_was_drained_from() -> None:
     assert [e["reason"] for e in w.notices("failover", "upa")] == ["operator", "ike-down"]
 
 
+def test_a_switch_back_that_fails_does_not_end_the_shared_ike_sa_named_after_it() -> None:
+    """The switch back towards GW1 gets no CHILD_SA (the gateway does not answer in time):
+    its end must not terminate by name the IKE_SA upa@GW1[1], which carries upb's tunnel
+    (the code before these fixes sent `terminate ike=upa@10.77.1.2`, the golden
+    reuse-switch-back shows it)."""
+    w = switched_away(up_in_one())
+    mark = w.mark()
+    w.operator("upa", ev.Switch(GW1))
+    w.advance(6.0)  # past connect_timeout: no CHILD_SA came
+    assert [e["gateway"] for e in w.notices("switch-failed", "upa")] == [GW1]
+    assert ("terminate", "upa@10.77.1.2", None) not in w.terminations(mark)
+    assert w.terminations(mark) == []  # upa has nothing in #1 to end
+    assert w.where("upb") == ("up", GW1, 1) and w.where("upa") == ("up", GW2, 2)
+
+
+def test_a_failed_attempt_ends_its_own_ike_sa_but_not_the_shared_one() -> None:
+    """The failover back towards GW1 started a half-open IKE_SA of its own (#5) beside the
+    shared one: the connect timeout ends #5 by its id and leaves #1 to upb."""
+    w = switched_away(up_in_one(gateways=(GW1, GW2)))
+    w.ike_down("upa@10.77.2.2", 2, GW2)
+    w.initiating("upa@10.77.1.2", 5, GW1)
+    mark = w.mark()
+    w.advance(5.5)
+    assert ("terminate", None, 5) in w.terminations(mark)
+    assert ("terminate", "upa@10.77.1.2", None) not in w.terminations(mark)
+    assert w.where("upb") == ("up", GW1, 1)
+
+
 # --- 3. CHILD_SA rekeys are followed ---------------------------------------------------
 
 
