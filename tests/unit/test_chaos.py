@@ -295,6 +295,10 @@ def test_summary_counts_faults_recoveries_and_violations() -> None:
     assert any(line.startswith("switch") and line.split()[1:3] == ["0", "1"] for line in text)
     assert "history entries: 1 (retransmit/up 1)" in text
     assert any(line.startswith("violations: I1 0, I2 0, I3 0, I4 0, I5 0") for line in text)
+    assert "I4: 1 extsock process(es) lived past the warm-up + 20 s:" in text
+    assert any(
+        line.startswith("  pid 100 60-300 s: RSS 30000 -> 30000 KiB (+0.0 %)") for line in text
+    )
     assert summary.p95([float(k) for k in range(1, 101)]) == 95.0
     assert summary.p95([3.0]) == 3.0
 

@@ -156,25 +156,55 @@ def _incarnations(samples: Sequence[Sample]) -> Iterator[list[Sample]]:
     yield from by_pid.values()
 
 
-def check_i4(record: RunRecord, warmup: float = WARMUP) -> list[Violation]:
-    out: list[Violation] = []
+@dataclass(frozen=True)
+class Life:
+    """One extsock process judged by I4: from the end of its warm-up to its end."""
+
+    pid: int
+    start: float
+    end: float
+    rss0: float  # KiB, median of the WINDOW after the warm-up
+    rss1: float  # KiB, median of the last WINDOW
+    fds0: int  # highest of the WINDOW after the warm-up
+    fds1: int  # lowest of the last WINDOW
+    threads0: int
+    threads1: int
+
+
+def lives(record: RunRecord, warmup: float = WARMUP) -> list[Life]:
+    """The extsock processes that lived long enough to tell a trend."""
+    out: list[Life] = []
     for life in _incarnations(record.samples):
         born, died = life[0].t, life[-1].t
         if died - born < warmup + 2 * WINDOW:
-            continue  # too short a life to tell a trend
+            continue
         base = [s for s in life if born + warmup <= s.t <= born + warmup + WINDOW]
         tail = [s for s in life if s.t >= died - WINDOW]
-        rss0 = statistics.median(s.rss_kib or 0 for s in base)
-        rss1 = statistics.median(s.rss_kib or 0 for s in tail)
-        pid = life[0].pid
+        out.append(
+            Life(
+                life[0].pid or 0, born + warmup, died,
+                statistics.median(s.rss_kib or 0 for s in base),
+                statistics.median(s.rss_kib or 0 for s in tail),
+                max(s.fds or 0 for s in base), min(s.fds or 0 for s in tail),
+                max(s.threads or 0 for s in base), min(s.threads or 0 for s in tail),
+            )
+        )  # fmt: skip
+    return out
+
+
+def check_i4(record: RunRecord, warmup: float = WARMUP) -> list[Violation]:
+    out: list[Violation] = []
+    for life in lives(record, warmup):
+        rss0, rss1, pid, died = life.rss0, life.rss1, life.pid, life.end
         if rss0 and (rss1 - rss0) / rss0 >= RSS_GROWTH:
             out.append(
                 Violation("I4", died, f"extsock {pid}: RSS {rss0:.0f} -> {rss1:.0f} KiB "
                           f"(+{100 * (rss1 - rss0) / rss0:.1f} %, limit {RSS_GROWTH:.0%})")
             )  # fmt: skip
-        for what in ("fds", "threads"):
-            before = max(getattr(s, what) or 0 for s in base)
-            after = min(getattr(s, what) or 0 for s in tail)
+        for what, before, after in (
+            ("fds", life.fds0, life.fds1),
+            ("threads", life.threads0, life.threads1),
+        ):
             if after > before:
                 out.append(Violation("I4", died, f"extsock {pid}: {what} grew {before} -> {after}"))
     for conn in record.conns:

@@ -8,7 +8,7 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 
-from extsock_py.lab.chaos.invariants import BOUNDS, recoveries
+from extsock_py.lab.chaos.invariants import BOUNDS, lives, recoveries
 from extsock_py.lab.chaos.observations import RunRecord, Violation
 from extsock_py.lab.chaos.schedule import KINDS
 
@@ -63,6 +63,14 @@ def lines(record: RunRecord, violations: Sequence[Violation]) -> list[str]:
         )
         out.append(f"{kind:16} {ran[kind]:4d} {failed[kind]:4d} {stats} {BOUNDS[kind]:8g}")
     out.append("(recovery: from the fault to traffic answered through every connection again)")
+    judged = lives(record)
+    out.append(f"I4: {len(judged)} extsock process(es) lived past the warm-up + 20 s:")
+    out.extend(
+        f"  pid {x.pid} {x.start:.0f}-{x.end:.0f} s: RSS {x.rss0:.0f} -> {x.rss1:.0f} KiB "
+        f"({100 * (x.rss1 - x.rss0) / x.rss0 if x.rss0 else 0:+.1f} %), fds {x.fds0} -> "
+        f"{x.fds1}, threads {x.threads0} -> {x.threads1}"
+        for x in judged
+    )
     out.append("")
     count = Counter(v.invariant for v in violations)
     out.append("violations: " + ", ".join(f"{i} {count[i]}" for i in INVARIANTS)
