@@ -321,6 +321,6 @@ def test_the_chaos_config_has_two_managed_connections_equal_but_for_their_childr
     text = setup.swanctl_conf([GW1, GW2, "10.99.3.2"], "secrets {\n    ike-lab {\n    }\n}\n")
     changed = setup.swanctl_conf([GW1, GW2, "10.99.3.2"], "secrets {\n}\n", changed=True)
     assert text.count("remote_addrs = 10.99.1.2, 10.99.2.2, 10.99.3.2") == 2
-    assert "rekey_time = 40s" in text and "rekey_time = 20s" in text
+    assert "rekey_time = 40s" in text and "rekey_time = 20s" in text and "life_time = 30s" in text
     assert "connect_timeout = 5s" in text and "connect_timeout = 6s" in changed
     assert "rekey_time = 22s" in changed and "rekey_time = 22s" not in text

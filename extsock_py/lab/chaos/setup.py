@@ -9,6 +9,12 @@ from extsock_py.lab.topology import ID_DOMAIN, PROTECTED_NET
 
 CHILD_REKEY = 20  # s
 IKE_REKEY = 40  # s: as the first chaos run of issue 26; faults end many IKE_SAs before 60 s
+# Margins to the hard lifetimes as a real deployment has (minutes at charon's defaults), not
+# charon's 10 % (2 s for a CHILD_SA): with 2 s a CHILD rekey that met an IKE rekey was not done
+# before the hard expiry (seed 2603: `closing expired CHILD_SA da{13}`, 22 s after it came up).
+CHILD_MARGIN = 10  # s from a CHILD_SA's rekey to its hard lifetime
+IKE_OVER = 15  # s from an IKE_SA's rekey to its hard lifetime
+REKEY_RAND = 2  # s: rekeys come up to this much before their time
 DRAIN = 1.0  # s: extsock's switch_drain (the default)
 
 
@@ -55,6 +61,8 @@ def _conn(conn: ChaosConn, gateways: list[str], changed: bool) -> str:
         remote_addrs = {", ".join(gateways)}
         dpd_delay = 1s
         rekey_time = {IKE_REKEY}s
+        over_time = {IKE_OVER}s
+        rand_time = {REKEY_RAND}s
         local {{
             auth = psk
             id = ini.{ID_DOMAIN}
@@ -69,6 +77,8 @@ def _conn(conn: ChaosConn, gateways: list[str], changed: bool) -> str:
                 remote_ts = {PROTECTED_NET}
                 esp_proposals = default
                 rekey_time = {child_rekey}s
+                life_time = {child_rekey + CHILD_MARGIN}s
+                rand_time = {REKEY_RAND}s
                 dpd_action = restart
                 start_action = none
             }}
