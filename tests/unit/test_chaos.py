@@ -324,3 +324,22 @@ def test_the_chaos_config_has_two_managed_connections_equal_but_for_their_childr
     assert "rekey_time = 40s" in text and "rekey_time = 20s" in text and "life_time = 30s" in text
     assert "connect_timeout = 5s" in text and "connect_timeout = 6s" in changed
     assert "rekey_time = 22s" in changed and "rekey_time = 22s" not in text
+
+
+def test_a_record_survives_its_json(tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    from extsock_py.lab.chaos.cli import main
+    from extsock_py.lab.chaos.observations import record_from_json
+
+    faults = [FaultRun(50.0, "link-cut", 50.0, 60.0, "upa on segw1")]
+    r = record(300, faults=faults, answers=steady_answers(300, [(50.0, 53.0)]),
+               history=[HistoryEntry(53.0, "upa", GW1, GW2, "retransmit", "up")])  # fmt: skip
+    text = json.dumps(dataclasses.asdict(r), default=list)
+    again = record_from_json(json.loads(text))
+    assert again == dataclasses.replace(r, unexpected_exits=[])  # a tuple comes back a list
+    (tmp_path / "record.json").write_text(text)
+    assert main(["--check", str(tmp_path)]) == 0
+    assert "violations: I1 0" in (tmp_path / "summary.txt").read_text()
+    assert (tmp_path / "timeline.png").stat().st_size > 1000

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from extsock_py.lab.chaos import invariants, schedule, summary
+from extsock_py.lab.chaos.observations import RunRecord, record_from_json
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,11 +27,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default=prefix, help="the lab's namespace prefix (default ch-)")
     p.add_argument("--out", type=Path, default=None, help="default .chaos/<time>-seed<N>")
     p.add_argument("--schedule-only", action="store_true", help="print the schedule, run nothing")
+    again = "check a finished run's DIR/record.json again (summary.txt, timeline.png)"
+    p.add_argument("--check", type=Path, default=None, metavar="DIR", help=again)
     return p
+
+
+def _report(record: RunRecord, out: Path) -> int:
+    from extsock_py.lab.chaos import timeline  # matplotlib only where a report is made
+
+    violations = invariants.check_all(record)
+    text = "\n".join(summary.lines(record, violations)) + "\n"
+    (out / "summary.txt").write_text(text)
+    timeline.draw(record, violations, out / "timeline.png")
+    print(text + f"written: {out}/summary.txt, timeline.png", flush=True)
+    return 1 if violations else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.check is not None:
+        data = json.loads((args.check / "record.json").read_text())
+        return _report(record_from_json(data), args.check)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
     try:
         plan = schedule.generate(seed, args.duration, args.fault_every)
@@ -40,7 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(plan.lines()), flush=True)
     if args.schedule_only:
         return 0
-    from extsock_py.lab.chaos import timeline  # matplotlib only for a real run
     from extsock_py.lab.chaos.runner import ChaosRun, Options
 
     out = args.out or Path(".chaos") / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
@@ -59,10 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = ChaosRun(options, plan, log).run()
     finally:
         log_file.close()
-    violations = invariants.check_all(record)
     (out / "record.json").write_text(json.dumps(asdict(record), default=list) + "\n")
-    text = "\n".join(summary.lines(record, violations)) + "\n"
-    (out / "summary.txt").write_text(text)
-    timeline.draw(record, violations, out / "timeline.png")
-    print(text + f"written: {out}/summary.txt, timeline.png, run.log, lab/", flush=True)
-    return 1 if violations else 0
+    print(f"written: {out}/record.json, run.log, logs/, lab/chaos/extsock.log", flush=True)
+    return _report(record, out)

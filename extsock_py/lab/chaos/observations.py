@@ -7,6 +7,7 @@ import bisect
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from extsock_py.lab.chaos.schedule import FaultKind
 
@@ -118,3 +119,27 @@ class RunRecord:
     ike_rekeys: int = 0
     child_rekeys: int = 0
     gateway_names: Mapping[str, str] = field(default_factory=dict)  # address -> segwN
+
+
+def record_from_json(data: dict[str, Any]) -> RunRecord:
+    """A RunRecord from what `asdict` made of it (record.json of a run)."""
+    answers = data["answers"]
+    samples = [
+        Sample(**{**x, "conns": {c: ConnSample(**{**cs, "carriers": tuple(cs["carriers"])})
+                                 for c, cs in x["conns"].items()}})
+        for x in data["samples"]
+    ]  # fmt: skip
+    return RunRecord(
+        seed=int(data["seed"]),
+        duration=float(data["duration"]),
+        conns=tuple(data["conns"]),
+        drain=float(data["drain"]),
+        samples=samples,
+        faults=[FaultRun(**f) for f in data["faults"]],
+        answers=Answers(float(answers["resolution"]), answers["times"], answers["gateways"]),
+        history=[HistoryEntry(**h) for h in data["history"]],
+        unexpected_exits=[(float(t), str(w)) for t, w in data["unexpected_exits"]],
+        ike_rekeys=int(data["ike_rekeys"]),
+        child_rekeys=int(data["child_rekeys"]),
+        gateway_names=dict(data["gateway_names"]),
+    )
