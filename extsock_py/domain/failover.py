@@ -717,10 +717,10 @@ def _fail(
 
 def _move_on(state: ConnState, now: float, reason: str, actions: list[Action]) -> Result:
     assert state.gateway is not None
-    target = next_gateway(state.gateways, state.gateway)
-    if target == state.peer != state.gateway:
-        # a redirect took the tunnel to the gateway after the clone's, and that one failed
-        target = next_gateway(state.gateways, target)
+    # The list goes on after the gateway that failed: where a redirect took the tunnel (when
+    # it is in the list), not the clone's gateway that redirected it and may be well.
+    failed = state.peer if state.peer in state.gateways else state.gateway
+    target = next_gateway(state.gateways, failed)
     moved, more = _attempt(state, target, now)
     notice = Notify(
         NoticeKind.FAILOVER_STARTED, gateway=target, from_gateway=state.peer, reason=reason

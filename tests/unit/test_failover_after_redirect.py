@@ -1,11 +1,13 @@
 """Where a failover goes when the gateway a redirect (RFC 5685) took the tunnel to dies.
 
-The clone stays the one towards the gateway that redirected, and the failover goes on with
-`remote_addrs` after that one (README). Found by the chaos run of issue 26 (seed 2602, 600 s,
+The clone stays the one towards the gateway that redirected, and the failover went on with
+`remote_addrs` after that one. Found by the chaos run of issue 26 (seed 2602, 600 s,
 at 00:57:03): segw3 had redirected both connections to segw1, segw1's link was cut, and
 extsock logged `upb: failover-started 10.99.1.2 -> 10.99.1.2 (reason retransmit)`: the gateway
 after segw3 in the list is segw1, the one that had just died. The attempt waited out
-connect_timeout (6 s) before moving to segw2, an outage of 6 s where 0.1 s sufficed.
+connect_timeout (6 s) before moving to segw2, an outage of 6 s where 0.1 s sufficed. Seed
+2604 (01:06:51): segw1 had redirected to segw3, segw3's link was cut, and the cycle went
+segw2 (silent for 7 s that time), then segw3 again: it goes on after the gateway that failed.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ def test_with_two_gateways_it_goes_back_to_the_one_that_redirected() -> None:
     state = up_on_gw3_redirected_to(GW1, (GW1, GW3))
     state, _ = run(state, ev.TunnelDown(GW3, 6), now=T0 + 5)
     assert (state.phase, state.gateway) == (Phase.CONNECTING, GW3)
+
+
+def test_the_failover_goes_on_after_the_target_that_died() -> None:
+    state = initial_state("home", (GW1, GW2, GW3), FailoverPolicy(max_cycles=0))
+    state, _ = run(state, ev.Adopt(GW1, 4))
+    state, _ = run(state, ev.Redirected(GW1, 4, GW3), ev.TunnelUp(GW1, 6), now=T0 + 1)
+    state, _ = run(state, ev.TunnelDown(GW1, 6), now=T0 + 5)
+    assert (state.phase, state.gateway) == (Phase.CONNECTING, GW1)  # after GW3: GW1
+    state, _ = run(state, ev.Tick(), now=T0 + 60)  # connect timeout: GW2, then GW3
+    assert (state.phase, state.gateway) == (Phase.CONNECTING, GW2)
 
 
 def test_a_target_outside_the_list_changes_nothing() -> None:
