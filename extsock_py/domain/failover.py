@@ -56,6 +56,7 @@ exhaustive by mypy); each handler reads the phase and the sub-machine the event 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Never
@@ -389,7 +390,9 @@ def _on_adopt(state: ConnState, event: ev.Adopt, now: float) -> Result:
     if event.gateway not in state.gateways:
         return state, []
     fresh = _reset_counters(state)
-    redirected = event.remote if event.remote not in (None, event.gateway) else None
+    redirected = None
+    if event.remote is not None and not _same_host(event.remote, event.gateway):
+        redirected = event.remote
     up = replace(
         fresh,
         phase=Phase.UP,
@@ -472,9 +475,28 @@ def _on_tunnel_up(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
     actions.append(Notify(NoticeKind.TUNNEL_UP, gateway=event.gateway))
     fresh = _reset_counters(state)
     up = replace(
-        fresh, phase=Phase.UP, attempt=replace(fresh.attempt, ike_id=event.ike_id, deadline=None)
+        fresh,
+        phase=Phase.UP,
+        attempt=replace(fresh.attempt, ike_id=event.ike_id, deadline=None),
+        redirects=_carried(fresh.redirects, event),
     )
     return _schedule_failback(up, now), actions
+
+
+def _carried(rds: Redirects, event: ev.TunnelUp) -> Redirects:
+    """Where the tunnel goes: where the IKE_SA that carries it goes (charon can put the
+    CHILD_SA into an IKE_SA of an equal config that a redirect took elsewhere)."""
+    if event.remote is None:
+        return rds
+    return replace(rds, remote=None if _same_host(event.remote, event.gateway) else event.remote)
+
+
+def _same_host(a: str, b: str) -> bool:
+    """The same address however written (charon writes IPv6 in its canonical form)."""
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
 
 
 def _taken_back(state: ConnState, event: ev.TunnelUp) -> ConnState:
@@ -865,7 +887,7 @@ def _complete_switch(state: ConnState, event: ev.TunnelUp, now: float) -> Result
         attempt=replace(fresh.attempt, gateway=sw.gateway, ike_id=event.ike_id, deadline=None),
         switch=None,
         drain=Drain(old, state.ike_id, now + drain) if drain > 0 else None,
-        redirects=replace(fresh.redirects, remote=None, pending=None),
+        redirects=_carried(replace(fresh.redirects, remote=None, pending=None), event),
     )
     return _schedule_failback(up, now), actions
 
