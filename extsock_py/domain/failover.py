@@ -710,7 +710,7 @@ def _fail(
         failback=Failback(),
         kept=replace(base.kept, failures_total=base.kept.failures_total + 1),
         outage=outage,
-        redirects=replace(base.redirects, pending=None),
+        redirects=replace(base.redirects, pending=None, retired=_left(base, gateway, peer)),
     )
     if failed.kept.held:
         return replace(failed, phase=Phase.DOWN), actions
@@ -735,6 +735,16 @@ def _fail(
     delay = backoff_delay(failed.policy.backoff, failed.attempt.cycles_failed, failed.name)
     backoff = replace(failed.attempt, deadline=now + delay)
     return replace(failed, phase=Phase.BACKOFF, attempt=backoff), actions
+
+
+def _left(state: ConnState, gateway: str, peer: str | None) -> tuple[int, ...]:
+    """The retired IKE_SAs after a failure. A redirected tunnel's IKE_SA, named after the
+    clone of `gateway`, goes on dying after it failed: its news is stale, for the next
+    attempt may go to `gateway` under the same clone (the list goes on after the target)."""
+    retired = state.redirects.retired
+    if peer is None or _same_host(peer, gateway) or state.ike_id is None:
+        return retired
+    return (*retired, state.ike_id)[-4:]
 
 
 def _move_on(state: ConnState, now: float, reason: str, actions: list[Action]) -> Result:

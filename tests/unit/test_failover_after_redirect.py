@@ -63,3 +63,21 @@ def test_a_target_outside_the_list_changes_nothing() -> None:
     state = up_on_gw3_redirected_to("10.0.0.9", (GW1, GW2, GW3))
     state, _ = run(state, ev.TunnelDown(GW3, 6), now=T0 + 5)
     assert (state.phase, state.gateway) == (Phase.CONNECTING, GW1)
+
+
+def test_the_dying_redirected_ike_sa_is_no_news_for_the_attempt_under_its_clone() -> None:
+    """Chaos seed 2607 (01:20:58): segw1 had redirected both connections to segw3, segw3 was
+    cut, the failover went on after segw3, to segw1 under the same clone; the old IKE_SA's
+    ike-updown down a millisecond later was read as that attempt failing (`failover-started
+    10.99.1.2 -> 10.99.2.2 (reason ike-down)`), and the attempt's CHILD_SA on segw1 came up
+    beside segw2's: two installed CHILD_SAs per connection for 13 and 16 s."""
+    policy = FailoverPolicy(max_cycles=0, dead_after_retransmits=1)
+    state = initial_state("home", (GW1, GW2, GW3), policy)
+    state, _ = run(state, ev.Adopt(GW1, 1))
+    state, _ = run(state, ev.Redirected(GW1, 1, GW3), ev.TunnelUp(GW1, 2), now=T0 + 1)
+    assert state.peer == GW3
+    state, _ = run(state, ev.RetransmitSeen(GW1, 2), now=T0 + 5)
+    assert (state.phase, state.gateway) == (Phase.CONNECTING, GW1)
+    assert run(state, ev.TunnelDown(GW1, 2, "ike-down"), now=T0 + 5.01) == (state, [])
+    state, _ = run(state, ev.IkeConnecting(GW1, 7), ev.TunnelUp(GW1, 7, GW1), now=T0 + 5.1)
+    assert (state.phase, state.gateway, state.ike_id, state.peer) == (Phase.UP, GW1, 7, GW1)
