@@ -5,9 +5,7 @@ The clone stays the one towards the gateway that redirected, and the failover we
 at 00:57:03): segw3 had redirected both connections to segw1, segw1's link was cut, and
 extsock logged `upb: failover-started 10.99.1.2 -> 10.99.1.2 (reason retransmit)`: the gateway
 after segw3 in the list is segw1, the one that had just died. The attempt waited out
-connect_timeout (6 s) before moving to segw2, an outage of 6 s where 0.1 s sufficed. Seed
-2604 (01:06:51): segw1 had redirected to segw3, segw3's link was cut, and the cycle went
-segw2 (silent for 7 s that time), then segw3 again: it goes on after the gateway that failed.
+connect_timeout (6 s) before moving to segw2, an outage of 6 s where 0.1 s sufficed.
 """
 
 from __future__ import annotations
@@ -49,13 +47,11 @@ def test_with_two_gateways_it_goes_back_to_the_one_that_redirected() -> None:
     assert (state.phase, state.gateway) == (Phase.CONNECTING, GW3)
 
 
-def test_the_failover_goes_on_after_the_target_that_died() -> None:
+def test_a_target_not_next_in_the_list_changes_nothing() -> None:
     state = initial_state("home", (GW1, GW2, GW3), FailoverPolicy(max_cycles=0))
     state, _ = run(state, ev.Adopt(GW1, 4))
     state, _ = run(state, ev.Redirected(GW1, 4, GW3), ev.TunnelUp(GW1, 6), now=T0 + 1)
     state, _ = run(state, ev.TunnelDown(GW1, 6), now=T0 + 5)
-    assert (state.phase, state.gateway) == (Phase.CONNECTING, GW1)  # after GW3: GW1
-    state, _ = run(state, ev.Tick(), now=T0 + 60)  # connect timeout: GW2, then GW3
     assert (state.phase, state.gateway) == (Phase.CONNECTING, GW2)
 
 
@@ -70,9 +66,10 @@ def test_the_dying_redirected_ike_sa_is_no_news_for_the_attempt_under_its_clone(
     cut, the failover went on after segw3, to segw1 under the same clone; the old IKE_SA's
     ike-updown down a millisecond later was read as that attempt failing (`failover-started
     10.99.1.2 -> 10.99.2.2 (reason ike-down)`), and the attempt's CHILD_SA on segw1 came up
-    beside segw2's: two installed CHILD_SAs per connection for 13 and 16 s."""
+    beside segw2's: two installed CHILD_SAs per connection for 13 and 16 s. With two gateways
+    the failover still goes back under the clone of the one that redirected."""
     policy = FailoverPolicy(max_cycles=0, dead_after_retransmits=1)
-    state = initial_state("home", (GW1, GW2, GW3), policy)
+    state = initial_state("home", (GW1, GW3), policy)  # after GW1 is GW3, the target: GW1
     state, _ = run(state, ev.Adopt(GW1, 1))
     state, _ = run(state, ev.Redirected(GW1, 1, GW3), ev.TunnelUp(GW1, 2), now=T0 + 1)
     assert state.peer == GW3
