@@ -5,7 +5,7 @@ PY := $(BIN)/python
 PYTEST_ARGS ?=
 
 .PHONY: install test unit integration lint format demo bench soak lab-docker clean fresh-check \
-	compose-demo container-host deb lock man completion
+	compose-demo container-host deb lock man completion chaos
 
 install:
 	VENV=$(VENV) bash scripts/install-deps.sh
@@ -58,6 +58,13 @@ bench: install
 
 soak: install
 	$(PY) -m pytest -q -s -m soak tests --soak-cycles=$(or $(CYCLES),1000)
+
+# Chaos (issue 26, CHAOS.md): a seeded schedule of faults of every kind against extsock with two
+# connections sharing gateways, invariants checked every 0.5 s; exits 1 on any violation.
+# As root (the lab). SEED (default: random, printed), DURATION (s, 600), FAULT_EVERY (s, 10).
+chaos: install
+	$(PY) -m extsock_py.lab.chaos $(if $(SEED),--seed $(SEED)) --duration $(or $(DURATION),600) \
+		--fault-every $(or $(FAULT_EVERY),10)
 
 # The README's two commands in a new container from a pristine Debian bookworm image, on a
 # fresh clone of the committed HEAD (root and podman; scripts/container-host.sh sets podman up).

@@ -19,10 +19,12 @@ class Start:
 
 @dataclass(frozen=True)
 class Adopt:
-    """charon already has this connection's tunnel up on `gateway`: keep it."""
+    """charon already has this connection's tunnel up on `gateway`: keep it. `remote`: the
+    IKE_SA's remote host when a redirect took it elsewhere (charon keeps the clone's name)."""
 
     gateway: str
     ike_id: int
+    remote: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,13 @@ class IkeUp:
 
 @dataclass(frozen=True)
 class TunnelUp:
-    """The CHILD_SA is installed through `gateway`: traffic can pass."""
+    """The CHILD_SA is installed through `gateway`: traffic can pass. `remote`: the remote
+    host of the IKE_SA that carries it, when known (charon's reuse_ikesa can put it into an
+    IKE_SA of an equal config that a redirect took elsewhere)."""
 
     gateway: str
     ike_id: int
+    remote: str | None = None
 
 
 @dataclass(frozen=True)

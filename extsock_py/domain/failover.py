@@ -56,6 +56,7 @@ exhaustive by mypy); each handler reads the phase and the sub-machine the event 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Never
@@ -389,10 +390,14 @@ def _on_adopt(state: ConnState, event: ev.Adopt, now: float) -> Result:
     if event.gateway not in state.gateways:
         return state, []
     fresh = _reset_counters(state)
+    redirected = None
+    if event.remote is not None and not _same_host(event.remote, event.gateway):
+        redirected = event.remote
     up = replace(
         fresh,
         phase=Phase.UP,
         attempt=replace(fresh.attempt, gateway=event.gateway, ike_id=event.ike_id, deadline=None),
+        redirects=Redirects(remote=redirected),  # the tunnel goes where its IKE_SA goes
     )
     return _schedule_failback(up, now), [
         Notify(NoticeKind.TUNNEL_UP, gateway=event.gateway, reason="adopted")
@@ -470,9 +475,28 @@ def _on_tunnel_up(state: ConnState, event: ev.TunnelUp, now: float) -> Result:
     actions.append(Notify(NoticeKind.TUNNEL_UP, gateway=event.gateway))
     fresh = _reset_counters(state)
     up = replace(
-        fresh, phase=Phase.UP, attempt=replace(fresh.attempt, ike_id=event.ike_id, deadline=None)
+        fresh,
+        phase=Phase.UP,
+        attempt=replace(fresh.attempt, ike_id=event.ike_id, deadline=None),
+        redirects=_carried(fresh.redirects, event),
     )
     return _schedule_failback(up, now), actions
+
+
+def _carried(rds: Redirects, event: ev.TunnelUp) -> Redirects:
+    """Where the tunnel goes: where the IKE_SA that carries it goes (charon can put the
+    CHILD_SA into an IKE_SA of an equal config that a redirect took elsewhere)."""
+    if event.remote is None:
+        return rds
+    return replace(rds, remote=None if _same_host(event.remote, event.gateway) else event.remote)
+
+
+def _same_host(a: str, b: str) -> bool:
+    """The same address however written (charon writes IPv6 in its canonical form)."""
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
 
 
 def _taken_back(state: ConnState, event: ev.TunnelUp) -> ConnState:
@@ -686,7 +710,7 @@ def _fail(
         failback=Failback(),
         kept=replace(base.kept, failures_total=base.kept.failures_total + 1),
         outage=outage,
-        redirects=replace(base.redirects, pending=None),
+        redirects=replace(base.redirects, pending=None, retired=_left(base, gateway, peer)),
     )
     if failed.kept.held:
         return replace(failed, phase=Phase.DOWN), actions
@@ -713,9 +737,24 @@ def _fail(
     return replace(failed, phase=Phase.BACKOFF, attempt=backoff), actions
 
 
+def _left(state: ConnState, gateway: str, peer: str | None) -> tuple[int, ...]:
+    """The retired IKE_SAs after a failure. A redirected tunnel's IKE_SA, named after the
+    clone of `gateway`, goes on dying after it failed: its news is stale, for the next
+    attempt may go to `gateway` under the same clone (the list goes on after the target)."""
+    retired = state.redirects.retired
+    if peer is None or _same_host(peer, gateway) or state.ike_id is None:
+        return retired
+    return (*retired, state.ike_id)[-4:]
+
+
 def _move_on(state: ConnState, now: float, reason: str, actions: list[Action]) -> Result:
     assert state.gateway is not None
     target = next_gateway(state.gateways, state.gateway)
+    if state.peer is not None and target == state.peer != state.gateway:
+        # A redirect took the tunnel to the gateway after the clone's, and that one failed.
+        # (Going on after the target instead brings the next attempt under the clone of the
+        # gateway that redirected, often beside its dying IKE_SA: chaos seeds 2607, 2608.)
+        target = next_gateway(state.gateways, target)
     moved, more = _attempt(state, target, now)
     notice = Notify(
         NoticeKind.FAILOVER_STARTED, gateway=target, from_gateway=state.peer, reason=reason
@@ -860,7 +899,7 @@ def _complete_switch(state: ConnState, event: ev.TunnelUp, now: float) -> Result
         attempt=replace(fresh.attempt, gateway=sw.gateway, ike_id=event.ike_id, deadline=None),
         switch=None,
         drain=Drain(old, state.ike_id, now + drain) if drain > 0 else None,
-        redirects=replace(fresh.redirects, remote=None, pending=None),
+        redirects=_carried(replace(fresh.redirects, remote=None, pending=None), event),
     )
     return _schedule_failback(up, now), actions
 

@@ -335,7 +335,8 @@ class EventUsecase:
                     # no state change announced it, the CHILD_SA does.
                     view.state, view.ike_id = sa.state, sa.unique_id
                     view.gateway = sa.remote_host or owner.gateway
-                self._sink(connection, ev.TunnelUp(owner.gateway, sa.unique_id))
+                installed = ev.TunnelUp(owner.gateway, sa.unique_id, sa.remote_host)
+                self._sink(connection, installed)
             return
         connection = self.sas.owner_of_child(sa.unique_id, child.unique_id)
         if connection is None and not self._conns.names():

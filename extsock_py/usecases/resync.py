@@ -136,7 +136,8 @@ def resync(charon: CharonPort, manager: FailoverManager, names: list[str]) -> Re
         found = up.get(name)
         if found is not None:
             manager.note_adopted(name, found.gateway)  # before Adopt persists the new gateway
-            manager.handle(name, ev.Adopt(found.gateway, found.sa.unique_id))
+            adopt = ev.Adopt(found.gateway, found.sa.unique_id, found.sa.remote_host)
+            manager.handle(name, adopt)
             report.adopted[name] = found.gateway
             report.adopted_sas[name] = found.sa
             log.info(
