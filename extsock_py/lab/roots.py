@@ -54,7 +54,11 @@ def is_ready(root: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _locked(cache: Path, timeout: float) -> Iterator[None]:
+def cache_lock(
+    cache: Path, timeout: float, error: type[RuntimeError] = RootError
+) -> Iterator[None]:
+    """One build at a time in `cache` (an flock on its .lock, across processes); `error` if
+    another build holds it past `timeout` s. The release roots and the VM image share it."""
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".lock", "a+") as lock:
         deadline = time.monotonic() + timeout
@@ -64,7 +68,7 @@ def _locked(cache: Path, timeout: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise RootError(
+                    raise error(
                         f"{cache}/.lock held for {timeout:.0f} s by another build"
                     ) from None
                 time.sleep(0.5)
@@ -99,7 +103,7 @@ def ensure_root(rel: Release, cache: Path | None = None, timeout: float = BUILD_
             f"charon {rel.name} needs a Debian root and mmdebstrap is not installed "
             "(apt-get install mmdebstrap)"
         )
-    with _locked(cache, timeout):
+    with cache_lock(cache, timeout):
         if is_ready(root):  # another process built it while we waited
             return root
         for stale in cache.glob(f".{rel.name}.build-*"):

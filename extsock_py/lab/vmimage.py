@@ -14,14 +14,13 @@ to the ``init.sh`` the host writes there, so changing what the guest does needs 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
+
+from extsock_py.lab.roots import cache_lock
 
 CACHE_ENV = "EXTSOCK_VM_CACHE"
 DEFAULT_CACHE = Path("/var/cache/extsock/xfrm-vm")
@@ -93,27 +92,6 @@ def missing_tools() -> list[str]:
     return [f"{tool} ({pkg})" for tool, pkg in need.items() if shutil.which(tool) is None]
 
 
-@contextlib.contextmanager
-def _locked(cache: Path, timeout: float) -> Iterator[None]:
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".lock", "a+") as lock:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ImageError(
-                        f"{cache}/.lock held for {timeout:.0f} s by another build"
-                    ) from None
-                time.sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def mmdebstrap_argv(target: Path) -> list[str]:
     return [
         "mmdebstrap",
@@ -159,7 +137,7 @@ def ensure_image(cache: Path | None = None, timeout: float = BUILD_TIMEOUT) -> P
     missing = missing_tools()
     if missing:
         raise ImageError(f"building the VM image needs {', '.join(missing)}: not on PATH")
-    with _locked(cache, timeout):
+    with cache_lock(cache, timeout, ImageError):
         if is_ready(cache):
             return cache
         deadline = time.monotonic() + timeout

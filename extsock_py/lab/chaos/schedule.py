@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 FaultKind = Literal[
     "link-cut",
@@ -28,17 +28,7 @@ FaultKind = Literal[
     "redirect",
     "stall",
 ]
-KINDS: tuple[FaultKind, ...] = (
-    "link-cut",
-    "delete",
-    "gateway-restart",
-    "ini-restart",
-    "extsock-kill",
-    "sighup",
-    "switch",
-    "redirect",
-    "stall",
-)
+KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 GATEWAY_DOWN: frozenset[FaultKind] = frozenset({"link-cut", "gateway-restart"})
 NEEDS_EXTSOCK: frozenset[FaultKind] = frozenset({"extsock-kill", "sighup", "switch", "stall"})
 LINK_HEAL = (5.0, 20.0)  # s: a cut link is healed after this long
