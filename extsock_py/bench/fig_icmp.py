@@ -200,18 +200,23 @@ def detection_figure(
         baseline_label="figure 2m of this run (UDP monitor 500ms x 3: fault -> CHILD_SA up)",
         skipped=got if isinstance(got, str) else None,
     )
-    if isinstance(got, Durations):
-        fig.notes = got.errors[:5]
-        fig.extra["child_up_s"] = Summary.of(got.noticed).to_dict()
-        up = Summary.of(got.noticed).median
-        if up is not None:
-            fig.notes.append(f"fault -> CHILD_SA up on the next gateway: median {up:.3f} s")
+    _child_up_notes(fig, got)
     fig.extra["figure_2_s"] = Summary.of(dpd.total if dpd else []).to_dict()
     if dpd and dpd.total:
         fig.notes.append(
             f"figure 2 (DPD 1s + retransmit) median {Summary.of(dpd.total).median:.2f} s"
         )
     return fig
+
+
+def _child_up_notes(fig: Figure, got: Durations | str) -> None:
+    """A figure's first errors and, beside its traffic figure, when the CHILD_SA was up."""
+    if isinstance(got, Durations):
+        fig.notes = got.errors[:5]
+        fig.extra["child_up_s"] = Summary.of(got.noticed).to_dict()
+        up = Summary.of(got.noticed).median
+        if up is not None:
+            fig.notes.append(f"fault -> CHILD_SA up on the next gateway: median {up:.3f} s")
 
 
 def standby_figure(got: Durations | str, icmp: Durations | str | None) -> Figure:
@@ -231,12 +236,7 @@ def standby_figure(got: Durations | str, icmp: Durations | str | None) -> Figure
         baseline_label="figure 2i of this run (ICMP 100ms x 3, no standby)",
         skipped=got if isinstance(got, str) else None,
     )
-    if isinstance(got, Durations):
-        fig.notes = got.errors[:5]
-        fig.extra["child_up_s"] = Summary.of(got.noticed).to_dict()
-        up = Summary.of(got.noticed).median
-        if up is not None:
-            fig.notes.append(f"fault -> CHILD_SA up on the next gateway: median {up:.3f} s")
+    _child_up_notes(fig, got)
     return fig
 
 
